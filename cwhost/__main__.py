@@ -1,0 +1,3 @@
+from cwhost.cli import main
+
+raise SystemExit(main())

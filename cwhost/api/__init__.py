@@ -1,0 +1,210 @@
+"""HTTP wiring: the flask-smorest Api, the one error format, request ids, auth, content types.
+
+Every error, whatever layer raised it, leaves through ``_error_response`` and so
+has the body ``{"error", "message", "requestId"[, "details"]}``.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import re
+import uuid
+
+import flask
+from flask import Flask, g, request
+from flask_smorest import Api, Blueprint
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import HTTPException
+
+from cwhost import auth
+from cwhost.api.schemas import ErrorSchema
+from cwhost.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    402: "payment_required",
+    403: "quota_exceeded",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unknown_asset",
+    429: "rate_limited",
+    500: "internal",
+    503: "unavailable",
+}
+_MESSAGES = {
+    401: "A valid bearer token is required.",
+    404: "No such resource.",
+    405: "That method is not allowed on this resource.",
+    413: "The request body is too large.",
+    415: "The request body must be application/json.",
+    500: "An internal error occurred; it has been logged with this request's id.",
+}
+
+
+class JsonParser(FlaskParser):
+    """webargs' parser, answering 400 (as API.md says) and surviving hostile JSON."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except (RecursionError, ValueError) as exc:
+            # Deep nesting and integers of thousands of digits escape
+            # json.JSONDecodeError; they are malformed input all the same.
+            return self._handle_invalid_json_error(exc, req)
+
+
+class ApiBlueprint(Blueprint):
+    ARGUMENTS_PARSER = JsonParser()
+
+
+def error_responses(blp: Blueprint, *statuses: int):
+    """Document the error answers an operation can give."""
+
+    def decorate(view):
+        for status in statuses:
+            view = blp.alt_response(status, response=http.HTTPStatus(status).name)(view)
+        return view
+
+    return decorate
+
+
+def request_id() -> str:
+    rid = g.get("request_id")
+    if rid is None:
+        supplied = request.headers.get("X-Request-Id", "")
+        rid = supplied if _REQUEST_ID_PATTERN.match(supplied) else uuid.uuid4().hex
+        g.request_id = rid
+    return rid
+
+
+def _error_response(status: int, message: str, details=None, headers=None, code=None):
+    body = {"error": code or _CODES.get(status, "error"), "message": message, "requestId": request_id()}
+    if details:
+        body["details"] = details
+    response = flask.make_response(json.dumps(body), status)
+    response.mimetype = "application/json"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _validation_details(data) -> dict | None:
+    """webargs reports {location: {field: [messages]}}; clients want {field: [messages]}."""
+    messages = (data or {}).get("messages")
+    if not isinstance(messages, dict):
+        return None
+    details: dict = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            details.update(fields)
+        else:
+            details[location] = fields
+    return details
+
+
+class CwhostApi(Api):
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException):
+        status = error.code or 500
+        data = getattr(error, "data", None) or {}
+        details = _validation_details(data)
+        if status == 400 and details and "json" in (data.get("messages") or {}):
+            json_messages = data["messages"]["json"]
+            if json_messages in (["Invalid JSON body."],):
+                return _error_response(400, "The request body is not valid JSON.")
+        if status == 400 and details:
+            message = "The request has invalid fields; see details."
+        else:
+            message = _MESSAGES.get(status) or (error.description or http.HTTPStatus(status).phrase)
+        headers = {}
+        if status == 405 and getattr(error, "valid_methods", None):
+            headers["Allow"] = ", ".join(error.valid_methods)
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return _error_response(status, message, details, headers)
+
+
+def _handle_service_error(error: ServiceError):
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    if error.status >= 500:
+        log.error("request %s: %s", request_id(), error.message)
+    return _error_response(error.status, error.message, error.details, headers, code=error.code)
+
+
+def _handle_unexpected(error: Exception):
+    log.exception("request %s failed", request_id())
+    return _error_response(500, _MESSAGES[500])
+
+
+def _before_request():
+    request_id()
+    if not request.path.startswith("/v1/"):
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    principal = None
+    if scheme.lower() == "bearer":
+        principal = auth.authenticate(flask.current_app.extensions["cwhost"].db, token.strip())
+    if principal is None:
+        return _error_response(401, _MESSAGES[401], headers={"WWW-Authenticate": "Bearer"})
+    g.principal = principal
+    if request.method in _BODY_METHODS and _has_body() and not request.is_json:
+        return _error_response(415, _MESSAGES[415])
+    return None
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    ).lower()
+
+
+def _after_request(response):
+    response.headers["X-Request-Id"] = request_id()
+    return response
+
+
+def init_api(app: Flask) -> Api:
+    from cwhost.api import system, workstations
+
+    app.config.update(
+        API_TITLE="cwhost",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Private cloud workstations on one GPU server. "
+                "Every /v1/ call needs `Authorization: Bearer <token>`."
+            },
+            "security": [{"bearerAuth": []}],
+            "components": {
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+            },
+        },
+    )
+    api = CwhostApi(app)
+    app.register_error_handler(ServiceError, _handle_service_error)
+    app.register_error_handler(Exception, _handle_unexpected)
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    api.register_blueprint(workstations.blp)
+    api.register_blueprint(system.blp)
+    system.register_swagger_assets(app)
+    return api

@@ -1,0 +1,253 @@
+"""marshmallow schemas: what the API accepts and what it answers, and so the OpenAPI document."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from cwhost.service import STATUSES
+
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
+# Generous schema-level ceilings: they keep absurd numbers out before the
+# service compares a request with this host's real capacity.
+MAX_CPU_CORES = 4096
+MAX_MEMORY_GB = 1024 * 1024
+MAX_STORAGE_GB = 1024 * 1024
+MAX_TIMEOUT_MINUTES = 60 * 24 * 366
+
+
+class WholeNumber(fields.Integer):
+    """An integer in JSON: never a string, a float or a boolean."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class Timestamp(fields.String):
+    """An RFC 3339 UTC time, stored and shown as text such as 2025-09-11T12:00:00Z."""
+
+    def __init__(self, metadata=None, **kwargs):
+        super().__init__(metadata={"format": "date-time", **(metadata or {})}, **kwargs)
+
+
+def _size(maximum: int, description: str, **kwargs) -> WholeNumber:
+    return WholeNumber(
+        validate=validate.Range(min=1, max=maximum), metadata={"description": description}, **kwargs
+    )
+
+
+def _timeout(description: str, **kwargs) -> WholeNumber:
+    return WholeNumber(
+        validate=validate.Range(min=0, max=MAX_TIMEOUT_MINUTES),
+        metadata={"description": description + " 0 turns it off."},
+        **kwargs,
+    )
+
+
+class StrictSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+        ordered = True
+
+
+# -- requests -----------------------------------------------------------------
+
+
+class ConfigurationInSchema(StrictSchema):
+    cpu_cores = _size(MAX_CPU_CORES, "Virtual CPU cores.", data_key="cpuCores", required=True)
+    memory_gb = _size(MAX_MEMORY_GB, "Memory in GB.", data_key="memoryGB", required=True)
+    storage_gb = _size(MAX_STORAGE_GB, "Disk size in GB.", data_key="storageGB", required=True)
+    gpu = fields.String(
+        allow_none=True,
+        validate=validate.Length(1, 128),
+        metadata={"description": "A GPU model this host has (see GET /v1/host), or null."},
+    )
+    region = fields.String(
+        validate=validate.Length(1, 63),
+        metadata={"description": "A region this server serves; defaults to its first."},
+    )
+
+
+class ConfigurationPatchSchema(ConfigurationInSchema):
+    cpu_cores = _size(MAX_CPU_CORES, "Virtual CPU cores.", data_key="cpuCores")
+    memory_gb = _size(MAX_MEMORY_GB, "Memory in GB.", data_key="memoryGB")
+    storage_gb = _size(
+        MAX_STORAGE_GB, "Disk size in GB; it may grow, never shrink.", data_key="storageGB"
+    )
+
+
+_name_field_kwargs = {
+    "validate": validate.Regexp(
+        NAME_PATTERN, error="Must be 1 to 63 characters of A-Z, a-z, 0-9, '.', '_' or '-'."
+    ),
+    "metadata": {"pattern": NAME_PATTERN},
+}
+
+
+class WorkstationCreateSchema(StrictSchema):
+    name = fields.String(required=True, **_name_field_kwargs)
+    configuration = fields.Nested(ConfigurationInSchema)
+    type = fields.String(validate=validate.Length(1, 63), metadata={"description": "A workstation type id."})
+    workspace_id = fields.String(data_key="workspaceId", validate=validate.Length(1, 63))
+    idle_timeout_minutes = _timeout(
+        "Stop after this many idle minutes.", data_key="idleTimeoutMinutes", load_default=0
+    )
+    running_timeout_minutes = _timeout(
+        "Stop after this many running minutes.", data_key="runningTimeoutMinutes", load_default=0
+    )
+
+
+class WorkstationPatchSchema(StrictSchema):
+    name = fields.String(**_name_field_kwargs)
+    configuration = fields.Nested(ConfigurationPatchSchema, load_default=dict)
+    idle_timeout_minutes = _timeout("Stop after this many idle minutes.", data_key="idleTimeoutMinutes")
+    running_timeout_minutes = _timeout(
+        "Stop after this many running minutes.", data_key="runningTimeoutMinutes"
+    )
+
+
+class PageArgsSchema(StrictSchema):
+    limit = WholeNumber(load_default=50, validate=validate.Range(1, 200))
+    after = fields.String(
+        validate=validate.Regexp(r"^[0-9]{1,18}$", error="Not a cursor this server issued."),
+        metadata={"description": "The nextCursor of the previous page."},
+    )
+
+
+class WorkstationListArgsSchema(PageArgsSchema):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    type = fields.String(validate=validate.Length(1, 63))
+
+
+class StopArgsSchema(StrictSchema):
+    force = fields.Boolean(
+        load_default=False, metadata={"description": "Power off at once instead of asking the guest."}
+    )
+
+
+class UsageArgsSchema(StrictSchema):
+    from_ = fields.AwareDateTime(data_key="from", default_timezone=None)
+    to = fields.AwareDateTime()
+    granularity = fields.String(validate=validate.OneOf(["hour", "day"]))
+
+
+# -- responses ----------------------------------------------------------------
+
+
+class ErrorSchema(ma.Schema):
+    error = fields.String(required=True, metadata={"description": "A stable error code."})
+    message = fields.String(required=True, metadata={"description": "One human sentence."})
+    request_id = fields.String(data_key="requestId", required=True)
+    details = fields.Dict(metadata={"description": "Validation messages by field."})
+
+
+class ConfigurationSchema(ma.Schema):
+    cpu_cores = fields.Integer(data_key="cpuCores", required=True)
+    memory_gb = fields.Integer(data_key="memoryGB", required=True)
+    gpu = fields.String(allow_none=True, required=True)
+    storage_gb = fields.Integer(data_key="storageGB", required=True)
+    region = fields.String(required=True)
+
+
+class WorkspaceRefSchema(ma.Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["active", "archived"]))
+    created_at = Timestamp(data_key="createdAt", required=True)
+
+
+class ConsoleSchema(ma.Schema):
+    protocol = fields.String(required=True, validate=validate.OneOf(["vnc", "spice"]))
+    host = fields.String(required=True)
+    port = fields.Integer(required=True)
+    password = fields.String(required=True)
+
+
+class AccessSchema(ma.Schema):
+    console = fields.Nested(ConsoleSchema, required=True)
+    ip_addresses = fields.List(fields.String(), data_key="ipAddresses", required=True)
+
+
+class WorkstationSchema(ma.Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    type = fields.String(allow_none=True, required=True)
+    workspace = fields.Nested(WorkspaceRefSchema, allow_none=True, required=True)
+    configuration = fields.Nested(ConfigurationSchema, required=True)
+    created_at = Timestamp(data_key="createdAt", required=True)
+    started_at = Timestamp(data_key="startedAt", allow_none=True, required=True)
+    status_message = fields.String(data_key="statusMessage", allow_none=True, required=True)
+    access = fields.Nested(AccessSchema, allow_none=True, required=True)
+    idle_timeout_minutes = fields.Integer(data_key="idleTimeoutMinutes", required=True)
+    running_timeout_minutes = fields.Integer(data_key="runningTimeoutMinutes", required=True)
+
+
+def list_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
+    """The list envelope of API.md for ``item_schema``."""
+    return ma.Schema.from_dict(
+        {
+            "object": fields.String(required=True, validate=validate.Equal("list")),
+            "data": fields.List(fields.Nested(item_schema), required=True),
+            "has_more": fields.Boolean(data_key="hasMore", required=True),
+            "next_cursor": fields.String(data_key="nextCursor", allow_none=True, required=True),
+        },
+        name=name,
+    )
+
+
+WorkstationListSchema = list_schema(WorkstationSchema, "WorkstationList")
+
+
+class UsageFiguresSchema(ma.Schema):
+    cpu_hours = fields.Float(data_key="cpuHours", required=True)
+    gpu_hours = fields.Float(data_key="gpuHours", required=True)
+    memory_gb_hours = fields.Float(data_key="memoryGBHours", required=True)
+    storage_gb_hours = fields.Float(data_key="storageGBHours", required=True)
+    cost_usd = fields.Float(data_key="costUSD", required=True)
+
+
+class UsageBucketSchema(UsageFiguresSchema):
+    start = Timestamp(required=True)
+
+
+class UsageSchema(UsageFiguresSchema):
+    last_updated = Timestamp(
+        data_key="lastUpdated",
+        allow_none=True,
+        required=True,
+        metadata={"description": "The last sample that saw the workstation; null if none yet."},
+    )
+    from_ = Timestamp(data_key="from", allow_none=True, required=True)
+    to = Timestamp(required=True)
+    buckets = fields.List(fields.Nested(UsageBucketSchema), required=True)
+
+
+class GpuSchema(ma.Schema):
+    model = fields.String(required=True)
+    pci_address = fields.String(data_key="pciAddress", required=True)
+    iommu_group = fields.Integer(data_key="iommuGroup", allow_none=True, required=True)
+    state = fields.String(required=True, validate=validate.OneOf(["free", "assigned"]))
+    holder = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The workstation holding it, when the caller may see that one."},
+    )
+
+
+class HostSchema(ma.Schema):
+    cpu_cores = fields.Integer(data_key="cpuCores", required=True)
+    memory_gb = fields.Integer(data_key="memoryGB", required=True)
+    storage_gb = fields.Integer(data_key="storageGB", required=True)
+    cpu_cores_allocated = fields.Integer(data_key="cpuCoresAllocated", required=True)
+    memory_gb_allocated = fields.Integer(data_key="memoryGBAllocated", required=True)
+    regions = fields.List(fields.String(), required=True)
+    gpus = fields.List(fields.Nested(GpuSchema), required=True)
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String(required=True, validate=validate.Equal("ok"))

@@ -1,0 +1,60 @@
+"""Endpoints about the server itself: health, host capacity, and the API docs' assets."""
+
+from __future__ import annotations
+
+import swagger_ui_bundle
+from flask import Flask, current_app, g, send_from_directory
+
+from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api.schemas import HealthSchema, HostSchema
+
+blp = ApiBlueprint("system", __name__, description="The server: health and host capacity.")
+
+
+@blp.route("/healthz")
+@blp.doc(security=[])
+@blp.response(200, HealthSchema)
+def healthz():
+    """Liveness; needs no token."""
+    return {"status": "ok"}
+
+
+@blp.route("/v1/host")
+@blp.response(200, HostSchema)
+@error_responses(blp, 401, 500, 503)
+def host():
+    """Capacity of this server, the regions it serves, and its GPUs with who holds them."""
+    view = current_app.extensions["cwhost"].service.host_view()
+    principal = g.principal
+    return {
+        "cpu_cores": view.info.cpu_cores,
+        "memory_gb": view.info.memory_gb,
+        "storage_gb": view.info.storage_gb,
+        "cpu_cores_allocated": view.cpu_cores_allocated,
+        "memory_gb_allocated": view.memory_gb_allocated,
+        "regions": list(view.regions),
+        "gpus": [
+            {
+                "model": slot.device.model,
+                "pci_address": slot.device.pci_address,
+                "iommu_group": slot.device.iommu_group,
+                "state": "assigned" if slot.holder else "free",
+                # Another account's workstation id is not the caller's to know.
+                "holder": (
+                    slot.holder.id
+                    if slot.holder
+                    and (principal.admin or slot.holder.account_id == principal.account_id)
+                    else None
+                ),
+            }
+            for slot in view.gpus
+        ],
+    }
+
+
+def register_swagger_assets(app: Flask) -> None:
+    """Serve Swagger UI's files ourselves: the LAN may have no route to a CDN."""
+
+    @app.route("/docs/assets/<path:filename>")
+    def swagger_assets(filename):
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)

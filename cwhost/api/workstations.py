@@ -1,0 +1,160 @@
+"""/v1/workstations: thin views over WorkstationService."""
+
+from __future__ import annotations
+
+from flask import current_app, g, url_for
+from flask.views import MethodView
+
+from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api.schemas import (
+    StopArgsSchema,
+    UsageArgsSchema,
+    UsageSchema,
+    WorkstationCreateSchema,
+    WorkstationListArgsSchema,
+    WorkstationListSchema,
+    WorkstationPatchSchema,
+    WorkstationSchema,
+)
+from cwhost.ids import rfc3339, utc_now
+from cwhost.service import Workstation, WorkstationService
+
+blp = ApiBlueprint(
+    "workstations", __name__, url_prefix="/v1/workstations", description="Workstations and their life cycle."
+)
+
+
+def _service() -> WorkstationService:
+    return current_app.extensions["cwhost"].service
+
+
+def present(ws: Workstation) -> dict:
+    c = ws.configuration
+    return {
+        "id": ws.id,
+        "name": ws.name,
+        "status": ws.status,
+        "type": ws.type,
+        "workspace": None,
+        "configuration": {
+            "cpu_cores": c.cpu_cores,
+            "memory_gb": c.memory_gb,
+            "gpu": c.gpu,
+            "storage_gb": c.storage_gb,
+            "region": c.region,
+        },
+        "created_at": ws.created_at,
+        "started_at": ws.started_at,
+        "status_message": ws.status_message,
+        "access": None,
+        "idle_timeout_minutes": ws.idle_timeout_minutes,
+        "running_timeout_minutes": ws.running_timeout_minutes,
+    }
+
+
+@blp.route("")
+class Workstations(MethodView):
+    @blp.arguments(WorkstationListArgsSchema, location="query")
+    @blp.response(200, WorkstationListSchema)
+    @error_responses(blp, 401, 500)
+    def get(self, args):
+        """List the caller's workstations, oldest first."""
+        page = _service().list(
+            g.principal,
+            limit=args["limit"],
+            after=int(args["after"]) if "after" in args else None,
+            status=args.get("status"),
+            type_id=args.get("type"),
+        )
+        return {
+            "object": "list",
+            "data": [present(ws) for ws in page.items],
+            "has_more": page.next_cursor is not None,
+            "next_cursor": page.next_cursor,
+        }
+
+    @blp.arguments(WorkstationCreateSchema)
+    @blp.response(201, WorkstationSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @error_responses(blp, 401, 413, 415, 422, 500, 503)
+    def post(self, body):
+        """Create a workstation; it answers at once as `provisioning`, then becomes `stopped`."""
+        ws = _service().create(
+            g.principal,
+            name=body["name"],
+            configuration=body.get("configuration"),
+            type_id=body.get("type"),
+            workspace_id=body.get("workspace_id"),
+            idle_timeout_minutes=body["idle_timeout_minutes"],
+            running_timeout_minutes=body["running_timeout_minutes"],
+        )
+        location = url_for("workstations.WorkstationById", workstation_id=ws.id)
+        return present(ws), 201, {"Location": location}
+
+
+@blp.route("/<string:workstation_id>")
+class WorkstationById(MethodView):
+    @blp.response(200, WorkstationSchema)
+    @error_responses(blp, 401, 404, 500)
+    def get(self, workstation_id):
+        """One workstation."""
+        return present(_service().get(g.principal, workstation_id))
+
+    @blp.arguments(WorkstationPatchSchema)
+    @blp.response(200, WorkstationSchema)
+    @error_responses(blp, 401, 404, 413, 415, 422, 500, 503)
+    def patch(self, body, workstation_id):
+        """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
+        return present(
+            _service().patch(
+                g.principal,
+                workstation_id,
+                name=body.get("name"),
+                configuration=body["configuration"],
+                idle_timeout_minutes=body.get("idle_timeout_minutes"),
+                running_timeout_minutes=body.get("running_timeout_minutes"),
+            )
+        )
+
+    @blp.response(204)
+    @error_responses(blp, 400, 401, 404, 500, 503)
+    def delete(self, workstation_id):
+        """Delete a stopped or failed workstation with its disk; its usage stays readable."""
+        _service().delete(g.principal, workstation_id)
+
+
+
+@blp.route("/<string:workstation_id>/launch", methods=["POST"])
+@blp.response(200, WorkstationSchema)
+@error_responses(blp, 400, 401, 404, 500, 503)
+def launch(workstation_id):
+    """Boot a stopped workstation; 503 when the host lacks the GPU, cores or memory now."""
+    return present(_service().launch(g.principal, workstation_id))
+
+
+@blp.route("/<string:workstation_id>/stop", methods=["POST"])
+@blp.arguments(StopArgsSchema, location="query")
+@blp.response(200, WorkstationSchema)
+@error_responses(blp, 400, 401, 404, 500, 503)
+def stop(args, workstation_id):
+    """Stop a running workstation: ACPI power-off, forced after the configured timeout."""
+    return present(_service().stop(g.principal, workstation_id, force=args["force"]))
+
+
+@blp.route("/<string:workstation_id>/usage")
+@blp.arguments(UsageArgsSchema, location="query")
+@blp.response(200, UsageSchema)
+@error_responses(blp, 401, 404, 500)
+def usage(args, workstation_id):
+    """What the workstation used and what it cost (metering lands with the sampler)."""
+    _service().get(g.principal, workstation_id)
+    return {
+        "cpu_hours": 0.0,
+        "gpu_hours": 0.0,
+        "memory_gb_hours": 0.0,
+        "storage_gb_hours": 0.0,
+        "cost_usd": 0.0,
+        "last_updated": None,
+        "from_": rfc3339(args["from_"]) if "from_" in args else None,
+        "to": rfc3339(args["to"]) if "to" in args else utc_now(),
+        "buckets": [],
+    }

@@ -1,0 +1,57 @@
+"""The application factory: wires configuration, database, driver, service and API.
+
+It starts no thread and runs no migration: ``cwhost serve`` does those once, so a
+test or a reloader that builds a second app never starts a second sampler or
+races a migration.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+
+from cwhost.api import init_api
+from cwhost.config import Config
+from cwhost.db import Database
+from cwhost.service import WorkstationService
+from drivers.base import HostInfo, HypervisorDriver
+from drivers.fake import FakeDriver
+
+
+@dataclass
+class Components:
+    config: Config
+    db: Database
+    driver: HypervisorDriver
+    service: WorkstationService
+
+
+def make_driver(config: Config) -> HypervisorDriver:
+    if config.driver.name == "fake":
+        fake = config.driver.fake
+        return FakeDriver(
+            config.data_dir / "fake-driver",
+            HostInfo(
+                cpu_cores=fake.cpu_cores,
+                memory_gb=fake.memory_gb,
+                storage_gb=fake.storage_gb,
+                gpus=fake.gpus,
+            ),
+        )
+    raise ValueError(f"unknown driver {config.driver.name!r}")
+
+
+def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
+    logging.getLogger("cwhost").setLevel(config.log_level)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Flask("cwhost")
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    db = Database(config.database_path)
+    driver = driver or make_driver(config)
+    app.extensions["cwhost"] = Components(
+        config=config, db=db, driver=driver, service=WorkstationService(db, driver, config)
+    )
+    init_api(app)
+    return app

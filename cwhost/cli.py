@@ -1,0 +1,153 @@
+"""The ``cwhost`` command: ``serve`` and ``keys``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from dataclasses import replace
+
+import waitress
+
+from cwhost import auth
+from cwhost.app import create_app
+from cwhost.config import ConfigError, load_config
+from cwhost.db import Database
+from drivers.base import HypervisorUnavailable
+
+log = logging.getLogger("cwhost")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cwhost", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration file (default: $CWHOST_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server")
+    serve.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+
+    keys = commands.add_parser("keys", help="manage API tokens")
+    keys.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a token and print it once")
+    create.add_argument("--account", required=True, help="account name (created if new)")
+    create.add_argument("--admin", action="store_true", help="the token may see every account")
+    key_commands.add_parser("list", help="list tokens (never their secret)")
+    revoke = key_commands.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("key_id")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _open_database(config) -> Database:
+    db = Database(config.database_path)
+    db.migrate()
+    return db
+
+
+def _serve(config, args) -> int:
+    overrides = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if overrides:
+        config = replace(config, server=replace(config.server, **overrides))
+    db = _open_database(config)
+    if not auth.has_any_key(db):
+        _bootstrap_admin_key(db)
+    app = create_app(config)
+    service = app.extensions["cwhost"].service
+    try:
+        service.recover()
+    except HypervisorUnavailable as exc:
+        log.error("hypervisor unavailable at start-up; state not reconciled: %s", exc)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    log.info(
+        "cwhost serving on http://%s:%d (driver %s, data in %s)",
+        config.server.host,
+        config.server.port,
+        config.driver.name,
+        config.data_dir,
+    )
+    try:
+        waitress.serve(
+            app,
+            host=config.server.host,
+            port=config.server.port,
+            threads=config.server.threads,
+            ident="cwhost",
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.wait_idle()
+        log.info("cwhost stopped")
+    return 0
+
+
+def _interrupt(signum, frame):
+    """systemd stops services with SIGTERM; leave through the same clean path as ^C."""
+    raise KeyboardInterrupt
+
+
+def _bootstrap_admin_key(db: Database) -> None:
+    """Give a newcomer at a terminal a token to start with.
+
+    The token is printed only to an interactive terminal: under systemd,
+    standard output goes to the journal, and a token must never be logged.
+    """
+    if not sys.stdout.isatty():
+        log.warning(
+            "no API tokens exist; create one with: cwhost keys create --account admin --admin"
+        )
+        return
+    key = auth.create_key(db, "admin", admin=True)
+    print("No API tokens existed, so an admin token was created. It is shown only once:")
+    print(f"  export CWHOST_TOKEN={key.token}", flush=True)
+
+
+def _keys(config, args) -> int:
+    db = _open_database(config)
+    if args.keys_command == "create":
+        key = auth.create_key(db, args.account, admin=args.admin)
+        print(f"created key {key.key_id} for account {args.account}; the token is shown once:")
+        print(key.token)
+    elif args.keys_command == "list":
+        print(f"{'ID':<14} {'ACCOUNT':<24} {'ADMIN':<6} {'CREATED':<21} REVOKED")
+        for row in auth.list_keys(db):
+            print(
+                f"{row['id']:<14} {row['account']:<24} {'yes' if row['admin'] else 'no':<6}"
+                f" {row['created_at']:<21} {row['revoked_at'] or '-'}"
+            )
+    elif args.keys_command == "revoke":
+        if not auth.revoke_key(db, args.key_id):
+            print(f"cwhost: no active key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(getattr(args, "sub_config", None) or args.config)
+    except ConfigError as exc:
+        print(f"cwhost: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(config.log_level)
+    if args.command == "serve":
+        return _serve(config, args)
+    return _keys(config, args)
+

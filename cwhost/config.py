@@ -1,0 +1,220 @@
+"""Configuration: a TOML file, then environment overrides, validated once at start.
+
+Every setting has an embedded default, so ``cwhost serve`` with no file at all
+runs the fake driver on a data directory of its own. Validation reuses
+marshmallow (already needed by the API) so that a bad value is reported with
+its dotted name, e.g. ``server.port: Must be greater than or equal to 1``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from drivers.base import GpuDevice
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+def _default_data_dir() -> str:
+    # systemd's StateDirectory= exports STATE_DIRECTORY; elsewhere follow XDG.
+    if os.environ.get("STATE_DIRECTORY"):
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return os.path.join(xdg, "cwhost")
+
+
+class _Section(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+
+class ServerSchema(_Section):
+    host = fields.String(load_default="127.0.0.1")
+    port = fields.Integer(load_default=8080, strict=True, validate=validate.Range(1, 65535))
+    threads = fields.Integer(load_default=8, strict=True, validate=validate.Range(1, 256))
+    max_body_bytes = fields.Integer(
+        load_default=1024 * 1024, strict=True, validate=validate.Range(1024, 1024**3)
+    )
+
+
+class FakeGpuSchema(_Section):
+    model = fields.String(required=True, validate=validate.Length(1, 128))
+    pci_address = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$",
+            error="must be a PCI address like 0000:65:00.0",
+        ),
+    )
+
+
+class FakeDriverSchema(_Section):
+    cpu_cores = fields.Integer(load_default=32, strict=True, validate=validate.Range(1))
+    memory_gb = fields.Integer(load_default=128, strict=True, validate=validate.Range(1))
+    storage_gb = fields.Integer(load_default=4096, strict=True, validate=validate.Range(1))
+    gpus = fields.List(
+        fields.Nested(FakeGpuSchema),
+        load_default=lambda: [
+            {"model": "NVIDIA RTX A5000", "pci_address": "0000:65:00.0"},
+            {"model": "NVIDIA RTX A5000", "pci_address": "0000:b3:00.0"},
+            {"model": "NVIDIA L40S", "pci_address": "0000:ca:00.0"},
+        ],
+    )
+
+
+class DriverSchema(_Section):
+    name = fields.String(load_default="fake", validate=validate.OneOf(["fake"]))
+    stop_timeout_seconds = fields.Float(load_default=60.0, validate=validate.Range(0, 3600))
+    fake = fields.Nested(FakeDriverSchema, load_default=lambda: FakeDriverSchema().load({}))
+
+
+class WorkstationSizeSchema(_Section):
+    max_cpu_cores = fields.Integer(load_default=64, strict=True, validate=validate.Range(1))
+    max_memory_gb = fields.Integer(load_default=512, strict=True, validate=validate.Range(1))
+    max_storage_gb = fields.Integer(load_default=16384, strict=True, validate=validate.Range(1))
+
+
+class ConfigSchema(_Section):
+    data_dir = fields.String(load_default=_default_data_dir)
+    regions = fields.List(
+        fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,62}$")),
+        load_default=lambda: ["local"],
+        validate=validate.Length(min=1),
+    )
+    log_level = fields.String(
+        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
+    )
+    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
+    driver = fields.Nested(DriverSchema, load_default=lambda: DriverSchema().load({}))
+    workstation = fields.Nested(
+        WorkstationSizeSchema, load_default=lambda: WorkstationSizeSchema().load({})
+    )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    threads: int
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class FakeDriverConfig:
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
+    gpus: tuple[GpuDevice, ...]
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    name: str
+    stop_timeout_seconds: float
+    fake: FakeDriverConfig
+
+
+@dataclass(frozen=True)
+class WorkstationSizeConfig:
+    """Largest single workstation an account may ask for, whatever the host has."""
+
+    max_cpu_cores: int
+    max_memory_gb: int
+    max_storage_gb: int
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    regions: tuple[str, ...]
+    log_level: str
+    server: ServerConfig
+    driver: DriverConfig
+    workstation: WorkstationSizeConfig
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "cwhost.db"
+
+
+# Environment variables that override one setting each; the value is parsed as
+# the setting's type by the same schema as the file.
+ENV_OVERRIDES = {
+    "CWHOST_DATA_DIR": ("data_dir",),
+    "CWHOST_HOST": ("server", "host"),
+    "CWHOST_PORT": ("server", "port"),
+    "CWHOST_DRIVER": ("driver", "name"),
+    "CWHOST_LOG_LEVEL": ("log_level",),
+}
+_INTEGER_SETTINGS = {("server", "port")}
+
+
+def _flatten_errors(messages, prefix=""):
+    for key, value in messages.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten_errors(value, f"{name}.")
+        else:
+            yield f"{name}: {' '.join(str(v) for v in value)}"
+
+
+def build_config(raw: dict) -> Config:
+    """Validate a configuration mapping (as read from TOML) into a Config."""
+    try:
+        loaded = ConfigSchema().load(raw)
+    except ma.ValidationError as exc:
+        raise ConfigError("invalid configuration: " + "; ".join(_flatten_errors(exc.messages)))
+    fake = loaded["driver"]["fake"]
+    return Config(
+        data_dir=Path(loaded["data_dir"]).expanduser().resolve(),
+        regions=tuple(loaded["regions"]),
+        log_level=loaded["log_level"],
+        server=ServerConfig(**loaded["server"]),
+        driver=DriverConfig(
+            name=loaded["driver"]["name"],
+            stop_timeout_seconds=loaded["driver"]["stop_timeout_seconds"],
+            fake=FakeDriverConfig(
+                cpu_cores=fake["cpu_cores"],
+                memory_gb=fake["memory_gb"],
+                storage_gb=fake["storage_gb"],
+                gpus=tuple(GpuDevice(g["model"], g["pci_address"]) for g in fake["gpus"]),
+            ),
+        ),
+        workstation=WorkstationSizeConfig(**loaded["workstation"]),
+    )
+
+
+def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Config:
+    """Read ``path`` (or ``$CWHOST_CONFIG``), apply environment overrides, validate."""
+    path = path or environ.get("CWHOST_CONFIG")
+    raw: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    for variable, keys in ENV_OVERRIDES.items():
+        if variable not in environ:
+            continue
+        value: object = environ[variable]
+        if keys in _INTEGER_SETTINGS:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{variable} must be an integer, got {value!r}") from None
+        section = raw
+        for key in keys[:-1]:
+            section = section.setdefault(key, {})
+        section[keys[-1]] = value
+    return build_config(raw)

@@ -1,0 +1,42 @@
+"""Errors the service raises on purpose; the API turns each into its JSON answer."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, details: dict | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+
+
+class InvalidRequest(ServiceError):
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidState(ServiceError):
+    status = 400
+    code = "invalid_state"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class UnknownAsset(ServiceError):
+    status = 422
+    code = "unknown_asset"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5):
+        super().__init__(message, retry_after=retry_after)

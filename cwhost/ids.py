@@ -1,0 +1,23 @@
+"""Identifiers and timestamps in the forms the API shows."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import datetime, timezone
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id(prefix: str) -> str:
+    """``prefix-`` and 8 random characters, e.g. ``ws-8f3k2m9q`` (about 41 bits)."""
+    return prefix + "-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+def rfc3339(moment: datetime) -> str:
+    """An aware datetime as RFC 3339 UTC with a ``Z`` suffix, to the second."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_now() -> str:
+    return rfc3339(datetime.now(timezone.utc))

@@ -1,0 +1,574 @@
+"""The workstation state machine: the only layer that writes workstations and calls the driver.
+
+States: ``provisioning`` → ``stopped`` ⇄ ``running``; ``error`` when provisioning
+fails or the hypervisor lost the domain. The order of effects is chosen so
+that a crash at any point leaves something ``recover()`` can finish:
+
+- create commits the row as ``provisioning`` before the driver is called;
+  recovery provisions such rows again (``define`` is idempotent).
+- launch commits the GPU it takes before starting the domain, so no other
+  launch can take the same card; recovery frees a GPU whose domain is not
+  running and marks running a domain the database thought stopped.
+- delete commits ``deleted_at`` before removing the domain; recovery removes
+  the domain of a deleted row that is still there.
+
+All transitions of one workstation are serialised by a per-workstation lock,
+which is enough because one process owns the database (see ``cwhost serve``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from cwhost.auth import Principal
+from cwhost.config import Config
+from cwhost.db import Database
+from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset, Unavailable
+from cwhost.ids import new_id, utc_now
+from drivers.base import (
+    DomainNotFound,
+    DomainSpec,
+    DomainState,
+    DriverError,
+    GpuDevice,
+    HostInfo,
+    HypervisorDriver,
+    HypervisorUnavailable,
+    InvalidDomainState,
+)
+
+log = logging.getLogger(__name__)
+
+PROVISIONING, STOPPED, RUNNING, ERROR = "provisioning", "stopped", "running", "error"
+STATUSES = (PROVISIONING, STOPPED, RUNNING, ERROR)
+DOMAIN_PREFIX = "cwhost-"
+PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
+    gpu: str | None
+    region: str
+
+
+@dataclass(frozen=True)
+class Workstation:
+    id: str
+    account_id: str
+    name: str
+    status: str
+    type: str | None
+    workspace_id: str | None
+    configuration: Configuration
+    created_at: str
+    started_at: str | None
+    status_message: str | None
+    idle_timeout_minutes: int
+    running_timeout_minutes: int
+    gpu_address: str | None
+
+    @property
+    def domain_name(self) -> str:
+        return domain_name(self.id)
+
+    def spec(self) -> DomainSpec:
+        c = self.configuration
+        return DomainSpec(
+            name=self.domain_name,
+            title=self.name,
+            cpu_cores=c.cpu_cores,
+            memory_gb=c.memory_gb,
+            storage_gb=c.storage_gb,
+        )
+
+
+@dataclass(frozen=True)
+class GpuSlot:
+    device: GpuDevice
+    holder: Workstation | None
+
+
+@dataclass(frozen=True)
+class HostView:
+    info: HostInfo
+    regions: tuple[str, ...]
+    cpu_cores_allocated: int
+    memory_gb_allocated: int
+    gpus: tuple[GpuSlot, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Workstation]
+    next_cursor: str | None
+
+
+def domain_name(workstation_id: str) -> str:
+    return DOMAIN_PREFIX + workstation_id
+
+
+def _from_row(row: dict) -> Workstation:
+    return Workstation(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        status=row["status"],
+        type=row["type"],
+        workspace_id=row["workspace_id"],
+        configuration=Configuration(
+            cpu_cores=row["cpu_cores"],
+            memory_gb=row["memory_gb"],
+            storage_gb=row["storage_gb"],
+            gpu=row["gpu"],
+            region=row["region"],
+        ),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        status_message=row["status_message"],
+        idle_timeout_minutes=row["idle_timeout_minutes"],
+        running_timeout_minutes=row["running_timeout_minutes"],
+        gpu_address=row["gpu_address"],
+    )
+
+
+class WorkstationService:
+    def __init__(self, db: Database, driver: HypervisorDriver, config: Config):
+        self._db = db
+        self._driver = driver
+        self._config = config
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        # Held while choosing resources for a launch, so two launches never
+        # count the same free GPU, core or gigabyte.
+        self._allocation_lock = threading.Lock()
+        # cores and GB promised to launches whose domain is still starting
+        self._launching: dict[str, Configuration] = {}
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
+
+    # -- plumbing ------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, workstation_id: str):
+        with self._locks_guard:
+            lock = self._locks[workstation_id]
+        with lock:
+            yield
+
+    @contextmanager
+    def _hypervisor(self, action: str):
+        """Turn driver failures into answers a client can act on."""
+        try:
+            yield
+        except HypervisorUnavailable as exc:
+            log.warning("hypervisor unavailable during %s: %s", action, exc)
+            raise Unavailable("The hypervisor is unreachable right now; try again shortly.")
+
+    def _load(self, principal: Principal, workstation_id: str) -> Workstation:
+        row = self._db.query_one(
+            "SELECT * FROM workstations WHERE id = ? AND deleted_at IS NULL"
+            " AND (account_id = ? OR ?)",
+            [workstation_id, principal.account_id, principal.admin],
+        )
+        if row is None:
+            raise NotFound(f"No workstation {workstation_id!r}.")
+        return _from_row(row)
+
+    def _reload(self, workstation_id: str) -> Workstation:
+        return _from_row(
+            self._db.query_one("SELECT * FROM workstations WHERE id = ?", [workstation_id])
+        )
+
+    def _set(self, workstation_id: str, **columns) -> None:
+        with self._db.write() as tx:
+            tx["workstations"].update(workstation_id, columns)
+
+    def host_info(self) -> HostInfo:
+        with self._hypervisor("host query"):
+            return self._driver.host()
+
+    # -- validation ----------------------------------------------------------
+
+    def _validate(self, configuration: Configuration) -> None:
+        host = self.host_info()
+        limits = self._config.workstation
+        errors: dict[str, list[str]] = {}
+        for field, value, host_max, limit in (
+            ("cpuCores", configuration.cpu_cores, host.cpu_cores, limits.max_cpu_cores),
+            ("memoryGB", configuration.memory_gb, host.memory_gb, limits.max_memory_gb),
+            ("storageGB", configuration.storage_gb, host.storage_gb, limits.max_storage_gb),
+        ):
+            ceiling = min(host_max, limit)
+            if value > ceiling:
+                errors[field] = [f"Must be at most {ceiling} on this server."]
+        if configuration.region not in self._config.regions:
+            errors["region"] = [
+                "Must be one of the regions this server serves: "
+                + ", ".join(self._config.regions)
+                + "."
+            ]
+        if errors:
+            raise InvalidRequest(
+                "The configuration does not fit this server.", details={"configuration": errors}
+            )
+        if configuration.gpu is not None and configuration.gpu not in {
+            g.model for g in host.gpus
+        }:
+            models = sorted({g.model for g in host.gpus}) or ["none"]
+            raise UnknownAsset(
+                f"This host has no GPU model {configuration.gpu!r}; it has: {', '.join(models)}."
+            )
+
+    # -- create / read -------------------------------------------------------
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        configuration: dict | None,
+        type_id: str | None = None,
+        workspace_id: str | None = None,
+        idle_timeout_minutes: int = 0,
+        running_timeout_minutes: int = 0,
+    ) -> Workstation:
+        if type_id is not None:
+            raise UnknownAsset(f"This server offers no workstation type {type_id!r}.")
+        if workspace_id is not None:
+            raise UnknownAsset(f"No workspace {workspace_id!r}.")
+        if configuration is None:
+            raise InvalidRequest(
+                "A configuration is required.",
+                details={"configuration": ["Missing data for required field."]},
+            )
+        config = Configuration(
+            cpu_cores=configuration["cpu_cores"],
+            memory_gb=configuration["memory_gb"],
+            storage_gb=configuration["storage_gb"],
+            gpu=configuration.get("gpu"),
+            region=configuration.get("region") or self._config.regions[0],
+        )
+        self._validate(config)
+        row = {
+            "id": new_id("ws"),
+            "account_id": principal.account_id,
+            "name": name,
+            "status": PROVISIONING,
+            "type": type_id,
+            "workspace_id": workspace_id,
+            "cpu_cores": config.cpu_cores,
+            "memory_gb": config.memory_gb,
+            "gpu": config.gpu,
+            "storage_gb": config.storage_gb,
+            "region": config.region,
+            "created_at": utc_now(),
+            "started_at": None,
+            "status_message": None,
+            "idle_timeout_minutes": idle_timeout_minutes,
+            "running_timeout_minutes": running_timeout_minutes,
+            "gpu_address": None,
+            "deleted_at": None,
+        }
+        with self._db.write() as tx:
+            tx["workstations"].insert(row)
+        self._executor.submit(self._provision, row["id"])
+        return _from_row(row)
+
+    def _provision(self, workstation_id: str) -> None:
+        with self._locked(workstation_id):
+            ws = self._reload(workstation_id)
+            if ws.status != PROVISIONING:
+                return
+            for delay in (*PROVISION_RETRY_DELAYS, None):
+                try:
+                    self._driver.define(ws.spec())
+                except HypervisorUnavailable as exc:
+                    if delay is None:
+                        message = f"Provisioning failed: the hypervisor stayed unreachable ({exc})."
+                        break
+                    time.sleep(delay)
+                except DriverError as exc:
+                    message = f"Provisioning failed: {exc}"
+                    break
+                except Exception:
+                    log.exception("provisioning %s failed unexpectedly", workstation_id)
+                    message = "Provisioning failed because of an internal error."
+                    break
+                else:
+                    self._set(workstation_id, status=STOPPED)
+                    log.info("workstation %s provisioned", workstation_id)
+                    return
+            log.error("workstation %s: %s", workstation_id, message)
+            self._set(workstation_id, status=ERROR, status_message=message)
+
+    def get(self, principal: Principal, workstation_id: str) -> Workstation:
+        return self._load(principal, workstation_id)
+
+    def list(
+        self,
+        principal: Principal,
+        limit: int,
+        after: int | None = None,
+        status: str | None = None,
+        type_id: str | None = None,
+    ) -> Page:
+        """One page in creation order; the cursor is the last row's rowid."""
+        clauses = ["deleted_at IS NULL", "rowid > ?", "(account_id = ? OR ?)"]
+        params: list = [after or 0, principal.account_id, principal.admin]
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if type_id is not None:
+            clauses.append("type = ?")
+            params.append(type_id)
+        rows = self._db.query(
+            "SELECT rowid AS cursor, * FROM workstations WHERE "
+            + " AND ".join(clauses)
+            + " ORDER BY rowid LIMIT ?",
+            [*params, limit + 1],
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[_from_row(r) for r in rows],
+            next_cursor=str(rows[-1]["cursor"]) if more else None,
+        )
+
+    # -- transitions ---------------------------------------------------------
+
+    def launch(self, principal: Principal, workstation_id: str) -> Workstation:
+        with self._locked(workstation_id):
+            ws = self._load(principal, workstation_id)
+            if ws.status != STOPPED:
+                raise InvalidState(
+                    f"Workstation {ws.id} is {ws.status}; only a stopped workstation can be launched."
+                )
+            gpu = self._reserve(ws)
+            try:
+                with self._hypervisor("launch"):
+                    self._driver.start(ws.domain_name, gpu)
+            except BaseException:
+                self._release(ws)
+                raise
+            try:
+                self._set(ws.id, status=RUNNING, started_at=utc_now(), status_message=None)
+            finally:
+                with self._allocation_lock:
+                    self._launching.pop(ws.id, None)
+            log.info("workstation %s launched (gpu %s)", ws.id, gpu.pci_address if gpu else None)
+            return self._reload(ws.id)
+
+    def _reserve(self, ws: Workstation) -> GpuDevice | None:
+        host = self.host_info()
+        want = ws.configuration
+        with self._allocation_lock:
+            running = self._db.query_one(
+                "SELECT COALESCE(SUM(cpu_cores), 0) AS cpu, COALESCE(SUM(memory_gb), 0) AS mem"
+                " FROM workstations WHERE status = ? AND deleted_at IS NULL",
+                [RUNNING],
+            )
+            cpu = running["cpu"] + sum(c.cpu_cores for c in self._launching.values())
+            mem = running["mem"] + sum(c.memory_gb for c in self._launching.values())
+            if cpu + want.cpu_cores > host.cpu_cores:
+                raise Unavailable(
+                    f"The host has {host.cpu_cores - cpu} of {host.cpu_cores} CPU cores free;"
+                    f" this workstation needs {want.cpu_cores}.",
+                    retry_after=60,
+                )
+            if mem + want.memory_gb > host.memory_gb:
+                raise Unavailable(
+                    f"The host has {host.memory_gb - mem} of {host.memory_gb} GB of memory free;"
+                    f" this workstation needs {want.memory_gb}.",
+                    retry_after=60,
+                )
+            gpu = None
+            if want.gpu is not None:
+                held = {
+                    r["gpu_address"]
+                    for r in self._db.query(
+                        "SELECT gpu_address FROM workstations WHERE gpu_address IS NOT NULL"
+                    )
+                }
+                free = [g for g in host.gpus if g.model == want.gpu and g.pci_address not in held]
+                if not free:
+                    raise Unavailable(
+                        f"No {want.gpu} GPU is free on this host right now.", retry_after=60
+                    )
+                gpu = free[0]
+                self._set(ws.id, gpu_address=gpu.pci_address)
+            self._launching[ws.id] = want
+            return gpu
+
+    def _release(self, ws: Workstation) -> None:
+        with self._allocation_lock:
+            self._launching.pop(ws.id, None)
+            self._set(ws.id, gpu_address=None)
+
+    def stop(self, principal: Principal, workstation_id: str, force: bool = False) -> Workstation:
+        with self._locked(workstation_id):
+            ws = self._load(principal, workstation_id)
+            if ws.status != RUNNING:
+                raise InvalidState(
+                    f"Workstation {ws.id} is {ws.status}; only a running workstation can be stopped."
+                )
+            with self._hypervisor("stop"):
+                try:
+                    graceful = not force and self._driver.shutdown(
+                        ws.domain_name, self._config.driver.stop_timeout_seconds
+                    )
+                    if not graceful:
+                        self._driver.destroy(ws.domain_name)
+                except InvalidDomainState:
+                    # It powered off on its own between our read and the call.
+                    pass
+            self._set(ws.id, status=STOPPED, started_at=None, gpu_address=None)
+            log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
+            return self._reload(ws.id)
+
+    def patch(
+        self,
+        principal: Principal,
+        workstation_id: str,
+        name: str | None,
+        configuration: dict,
+        idle_timeout_minutes: int | None = None,
+        running_timeout_minutes: int | None = None,
+    ) -> Workstation:
+        with self._locked(workstation_id):
+            ws = self._load(principal, workstation_id)
+            if ws.status != STOPPED:
+                raise InvalidState(
+                    f"Workstation {ws.id} is {ws.status}; it can be changed only when stopped."
+                )
+            old = ws.configuration
+            new = replace(
+                old,
+                cpu_cores=configuration.get("cpu_cores", old.cpu_cores),
+                memory_gb=configuration.get("memory_gb", old.memory_gb),
+                storage_gb=configuration.get("storage_gb", old.storage_gb),
+                gpu=configuration.get("gpu", old.gpu),
+                region=configuration.get("region", old.region),
+            )
+            if new.storage_gb < old.storage_gb:
+                raise InvalidRequest(
+                    f"Storage can grow but never shrink (it is {old.storage_gb} GB).",
+                    details={"configuration": {"storageGB": [f"Must be at least {old.storage_gb}."]}},
+                )
+            self._validate(new)
+            updated = replace(ws, name=name or ws.name, configuration=new)
+            if updated.spec() != ws.spec():
+                with self._hypervisor("update"):
+                    self._driver.update(updated.spec())
+            try:
+                self._set(
+                    ws.id,
+                    name=updated.name,
+                    cpu_cores=new.cpu_cores,
+                    memory_gb=new.memory_gb,
+                    storage_gb=new.storage_gb,
+                    gpu=new.gpu,
+                    region=new.region,
+                    idle_timeout_minutes=(
+                        ws.idle_timeout_minutes
+                        if idle_timeout_minutes is None
+                        else idle_timeout_minutes
+                    ),
+                    running_timeout_minutes=(
+                        ws.running_timeout_minutes
+                        if running_timeout_minutes is None
+                        else running_timeout_minutes
+                    ),
+                )
+            except Exception:
+                # The domain changed but the record did not: put the domain back
+                # (a disk that grew stays grown, which only wastes space).
+                if updated.spec() != ws.spec():
+                    self._driver.update(replace(ws.spec(), storage_gb=new.storage_gb))
+                raise
+            return self._reload(ws.id)
+
+    def delete(self, principal: Principal, workstation_id: str) -> None:
+        with self._locked(workstation_id):
+            ws = self._load(principal, workstation_id)
+            if ws.status not in (STOPPED, ERROR):
+                raise InvalidState(
+                    f"Workstation {ws.id} is {ws.status}; only a stopped or failed workstation"
+                    " can be deleted."
+                )
+            self._set(ws.id, deleted_at=utc_now())
+            try:
+                with self._hypervisor("delete"):
+                    self._driver.delete(ws.domain_name)
+            except BaseException:
+                self._set(ws.id, deleted_at=None)
+                raise
+        with self._locks_guard:
+            self._locks.pop(ws.id, None)
+        log.info("workstation %s deleted", ws.id)
+
+    # -- host ----------------------------------------------------------------
+
+    def host_view(self) -> HostView:
+        info = self.host_info()
+        rows = self._db.query(
+            "SELECT * FROM workstations WHERE deleted_at IS NULL"
+            " AND (status = ? OR gpu_address IS NOT NULL)",
+            [RUNNING],
+        )
+        running = [_from_row(r) for r in rows if r["status"] == RUNNING]
+        holders = {r["gpu_address"]: _from_row(r) for r in rows if r["gpu_address"]}
+        return HostView(
+            info=info,
+            regions=self._config.regions,
+            cpu_cores_allocated=sum(w.configuration.cpu_cores for w in running),
+            memory_gb_allocated=sum(w.configuration.memory_gb for w in running),
+            gpus=tuple(GpuSlot(g, holders.get(g.pci_address)) for g in info.gpus),
+        )
+
+    # -- start-up and shut-down ----------------------------------------------
+
+    def recover(self) -> None:
+        """Bring the database and the hypervisor back into agreement after a restart."""
+        domains = self._driver.list_domains()
+        rows = self._db.query("SELECT * FROM workstations")
+        for row in rows:
+            ws = _from_row(row)
+            state = domains.get(ws.domain_name)
+            if row["deleted_at"]:
+                if state is not None:
+                    log.warning("finishing the deletion of %s", ws.id)
+                    if state == DomainState.RUNNING:
+                        self._driver.destroy(ws.domain_name)
+                    self._driver.delete(ws.domain_name)
+                continue
+            if ws.status == PROVISIONING:
+                self._executor.submit(self._provision, ws.id)
+            elif state is None and ws.status in (STOPPED, RUNNING):
+                log.error("workstation %s has no domain on the hypervisor", ws.id)
+                self._set(
+                    ws.id,
+                    status=ERROR,
+                    started_at=None,
+                    gpu_address=None,
+                    status_message="Its virtual machine no longer exists on the hypervisor.",
+                )
+            elif state == DomainState.RUNNING and ws.status != RUNNING:
+                log.warning("workstation %s is running on the hypervisor; recording it", ws.id)
+                self._set(ws.id, status=RUNNING, started_at=ws.started_at or utc_now())
+            elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address):
+                log.warning("workstation %s is not running on the hypervisor; recording it", ws.id)
+                self._set(ws.id, status=STOPPED, started_at=None, gpu_address=None)
+        known = {domain_name(r["id"]) for r in rows}
+        for name in domains.keys() - known:
+            log.warning("domain %s is not a cwhost workstation; leaving it alone", name)
+
+    def wait_idle(self) -> None:
+        """Finish background provisioning; used at shut-down."""
+        self._executor.shutdown(wait=True)

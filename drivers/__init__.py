@@ -1,0 +1,1 @@
+"""Hypervisor drivers. Nothing here imports cwhost: drivers know nothing of the service."""

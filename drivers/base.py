@@ -1,0 +1,127 @@
+"""The hypervisor driver interface.
+
+Vocabulary (shared by every driver and by the contract suite in
+``tests/test_driver_contract.py``):
+
+- A *domain* is one workstation's virtual machine, known to the hypervisor by a
+  unique ``name`` chosen by the caller. A domain is *defined* (it exists, with its
+  disk) and is either ``RUNNING`` or ``STOPPED``.
+- ``define`` provisions a domain and its disk; it is idempotent for the same spec
+  so that a caller that crashed half-way can simply call it again.
+- ``start`` boots a stopped domain, optionally with one whole GPU passed through.
+  Choosing *which* GPU is the caller's policy; a driver only attaches what it is
+  given.
+- ``shutdown`` asks the guest to power off (ACPI) and waits up to a timeout;
+  ``destroy`` pulls the plug.
+- ``update`` redefines a stopped domain with a new spec; disks may only grow.
+- ``delete`` removes a stopped domain and its disk. Deleting a domain that does
+  not exist is not an error, so deletion can be retried after a crash.
+
+Every operation may raise ``HypervisorUnavailable`` when the hypervisor cannot
+be reached; callers turn that into "try again later", never into a crash.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+
+
+class DriverError(Exception):
+    """Base of every error a driver raises on purpose."""
+
+
+class HypervisorUnavailable(DriverError):
+    """The hypervisor cannot be reached right now; the same call may succeed later."""
+
+
+class DomainNotFound(DriverError):
+    """No domain of that name is defined."""
+
+
+class InvalidDomainState(DriverError):
+    """The domain is not in a state that allows the operation."""
+
+
+class ProvisioningError(DriverError):
+    """The domain or its disk could not be created or changed."""
+
+
+class DomainState(enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    model: str
+    pci_address: str
+    iommu_group: int | None = None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
+    gpus: tuple[GpuDevice, ...]
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything a driver needs to define a domain.
+
+    ``title`` is the human name shown in hypervisor tools; it is arbitrary user
+    text, so drivers must treat it as data, never as markup or a file name.
+    """
+
+    name: str
+    title: str
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
+
+
+class HypervisorDriver(abc.ABC):
+    """A hypervisor that runs workstation domains. See the module docstring."""
+
+    @abc.abstractmethod
+    def host(self) -> HostInfo:
+        """Capacity of the host and its GPUs that can be passed through."""
+
+    @abc.abstractmethod
+    def define(self, spec: DomainSpec) -> None:
+        """Create the domain and its disk; a no-op if an identical one exists."""
+
+    @abc.abstractmethod
+    def update(self, spec: DomainSpec) -> None:
+        """Redefine a stopped domain; raises ProvisioningError if the disk would shrink."""
+
+    @abc.abstractmethod
+    def start(self, name: str, gpu: GpuDevice | None = None) -> None:
+        """Boot a stopped domain, passing ``gpu`` through whole if given."""
+
+    @abc.abstractmethod
+    def shutdown(self, name: str, timeout_seconds: float) -> bool:
+        """Ask the guest to power off; True if it stopped within the timeout."""
+
+    @abc.abstractmethod
+    def destroy(self, name: str) -> None:
+        """Stop a running domain at once."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove a stopped domain and its disk; absent domains are ignored."""
+
+    @abc.abstractmethod
+    def state(self, name: str) -> DomainState:
+        """The domain's state as the hypervisor sees it; DomainNotFound if undefined."""
+
+    @abc.abstractmethod
+    def list_domains(self) -> dict[str, DomainState]:
+        """Every domain this driver manages, by name."""
+
+    @abc.abstractmethod
+    def pid(self, name: str) -> int | None:
+        """The host process that runs the domain, for metering; None when stopped."""
