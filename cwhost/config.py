@@ -23,11 +23,11 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says which setting and why."""
 
 
-def _default_data_dir() -> str:
+def default_data_dir(environ=os.environ) -> str:
     # systemd's StateDirectory= exports STATE_DIRECTORY; elsewhere follow XDG.
-    if os.environ.get("STATE_DIRECTORY"):
-        return os.environ["STATE_DIRECTORY"].split(":")[0]
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    if environ.get("STATE_DIRECTORY"):
+        return environ["STATE_DIRECTORY"].split(":")[0]
+    xdg = environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return os.path.join(xdg, "cwhost")
 
 
@@ -83,7 +83,7 @@ class WorkstationSizeSchema(_Section):
 
 
 class ConfigSchema(_Section):
-    data_dir = fields.String(load_default=_default_data_dir)
+    data_dir = fields.String(load_default=default_data_dir)
     regions = fields.List(
         fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,62}$")),
         load_default=lambda: ["local"],
@@ -204,6 +204,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
             raise ConfigError(f"configuration file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    raw.setdefault("data_dir", default_data_dir(environ))
     for variable, keys in ENV_OVERRIDES.items():
         if variable not in environ:
             continue

@@ -119,6 +119,10 @@ class HypervisorDriver(abc.ABC):
         """The domain's state as the hypervisor sees it; DomainNotFound if undefined."""
 
     @abc.abstractmethod
+    def describe(self, name: str) -> DomainSpec:
+        """The spec the hypervisor holds for the domain; DomainNotFound if undefined."""
+
+    @abc.abstractmethod
     def list_domains(self) -> dict[str, DomainState]:
         """Every domain this driver manages, by name."""
 

@@ -204,6 +204,18 @@ class FakeDriver(HypervisorDriver):
             self._check_available()
             return DomainState(self._get(name).state)
 
+    def describe(self, name: str) -> DomainSpec:
+        with self._lock:
+            self._check_available()
+            d = self._get(name)
+            return DomainSpec(
+                name=name,
+                title=d.title,
+                cpu_cores=d.cpu_cores,
+                memory_gb=d.memory_gb,
+                storage_gb=d.storage_gb,
+            )
+
     def list_domains(self) -> dict[str, DomainState]:
         with self._lock:
             self._check_available()

@@ -112,7 +112,7 @@ class WorkstationPatchSchema(StrictSchema):
 
 
 class PageArgsSchema(StrictSchema):
-    limit = WholeNumber(load_default=50, validate=validate.Range(1, 200))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
     after = fields.String(
         validate=validate.Regexp(r"^[0-9]{1,18}$", error="Not a cursor this server issued."),
         metadata={"description": "The nextCursor of the previous page."},

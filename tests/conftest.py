@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from cwhost import auth
+from cwhost.app import create_app
+from cwhost.config import build_config
+from cwhost.db import Database
+
+REPO = Path(__file__).resolve().parent.parent
+
+ONE_GPU_HOST = {
+    "cpu_cores": 16,
+    "memory_gb": 64,
+    "storage_gb": 1000,
+    "gpus": [
+        {"model": "NVIDIA RTX A5000", "pci_address": "0000:65:00.0"},
+        {"model": "NVIDIA L40S", "pci_address": "0000:ca:00.0"},
+    ],
+}
+
+
+def make_config(data_dir: Path, **overrides):
+    raw = {
+        "data_dir": str(data_dir),
+        "regions": ["us-west-2", "eu-central-1"],
+        "driver": {"name": "fake", "stop_timeout_seconds": 0.5, "fake": ONE_GPU_HOST},
+    }
+    raw.update(overrides)
+    return build_config(raw)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return make_config(tmp_path / "data")
+
+
+@pytest.fixture
+def app(config):
+    Database(config.database_path).migrate()
+    app = create_app(config)
+    yield app
+    app.extensions["cwhost"].service.wait_idle()
+
+
+@pytest.fixture
+def components(app):
+    return app.extensions["cwhost"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def alice(components):
+    return bearer(auth.create_key(components.db, "alice").token)
+
+
+@pytest.fixture
+def bob(components):
+    return bearer(auth.create_key(components.db, "bob").token)
+
+
+@pytest.fixture
+def admin(components):
+    return bearer(auth.create_key(components.db, "ops", admin=True).token)
+
+
+GOOD_CONFIGURATION = {"cpuCores": 4, "memoryGB": 8, "storageGB": 20, "region": "us-west-2"}
+
+
+def create_stopped(client, headers, name="ws1", **configuration):
+    """Create a workstation and wait until it is provisioned."""
+    body = {"name": name, "configuration": {**GOOD_CONFIGURATION, **configuration}}
+    created = client.post("/v1/workstations", json=body, headers=headers)
+    assert created.status_code == 201, created.get_json()
+    return wait_for_status(client, headers, created.get_json()["id"], "stopped")
+
+
+def wait_for_status(client, headers, workstation_id, status, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/v1/workstations/{workstation_id}", headers=headers).get_json()
+        if body["status"] == status or time.monotonic() > deadline:
+            assert body["status"] == status, body
+            return body
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    url: str
+    env: dict
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=20)
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cwhost", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def start_server(tmp_path: Path, config_text: str = "", extra_env=None) -> RunningServer:
+    """Run the real ``cwhost serve`` on a free port and wait until it answers."""
+    port = free_port()
+    config_file = tmp_path / "cwhost.toml"
+    config_file.write_text(config_text)
+    env = {
+        **os.environ,
+        "CWHOST_CONFIG": str(config_file),
+        "CWHOST_DATA_DIR": str(tmp_path / "server-data"),
+        **(extra_env or {}),
+    }
+    log_path = tmp_path / f"server-{port}.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cwhost", "serve", "--port", str(port)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    server = RunningServer(process, f"http://127.0.0.1:{port}", env, log_path)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("server did not start:\n" + server.log())
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = start_server(tmp_path)
+    yield running
+    if running.process.poll() is None:
+        running.stop()

@@ -1,0 +1,146 @@
+"""The one behaviour every hypervisor driver must have; each driver joins through ``driver``."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.base import (
+    DomainNotFound,
+    DomainSpec,
+    DomainState,
+    GpuDevice,
+    HostInfo,
+    InvalidDomainState,
+    ProvisioningError,
+)
+from drivers.fake import FakeDriver
+
+HOST = HostInfo(
+    cpu_cores=16,
+    memory_gb=64,
+    storage_gb=500,
+    gpus=(
+        GpuDevice("NVIDIA RTX A5000", "0000:65:00.0"),
+        GpuDevice("NVIDIA L40S", "0000:ca:00.0"),
+    ),
+)
+
+
+def _fake(tmp_path):
+    return FakeDriver(tmp_path / "fake", HOST)
+
+
+DRIVERS = {"fake": _fake}
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def driver(request, tmp_path):
+    return DRIVERS[request.param](tmp_path)
+
+
+def spec(name="cwhost-ws-test0001", title="My-Workstation", storage_gb=10, **kwargs):
+    return DomainSpec(
+        name=name,
+        title=title,
+        cpu_cores=kwargs.get("cpu_cores", 2),
+        memory_gb=kwargs.get("memory_gb", 1),
+        storage_gb=storage_gb,
+    )
+
+
+def test_host_reports_capacity_and_gpus(driver):
+    host = driver.host()
+    assert host.cpu_cores > 0 and host.memory_gb > 0 and host.storage_gb > 0
+    models = {gpu.model for gpu in host.gpus}
+    assert {"NVIDIA RTX A5000", "NVIDIA L40S"} <= models
+    assert all(gpu.pci_address.count(":") == 2 for gpu in host.gpus)
+
+
+def test_defined_domain_is_listed_stopped_with_no_process(driver):
+    driver.define(spec())
+    assert driver.list_domains() == {"cwhost-ws-test0001": DomainState.STOPPED}
+    assert driver.state("cwhost-ws-test0001") == DomainState.STOPPED
+    assert driver.pid("cwhost-ws-test0001") is None
+
+
+def test_define_is_idempotent_but_refuses_a_different_spec(driver):
+    driver.define(spec())
+    driver.define(spec())
+    with pytest.raises(ProvisioningError):
+        driver.define(spec(cpu_cores=8))
+    assert len(driver.list_domains()) == 1
+
+
+def test_start_runs_the_domain_once(driver):
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
+    with pytest.raises(InvalidDomainState):
+        driver.start("cwhost-ws-test0001")
+
+
+def test_start_with_a_host_gpu(driver):
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001", driver.host().gpus[0])
+    assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
+
+
+def test_graceful_shutdown_stops_the_domain(driver):
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    assert driver.shutdown("cwhost-ws-test0001", timeout_seconds=5) is True
+    assert driver.state("cwhost-ws-test0001") == DomainState.STOPPED
+
+
+def test_destroy_stops_at_once_and_only_a_running_domain(driver):
+    driver.define(spec())
+    with pytest.raises(InvalidDomainState):
+        driver.destroy("cwhost-ws-test0001")
+    driver.start("cwhost-ws-test0001")
+    driver.destroy("cwhost-ws-test0001")
+    assert driver.state("cwhost-ws-test0001") == DomainState.STOPPED
+    driver.start("cwhost-ws-test0001")
+    assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
+
+
+def test_describe_reads_back_what_was_defined(driver):
+    driver.define(spec(title="<b>&\"'</b>", cpu_cores=3, memory_gb=2, storage_gb=7))
+    assert driver.describe("cwhost-ws-test0001") == spec(
+        title="<b>&\"'</b>", cpu_cores=3, memory_gb=2, storage_gb=7
+    )
+
+
+def test_update_grows_but_never_shrinks_and_only_when_stopped(driver):
+    driver.define(spec(storage_gb=10))
+    driver.update(spec(storage_gb=20, cpu_cores=4))
+    assert driver.describe("cwhost-ws-test0001") == spec(storage_gb=20, cpu_cores=4)
+    with pytest.raises(ProvisioningError):
+        driver.update(spec(storage_gb=15))
+    driver.start("cwhost-ws-test0001")
+    with pytest.raises(InvalidDomainState):
+        driver.update(spec(storage_gb=30))
+
+
+def test_delete_removes_a_stopped_domain_and_ignores_a_missing_one(driver):
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    with pytest.raises(InvalidDomainState):
+        driver.delete("cwhost-ws-test0001")
+    driver.destroy("cwhost-ws-test0001")
+    driver.delete("cwhost-ws-test0001")
+    assert driver.list_domains() == {}
+    driver.delete("cwhost-ws-test0001")
+
+
+def test_unknown_domains_raise_domain_not_found(driver):
+    for operation in (driver.state, driver.start, driver.destroy, driver.describe):
+        with pytest.raises(DomainNotFound):
+            operation("cwhost-ws-missing0")
+    with pytest.raises(DomainNotFound):
+        driver.update(spec(name="cwhost-ws-missing0"))
+
+
+def test_a_title_with_markup_characters_is_kept_as_data(driver):
+    driver.define(spec(title="<b>&\"'</b>"))
+    driver.define(spec(name="cwhost-ws-test0002", title="plain"))
+    assert set(driver.list_domains()) == {"cwhost-ws-test0001", "cwhost-ws-test0002"}

@@ -1,0 +1,54 @@
+"""What only the fake driver promises: state on disk, real disk files, simulated faults."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.base import DomainState, HypervisorUnavailable
+from drivers.fake import GIB, FakeDriver
+from tests.test_driver_contract import HOST, spec
+
+
+def test_domains_survive_a_new_driver_on_the_same_directory(tmp_path):
+    first = FakeDriver(tmp_path, HOST)
+    first.define(spec())
+    first.start("cwhost-ws-test0001", HOST.gpus[1])
+    second = FakeDriver(tmp_path, HOST)
+    assert second.list_domains() == {"cwhost-ws-test0001": DomainState.RUNNING}
+
+
+def test_disk_file_is_sized_grown_and_removed(tmp_path):
+    driver = FakeDriver(tmp_path, HOST)
+    driver.define(spec(storage_gb=3))
+    disk = driver.disk_path("cwhost-ws-test0001")
+    assert disk.stat().st_size == 3 * GIB
+    driver.update(spec(storage_gb=5))
+    assert disk.stat().st_size == 5 * GIB
+    driver.delete("cwhost-ws-test0001")
+    assert not disk.exists()
+
+
+def test_unavailable_hypervisor_raises_on_every_operation(tmp_path):
+    driver = FakeDriver(tmp_path, HOST)
+    driver.define(spec())
+    driver.set_available(False)
+    for call in (
+        driver.host,
+        driver.list_domains,
+        lambda: driver.state("cwhost-ws-test0001"),
+        lambda: driver.start("cwhost-ws-test0001"),
+        lambda: driver.define(spec(name="cwhost-ws-other001")),
+    ):
+        with pytest.raises(HypervisorUnavailable):
+            call()
+    driver.set_available(True)
+    assert driver.state("cwhost-ws-test0001") == DomainState.STOPPED
+
+
+def test_a_guest_that_ignores_acpi_does_not_stop_gracefully(tmp_path):
+    driver = FakeDriver(tmp_path, HOST)
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    driver.set_ignores_acpi("cwhost-ws-test0001", True)
+    assert driver.shutdown("cwhost-ws-test0001", timeout_seconds=0.1) is False
+    assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
