@@ -155,17 +155,23 @@ def start_server(tmp_path: Path, config_text: str = "", extra_env=None) -> Runni
             stdin=subprocess.DEVNULL,
         )
     server = RunningServer(process, f"http://127.0.0.1:{port}", env, log_path)
-    deadline = time.monotonic() + 30
-    while True:
+    if not wait_until_serving(server.url, process):
+        process.kill()
+        raise AssertionError("server did not start:\n" + server.log())
+    return server
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30) -> bool:
+    """True once ``url``/healthz answers 200; False if the process died or time ran out."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
         try:
-            if requests.get(server.url + "/healthz", timeout=1).status_code == 200:
-                return server
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return True
         except requests.ConnectionError:
             pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("server did not start:\n" + server.log())
         time.sleep(0.1)
+    return False
 
 
 @pytest.fixture

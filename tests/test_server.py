@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from tests.conftest import GOOD_CONFIGURATION, cli, free_port, start_server
+from tests.conftest import GOOD_CONFIGURATION, cli, free_port, start_server, wait_until_serving
 
 
 def _token(server, account="alice", *flags):
@@ -117,14 +117,8 @@ def test_first_start_at_a_terminal_prints_one_admin_token(tmp_path):
                 output += os.read(leader, 4096)
         token = re.search(rb"CWHOST_TOKEN=(\S+)", output).group(1).decode()
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = requests.get(url + "/v1/host", headers={"Authorization": f"Bearer {token}"})
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        assert wait_until_serving(url, process)
+        response = requests.get(url + "/v1/host", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200
         listed = cli(env, "keys", "list")
         assert token not in listed.stdout

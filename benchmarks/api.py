@@ -1,0 +1,170 @@
+"""GET /v1/workstations/{id} (auth + SQLite read) against a bare Flask JSON view.
+
+Both apps are served the same way (waitress, same thread count, separate
+processes) and loaded by wrk in interleaved rounds, so the machine's noise
+falls on both alike. Prints requests/s of each, their ratio, and p50/p99.
+Target: cwhost at least 0.8x the bare view.
+
+    apt-get install wrk
+    python benchmarks/api.py [--rounds 5] [--seconds 5] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+BARE_APP = textwrap.dedent(
+    """
+    import sys, waitress
+    from flask import Flask
+    app = Flask("bare")
+    BODY = {body!r}
+    @app.get("/v1/workstations/<workstation_id>")
+    def get(workstation_id):
+        return BODY
+    waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=int(sys.argv[2]))
+    """
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server at {url} did not start")
+
+
+def request(method: str, url: str, token: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req) as response:
+        return json.load(response)
+
+
+def wrk(url: str, seconds: int, connections: int, headers: list[str]) -> dict:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for header in headers:
+        args += ["-H", header]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses", out):
+        raise SystemExit("wrk saw error responses:\n" + out)
+
+    def latency_ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency_ms("50"),
+        "p99": latency_ms("99"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=8, help="waitress threads of each server")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("this benchmark needs wrk: apt-get install wrk")
+
+    workdir = Path(tempfile.mkdtemp(prefix="cwhost-bench-"))
+    config = workdir / "cwhost.toml"
+    config.write_text(f"[server]\nthreads = {args.threads}\n")
+    env = {**os.environ, "CWHOST_DATA_DIR": str(workdir), "CWHOST_CONFIG": str(config), "CWHOST_LOG_LEVEL": "WARNING"}
+    cli = [sys.executable, "-m", "cwhost"]
+    token = subprocess.run(
+        cli + ["keys", "create", "--account", "bench"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+
+    cwhost_port, bare_port = free_port(), free_port()
+    servers = [
+        subprocess.Popen(
+            cli + ["serve", "--port", str(cwhost_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    ]
+    try:
+        cwhost_url = f"http://127.0.0.1:{cwhost_port}"
+        wait_ready(cwhost_url + "/healthz")
+        ws = request(
+            "POST",
+            cwhost_url + "/v1/workstations",
+            token,
+            {"name": "bench", "configuration": {"cpuCores": 4, "memoryGB": 8, "storageGB": 20}},
+        )
+        body = request("GET", f"{cwhost_url}/v1/workstations/{ws['id']}", token)
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", BARE_APP.format(body=body), str(bare_port), str(args.threads)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        wait_ready(f"{bare_url}/v1/workstations/{ws['id']}")
+
+        targets = {
+            "cwhost": (f"{cwhost_url}/v1/workstations/{ws['id']}", [f"Authorization: Bearer {token}"]),
+            "bare flask": (f"{bare_url}/v1/workstations/{ws['id']}", []),
+        }
+        results: dict[str, list[dict]] = {name: [] for name in targets}
+        for name, (url, headers) in targets.items():
+            wrk(url, 1, args.connections, headers)  # warm-up
+        for round_number in range(args.rounds):
+            order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+            for name in order:
+                url, headers = targets[name]
+                results[name].append(wrk(url, args.seconds, args.connections, headers))
+
+        print(f"{args.rounds} interleaved rounds of {args.seconds}s, {args.connections} connections, "
+              f"waitress with {args.threads} threads each, {os.cpu_count()} cores")
+        print(f"{'':<12} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8}")
+        medians = {}
+        for name, rounds in results.items():
+            medians[name] = statistics.median(r["rps"] for r in rounds)
+            print(
+                f"{name:<12} {medians[name]:>15.0f} {statistics.median(r['p50'] for r in rounds):>8.2f}"
+                f" {statistics.median(r['p99'] for r in rounds):>8.2f}"
+            )
+        ratio = medians["cwhost"] / medians["bare flask"]
+        print(f"ratio cwhost / bare flask: {ratio:.2f} (target >= 0.80)")
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
