@@ -18,6 +18,16 @@ from cwhost.db import Database
 
 REPO = Path(__file__).resolve().parent.parent
 
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With CWHOST_FORBID_SKIPS=1 (set by .ci/run) a skipped test fails: CI must run everything."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CWHOST_FORBID_SKIPS") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and skips are forbidden here: {report.longrepr}"
+
 ONE_GPU_HOST = {
     "cpu_cores": 16,
     "memory_gb": 64,
