@@ -17,7 +17,7 @@ from cwhost.config import Config
 from cwhost.db import Database
 from cwhost.service import WorkstationService
 from drivers.base import HostInfo, HypervisorDriver
-from drivers.fake import FakeDriver
+from drivers.fake import FakeDriver, GuestLoad
 
 
 @dataclass
@@ -39,6 +39,7 @@ def make_driver(config: Config) -> HypervisorDriver:
                 storage_gb=fake.storage_gb,
                 gpus=fake.gpus,
             ),
+            GuestLoad(cpu_share=fake.guest_cpu_share, memory_mb=fake.guest_memory_mb),
         )
     raise ValueError(f"unknown driver {config.driver.name!r}")
 

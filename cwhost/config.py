@@ -60,6 +60,8 @@ class FakeDriverSchema(_Section):
     cpu_cores = fields.Integer(load_default=32, strict=True, validate=validate.Range(1))
     memory_gb = fields.Integer(load_default=128, strict=True, validate=validate.Range(1))
     storage_gb = fields.Integer(load_default=4096, strict=True, validate=validate.Range(1))
+    guest_cpu_share = fields.Float(load_default=0.02, validate=validate.Range(0, 1))
+    guest_memory_mb = fields.Integer(load_default=8, strict=True, validate=validate.Range(1, 65536))
     gpus = fields.List(
         fields.Nested(FakeGpuSchema),
         load_default=lambda: [
@@ -112,6 +114,8 @@ class FakeDriverConfig:
     cpu_cores: int
     memory_gb: int
     storage_gb: int
+    guest_cpu_share: float
+    guest_memory_mb: int
     gpus: tuple[GpuDevice, ...]
 
 
@@ -185,6 +189,8 @@ def build_config(raw: dict) -> Config:
                 cpu_cores=fake["cpu_cores"],
                 memory_gb=fake["memory_gb"],
                 storage_gb=fake["storage_gb"],
+                guest_cpu_share=fake["guest_cpu_share"],
+                guest_memory_mb=fake["guest_memory_mb"],
                 gpus=tuple(GpuDevice(g["model"], g["pci_address"]) for g in fake["gpus"]),
             ),
         ),

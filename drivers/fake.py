@@ -1,21 +1,27 @@
 """A hypervisor that only pretends, for CI and for trying cwhost on a laptop.
 
 It keeps its domains in a JSON file under its state directory, so that they
-outlive a restart of the service exactly as libvirt's definitions do, and it
-gives every domain a real sparse disk file so that provisioning, growth and
-deletion have something to act on. It raises the same exceptions as a real
-driver, including ``HypervisorUnavailable`` while ``set_available(False)`` is
-in force.
+outlive a restart of the service exactly as libvirt's definitions do. Every
+domain gets a real sparse disk file, and every running domain a real process
+(``drivers.fake_guest``, burning a configured share of a CPU) in its own
+session, so that it outlives the service as a VM does and metering reads a
+real process. It raises the same exceptions as a real driver, including
+``HypervisorUnavailable`` while ``set_available(False)`` is in force.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
 
 from drivers.base import (
     DomainNotFound,
@@ -30,6 +36,15 @@ from drivers.base import (
 )
 
 GIB = 1024**3
+GUEST_EXIT_TIMEOUT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class GuestLoad:
+    """What each fake guest process does: a share of one CPU, and memory held."""
+
+    cpu_share: float = 0.02
+    memory_mb: int = 8
 
 
 @dataclass
@@ -41,18 +56,39 @@ class _Domain:
     state: str = DomainState.STOPPED.value
     gpu: str | None = None
     ignores_acpi: bool = False
+    pid: int | None = None
+    pid_started: float | None = None
+
+
+def _exited(process: psutil.Process, timeout: float) -> bool:
+    """Wait for a process that is not our child; a zombie has exited too.
+
+    The guest's parent is whatever adopted it, which may never reap it, so
+    psutil's own wait() could wait for a zombie until the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 class FakeDriver(HypervisorDriver):
-    def __init__(self, state_dir: Path, host: HostInfo):
+    def __init__(self, state_dir: Path, host: HostInfo, guest: GuestLoad = GuestLoad()):
         self._state_dir = Path(state_dir)
         self._disk_dir = self._state_dir / "disks"
         self._state_file = self._state_dir / "domains.json"
         self._host = host
+        self._guest = guest
         self._lock = threading.Lock()
         self._available = True
         self._disk_dir.mkdir(parents=True, exist_ok=True)
         self._domains = self._load()
+        self._forget_dead_guests()
 
     # -- persistence ---------------------------------------------------------
 
@@ -73,6 +109,66 @@ class FakeDriver(HypervisorDriver):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_file)
+
+    def _forget_dead_guests(self) -> None:
+        """A guest that died while no driver watched it is a domain that stopped."""
+        changed = False
+        for domain in self._domains.values():
+            if domain.state == DomainState.RUNNING.value and self._guest_process(domain) is None:
+                domain.state, domain.gpu, domain.pid, domain.pid_started = (
+                    DomainState.STOPPED.value,
+                    None,
+                    None,
+                    None,
+                )
+                changed = True
+        if changed:
+            self._save()
+
+    @staticmethod
+    def _guest_process(domain: _Domain) -> psutil.Process | None:
+        if domain.pid is None:
+            return None
+        try:
+            process = psutil.Process(domain.pid)
+            if process.create_time() != domain.pid_started or process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return process
+        except psutil.Error:
+            return None
+
+    def _start_guest(self, domain: _Domain) -> None:
+        try:
+            launcher = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "drivers.fake_guest",
+                    "--cpu-share",
+                    str(self._guest.cpu_share),
+                    "--memory-mb",
+                    str(self._guest.memory_mb),
+                    "--detach",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            domain.pid = int(launcher.stdout)
+            domain.pid_started = psutil.Process(domain.pid).create_time()
+        except (OSError, ValueError, subprocess.SubprocessError, psutil.Error) as exc:
+            raise ProvisioningError(f"cannot start the guest process: {exc}") from exc
+
+    def _stop_guest(self, domain: _Domain) -> None:
+        process = self._guest_process(domain)
+        if process is None:
+            return
+        process.terminate()
+        if not _exited(process, GUEST_EXIT_TIMEOUT_SECONDS):
+            process.kill()
+            _exited(process, GUEST_EXIT_TIMEOUT_SECONDS)
 
     def disk_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.img"
@@ -158,6 +254,7 @@ class FakeDriver(HypervisorDriver):
                 raise InvalidDomainState(f"domain {name} is already running")
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
+            self._start_guest(domain)
             domain.state = DomainState.RUNNING.value
             domain.gpu = gpu.pci_address if gpu else None
             self._save()
@@ -182,8 +279,10 @@ class FakeDriver(HypervisorDriver):
             self._power_off(domain)
 
     def _power_off(self, domain: _Domain) -> None:
+        self._stop_guest(domain)
         domain.state = DomainState.STOPPED.value
         domain.gpu = None
+        domain.pid = domain.pid_started = None
         self._save()
 
     def delete(self, name: str) -> None:
@@ -222,5 +321,7 @@ class FakeDriver(HypervisorDriver):
             return {name: DomainState(d.state) for name, d in self._domains.items()}
 
     def pid(self, name: str) -> int | None:
-        self._check_available()
-        return None
+        with self._lock:
+            self._check_available()
+            domain = self._get(name)
+            return domain.pid if domain.state == DomainState.RUNNING.value else None

@@ -15,6 +15,8 @@ from cwhost import auth
 from cwhost.app import create_app
 from cwhost.config import build_config
 from cwhost.db import Database
+from drivers.base import DomainState, HostInfo
+from drivers.fake import FakeDriver
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,12 +56,21 @@ def config(tmp_path):
     return make_config(tmp_path / "data")
 
 
+def power_off_fake_guests(data_dir: Path) -> None:
+    """Fake guests outlive the service, as VMs do; a test must not leave them behind."""
+    driver = FakeDriver(data_dir / "fake-driver", HostInfo(1, 1, 1, ()))
+    for name, state in driver.list_domains().items():
+        if state == DomainState.RUNNING:
+            driver.destroy(name)
+
+
 @pytest.fixture
 def app(config):
     Database(config.database_path).migrate()
     app = create_app(config)
     yield app
     app.extensions["cwhost"].service.wait_idle()
+    power_off_fake_guests(config.data_dir)
 
 
 @pytest.fixture
@@ -190,3 +201,4 @@ def server(tmp_path):
     yield running
     if running.process.poll() is None:
         running.stop()
+    power_off_fake_guests(tmp_path / "server-data")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psutil
 import pytest
 
 from drivers.base import (
@@ -33,9 +34,17 @@ def _fake(tmp_path):
 DRIVERS = {"fake": _fake}
 
 
+def power_off_all(driver):
+    for name, state in driver.list_domains().items():
+        if state == DomainState.RUNNING:
+            driver.destroy(name)
+
+
 @pytest.fixture(params=sorted(DRIVERS))
 def driver(request, tmp_path):
-    return DRIVERS[request.param](tmp_path)
+    driver = DRIVERS[request.param](tmp_path)
+    yield driver
+    power_off_all(driver)
 
 
 def spec(name="cwhost-ws-test0001", title="My-Workstation", storage_gb=10, **kwargs):
@@ -83,6 +92,16 @@ def test_start_with_a_host_gpu(driver):
     driver.define(spec())
     driver.start("cwhost-ws-test0001", driver.host().gpus[0])
     assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
+
+
+def test_a_running_domain_has_a_live_process_until_it_stops(driver):
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    pid = driver.pid("cwhost-ws-test0001")
+    assert pid is not None and psutil.Process(pid).is_running()
+    driver.destroy("cwhost-ws-test0001")
+    assert driver.pid("cwhost-ws-test0001") is None
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_graceful_shutdown_stops_the_domain(driver):

@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
+import time
+
+import psutil
 import pytest
 
 from drivers.base import DomainState, HypervisorUnavailable
-from drivers.fake import GIB, FakeDriver
+from drivers.fake import GIB, FakeDriver, GuestLoad
 from tests.test_driver_contract import HOST, spec
 
 
-def test_domains_survive_a_new_driver_on_the_same_directory(tmp_path):
+def test_domains_and_their_guests_survive_a_new_driver_on_the_same_directory(tmp_path):
     first = FakeDriver(tmp_path, HOST)
     first.define(spec())
     first.start("cwhost-ws-test0001", HOST.gpus[1])
     second = FakeDriver(tmp_path, HOST)
     assert second.list_domains() == {"cwhost-ws-test0001": DomainState.RUNNING}
+    assert second.pid("cwhost-ws-test0001") == first.pid("cwhost-ws-test0001")
+    second.destroy("cwhost-ws-test0001")
+
+
+def test_a_guest_that_died_unwatched_is_a_stopped_domain(tmp_path):
+    first = FakeDriver(tmp_path, HOST)
+    first.define(spec())
+    first.start("cwhost-ws-test0001")
+    guest = psutil.Process(first.pid("cwhost-ws-test0001"))
+    guest.kill()
+    guest.wait(5)
+    second = FakeDriver(tmp_path, HOST)
+    assert second.state("cwhost-ws-test0001") == DomainState.STOPPED
+    assert second.pid("cwhost-ws-test0001") is None
+
+
+def test_guest_burns_its_cpu_share_and_holds_its_memory(tmp_path):
+    driver = FakeDriver(tmp_path, HOST, GuestLoad(cpu_share=0.5, memory_mb=64))
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    guest = psutil.Process(driver.pid("cwhost-ws-test0001"))
+    time.sleep(2)
+    cpu = sum(guest.cpu_times()[:2])
+    elapsed = time.time() - guest.create_time()
+    assert 0.25 < cpu / elapsed < 0.75
+    assert guest.memory_info().rss > 64 * 1024 * 1024
+    driver.destroy("cwhost-ws-test0001")
 
 
 def test_disk_file_is_sized_grown_and_removed(tmp_path):
@@ -52,3 +82,4 @@ def test_a_guest_that_ignores_acpi_does_not_stop_gracefully(tmp_path):
     driver.set_ignores_acpi("cwhost-ws-test0001", True)
     assert driver.shutdown("cwhost-ws-test0001", timeout_seconds=0.1) is False
     assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
+    driver.destroy("cwhost-ws-test0001")

@@ -12,7 +12,14 @@ import time
 
 import requests
 
-from tests.conftest import GOOD_CONFIGURATION, cli, free_port, start_server, wait_until_serving
+from tests.conftest import (
+    GOOD_CONFIGURATION,
+    cli,
+    free_port,
+    power_off_fake_guests,
+    start_server,
+    wait_until_serving,
+)
 
 
 def _token(server, account="alice", *flags):
@@ -83,6 +90,7 @@ def test_state_survives_a_restart_of_the_service(tmp_path):
         assert again["startedAt"] is not None
     finally:
         second.stop()
+        power_off_fake_guests(tmp_path / "server-data")
 
 
 def test_body_of_10_megabytes_is_a_json_413_through_the_real_server(server):

@@ -1,0 +1,53 @@
+"""The process a fake domain runs: it burns a share of one CPU and holds some memory.
+
+It stands in for a VM's qemu process so that metering reads a real process:
+``python -m drivers.fake_guest --cpu-share 0.05 --memory-mb 16 --detach``.
+With ``--detach`` it prints the pid of a detached copy of itself and exits, so
+that the guest is nobody's child, as a qemu process is not cwhost's. It exits
+on SIGTERM, as a guest powers off on ACPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+PERIOD_SECONDS = 0.02
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cpu-share", type=float, default=0.05)
+    parser.add_argument("--memory-mb", type=int, default=16)
+    parser.add_argument("--detach", action="store_true")
+    args = parser.parse_args(argv)
+    if args.detach:
+        _detach()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Touch every page so the memory is resident, not merely reserved; the
+    # name keeps it alive for the life of the process.
+    held = bytearray(b"\x01" * (args.memory_mb * 1024 * 1024))  # noqa: F841
+    busy = PERIOD_SECONDS * min(max(args.cpu_share, 0.0), 1.0)
+    while True:
+        start = time.process_time()
+        while time.process_time() - start < busy:
+            pass
+        time.sleep(PERIOD_SECONDS - busy)
+
+
+def _detach() -> None:
+    child = os.fork()
+    if child:
+        print(child, flush=True)
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
