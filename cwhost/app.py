@@ -11,10 +11,13 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask
+from prometheus_client import CollectorRegistry
 
 from cwhost.api import init_api
 from cwhost.config import Config
 from cwhost.db import Database
+from cwhost.metrics import SamplerMetrics, build_registry
+from cwhost.sampler import Sampler
 from cwhost.service import WorkstationService
 from drivers.base import HostInfo, HypervisorDriver
 from drivers.fake import FakeDriver, GuestLoad
@@ -26,6 +29,19 @@ class Components:
     db: Database
     driver: HypervisorDriver
     service: WorkstationService
+    metrics_registry: CollectorRegistry
+    sampler_metrics: SamplerMetrics
+
+
+def make_sampler(components: Components) -> Sampler:
+    config = components.config
+    return Sampler(
+        components.db,
+        components.driver,
+        interval_seconds=config.sampler.interval_seconds,
+        retention_seconds=config.sampler.retention_days * 86400,
+        metrics=components.sampler_metrics,
+    )
 
 
 def make_driver(config: Config) -> HypervisorDriver:
@@ -51,8 +67,15 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     db = Database(config.database_path)
     driver = driver or make_driver(config)
+    service = WorkstationService(db, driver, config)
+    registry, sampler_metrics = build_registry(service.ledger)
     app.extensions["cwhost"] = Components(
-        config=config, db=db, driver=driver, service=WorkstationService(db, driver, config)
+        config=config,
+        db=db,
+        driver=driver,
+        service=service,
+        metrics_registry=registry,
+        sampler_metrics=sampler_metrics,
     )
     init_api(app)
     return app

@@ -6,12 +6,13 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from dataclasses import replace
 
 import waitress
 
 from cwhost import auth
-from cwhost.app import create_app
+from cwhost.app import create_app, make_sampler
 from cwhost.config import ConfigError, load_config
 from cwhost.db import Database
 from drivers.base import HypervisorUnavailable
@@ -67,11 +68,20 @@ def _serve(config, args) -> int:
     if not auth.has_any_key(db):
         _bootstrap_admin_key(db)
     app = create_app(config)
-    service = app.extensions["cwhost"].service
+    components = app.extensions["cwhost"]
+    service = components.service
     try:
         service.recover()
     except HypervisorUnavailable as exc:
         log.error("hypervisor unavailable at start-up; state not reconciled: %s", exc)
+    stop_sampling = threading.Event()
+    sampler_thread = threading.Thread(
+        target=make_sampler(components).run,
+        args=(stop_sampling, config.data_dir / "sampler.lock", service.attach_sampler),
+        name="sampler",
+        daemon=True,
+    )
+    sampler_thread.start()
 
     signal.signal(signal.SIGTERM, _interrupt)
     log.info(
@@ -92,6 +102,8 @@ def _serve(config, args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        stop_sampling.set()
+        sampler_thread.join(timeout=30)
         service.wait_idle()
         log.info("cwhost stopped")
     return 0

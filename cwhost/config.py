@@ -84,6 +84,23 @@ class WorkstationSizeSchema(_Section):
     max_storage_gb = fields.Integer(load_default=16384, strict=True, validate=validate.Range(1))
 
 
+class SamplerSchema(_Section):
+    interval_seconds = fields.Float(load_default=10.0, validate=validate.Range(0.05, 3600))
+    retention_days = fields.Integer(load_default=30, strict=True, validate=validate.Range(1, 3650))
+
+
+class PricingSchema(_Section):
+    cpu_hour_usd = fields.Float(load_default=0.02, validate=validate.Range(0))
+    memory_gb_hour_usd = fields.Float(load_default=0.005, validate=validate.Range(0))
+    storage_gb_hour_usd = fields.Float(load_default=0.0002, validate=validate.Range(0))
+    default_gpu_hour_usd = fields.Float(load_default=1.0, validate=validate.Range(0))
+    gpu_hour_usd = fields.Dict(
+        keys=fields.String(validate=validate.Length(1, 128)),
+        values=fields.Float(validate=validate.Range(0)),
+        load_default=dict,
+    )
+
+
 class ConfigSchema(_Section):
     data_dir = fields.String(load_default=default_data_dir)
     regions = fields.List(
@@ -99,6 +116,8 @@ class ConfigSchema(_Section):
     workstation = fields.Nested(
         WorkstationSizeSchema, load_default=lambda: WorkstationSizeSchema().load({})
     )
+    sampler = fields.Nested(SamplerSchema, load_default=lambda: SamplerSchema().load({}))
+    pricing = fields.Nested(PricingSchema, load_default=lambda: PricingSchema().load({}))
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,26 @@ class WorkstationSizeConfig:
 
 
 @dataclass(frozen=True)
+class SamplerConfig:
+    interval_seconds: float
+    retention_days: int
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """Rates in USD; a GPU model without its own rate costs ``default_gpu_hour_usd``."""
+
+    cpu_hour_usd: float
+    memory_gb_hour_usd: float
+    storage_gb_hour_usd: float
+    default_gpu_hour_usd: float
+    gpu_hour_usd: tuple[tuple[str, float], ...]
+
+    def gpu_rate(self, model: str) -> float:
+        return dict(self.gpu_hour_usd).get(model, self.default_gpu_hour_usd)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     regions: tuple[str, ...]
@@ -143,6 +182,8 @@ class Config:
     server: ServerConfig
     driver: DriverConfig
     workstation: WorkstationSizeConfig
+    sampler: SamplerConfig
+    pricing: Pricing
 
     @property
     def database_path(self) -> Path:
@@ -195,6 +236,11 @@ def build_config(raw: dict) -> Config:
             ),
         ),
         workstation=WorkstationSizeConfig(**loaded["workstation"]),
+        sampler=SamplerConfig(**loaded["sampler"]),
+        pricing=Pricing(
+            **{k: v for k, v in loaded["pricing"].items() if k != "gpu_hour_usd"},
+            gpu_hour_usd=tuple(sorted(loaded["pricing"]["gpu_hour_usd"].items())),
+        ),
     )
 
 

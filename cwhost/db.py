@@ -88,6 +88,65 @@ def _initial(db: sqlite_utils.Database) -> None:
     db["workstations"].create_index(["gpu_address"], unique=True)
 
 
+@migrations(name="0002_usage_ledger")
+def _usage_ledger(db: sqlite_utils.Database) -> None:
+    # Intervals of constant billable configuration; times are UNIX seconds.
+    db["usage_segments"].create(
+        {
+            "id": int,
+            "workstation_id": str,
+            "started_at": float,
+            "ended_at": float,
+            "running": int,
+            "storage_gb": int,
+            "gpu": str,
+        },
+        pk="id",
+        not_null={"workstation_id", "started_at", "running", "storage_gb"},
+    )
+    db["usage_segments"].create_index(["workstation_id", "started_at"])
+    # One row per sampler reading: what was used over (since, sampled_at].
+    db["usage_samples"].create(
+        {
+            "workstation_id": str,
+            "since": float,
+            "sampled_at": float,
+            "cpu_seconds": float,
+            "memory_gb_seconds": float,
+            "gpu_utilized_seconds": float,
+        },
+        not_null={"workstation_id", "since", "sampled_at"},
+    )
+    db["usage_samples"].create_index(["workstation_id", "sampled_at"])
+    db["usage_samples"].create_index(["sampled_at"])
+    db["usage_hourly"].create(
+        {
+            "workstation_id": str,
+            "hour": int,
+            "cpu_seconds": float,
+            "memory_gb_seconds": float,
+            "gpu_utilized_seconds": float,
+        },
+        pk=("workstation_id", "hour"),
+    )
+    # The last counter values read (so a restart neither loses nor repeats an
+    # interval) and the running totals.
+    db["meter_state"].create(
+        {
+            "workstation_id": str,
+            "pid": int,
+            "process_started": float,
+            "cpu_seconds_counter": float,
+            "rss_bytes": int,
+            "sampled_at": float,
+            "cpu_seconds": float,
+            "memory_gb_seconds": float,
+            "gpu_utilized_seconds": float,
+        },
+        pk="workstation_id",
+    )
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 

@@ -24,6 +24,13 @@ class InvalidState(ServiceError):
     code = "invalid_state"
 
 
+class Forbidden(ServiceError):
+    """The token is valid but may not do this (an operator's endpoint)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

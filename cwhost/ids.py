@@ -19,5 +19,9 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def unix_to_rfc3339(seconds: float) -> str:
+    return rfc3339(datetime.fromtimestamp(seconds, timezone.utc))
+
+
 def utc_now() -> str:
     return rfc3339(datetime.now(timezone.utc))

@@ -30,7 +30,8 @@ from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.db import Database
 from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset, Unavailable
-from cwhost.ids import new_id, utc_now
+from cwhost.ids import new_id, unix_to_rfc3339
+from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
 from drivers.base import (
     DomainNotFound,
     DomainSpec,
@@ -141,10 +142,15 @@ def _from_row(row: dict) -> Workstation:
 
 
 class WorkstationService:
-    def __init__(self, db: Database, driver: HypervisorDriver, config: Config):
+    def __init__(self, db: Database, driver: HypervisorDriver, config: Config, clock=time.time):
         self._db = db
         self._driver = driver
         self._config = config
+        self._clock = clock
+        self.ledger = UsageLedger(db, config.pricing, clock)
+        # The sampler of this process, when it holds the metering lock: asked
+        # for a last reading before a domain powers off.
+        self._sampler = None
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
         # Held while choosing resources for a launch, so two launches never
@@ -172,11 +178,13 @@ class WorkstationService:
             log.warning("hypervisor unavailable during %s: %s", action, exc)
             raise Unavailable("The hypervisor is unreachable right now; try again shortly.")
 
-    def _load(self, principal: Principal, workstation_id: str) -> Workstation:
+    def _load(
+        self, principal: Principal, workstation_id: str, include_deleted: bool = False
+    ) -> Workstation:
         row = self._db.query_one(
-            "SELECT * FROM workstations WHERE id = ? AND deleted_at IS NULL"
+            "SELECT * FROM workstations WHERE id = ? AND (deleted_at IS NULL OR ?)"
             " AND (account_id = ? OR ?)",
-            [workstation_id, principal.account_id, principal.admin],
+            [workstation_id, include_deleted, principal.account_id, principal.admin],
         )
         if row is None:
             raise NotFound(f"No workstation {workstation_id!r}.")
@@ -190,6 +198,44 @@ class WorkstationService:
     def _set(self, workstation_id: str, **columns) -> None:
         with self._db.write() as tx:
             tx["workstations"].update(workstation_id, columns)
+
+    def _transition(
+        self,
+        ws: Workstation,
+        at: float,
+        next_segment: str | None,
+        configuration: Configuration | None = None,
+        **columns,
+    ) -> None:
+        """Change a workstation and its billing segment in one transaction.
+
+        ``next_segment`` is RUNNING or STOPPED for the segment that starts now,
+        or None when billing ends (failure, deletion).
+        """
+        configuration = configuration or ws.configuration
+        with self._db.write() as tx:
+            if columns:
+                tx["workstations"].update(ws.id, columns)
+            close_segment(tx, ws.id, at)
+            if next_segment is not None:
+                open_segment(
+                    tx,
+                    ws.id,
+                    at,
+                    running=next_segment == RUNNING,
+                    storage_gb=configuration.storage_gb,
+                    gpu=configuration.gpu,
+                )
+
+    def attach_sampler(self, sampler) -> None:
+        self._sampler = sampler
+
+    def _final_reading(self, ws: Workstation) -> None:
+        if self._sampler is not None:
+            try:
+                self._sampler.sample(only={ws.id})
+            except Exception:
+                log.exception("final reading of %s failed; the next tick has what it missed", ws.id)
 
     def host_info(self) -> HostInfo:
         with self._hypervisor("host query"):
@@ -256,6 +302,7 @@ class WorkstationService:
             region=configuration.get("region") or self._config.regions[0],
         )
         self._validate(config)
+        now = self._clock()
         row = {
             "id": new_id("ws"),
             "account_id": principal.account_id,
@@ -268,7 +315,7 @@ class WorkstationService:
             "gpu": config.gpu,
             "storage_gb": config.storage_gb,
             "region": config.region,
-            "created_at": utc_now(),
+            "created_at": unix_to_rfc3339(now),
             "started_at": None,
             "status_message": None,
             "idle_timeout_minutes": idle_timeout_minutes,
@@ -278,6 +325,7 @@ class WorkstationService:
         }
         with self._db.write() as tx:
             tx["workstations"].insert(row)
+            open_segment(tx, row["id"], now, running=False, storage_gb=config.storage_gb, gpu=None)
         self._executor.submit(self._provision, row["id"])
         return _from_row(row)
 
@@ -306,10 +354,28 @@ class WorkstationService:
                     log.info("workstation %s provisioned", workstation_id)
                     return
             log.error("workstation %s: %s", workstation_id, message)
-            self._set(workstation_id, status=ERROR, status_message=message)
+            # No disk exists, so nothing is billed from here on.
+            self._transition(ws, self._clock(), None, status=ERROR, status_message=message)
 
     def get(self, principal: Principal, workstation_id: str) -> Workstation:
         return self._load(principal, workstation_id)
+
+    def usage(
+        self,
+        principal: Principal,
+        workstation_id: str,
+        start: float | None = None,
+        end: float | None = None,
+        granularity: str | None = None,
+    ) -> tuple[Workstation, UsageReport]:
+        """What a workstation used; a deleted one's usage stays readable by its account."""
+        ws = self._load(principal, workstation_id, include_deleted=True)
+        if start is not None and end is not None and start >= end:
+            raise InvalidRequest(
+                "The window is empty: 'from' must be before 'to'.",
+                details={"from": ["Must be before 'to'."]},
+            )
+        return ws, self.ledger.report(ws.id, start, end, granularity)
 
     def list(
         self,
@@ -358,7 +424,10 @@ class WorkstationService:
                 self._release(ws)
                 raise
             try:
-                self._set(ws.id, status=RUNNING, started_at=utc_now(), status_message=None)
+                now = self._clock()
+                self._transition(
+                    ws, now, RUNNING, status=RUNNING, started_at=unix_to_rfc3339(now), status_message=None
+                )
             finally:
                 with self._allocation_lock:
                     self._launching.pop(ws.id, None)
@@ -418,6 +487,7 @@ class WorkstationService:
                 raise InvalidState(
                     f"Workstation {ws.id} is {ws.status}; only a running workstation can be stopped."
                 )
+            self._final_reading(ws)
             with self._hypervisor("stop"):
                 try:
                     graceful = not force and self._driver.shutdown(
@@ -428,7 +498,9 @@ class WorkstationService:
                 except InvalidDomainState:
                     # It powered off on its own between our read and the call.
                     pass
-            self._set(ws.id, status=STOPPED, started_at=None, gpu_address=None)
+            self._transition(
+                ws, self._clock(), STOPPED, status=STOPPED, started_at=None, gpu_address=None
+            )
             log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
             return self._reload(ws.id)
 
@@ -467,8 +539,11 @@ class WorkstationService:
                 with self._hypervisor("update"):
                     self._driver.update(updated.spec())
             try:
-                self._set(
-                    ws.id,
+                self._transition(
+                    ws,
+                    self._clock(),
+                    STOPPED,
+                    configuration=new,
                     name=updated.name,
                     cpu_cores=new.cpu_cores,
                     memory_gb=new.memory_gb,
@@ -502,13 +577,14 @@ class WorkstationService:
                     f"Workstation {ws.id} is {ws.status}; only a stopped or failed workstation"
                     " can be deleted."
                 )
-            self._set(ws.id, deleted_at=utc_now())
+            self._set(ws.id, deleted_at=unix_to_rfc3339(self._clock()))
             try:
                 with self._hypervisor("delete"):
                     self._driver.delete(ws.domain_name)
             except BaseException:
                 self._set(ws.id, deleted_at=None)
                 raise
+            self._transition(ws, self._clock(), None)
         with self._locks_guard:
             self._locks.pop(ws.id, None)
         log.info("workstation %s deleted", ws.id)
@@ -547,13 +623,16 @@ class WorkstationService:
                     if state == DomainState.RUNNING:
                         self._driver.destroy(ws.domain_name)
                     self._driver.delete(ws.domain_name)
+                self._transition(ws, self._clock(), None)
                 continue
             if ws.status == PROVISIONING:
                 self._executor.submit(self._provision, ws.id)
             elif state is None and ws.status in (STOPPED, RUNNING):
                 log.error("workstation %s has no domain on the hypervisor", ws.id)
-                self._set(
-                    ws.id,
+                self._transition(
+                    ws,
+                    self._last_seen(ws),
+                    None,
                     status=ERROR,
                     started_at=None,
                     gpu_address=None,
@@ -561,13 +640,28 @@ class WorkstationService:
                 )
             elif state == DomainState.RUNNING and ws.status != RUNNING:
                 log.warning("workstation %s is running on the hypervisor; recording it", ws.id)
-                self._set(ws.id, status=RUNNING, started_at=ws.started_at or utc_now())
+                now = self._clock()
+                self._transition(
+                    ws, now, RUNNING, status=RUNNING, started_at=ws.started_at or unix_to_rfc3339(now)
+                )
             elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address):
                 log.warning("workstation %s is not running on the hypervisor; recording it", ws.id)
-                self._set(ws.id, status=STOPPED, started_at=None, gpu_address=None)
+                at = self._last_seen(ws) if ws.status == RUNNING else self._clock()
+                self._transition(ws, at, STOPPED, status=STOPPED, started_at=None, gpu_address=None)
         known = {domain_name(r["id"]) for r in rows}
         for name in domains.keys() - known:
             log.warning("domain %s is not a cwhost workstation; leaving it alone", name)
+
+    def _last_seen(self, ws: Workstation) -> float:
+        """When a domain that vanished unwatched was last known to run: its last reading."""
+        row = self._db.query_one(
+            "SELECT sampled_at FROM meter_state WHERE workstation_id = ?", [ws.id]
+        )
+        started = self._db.query_one(
+            "SELECT MAX(started_at) AS at FROM usage_segments WHERE workstation_id = ?", [ws.id]
+        )
+        candidates = [v for v in (row and row["sampled_at"], started and started["at"]) if v]
+        return max(candidates) if candidates else self._clock()
 
     def wait_idle(self) -> None:
         """Finish background provisioning; used at shut-down."""

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+_AUTHENTICATED_PREFIXES = ("/v1/", "/metrics")
 
 _CODES = {
     400: "invalid_request",
@@ -150,7 +151,7 @@ def _handle_unexpected(error: Exception):
 
 def _before_request():
     request_id()
-    if not request.path.startswith("/v1/"):
+    if not request.path.startswith(_AUTHENTICATED_PREFIXES):
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -204,10 +204,31 @@ WorkstationListSchema = list_schema(WorkstationSchema, "WorkstationList")
 
 
 class UsageFiguresSchema(ma.Schema):
-    cpu_hours = fields.Float(data_key="cpuHours", required=True)
-    gpu_hours = fields.Float(data_key="gpuHours", required=True)
-    memory_gb_hours = fields.Float(data_key="memoryGBHours", required=True)
-    storage_gb_hours = fields.Float(data_key="storageGBHours", required=True)
+    cpu_hours = fields.Float(
+        data_key="cpuHours",
+        required=True,
+        metadata={"description": "CPU time (user + system) the VM process really used, in hours."},
+    )
+    gpu_hours = fields.Float(
+        data_key="gpuHours",
+        required=True,
+        metadata={"description": "Hours a GPU was attached to the running workstation."},
+    )
+    gpu_utilized_hours = fields.Float(
+        data_key="gpuUtilizedHours",
+        required=True,
+        metadata={"description": "GPU hours weighted by utilisation, where the host's NVML sees the GPU; else 0."},
+    )
+    memory_gb_hours = fields.Float(
+        data_key="memoryGBHours",
+        required=True,
+        metadata={"description": "Resident memory of the VM process integrated over time, GB x h."},
+    )
+    storage_gb_hours = fields.Float(
+        data_key="storageGBHours",
+        required=True,
+        metadata={"description": "Provisioned disk times the time the workstation existed, GB x h."},
+    )
     cost_usd = fields.Float(data_key="costUSD", required=True)
 
 
@@ -222,8 +243,12 @@ class UsageSchema(UsageFiguresSchema):
         required=True,
         metadata={"description": "The last sample that saw the workstation; null if none yet."},
     )
-    from_ = Timestamp(data_key="from", allow_none=True, required=True)
-    to = Timestamp(required=True)
+    from_ = Timestamp(
+        data_key="from",
+        required=True,
+        metadata={"description": "Start of the window; the workstation's creation when none was asked."},
+    )
+    to = Timestamp(required=True, metadata={"description": "End of the window; now when none was asked."})
     buckets = fields.List(fields.Nested(UsageBucketSchema), required=True)
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import swagger_ui_bundle
-from flask import Flask, current_app, g, send_from_directory
+from flask import Flask, Response, current_app, g, send_from_directory
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cwhost.api import ApiBlueprint, error_responses
 from cwhost.api.schemas import HealthSchema, HostSchema
+from cwhost.errors import Forbidden
 
 blp = ApiBlueprint("system", __name__, description="The server: health and host capacity.")
 
@@ -50,6 +52,26 @@ def host():
             for slot in view.gpus
         ],
     }
+
+
+@blp.route("/metrics")
+@blp.doc(
+    summary="Prometheus metrics; needs an admin token.",
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        401: "UNAUTHORIZED",
+        403: "FORBIDDEN",
+    },
+)
+def metrics():
+    """Usage counters per workstation and the sampler's tick duration and lag."""
+    if not g.principal.admin:
+        raise Forbidden("Metrics show every account's workstations; they need an admin token.")
+    body = generate_latest(current_app.extensions["cwhost"].metrics_registry)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
 def register_swagger_assets(app: Flask) -> None:

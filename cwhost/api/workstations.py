@@ -16,8 +16,10 @@ from cwhost.api.schemas import (
     WorkstationPatchSchema,
     WorkstationSchema,
 )
-from cwhost.ids import rfc3339, utc_now
+from cwhost.config import Pricing
+from cwhost.ids import unix_to_rfc3339
 from cwhost.service import Workstation, WorkstationService
+from cwhost.usage import HOUR, Figures
 
 blp = ApiBlueprint(
     "workstations", __name__, url_prefix="/v1/workstations", description="Workstations and their life cycle."
@@ -145,16 +147,36 @@ def stop(args, workstation_id):
 @blp.response(200, UsageSchema)
 @error_responses(blp, 401, 404, 500)
 def usage(args, workstation_id):
-    """What the workstation used and what it cost (metering lands with the sampler)."""
-    _service().get(g.principal, workstation_id)
+    """What the workstation used and what it cost, in total or in a window, optionally bucketed.
+
+    Answers for deleted workstations too, so that their usage can still be billed.
+    """
+    ws, report = _service().usage(
+        g.principal,
+        workstation_id,
+        start=args["from_"].timestamp() if "from_" in args else None,
+        end=args["to"].timestamp() if "to" in args else None,
+        granularity=args.get("granularity"),
+    )
+    pricing = current_app.extensions["cwhost"].config.pricing
     return {
-        "cpu_hours": 0.0,
-        "gpu_hours": 0.0,
-        "memory_gb_hours": 0.0,
-        "storage_gb_hours": 0.0,
-        "cost_usd": 0.0,
-        "last_updated": None,
-        "from_": rfc3339(args["from_"]) if "from_" in args else None,
-        "to": rfc3339(args["to"]) if "to" in args else utc_now(),
-        "buckets": [],
+        **present_figures(report.total, pricing),
+        "last_updated": unix_to_rfc3339(report.last_updated) if report.last_updated else None,
+        "from_": unix_to_rfc3339(report.start) if report.start is not None else ws.created_at,
+        "to": unix_to_rfc3339(report.end),
+        "buckets": [
+            {"start": unix_to_rfc3339(start), **present_figures(figures, pricing)}
+            for start, figures in report.buckets
+        ],
+    }
+
+
+def present_figures(figures: Figures, pricing: Pricing) -> dict:
+    return {
+        "cpu_hours": figures.cpu_seconds / HOUR,
+        "gpu_hours": figures.gpu_seconds / HOUR,
+        "gpu_utilized_hours": figures.gpu_utilized_seconds / HOUR,
+        "memory_gb_hours": figures.memory_gb_seconds / HOUR,
+        "storage_gb_hours": figures.storage_gb_seconds / HOUR,
+        "cost_usd": figures.cost_usd(pricing),
     }

@@ -1,0 +1,310 @@
+"""The sampler: reads every running workstation's VM process and writes the usage ledger.
+
+One thread, started by ``cwhost serve`` once it holds an exclusive lock on a
+file beside the database, so that there is one sampler per database however
+many processes start; a second one waits and takes over when the first dies
+(the kernel drops a dead process's lock).
+
+CPU time comes from the process's cumulative counter, so a late or missed tick
+loses nothing: the next reading takes the whole difference. A new pid or start
+time is a new process (the VM restarted) and its whole counter is new usage.
+The last counter values are stored with each tick, so a restart of cwhost
+while VMs run neither loses nor repeats an interval.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from cwhost.db import Database
+from cwhost.service import RUNNING, domain_name
+from cwhost.usage import GB, HOUR, split_by_step
+from drivers.base import DriverError, HypervisorDriver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessReading:
+    pid: int
+    started: float
+    cpu_seconds: float
+    rss_bytes: int
+
+
+class ProcessReader:
+    """Reads processes with psutil, keeping each ``Process`` between ticks.
+
+    A cached ``Process`` remembers its start time, so a pid that was reused by
+    another process is noticed (``is_running`` is False) rather than misread.
+    """
+
+    def __init__(self):
+        self._cache: dict[int, psutil.Process] = {}
+        self._denied_logged = False
+
+    def read(self, pid: int) -> ProcessReading | None:
+        process = self._cache.get(pid)
+        try:
+            if process is None or not process.is_running():
+                process = self._cache[pid] = psutil.Process(pid)
+            with process.oneshot():
+                times = process.cpu_times()
+                rss = process.memory_info().rss
+                started = process.create_time()
+        except psutil.NoSuchProcess:
+            self._cache.pop(pid, None)
+            return None
+        except psutil.AccessDenied:
+            if not self._denied_logged:
+                log.error("not allowed to read process %d; check the service's permissions", pid)
+                self._denied_logged = True
+            return None
+        return ProcessReading(pid, started, times.user + times.system, rss)
+
+    def keep_only(self, pids: set[int]) -> None:
+        for pid in self._cache.keys() - pids:
+            del self._cache[pid]
+
+
+def normalize_pci_address(bus_id: str | bytes) -> str:
+    """NVML's ``00000000:65:00.0`` as libvirt's ``0000:65:00.0``."""
+    if isinstance(bus_id, bytes):
+        bus_id = bus_id.decode()
+    domain, bus, slot_function = bus_id.lower().split(":")
+    return f"{int(domain, 16):04x}:{bus}:{slot_function}"
+
+
+class GpuReader:
+    """GPU utilisation by PCI address, from NVML where the host can see the GPU.
+
+    A GPU passed through to a VM is invisible to the host's NVML; for those
+    there is no utilisation, only attached time (from the ledger's segments).
+    """
+
+    def __init__(self, nvml=None):
+        if nvml is None:
+            import pynvml as nvml
+        self._nvml = nvml
+        self._ready: bool | None = None
+        self._failures_logged: set[str] = set()
+
+    def _log_once(self, what: str, error: Exception) -> None:
+        if what not in self._failures_logged:
+            self._failures_logged.add(what)
+            log.warning("%s (%s); metering goes on without GPU utilisation", what, error)
+
+    def utilization(self) -> dict[str, float]:
+        nvml = self._nvml
+        if self._ready is None:
+            try:
+                nvml.nvmlInit()
+                self._ready = True
+            except nvml.NVMLError as exc:
+                self._ready = False
+                self._log_once("NVML is not available", exc)
+        if not self._ready:
+            return {}
+        found: dict[str, float] = {}
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except nvml.NVMLError as exc:
+            self._log_once("NVML cannot count GPUs", exc)
+            return found
+        for index in range(count):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                address = normalize_pci_address(nvml.nvmlDeviceGetPciInfo(handle).busId)
+                found[address] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            except nvml.NVMLError as exc:
+                self._log_once(f"NVML cannot read GPU {index}", exc)
+        return found
+
+
+@dataclass(frozen=True)
+class TickResult:
+    workstations: int
+    read_seconds: float
+    write_seconds: float
+
+
+class Sampler:
+    def __init__(
+        self,
+        db: Database,
+        driver: HypervisorDriver,
+        interval_seconds: float,
+        retention_seconds: float,
+        processes: ProcessReader | None = None,
+        gpus: GpuReader | None = None,
+        clock=time.time,
+        metrics=None,
+    ):
+        self._db = db
+        self._driver = driver
+        self.interval = interval_seconds
+        self._retention = retention_seconds
+        self._processes = processes or ProcessReader()
+        self._gpus = gpus or GpuReader()
+        self._clock = clock
+        self._metrics = metrics
+        # A final reading before a stop and a tick must not both take one interval.
+        self._tick_lock = threading.Lock()
+
+    # -- one tick ------------------------------------------------------------
+
+    def sample(self, only: set[str] | None = None) -> TickResult:
+        """Read the running workstations (or ``only`` these) and record what they used."""
+        with self._tick_lock:
+            began = time.perf_counter()
+            now = self._clock()
+            readings = self._read(only)
+            read_done = time.perf_counter()
+            self._write(now, readings)
+            result = TickResult(len(readings), read_done - began, time.perf_counter() - read_done)
+        if self._metrics is not None:
+            self._metrics.observe_tick(result)
+        return result
+
+    def _read(self, only: set[str] | None):
+        rows = self._db.query(
+            "SELECT id, gpu_address FROM workstations WHERE status = ? AND deleted_at IS NULL",
+            [RUNNING],
+        )
+        if only is not None:
+            rows = [r for r in rows if r["id"] in only]
+        utilization = self._gpus.utilization() if any(r["gpu_address"] for r in rows) else {}
+        readings = []
+        for row in rows:
+            try:
+                pid = self._driver.pid(domain_name(row["id"]))
+            except DriverError as exc:
+                log.warning("no process id for %s this tick: %s", row["id"], exc)
+                continue
+            reading = self._processes.read(pid) if pid else None
+            if reading is not None:
+                readings.append((row["id"], reading, utilization.get(row["gpu_address"])))
+        if only is None:
+            self._processes.keep_only({reading.pid for _, reading, _ in readings})
+        return readings
+
+    def _write(self, now: float, readings) -> None:
+        ids = [workstation_id for workstation_id, _, _ in readings]
+        samples, hourly, states = [], [], []
+        with self._db.write():
+            previous = {
+                row["workstation_id"]: row
+                for row in self._db.query(
+                    "SELECT * FROM meter_state WHERE workstation_id IN (SELECT value FROM json_each(?))",
+                    [json.dumps(ids)],
+                )
+            }
+            for workstation_id, reading, utilization in readings:
+                self._account(
+                    now, workstation_id, reading, utilization, previous.get(workstation_id),
+                    samples, hourly, states,
+                )
+            conn = self._db.db.conn
+            conn.executemany(
+                "INSERT INTO usage_samples (workstation_id, since, sampled_at, cpu_seconds,"
+                " memory_gb_seconds, gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                samples,
+            )
+            conn.executemany(
+                """INSERT INTO usage_hourly
+                       (workstation_id, hour, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (workstation_id, hour) DO UPDATE SET
+                       cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+                       memory_gb_seconds = memory_gb_seconds + excluded.memory_gb_seconds,
+                       gpu_utilized_seconds = gpu_utilized_seconds + excluded.gpu_utilized_seconds""",
+                hourly,
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO meter_state (workstation_id, pid, process_started,"
+                " cpu_seconds_counter, rss_bytes, sampled_at, cpu_seconds, memory_gb_seconds,"
+                " gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                states,
+            )
+            conn.execute("DELETE FROM usage_samples WHERE sampled_at < ?", [now - self._retention])
+
+    @staticmethod
+    def _account(now, workstation_id, reading, utilization, previous, samples, hourly, states) -> None:
+        """Turn one reading into its sample, hourly shares and new meter state."""
+        same_process = (
+            previous is not None
+            and previous["pid"] == reading.pid
+            and previous["process_started"] == reading.started
+        )
+        if same_process:
+            since = previous["sampled_at"]
+            cpu = max(0.0, reading.cpu_seconds - previous["cpu_seconds_counter"])
+            rss_gb = (reading.rss_bytes + previous["rss_bytes"]) / 2 / GB
+        else:
+            # A process not seen before: everything on its counter is new, and
+            # its memory is taken as held since it started.
+            since = max(reading.started, previous["sampled_at"] if previous else -math.inf)
+            cpu = reading.cpu_seconds
+            rss_gb = reading.rss_bytes / GB
+        seconds = now - since
+        if seconds <= 0:
+            return
+        figures = (cpu, rss_gb * seconds, (utilization or 0.0) / 100 * seconds)
+        samples.append((workstation_id, since, now, *figures))
+        for hour, overlap in split_by_step(since, now, HOUR):
+            hourly.append((workstation_id, hour, *(value * overlap / seconds for value in figures)))
+        totals = (
+            (previous[key] if previous else 0.0) + value
+            for key, value in zip(("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds"), figures)
+        )
+        states.append(
+            (workstation_id, reading.pid, reading.started, reading.cpu_seconds, reading.rss_bytes, now, *totals)
+        )
+
+    # -- the thread ----------------------------------------------------------
+
+    def run(self, stop: threading.Event, lock_path: Path, on_active=None) -> None:
+        """Wait for the sampler lock, then tick on a fixed schedule until ``stop`` is set."""
+        with open(lock_path, "a") as lock_file:
+            waiting_logged = False
+            while True:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waiting_logged:
+                        log.info("another process samples this database; waiting to take over")
+                        waiting_logged = True
+                    if stop.wait(min(1.0, self.interval / 2)):
+                        return
+            log.info("sampler active, every %.3gs", self.interval)
+            if on_active is not None:
+                on_active(self)
+            self._loop(stop)
+
+    def _loop(self, stop: threading.Event) -> None:
+        deadline = time.monotonic()
+        while not stop.is_set():
+            lag = time.monotonic() - deadline
+            try:
+                self.sample()
+            except Exception:
+                log.exception("sampler tick failed; the next one takes what it missed")
+            if self._metrics is not None:
+                self._metrics.observe_lag(lag)
+            # Deadlines are fixed multiples of the interval, so ticks never
+            # drift; deadlines already missed are skipped, not caught up.
+            deadline += self.interval
+            behind = time.monotonic() - deadline
+            if behind > 0:
+                deadline += math.ceil(behind / self.interval) * self.interval
+            stop.wait(max(0.0, deadline - time.monotonic()))
