@@ -1,0 +1,180 @@
+"""The sampler on real processes: accuracy against the kernel, its schedule, its lock."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+
+import psutil
+import pytest
+
+from cwhost.auth import Principal, ensure_account
+from cwhost.db import Database
+from cwhost.sampler import Sampler
+from cwhost.service import WorkstationService, domain_name
+from cwhost.usage import GB
+from drivers.base import HostInfo
+from drivers.fake import FakeDriver, GuestLoad
+from tests.conftest import cli, make_config, power_off_fake_guests, start_server
+
+
+@pytest.fixture
+def burning(tmp_path):
+    """A running workstation whose guest burns half a CPU and holds 64 MB."""
+    config = make_config(tmp_path / "data")
+    db = Database(config.database_path)
+    db.migrate()
+    fake = config.driver.fake
+    driver = FakeDriver(
+        config.data_dir / "fake-driver",
+        HostInfo(fake.cpu_cores, fake.memory_gb, fake.storage_gb, fake.gpus),
+        GuestLoad(cpu_share=0.5, memory_mb=64),
+    )
+    service = WorkstationService(db, driver, config)
+    principal = Principal(ensure_account(db, "alice"), "key-test", admin=False)
+    ws = service.create(principal, "burn", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"})
+    deadline = time.monotonic() + 10
+    while service.get(principal, ws.id).status != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    service.launch(principal, ws.id)
+    yield db, driver, service, principal, ws.id
+    service.wait_idle()
+    power_off_fake_guests(config.data_dir)
+
+
+def test_cpu_and_memory_match_what_the_kernel_accounted(burning):
+    db, driver, service, principal, ws_id = burning
+    sampler = Sampler(db, driver, interval_seconds=0.1, retention_seconds=86400)
+    guest = psutil.Process(driver.pid(domain_name(ws_id)))
+    while guest.memory_info().rss < 64 * 1024 * 1024:
+        time.sleep(0.01)
+    sampler.sample()
+    start = service.ledger.report(ws_id).total
+    started_at = service.ledger.report(ws_id).last_updated
+
+    # Ground truth for memory: the guest's RSS read every 10 ms and integrated.
+    truth_gb_seconds, last = 0.0, (started_at, guest.memory_info().rss)
+    next_tick = time.monotonic() + 0.1
+    for _ in range(300):
+        time.sleep(0.01)
+        now, rss = time.time(), guest.memory_info().rss
+        truth_gb_seconds += (rss + last[1]) / 2 / GB * (now - last[0])
+        last = (now, rss)
+        if time.monotonic() >= next_tick:
+            sampler.sample()
+            next_tick += 0.1
+    cpu_before = sum(guest.cpu_times()[:2])
+    sampler.sample()
+    cpu_after = sum(guest.cpu_times()[:2])
+    end = service.ledger.report(ws_id)
+
+    assert cpu_after > 1.0  # it really burned: about half of 3 s
+    assert cpu_before - 0.01 <= end.total.cpu_seconds <= cpu_after + 0.01
+    assert end.total.cpu_seconds == pytest.approx(cpu_after, rel=0.01)
+    # Compare memory over the same span: our integration ran to ``last``,
+    # the ledger's to its final reading; extend ours at the last RSS.
+    truth_gb_seconds += last[1] / GB * (end.last_updated - last[0])
+    metered = end.total.memory_gb_seconds - start.memory_gb_seconds
+    assert metered == pytest.approx(truth_gb_seconds, rel=0.02)
+
+
+class _RecordingSampler(Sampler):
+    def __init__(self, durations):
+        self.interval = 0.05
+        self._metrics = None
+        self.ticks: list[float] = []
+        self._durations = durations
+
+    def sample(self, only=None):
+        self.ticks.append(time.monotonic())
+        time.sleep(self._durations(len(self.ticks)))
+
+
+def test_ticks_keep_to_their_deadlines_and_stop_cleanly(tmp_path):
+    # Ticks that take 0 to 30 ms must not push the schedule back: 20 ticks a second.
+    sampler = _RecordingSampler(lambda n: 0.03 if n % 2 else 0.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=sampler.run, args=(stop, tmp_path / "lock"))
+    thread.start()
+    time.sleep(1.0)
+    stop.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    span = sampler.ticks[-1] - sampler.ticks[0]
+    assert len(sampler.ticks) - 1 == pytest.approx(span / 0.05, abs=1.5)
+
+
+def test_a_slow_tick_skips_missed_deadlines_instead_of_bursting(tmp_path):
+    sampler = _RecordingSampler(lambda n: 0.22 if n == 3 else 0.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=sampler.run, args=(stop, tmp_path / "lock"))
+    thread.start()
+    time.sleep(0.8)
+    stop.set()
+    thread.join(timeout=2)
+    gaps = [b - a for a, b in zip(sampler.ticks, sampler.ticks[1:])]
+    after_slow = gaps[3:]
+    assert all(gap > 0.02 for gap in after_slow), gaps
+
+
+def _samples(data_dir, ws_id):
+    conn = sqlite3.connect(f"file:{data_dir / 'cwhost.db'}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in conn.execute(
+            "SELECT sampled_at FROM usage_samples WHERE workstation_id = ? ORDER BY sampled_at", [ws_id]
+        )]
+    finally:
+        conn.close()
+
+
+def test_two_samplers_on_one_database_one_writes_the_other_takes_over(tmp_path):
+    import requests
+
+    config = "[sampler]\ninterval_seconds = 0.5\n"
+    first = start_server(tmp_path, config)
+    second = None
+    data_dir = tmp_path / "server-data"
+    try:
+        token = cli(first.env, "keys", "create", "--account", "a").stdout.split()[-1]
+        headers = {"Authorization": f"Bearer {token}"}
+        ws = requests.post(
+            first.url + "/v1/workstations",
+            json={"name": "m", "configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}},
+            headers=headers,
+        ).json()
+        deadline = time.monotonic() + 10
+        while requests.get(f"{first.url}/v1/workstations/{ws['id']}", headers=headers).json()["status"] != "stopped":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert requests.post(f"{first.url}/v1/workstations/{ws['id']}/launch", headers=headers).status_code == 200
+
+        second = start_server(tmp_path, config)
+        deadline = time.monotonic() + 10
+        while "waiting to take over" not in second.log():
+            assert time.monotonic() < deadline, second.log()
+            time.sleep(0.05)
+        time.sleep(2.0)
+        assert "sampler active" not in second.log()
+        sampled = _samples(data_dir, ws["id"])
+        assert len(sampled) >= 3
+        # One writer: readings half an interval apart would mean two.
+        assert min(b - a for a, b in zip(sampled, sampled[1:])) > 0.3
+
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        killed_at = time.time()
+        deadline = time.monotonic() + 10
+        while not [t for t in _samples(data_dir, ws["id"]) if t > killed_at]:
+            assert time.monotonic() < deadline, second.log()
+            time.sleep(0.05)
+        taken_over_at = min(t for t in _samples(data_dir, ws["id"]) if t > killed_at)
+        assert taken_over_at - killed_at <= 2 * 0.5
+        assert "sampler active" in second.log()
+    finally:
+        for server in (first, second):
+            if server is not None and server.process.poll() is None:
+                server.stop()
+        power_off_fake_guests(data_dir)
