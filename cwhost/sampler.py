@@ -25,9 +25,9 @@ from pathlib import Path
 
 import psutil
 
-from cwhost.db import Database
+from cwhost.db import ROLLUP_TABLES, Database
 from cwhost.service import RUNNING, domain_name
-from cwhost.usage import GB, HOUR, split_by_step
+from cwhost.usage import GB, split_by_step
 from drivers.base import DriverError, HypervisorDriver
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,16 @@ class ProcessReader:
         self._denied_logged = False
 
     def read(self, pid: int) -> ProcessReading | None:
-        process = self._cache.get(pid)
         try:
-            if process is None or not process.is_running():
+            process = self._cache.get(pid)
+            if process is None:
                 process = self._cache[pid] = psutil.Process(pid)
             with process.oneshot():
+                # Inside oneshot the pid-reuse check and the CPU times share
+                # one read of /proc/PID/stat.
+                if not process.is_running():
+                    del self._cache[pid]
+                    return self.read(pid)
                 times = process.cpu_times()
                 rss = process.memory_info().rss
                 started = process.create_time()
@@ -199,7 +204,8 @@ class Sampler:
 
     def _write(self, now: float, readings) -> None:
         ids = [workstation_id for workstation_id, _, _ in readings]
-        samples, hourly, states = [], [], []
+        samples, states = [], []
+        rollups: dict[str, list] = {table: [] for table in ROLLUP_TABLES}
         with self._db.write():
             previous = {
                 row["workstation_id"]: row
@@ -211,7 +217,7 @@ class Sampler:
             for workstation_id, reading, utilization in readings:
                 self._account(
                     now, workstation_id, reading, utilization, previous.get(workstation_id),
-                    samples, hourly, states,
+                    samples, rollups, states,
                 )
             conn = self._db.db.conn
             conn.executemany(
@@ -219,16 +225,17 @@ class Sampler:
                 " memory_gb_seconds, gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?)",
                 samples,
             )
-            conn.executemany(
-                """INSERT INTO usage_hourly
-                       (workstation_id, hour, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds)
-                   VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (workstation_id, hour) DO UPDATE SET
-                       cpu_seconds = cpu_seconds + excluded.cpu_seconds,
-                       memory_gb_seconds = memory_gb_seconds + excluded.memory_gb_seconds,
-                       gpu_utilized_seconds = gpu_utilized_seconds + excluded.gpu_utilized_seconds""",
-                hourly,
-            )
+            for table, rows in rollups.items():
+                conn.executemany(
+                    f"""INSERT INTO {table}
+                           (workstation_id, start, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds)
+                       VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT (workstation_id, start) DO UPDATE SET
+                           cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+                           memory_gb_seconds = memory_gb_seconds + excluded.memory_gb_seconds,
+                           gpu_utilized_seconds = gpu_utilized_seconds + excluded.gpu_utilized_seconds""",
+                    rows,
+                )
             conn.executemany(
                 "INSERT OR REPLACE INTO meter_state (workstation_id, pid, process_started,"
                 " cpu_seconds_counter, rss_bytes, sampled_at, cpu_seconds, memory_gb_seconds,"
@@ -238,8 +245,8 @@ class Sampler:
             conn.execute("DELETE FROM usage_samples WHERE sampled_at < ?", [now - self._retention])
 
     @staticmethod
-    def _account(now, workstation_id, reading, utilization, previous, samples, hourly, states) -> None:
-        """Turn one reading into its sample, hourly shares and new meter state."""
+    def _account(now, workstation_id, reading, utilization, previous, samples, rollups, states) -> None:
+        """Turn one reading into its sample, its shares of each rollup slot, and new meter state."""
         same_process = (
             previous is not None
             and previous["pid"] == reading.pid
@@ -260,8 +267,11 @@ class Sampler:
             return
         figures = (cpu, rss_gb * seconds, (utilization or 0.0) / 100 * seconds)
         samples.append((workstation_id, since, now, *figures))
-        for hour, overlap in split_by_step(since, now, HOUR):
-            hourly.append((workstation_id, hour, *(value * overlap / seconds for value in figures)))
+        for table, step in ROLLUP_TABLES.items():
+            for slot, overlap in split_by_step(since, now, step):
+                rollups[table].append(
+                    (workstation_id, slot, *(value * overlap / seconds for value in figures))
+                )
         totals = (
             (previous[key] if previous else 0.0) + value
             for key, value in zip(("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds"), figures)

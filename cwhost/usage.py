@@ -9,13 +9,14 @@ Two kinds of quantity, recorded two ways:
   exact to the transition and each part is priced at its own configuration.
 - Metered ones (CPU time, memory GB-hours, GPU utilisation) come from the
   sampler: a row per reading in ``usage_samples`` (kept for the retention
-  period), the same figures summed per hour in ``usage_hourly`` (kept forever)
-  and running totals in ``meter_state``.
+  period), the same figures summed per UTC day and hour in ``usage_daily`` and
+  ``usage_hourly`` (kept forever) and running totals in ``meter_state``.
 
-A window [from, to) is answered from hourly rollups for the whole hours inside
-it and from raw samples for the partial hours at its edges; both spread a
-reading evenly over the interval it covers, so they agree with each other. Edge
-hours older than the raw samples' retention count nothing.
+A window [from, to) is answered from daily rollups for the whole days inside
+it, hourly ones for the whole hours left, and raw samples for the partial hours
+at its edges; each spreads a reading evenly over the interval it covers, so
+they agree with each other. Partial edge hours older than the raw samples'
+retention count nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 import sqlite_utils
 
 from cwhost.config import Pricing
-from cwhost.db import Database
+from cwhost.db import ROLLUP_TABLES, Database
 
 HOUR = 3600
 DAY = 86400
@@ -148,7 +149,7 @@ class UsageLedger:
             if state:
                 total.add_metered(state)
         else:
-            self._add_metered(workstation_id, start, end, total, bucket_for)
+            self._add_metered(workstation_id, start, end, total, bucket_for, step)
         ordered = [(slot, buckets[slot]) for slot in sorted(buckets)] if step else []
         return UsageReport(
             total=total,
@@ -177,39 +178,62 @@ class UsageLedger:
                         figures.gpu_seconds += seconds
                         figures.gpu_cost_usd += seconds / HOUR * self._pricing.gpu_rate(row["gpu"])
 
-    def _add_metered(self, workstation_id, start, end, total, bucket_for) -> None:
-        """Whole hours from rollups; the partial hours at either edge from raw samples."""
-        first_whole = _floor(start, HOUR) + (HOUR if start % HOUR else 0) if start is not None else None
-        last_whole = _floor(end, HOUR)  # exclusive
-        if first_whole is not None and first_whole >= last_whole:
-            edges = [(start, end)]
-            hourly = []
-        else:
-            edges = [(start, first_whole)] if first_whole is not None and start < first_whole else []
-            if last_whole < end:
-                edges.append((last_whole, end))
-            clauses, params = ["workstation_id = ?", "hour < ?"], [workstation_id, last_whole]
-            if first_whole is not None:
-                clauses.append("hour >= ?")
-                params.append(first_whole)
-            hourly = self._db.query(
-                "SELECT * FROM usage_hourly WHERE " + " AND ".join(clauses), params
-            )
-        for row in hourly:
+    def _add_metered(self, workstation_id, start, end, total, bucket_for, step) -> None:
+        """Whole days from daily rollups, the hours left over from hourly ones, and
+        the partial hours left at either edge from raw samples.
+
+        A level coarser than the buckets asked for is skipped, so that each
+        bucket is summed from rows no larger than itself.
+        """
+        levels = [
+            (table, size) for table, size in ROLLUP_TABLES.items() if step is None or size <= step
+        ]
+        self._resolve(workstation_id, start, end, levels, total, bucket_for, step)
+
+    def _resolve(self, workstation_id, start, end, levels, total, bucket_for, step) -> None:
+        if not levels:
+            self._add_samples(workstation_id, start, end, total, bucket_for)
+            return
+        (table, size), finer = levels[0], levels[1:]
+        first = None if start is None else math.ceil(start / size) * size
+        last = _floor(end, size)
+        if first is not None and first >= last:
+            self._resolve(workstation_id, start, end, finer, total, bucket_for, step)
+            return
+        clauses, params = ["workstation_id = ?", "start < ?"], [workstation_id, last]
+        if first is not None:
+            clauses.append("start >= ?")
+            params.append(first)
+        # Summed in SQL, per bucket when buckets are asked for: rows are many
+        # (a year is 8760 hours) and Python is slow at adding them one by one.
+        slot = f"(start / {int(step)}) * {int(step)}" if step else "0"
+        for row in self._db.query(
+            f"SELECT {slot} AS slot, SUM(cpu_seconds) AS cpu_seconds,"
+            " SUM(memory_gb_seconds) AS memory_gb_seconds,"
+            " SUM(gpu_utilized_seconds) AS gpu_utilized_seconds"
+            f" FROM {table} WHERE " + " AND ".join(clauses) + " GROUP BY slot",
+            params,
+        ):
             total.add_metered(row)
-            bucket = bucket_for(row["hour"])
+            bucket = bucket_for(row["slot"])
             if bucket is not None:
                 bucket.add_metered(row)
-        for edge_start, edge_end in edges:
-            for row in self._samples_overlapping(workstation_id, edge_start, edge_end):
-                overlap = min(row["sampled_at"], edge_end) - max(row["since"], edge_start)
-                if overlap <= 0:
-                    continue
-                share = overlap / (row["sampled_at"] - row["since"])
-                total.add_metered(row, share)
-                bucket = bucket_for(max(row["since"], edge_start))
-                if bucket is not None:
-                    bucket.add_metered(row, share)
+        if first is not None and start < first:
+            self._resolve(workstation_id, start, first, finer, total, bucket_for, step)
+        if last < end:
+            self._resolve(workstation_id, last, end, finer, total, bucket_for, step)
+
+    def _add_samples(self, workstation_id, start, end, total, bucket_for) -> None:
+        for row in self._samples_overlapping(workstation_id, start, end):
+            since = row["since"] if start is None else max(row["since"], start)
+            overlap = min(row["sampled_at"], end) - since
+            if overlap <= 0:
+                continue
+            share = overlap / (row["sampled_at"] - row["since"])
+            total.add_metered(row, share)
+            bucket = bucket_for(since)
+            if bucket is not None:
+                bucket.add_metered(row, share)
 
     def _samples_overlapping(self, workstation_id: str, start: float | None, end: float) -> list[dict]:
         """Samples whose interval meets (start, end]: those read inside it, and the

@@ -1,0 +1,165 @@
+"""The sampler's cost and the usage query's speed.
+
+1. One sampler tick for 200 running workstations backed by 200 real processes:
+   median and p99 of the read phase (psutil) and the write phase (one SQLite
+   transaction). Target: the whole tick under 50 ms (0.5 % of a 10 s interval).
+2. The usage of a workstation with one year of 10 s samples (3.15 million rows,
+   filled synthetically): the ledger's answer for that year (hourly rollups plus
+   raw edges) against a raw SUM over the samples, in the same run. Target:
+   under 5 ms and at least 80x faster than the raw scan.
+
+    python benchmarks/sampler.py [--workstations 200] [--ticks 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from cwhost.config import build_config
+from cwhost.db import ROLLUP_TABLES, Database
+from cwhost.sampler import Sampler
+from cwhost.service import RUNNING, domain_name
+from cwhost.usage import HOUR, UsageLedger
+
+YEAR = 365 * 86400
+
+
+class ProcessTable:
+    """Just enough of a driver for the sampler: which process runs which domain."""
+
+    def __init__(self, pids: dict[str, int]):
+        self._pids = pids
+
+    def pid(self, name: str) -> int | None:
+        return self._pids.get(name)
+
+
+class NoGpus:
+    def utilization(self):
+        return {}
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def add_workstations(db: Database, count: int, status: str) -> list[str]:
+    ids = [f"ws-bench{i:04d}" for i in range(count)]
+    with db.write() as tx:
+        tx["accounts"].insert({"id": "acct-bench", "name": "bench", "created_at": "2026-01-01T00:00:00Z"}, ignore=True)
+        tx["workstations"].insert_all(
+            {
+                "id": ws_id,
+                "account_id": "acct-bench",
+                "name": ws_id,
+                "status": status,
+                "cpu_cores": 1,
+                "memory_gb": 1,
+                "storage_gb": 1,
+                "region": "local",
+                "created_at": "2026-01-01T00:00:00Z",
+                "idle_timeout_minutes": 0,
+                "running_timeout_minutes": 0,
+            }
+            for ws_id in ids
+        )
+    return ids
+
+
+def bench_tick(workdir: Path, count: int, ticks: int) -> None:
+    db = Database(workdir / "tick.db")
+    db.migrate()
+    ids = add_workstations(db, count, RUNNING)
+    processes = [subprocess.Popen(["sleep", "600"]) for _ in ids]
+    try:
+        driver = ProcessTable({domain_name(ws_id): p.pid for ws_id, p in zip(ids, processes)})
+        sampler = Sampler(db, driver, interval_seconds=10, retention_seconds=30 * 86400, gpus=NoGpus())
+        sampler.sample()  # warm the psutil cache, as every tick after the first finds it
+        results = [sampler.sample() for _ in range(ticks)]
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    assert all(r.workstations == count for r in results)
+    read = [r.read_seconds * 1000 for r in results]
+    write = [r.write_seconds * 1000 for r in results]
+    whole = [r + w for r, w in zip(read, write)]
+    print(f"sampler tick, {count} running workstations (real processes), {ticks} ticks:")
+    for label, values in (("read", read), ("write", write), ("whole tick", whole)):
+        print(f"  {label:<11} median {statistics.median(values):7.2f} ms   p99 {percentile(values, 0.99):7.2f} ms")
+    print(f"  target: whole tick under 50 ms -> {'met' if percentile(whole, 0.99) < 50 else 'NOT met'} at p99")
+
+
+def bench_usage_query(workdir: Path) -> None:
+    db = Database(workdir / "year.db")
+    db.migrate()
+    (ws_id,) = add_workstations(db, 1, "stopped")
+    end = time.time() - (time.time() % HOUR)
+    start = end - YEAR
+    conn = db.db.conn
+    print("\nfilling one year of 10 s samples...", flush=True)
+    batch = []
+    with db.write():
+        for i in range(YEAR // 10):
+            t = start + 10 * (i + 1)
+            batch.append((ws_id, t - 10, t, 0.5, 0.02, 0.0))
+            if len(batch) == 100_000:
+                conn.executemany("INSERT INTO usage_samples VALUES (?, ?, ?, ?, ?, ?)", batch)
+                batch.clear()
+        conn.executemany("INSERT INTO usage_samples VALUES (?, ?, ?, ?, ?, ?)", batch)
+        for table, size in ROLLUP_TABLES.items():
+            conn.execute(
+                f"""INSERT INTO {table}
+                    SELECT workstation_id, CAST(since / {size} AS INTEGER) * {size}, SUM(cpu_seconds),
+                           SUM(memory_gb_seconds), SUM(gpu_utilized_seconds)
+                      FROM usage_samples GROUP BY 1, 2"""
+            )
+    rows = conn.execute("SELECT COUNT(*) FROM usage_samples").fetchone()[0]
+    config = build_config({"data_dir": str(workdir)})
+    ledger = UsageLedger(db, config.pricing, clock=lambda: end + 1800)
+    window = (start + 1234, end + 1800)
+
+    def ledger_query():
+        return ledger.report(ws_id, *window).total.cpu_seconds
+
+    def raw_scan():
+        return conn.execute(
+            "SELECT SUM(cpu_seconds) FROM usage_samples WHERE workstation_id = ?"
+            " AND sampled_at > ? AND sampled_at <= ?",
+            [ws_id, *window],
+        ).fetchone()[0]
+
+    timings = {"ledger": [], "raw SUM": []}
+    for _ in range(7):  # interleaved rounds
+        for name, query in (("ledger", ledger_query), ("raw SUM", raw_scan)):
+            began = time.perf_counter()
+            answer = query()
+            timings[name].append((time.perf_counter() - began) * 1000)
+    ledger_ms = statistics.median(timings["ledger"])
+    raw_ms = statistics.median(timings["raw SUM"])
+    print(f"usage of one workstation over a year ({rows:,} raw samples), 7 interleaved rounds:")
+    print(f"  ledger (day/hour rollups + raw edges)  median {ledger_ms:8.2f} ms")
+    print(f"  raw SUM over the samples             median {raw_ms:8.2f} ms")
+    print(f"  speed-up {raw_ms / ledger_ms:.0f}x; targets: under 5 ms and at least 80x"
+          f" -> {'met' if ledger_ms < 5 and raw_ms / ledger_ms >= 80 else 'NOT met'}")
+    print(f"  (both answer about {answer:.0f} CPU-seconds)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workstations", type=int, default=200)
+    parser.add_argument("--ticks", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cwhost-bench-") as workdir:
+        bench_tick(Path(workdir), args.workstations, args.ticks)
+        bench_usage_query(Path(workdir))
+
+
+if __name__ == "__main__":
+    main()
