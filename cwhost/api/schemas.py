@@ -203,31 +203,21 @@ def list_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
 WorkstationListSchema = list_schema(WorkstationSchema, "WorkstationList")
 
 
+def _quantity(data_key: str, description: str) -> fields.Float:
+    return fields.Float(data_key=data_key, required=True, metadata={"description": description})
+
+
 class UsageFiguresSchema(ma.Schema):
-    cpu_hours = fields.Float(
-        data_key="cpuHours",
-        required=True,
-        metadata={"description": "CPU time (user + system) the VM process really used, in hours."},
+    cpu_hours = _quantity("cpuHours", "CPU time (user + system) the VM process really used, in hours.")
+    gpu_hours = _quantity("gpuHours", "Hours a GPU was attached to the running workstation.")
+    gpu_utilized_hours = _quantity(
+        "gpuUtilizedHours", "GPU hours weighted by utilisation, where the host's NVML sees the GPU; else 0."
     )
-    gpu_hours = fields.Float(
-        data_key="gpuHours",
-        required=True,
-        metadata={"description": "Hours a GPU was attached to the running workstation."},
+    memory_gb_hours = _quantity(
+        "memoryGBHours", "Resident memory of the VM process integrated over time, GB x h."
     )
-    gpu_utilized_hours = fields.Float(
-        data_key="gpuUtilizedHours",
-        required=True,
-        metadata={"description": "GPU hours weighted by utilisation, where the host's NVML sees the GPU; else 0."},
-    )
-    memory_gb_hours = fields.Float(
-        data_key="memoryGBHours",
-        required=True,
-        metadata={"description": "Resident memory of the VM process integrated over time, GB x h."},
-    )
-    storage_gb_hours = fields.Float(
-        data_key="storageGBHours",
-        required=True,
-        metadata={"description": "Provisioned disk times the time the workstation existed, GB x h."},
+    storage_gb_hours = _quantity(
+        "storageGBHours", "Provisioned disk times the time the workstation existed, GB x h."
     )
     cost_usd = fields.Float(data_key="costUSD", required=True)
 
