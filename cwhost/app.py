@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from cwhost.api import init_api
-from cwhost.config import Config
+from cwhost.config import Config, ConfigError
 from cwhost.db import Database
 from cwhost.metrics import SamplerMetrics, build_registry
-from cwhost.sampler import Sampler
+from cwhost.sampler import GpuReader, Sampler
 from cwhost.service import WorkstationService
 from drivers.base import HostInfo, HypervisorDriver
 from drivers.fake import FakeDriver, GuestLoad
@@ -57,7 +58,36 @@ def make_driver(config: Config) -> HypervisorDriver:
             ),
             GuestLoad(cpu_share=fake.guest_cpu_share, memory_mb=fake.guest_memory_mb),
         )
-    raise ValueError(f"unknown driver {config.driver.name!r}")
+    return _libvirt_driver(config)
+
+
+def _libvirt_driver(config: Config) -> HypervisorDriver:
+    try:
+        from drivers.kvm import LibvirtDriver
+        from drivers.libvirt_xml import KernelBoot
+    except ImportError as exc:
+        raise ConfigError(
+            f"driver.name = 'libvirt' needs libvirt-python ({exc}): pip install 'cwhost[libvirt]'"
+        ) from exc
+    settings = config.driver.libvirt
+    return LibvirtDriver(
+        settings.uri,
+        disk_dir=Path(settings.disk_dir) if settings.disk_dir else config.data_dir / "disks",
+        console_dir=config.data_dir / "consoles",
+        domain_type=settings.domain_type,
+        network=settings.network or None,
+        graphics=settings.graphics or None,
+        graphics_listen=settings.graphics_listen,
+        kernel_boot=(
+            KernelBoot(settings.kernel, settings.initrd or None, settings.cmdline or None)
+            if settings.kernel
+            else None
+        ),
+        base_image=Path(settings.base_image) if settings.base_image else None,
+        pid_dir=Path(settings.pid_dir),
+        gpu_vendors=settings.gpu_vendors,
+        gpu_names=GpuReader().names(),
+    )
 
 
 def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:

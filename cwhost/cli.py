@@ -67,7 +67,11 @@ def _serve(config, args) -> int:
     db = _open_database(config)
     if not auth.has_any_key(db):
         _bootstrap_admin_key(db)
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except ConfigError as exc:
+        print(f"cwhost: {exc}", file=sys.stderr)
+        return 2
     components = app.extensions["cwhost"]
     service = components.service
     try:

@@ -72,10 +72,29 @@ class FakeDriverSchema(_Section):
     )
 
 
+class LibvirtDriverSchema(_Section):
+    uri = fields.String(load_default="qemu:///system")
+    domain_type = fields.String(load_default="kvm", validate=validate.OneOf(["kvm", "qemu"]))
+    network = fields.String(load_default="default")
+    graphics = fields.String(load_default="vnc", validate=validate.OneOf(["vnc", "spice", ""]))
+    graphics_listen = fields.String(load_default="127.0.0.1")
+    disk_dir = fields.String(load_default="")
+    base_image = fields.String(load_default="")
+    kernel = fields.String(load_default="")
+    initrd = fields.String(load_default="")
+    cmdline = fields.String(load_default="")
+    pid_dir = fields.String(load_default="/run/libvirt/qemu")
+    gpu_vendors = fields.List(
+        fields.String(validate=validate.Regexp(r"^0x[0-9a-fA-F]{4}$", error="must be like 0x10de")),
+        load_default=lambda: ["0x10de"],
+    )
+
+
 class DriverSchema(_Section):
-    name = fields.String(load_default="fake", validate=validate.OneOf(["fake"]))
+    name = fields.String(load_default="fake", validate=validate.OneOf(["fake", "libvirt"]))
     stop_timeout_seconds = fields.Float(load_default=60.0, validate=validate.Range(0, 3600))
     fake = fields.Nested(FakeDriverSchema, load_default=lambda: FakeDriverSchema().load({}))
+    libvirt = fields.Nested(LibvirtDriverSchema, load_default=lambda: LibvirtDriverSchema().load({}))
 
 
 class WorkstationSizeSchema(_Section):
@@ -139,10 +158,29 @@ class FakeDriverConfig:
 
 
 @dataclass(frozen=True)
+class LibvirtDriverConfig:
+    """Empty strings mean "none": no network (user-mode networking), no graphics, no base image."""
+
+    uri: str
+    domain_type: str
+    network: str
+    graphics: str
+    graphics_listen: str
+    disk_dir: str
+    base_image: str
+    kernel: str
+    initrd: str
+    cmdline: str
+    pid_dir: str
+    gpu_vendors: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class DriverConfig:
     name: str
     stop_timeout_seconds: float
     fake: FakeDriverConfig
+    libvirt: LibvirtDriverConfig
 
 
 @dataclass(frozen=True)
@@ -233,6 +271,12 @@ def build_config(raw: dict) -> Config:
                 guest_cpu_share=fake["guest_cpu_share"],
                 guest_memory_mb=fake["guest_memory_mb"],
                 gpus=tuple(GpuDevice(g["model"], g["pci_address"]) for g in fake["gpus"]),
+            ),
+            libvirt=LibvirtDriverConfig(
+                **{
+                    **loaded["driver"]["libvirt"],
+                    "gpu_vendors": tuple(int(v, 16) for v in loaded["driver"]["libvirt"]["gpu_vendors"]),
+                }
             ),
         ),
         workstation=WorkstationSizeConfig(**loaded["workstation"]),

@@ -109,6 +109,18 @@ class GpuReader:
             log.warning("%s (%s); metering goes on without GPU utilisation", what, error)
 
     def utilization(self) -> dict[str, float]:
+        return self._each_gpu(lambda handle: float(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+
+    def names(self) -> dict[str, str]:
+        """Model names by PCI address, for the GPUs the host's NVML sees."""
+
+        def name(handle) -> str:
+            value = self._nvml.nvmlDeviceGetName(handle)
+            return value.decode() if isinstance(value, bytes) else value
+
+        return self._each_gpu(name)
+
+    def _each_gpu(self, read) -> dict:
         nvml = self._nvml
         if self._ready is None:
             try:
@@ -119,7 +131,7 @@ class GpuReader:
                 self._log_once("NVML is not available", exc)
         if not self._ready:
             return {}
-        found: dict[str, float] = {}
+        found: dict = {}
         try:
             count = nvml.nvmlDeviceGetCount()
         except nvml.NVMLError as exc:
@@ -128,8 +140,7 @@ class GpuReader:
         for index in range(count):
             try:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                address = normalize_pci_address(nvml.nvmlDeviceGetPciInfo(handle).busId)
-                found[address] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                found[normalize_pci_address(nvml.nvmlDeviceGetPciInfo(handle).busId)] = read(handle)
             except nvml.NVMLError as exc:
                 self._log_once(f"NVML cannot read GPU {index}", exc)
         return found

@@ -1,0 +1,320 @@
+"""The libvirt/KVM driver: workstations as libvirt domains with a whole GPU passed through.
+
+Storage is one qcow2 file per workstation in ``disk_dir`` (made with
+qemu-img, as a copy-on-write overlay of a base image when one is configured),
+not a libvirt storage pool: it needs nothing configured on the host beyond a
+directory, and it behaves the same under libvirt's test driver.
+
+The connection is opened lazily, guarded by a lock, and replaced when it has
+died (libvirtd restarted): the call in flight raises ``HypervisorUnavailable``
+and the next one reconnects.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+
+from drivers.base import (
+    DomainNotFound,
+    DomainSpec,
+    DomainState,
+    GpuDevice,
+    HostInfo,
+    HypervisorDriver,
+    HypervisorUnavailable,
+    InvalidDomainState,
+    ProvisioningError,
+)
+from drivers.libvirt_xml import DomainXml, Graphics, KernelBoot, PciAddress, from_xml, parse_pci_device, to_xml
+
+GIB = 1024**3
+NVIDIA = 0x10DE
+SHUTDOWN_POLL_SECONDS = 0.2
+_UNREACHABLE = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_AUTH_FAILED,
+}
+
+# Keep libvirt from printing every error to stderr; each is raised as an exception.
+libvirt.registerErrorHandler(lambda context, error: None, None)
+
+
+class LibvirtDriver(HypervisorDriver):
+    def __init__(
+        self,
+        uri: str,
+        disk_dir: Path,
+        console_dir: Path,
+        domain_type: str = "kvm",
+        network: str | None = None,
+        graphics: str | None = "vnc",
+        graphics_listen: str = "127.0.0.1",
+        kernel_boot: KernelBoot | None = None,
+        base_image: Path | None = None,
+        pid_dir: Path = Path("/run/libvirt/qemu"),
+        gpu_vendors: tuple[int, ...] = (NVIDIA,),
+        gpu_names: dict[str, str] | None = None,
+    ):
+        self._uri = uri
+        self._disk_dir = Path(disk_dir)
+        self._console_dir = Path(console_dir)
+        self._domain_type = domain_type
+        self._network = network
+        self._graphics = graphics
+        self._graphics_listen = graphics_listen
+        self._kernel_boot = kernel_boot
+        self._base_image = base_image
+        self._pid_dir = Path(pid_dir)
+        self._gpu_vendors = gpu_vendors
+        # PCI address -> model name, from NVML where the host sees the card.
+        self._gpu_names = gpu_names or {}
+        self._connection: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+        self._disk_dir.mkdir(parents=True, exist_ok=True)
+        self._console_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- connection and errors -------------------------------------------------
+
+    def _conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._connection is not None:
+                try:
+                    if self._connection.isAlive():
+                        return self._connection
+                except libvirt.libvirtError:
+                    pass
+                self._drop()
+            try:
+                self._connection = libvirt.open(self._uri)
+            except libvirt.libvirtError as exc:
+                raise HypervisorUnavailable(f"cannot connect to {self._uri}: {exc}") from exc
+            return self._connection
+
+    def _drop(self) -> None:
+        try:
+            self._connection.close()
+        except libvirt.libvirtError:
+            pass
+        self._connection = None
+
+    def _error(self, exc: libvirt.libvirtError, name: str | None = None) -> Exception:
+        code = exc.get_error_code()
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            return DomainNotFound(name or str(exc))
+        if code == libvirt.VIR_ERR_OPERATION_INVALID:
+            return InvalidDomainState(str(exc))
+        if code in _UNREACHABLE:
+            with self._lock:
+                if self._connection is not None:
+                    self._drop()
+            return HypervisorUnavailable(str(exc))
+        return ProvisioningError(str(exc))
+
+    def _domain(self, name: str) -> libvirt.virDomain:
+        try:
+            return self._conn().lookupByName(name)
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, name) from exc
+
+    # -- files -----------------------------------------------------------------
+
+    def disk_path(self, name: str) -> Path:
+        return self._disk_dir / f"{name}.qcow2"
+
+    def console_log(self, name: str) -> Path:
+        return self._console_dir / f"{name}.log"
+
+    def _qemu_img(self, *args: str) -> None:
+        try:
+            subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=True, timeout=120)
+        except subprocess.CalledProcessError as exc:
+            raise ProvisioningError(f"qemu-img {args[0]} failed: {exc.stderr.strip()}") from exc
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ProvisioningError(f"qemu-img {args[0]} failed: {exc}") from exc
+
+    def _create_disk(self, name: str, storage_gb: int) -> None:
+        args = ["create", "-q", "-f", "qcow2"]
+        if self._base_image:
+            args += ["-b", str(self._base_image), "-F", "qcow2"]
+        self._qemu_img(*args, str(self.disk_path(name)), f"{storage_gb}G")
+
+    # -- XML -------------------------------------------------------------------
+
+    def _xml(self, spec: DomainSpec, uuid_text: str, gpu: GpuDevice | None = None, password=None) -> str:
+        return to_xml(
+            DomainXml(
+                name=spec.name,
+                uuid=uuid_text,
+                title=spec.title,
+                domain_type=self._domain_type,
+                vcpus=spec.cpu_cores,
+                memory_mib=spec.memory_gb * 1024,
+                disk_path=str(self.disk_path(spec.name)),
+                storage_gb=spec.storage_gb,
+                console_log=str(self.console_log(spec.name)),
+                network=self._network,
+                graphics=Graphics(self._graphics, self._graphics_listen, password) if self._graphics else None,
+                kernel_boot=self._kernel_boot,
+                gpu=PciAddress.parse(gpu.pci_address) if gpu else None,
+            )
+        )
+
+    def _define_xml(self, xml: str) -> None:
+        try:
+            self._conn().defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+
+    def _inactive(self, domain: libvirt.virDomain) -> DomainXml:
+        return from_xml(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    @staticmethod
+    def _spec(parsed: DomainXml) -> DomainSpec:
+        return DomainSpec(
+            name=parsed.name,
+            title=parsed.title,
+            cpu_cores=parsed.vcpus,
+            memory_gb=parsed.memory_mib // 1024,
+            storage_gb=parsed.storage_gb,
+        )
+
+    # -- HypervisorDriver ------------------------------------------------------
+
+    def host(self) -> HostInfo:
+        conn = self._conn()
+        try:
+            _, memory_mib, cpus, *_ = conn.getInfo()
+            devices = conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
+            gpus = []
+            for device in devices:
+                gpu = parse_pci_device(device.XMLDesc())
+                if gpu is None or gpu.vendor_id not in self._gpu_vendors:
+                    continue
+                address = str(gpu.address)
+                gpus.append(GpuDevice(self._gpu_names.get(address, gpu.product), address, gpu.iommu_group))
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+        return HostInfo(
+            cpu_cores=cpus,
+            memory_gb=memory_mib // 1024,
+            storage_gb=shutil.disk_usage(self._disk_dir).total // GIB,
+            gpus=tuple(sorted(gpus, key=lambda g: g.pci_address)),
+        )
+
+    def define(self, spec: DomainSpec) -> None:
+        try:
+            existing = self.describe(spec.name)
+        except DomainNotFound:
+            existing = None
+        if existing is not None:
+            if existing != spec:
+                raise ProvisioningError(f"domain {spec.name} exists with another spec")
+            return
+        disk = self.disk_path(spec.name)
+        if not disk.exists():
+            self._create_disk(spec.name, spec.storage_gb)
+        try:
+            self._define_xml(self._xml(spec, str(uuid.uuid4())))
+        except Exception:
+            disk.unlink(missing_ok=True)
+            raise
+
+    def update(self, spec: DomainSpec) -> None:
+        domain = self._domain(spec.name)
+        if domain.isActive():
+            raise InvalidDomainState(f"domain {spec.name} is not stopped")
+        current = self._inactive(domain)
+        if spec.storage_gb < current.storage_gb:
+            raise ProvisioningError("a disk can grow but never shrink")
+        if spec.storage_gb > current.storage_gb:
+            self._qemu_img("resize", "-q", str(self.disk_path(spec.name)), f"{spec.storage_gb}G")
+        self._define_xml(self._xml(spec, current.uuid))
+
+    def start(self, name: str, gpu: GpuDevice | None = None) -> None:
+        domain = self._domain(name)
+        if domain.isActive():
+            raise InvalidDomainState(f"domain {name} is already running")
+        current = self._inactive(domain)
+        # A new console password at every launch; the GPU is in the definition
+        # only while the workstation runs with it.
+        self._define_xml(
+            self._xml(self._spec(current), current.uuid, gpu, password=secrets.token_urlsafe(6)[:8])
+        )
+        try:
+            domain.create()
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, name) from exc
+
+    def shutdown(self, name: str, timeout_seconds: float) -> bool:
+        domain = self._domain(name)
+        try:
+            domain.shutdown()
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, name) from exc
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            try:
+                if not domain.isActive():
+                    return True
+            except libvirt.libvirtError as exc:
+                raise self._error(exc, name) from exc
+            time.sleep(SHUTDOWN_POLL_SECONDS)
+        return not domain.isActive()
+
+    def destroy(self, name: str) -> None:
+        try:
+            self._domain(name).destroy()
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, name) from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            domain = self._domain(name)
+        except DomainNotFound:
+            domain = None
+        if domain is not None:
+            if domain.isActive():
+                raise InvalidDomainState(f"domain {name} is running")
+            try:
+                domain.undefine()
+            except libvirt.libvirtError as exc:
+                raise self._error(exc, name) from exc
+        self.disk_path(name).unlink(missing_ok=True)
+
+    def state(self, name: str) -> DomainState:
+        try:
+            active = self._domain(name).isActive()
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, name) from exc
+        return DomainState.RUNNING if active else DomainState.STOPPED
+
+    def describe(self, name: str) -> DomainSpec:
+        return self._spec(self._inactive(self._domain(name)))
+
+    def list_domains(self) -> dict[str, DomainState]:
+        try:
+            domains = self._conn().listAllDomains()
+            return {
+                d.name(): DomainState.RUNNING if d.isActive() else DomainState.STOPPED for d in domains
+            }
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+
+    def pid(self, name: str) -> int | None:
+        if self.state(name) != DomainState.RUNNING:
+            return None
+        try:
+            return int((self._pid_dir / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None

@@ -1,0 +1,104 @@
+"""The libvirt driver behind the API, on libvirt's test driver (a private host per test)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cwhost import auth
+from cwhost.app import create_app
+from cwhost.db import Database
+from tests.conftest import bearer, create_stopped, make_config
+from tests.test_driver_contract import NODE_XML
+
+kvm = pytest.importorskip("drivers.kvm", reason="libvirt-python is not installed")
+
+
+def _driver(tmp_path, uri=None):
+    node = tmp_path / "node.xml"
+    node.write_text(NODE_XML.read_text())
+    return kvm.LibvirtDriver(
+        uri or f"test://{node}", disk_dir=tmp_path / "disks", console_dir=tmp_path / "consoles"
+    )
+
+
+@pytest.fixture
+def libvirt_app(tmp_path):
+    config = make_config(tmp_path / "data")
+    Database(config.database_path).migrate()
+    driver = _driver(tmp_path)
+    app = create_app(config, driver=driver)
+    yield app
+    app.extensions["cwhost"].service.wait_idle()
+
+
+def test_two_concurrent_launches_for_the_only_gpu_of_a_model(libvirt_app, tmp_path):
+    client = libvirt_app.test_client()
+    db = libvirt_app.extensions["cwhost"].db
+    alice = bearer(auth.create_key(db, "alice").token)
+    admin = bearer(auth.create_key(db, "ops", admin=True).token)
+    l40s = next(g for g in client.get("/v1/host", headers=admin).get_json()["gpus"] if "L40S" in g["model"])
+    ids = [create_stopped(client, alice, name=f"g{i}", gpu=l40s["model"], cpuCores=2)["id"] for i in range(2)]
+    barrier = threading.Barrier(2)
+    answers = {}
+
+    def launch(ws_id):
+        own = libvirt_app.test_client()
+        barrier.wait()
+        answers[ws_id] = own.post(f"/v1/workstations/{ws_id}/launch", headers=alice)
+
+    threads = [threading.Thread(target=launch, args=(ws_id,)) for ws_id in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(response.status_code for response in answers.values())
+    assert statuses == [200, 503]
+    winner = next(ws_id for ws_id, r in answers.items() if r.status_code == 200)
+    loser = next(r for r in answers.values() if r.status_code == 503)
+    assert l40s["model"] in loser.get_json()["message"]
+    held = next(g for g in client.get("/v1/host", headers=admin).get_json()["gpus"] if g["pciAddress"] == l40s["pciAddress"])
+    assert (held["state"], held["holder"]) == ("assigned", winner)
+
+
+def test_gpu_models_come_from_pci_names_without_nvml_and_from_nvml_with_it(tmp_path):
+    node = tmp_path / "node.xml"
+    node.write_text(NODE_XML.read_text())
+    plain = kvm.LibvirtDriver(f"test://{node}", disk_dir=tmp_path / "d", console_dir=tmp_path / "c")
+    assert [g.model for g in plain.host().gpus] == ["GA102GL [RTX A5000]", "AD102GL [L40S]"]
+    named = kvm.LibvirtDriver(
+        f"test://{node}",
+        disk_dir=tmp_path / "d",
+        console_dir=tmp_path / "c",
+        gpu_names={"0000:ca:00.0": "NVIDIA L40S"},
+    )
+    assert [g.model for g in named.host().gpus] == ["GA102GL [RTX A5000]", "NVIDIA L40S"]
+    assert [g.iommu_group for g in named.host().gpus] == [12, 40]
+
+
+def test_an_unreachable_libvirtd_is_503_not_500(tmp_path):
+    config = make_config(tmp_path / "data")
+    Database(config.database_path).migrate()
+    driver = _driver(tmp_path, uri=f"qemu+unix:///system?socket={tmp_path}/no-such.sock")
+    app = create_app(config, driver=driver)
+    client = app.test_client()
+    alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
+    for response in (
+        client.get("/v1/host", headers=alice),
+        client.post(
+            "/v1/workstations",
+            json={"name": "x", "configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}},
+            headers=alice,
+        ),
+    ):
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "unavailable"
+        assert response.headers["Retry-After"]
+
+
+def test_a_dropped_connection_is_reopened_by_the_next_call(tmp_path):
+    driver = _driver(tmp_path)
+    driver.host()
+    driver._connection.close()  # what a restart of libvirtd does to our end
+    assert len(driver.host().gpus) == 2
