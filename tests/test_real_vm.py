@@ -1,0 +1,127 @@
+"""A real virtual machine through cwhost's own HTTP API, on qemu:///system.
+
+Needs a running libvirtd and a guest built by ``tests/guest/build-guest.sh``,
+named by ``CWHOST_REAL_VM_GUEST``; ``.ci/run`` provides both. Elsewhere it
+skips (and in CI a skip is a failure).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.conftest import REPO, cli, start_server
+
+GUEST = os.environ.get("CWHOST_REAL_VM_GUEST")
+pytestmark = pytest.mark.skipif(not GUEST, reason="CWHOST_REAL_VM_GUEST is not set (see .ci/run)")
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def _libvirtd_running() -> bool:
+    return any(p.info["name"] == "libvirtd" for p in psutil.process_iter(["name"]))
+
+
+@pytest.fixture
+def vm_server(tmp_path):
+    # qemu runs as libvirt-qemu: the data directory must be reachable by it,
+    # which pytest's private temporary directories are not.
+    data_dir = Path(tempfile.mkdtemp(prefix="cwhost-realvm-", dir="/var/tmp"))
+    data_dir.chmod(0o755)
+    config = f"""
+[driver]
+name = "libvirt"
+stop_timeout_seconds = 30
+[driver.libvirt]
+uri = "qemu:///system"
+domain_type = "qemu"
+network = ""
+graphics = "vnc"
+kernel = "{GUEST}/vmlinuz"
+initrd = "{GUEST}/initrd.img"
+cmdline = "console=ttyS0"
+[sampler]
+interval_seconds = 1.0
+"""
+    server = start_server(tmp_path, config, extra_env={"CWHOST_DATA_DIR": str(data_dir)})
+    yield server, data_dir
+    if server.process.poll() is None:
+        server.stop()
+
+
+def test_a_real_vm_through_the_api(vm_server):
+    server, data_dir = vm_server
+    http = requests.Session()
+    http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", "ci").stdout.split()[-1]
+    created = http.post(
+        server.url + "/v1/workstations",
+        json={"name": "real-vm", "configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}},
+    )
+    assert created.status_code == 201, created.text
+    ws = created.json()
+    url = f"{server.url}/v1/workstations/{ws['id']}"
+    domain = f"cwhost-{ws['id']}"
+    _wait(lambda: http.get(url).json()["status"] == "stopped", 60, "provisioning")
+    disk = data_dir / "disks" / f"{domain}.qcow2"
+    assert disk.exists()
+
+    # Launch: the guest boots and says so on its serial console.
+    launched = http.post(url + "/launch")
+    assert launched.status_code == 200, launched.text
+    assert launched.json()["status"] == "running"
+    console = data_dir / "consoles" / f"{domain}.log"
+    _wait(lambda: console.exists() and "cwhost-guest: booted" in console.read_text(errors="replace"), 90, "boot")
+
+    # Usage reads the real qemu process: within 1 % of its kernel CPU counter.
+    qemu = psutil.Process(int(Path(f"/run/libvirt/qemu/{domain}.pid").read_text()))
+    assert qemu.name().startswith("qemu-system")
+    time.sleep(3)
+    _wait(lambda: http.get(url + "/usage").json()["cpuHours"] > 0, 30, "a sample")
+    kernel_cpu = sum(qemu.cpu_times()[:2])
+
+    # Graceful stop: ACPI, well before the 30 s after which it would be forced.
+    began = time.monotonic()
+    stopped = http.post(url + "/stop")
+    assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
+    assert time.monotonic() - began < 25
+    metered = http.get(url + "/usage").json()["cpuHours"] * 3600
+    assert metered == pytest.approx(kernel_cpu, rel=0.01)
+
+    # Launch again, then lose libvirtd: 503 while it is down, recovery after, no restart of cwhost.
+    assert http.post(url + "/launch").json()["status"] == "running"
+    subprocess.run(["pkill", "-x", "libvirtd"], check=True)
+    _wait(lambda: not _libvirtd_running(), 30, "libvirtd to exit")
+    down = http.get(server.url + "/v1/host")
+    assert (down.status_code, down.json()["error"]) == (503, "unavailable")
+    assert http.get(url).json()["status"] == "running"
+    subprocess.run(["bash", str(REPO / ".ci" / "start-libvirtd")], check=True, timeout=120)
+    _wait(lambda: http.get(server.url + "/v1/host").status_code == 200, 60, "cwhost to reconnect")
+
+    forced = http.post(url + "/stop", params={"force": "true"})
+    assert forced.status_code == 200 and forced.json()["status"] == "stopped"
+    assert http.delete(url).status_code == 204
+    assert http.get(url).status_code == 404
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        with pytest.raises(libvirt.libvirtError):
+            conn.lookupByName(domain)
+    finally:
+        conn.close()
+    assert not disk.exists()
