@@ -33,6 +33,7 @@ from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset, 
 from cwhost.ids import new_id, unix_to_rfc3339
 from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
 from drivers.base import (
+    Access,
     DomainNotFound,
     DomainSpec,
     DomainState,
@@ -359,6 +360,20 @@ class WorkstationService:
 
     def get(self, principal: Principal, workstation_id: str) -> Workstation:
         return self._load(principal, workstation_id)
+
+    def access(self, ws: Workstation) -> Access | None:
+        """How to reach a running workstation; None when that is unknown right now.
+
+        A read of a workstation must not fail because the hypervisor is away:
+        the database answers, and access is left out until it is back.
+        """
+        if ws.status != RUNNING:
+            return None
+        try:
+            return self._driver.access(ws.domain_name)
+        except DriverError as exc:
+            log.warning("no access details for %s: %s", ws.id, exc)
+            return None
 
     def usage(
         self,

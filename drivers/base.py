@@ -69,6 +69,22 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class ConsoleAccess:
+    protocol: str  # "vnc" or "spice"
+    host: str
+    port: int
+    password: str | None
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a user reaches a running domain."""
+
+    console: ConsoleAccess | None
+    ip_addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything a driver needs to define a domain.
 
@@ -125,6 +141,10 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def list_domains(self) -> dict[str, DomainState]:
         """Every domain this driver manages, by name."""
+
+    @abc.abstractmethod
+    def access(self, name: str) -> Access | None:
+        """The console (with the password made at this launch) and guest addresses; None when stopped."""
 
     @abc.abstractmethod
     def pid(self, name: str) -> int | None:

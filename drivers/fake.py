@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from pathlib import Path
 import psutil
 
 from drivers.base import (
+    Access,
+    ConsoleAccess,
     DomainNotFound,
     DomainSpec,
     DomainState,
@@ -58,6 +61,8 @@ class _Domain:
     ignores_acpi: bool = False
     pid: int | None = None
     pid_started: float | None = None
+    console_port: int | None = None
+    console_password: str | None = None
 
 
 def _exited(process: psutil.Process, timeout: float) -> bool:
@@ -78,12 +83,19 @@ def _exited(process: psutil.Process, timeout: float) -> bool:
 
 
 class FakeDriver(HypervisorDriver):
-    def __init__(self, state_dir: Path, host: HostInfo, guest: GuestLoad = GuestLoad()):
+    def __init__(
+        self,
+        state_dir: Path,
+        host: HostInfo,
+        guest: GuestLoad = GuestLoad(),
+        console_host: str = "127.0.0.1",
+    ):
         self._state_dir = Path(state_dir)
         self._disk_dir = self._state_dir / "disks"
         self._state_file = self._state_dir / "domains.json"
         self._host = host
         self._guest = guest
+        self._console_host = console_host
         self._lock = threading.Lock()
         self._available = True
         self._disk_dir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +267,9 @@ class FakeDriver(HypervisorDriver):
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
             self._start_guest(domain)
+            taken = {d.console_port for d in self._domains.values() if d.console_port}
+            domain.console_port = next(p for p in range(5900, 65536) if p not in taken)
+            domain.console_password = secrets.token_urlsafe(6)[:8]
             domain.state = DomainState.RUNNING.value
             domain.gpu = gpu.pci_address if gpu else None
             self._save()
@@ -283,6 +298,7 @@ class FakeDriver(HypervisorDriver):
         domain.state = DomainState.STOPPED.value
         domain.gpu = None
         domain.pid = domain.pid_started = None
+        domain.console_port = domain.console_password = None
         self._save()
 
     def delete(self, name: str) -> None:
@@ -319,6 +335,17 @@ class FakeDriver(HypervisorDriver):
         with self._lock:
             self._check_available()
             return {name: DomainState(d.state) for name, d in self._domains.items()}
+
+    def access(self, name: str) -> Access | None:
+        with self._lock:
+            self._check_available()
+            domain = self._get(name)
+            if domain.state != DomainState.RUNNING.value:
+                return None
+            return Access(
+                ConsoleAccess("vnc", self._console_host, domain.console_port, domain.console_password),
+                ip_addresses=(),
+            )
 
     def pid(self, name: str) -> int | None:
         with self._lock:

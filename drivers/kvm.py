@@ -23,6 +23,8 @@ from pathlib import Path
 import libvirt
 
 from drivers.base import (
+    Access,
+    ConsoleAccess,
     DomainNotFound,
     DomainSpec,
     DomainState,
@@ -33,7 +35,16 @@ from drivers.base import (
     InvalidDomainState,
     ProvisioningError,
 )
-from drivers.libvirt_xml import DomainXml, Graphics, KernelBoot, PciAddress, from_xml, parse_pci_device, to_xml
+from drivers.libvirt_xml import (
+    DomainXml,
+    Graphics,
+    KernelBoot,
+    PciAddress,
+    from_xml,
+    live_console,
+    parse_pci_device,
+    to_xml,
+)
 
 GIB = 1024**3
 NVIDIA = 0x10DE
@@ -310,6 +321,44 @@ class LibvirtDriver(HypervisorDriver):
             }
         except libvirt.libvirtError as exc:
             raise self._error(exc) from exc
+
+    def access(self, name: str) -> Access | None:
+        domain = self._domain(name)
+        try:
+            if not domain.isActive():
+                return None
+            console = live_console(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, name) from exc
+        return Access(
+            console=(
+                ConsoleAccess(console.kind, console.listen, console.port, console.password)
+                if console and console.port
+                else None
+            ),
+            ip_addresses=self._addresses(domain),
+        )
+
+    @staticmethod
+    def _addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
+        """Guest addresses from the network's DHCP leases, else from the guest agent."""
+        for source in (
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+        ):
+            try:
+                interfaces = domain.interfaceAddresses(source)
+            except libvirt.libvirtError:
+                continue
+            found = tuple(
+                address["addr"]
+                for name, interface in sorted(interfaces.items())
+                if name != "lo"
+                for address in interface.get("addrs") or ()
+            )
+            if found:
+                return found
+        return ()
 
     def pid(self, name: str) -> int | None:
         if self.state(name) != DomainState.RUNNING:

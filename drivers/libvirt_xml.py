@@ -212,3 +212,26 @@ def parse_pci_device(text: str) -> NodeGpu | None:
         product=capability.findtext("product") or "",
         iommu_group=int(group.get("number")) if group is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class LiveConsole:
+    kind: str
+    listen: str
+    port: int | None
+    password: str | None
+
+
+def live_console(text: str) -> LiveConsole | None:
+    """The graphics console of a running domain's XML (fetched with its secrets)."""
+    graphics = ET.fromstring(text).find("devices/graphics")
+    if graphics is None:
+        return None
+    listen = graphics.find("listen")
+    port = int(graphics.get("port", "-1"))
+    return LiveConsole(
+        kind=graphics.get("type"),
+        listen=listen.get("address") if listen is not None else graphics.get("listen", ""),
+        port=port if port > 0 else None,
+        password=graphics.get("passwd"),
+    )

@@ -127,6 +127,20 @@ def test_a_running_domain_has_a_live_process_until_it_stops(driver_with_processe
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_access_exists_only_while_running_with_a_new_password_each_launch(driver):
+    driver.define(spec())
+    assert driver.access("cwhost-ws-test0001") is None
+    driver.start("cwhost-ws-test0001")
+    first = driver.access("cwhost-ws-test0001")
+    assert first is not None
+    driver.destroy("cwhost-ws-test0001")
+    assert driver.access("cwhost-ws-test0001") is None
+    driver.start("cwhost-ws-test0001")
+    second = driver.access("cwhost-ws-test0001")
+    if first.console and second.console:
+        assert first.console.password and first.console.password != second.console.password
+
+
 def test_graceful_shutdown_stops_the_domain(driver):
     driver.define(spec())
     driver.start("cwhost-ws-test0001")

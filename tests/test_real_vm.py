@@ -85,6 +85,9 @@ def test_a_real_vm_through_the_api(vm_server):
     launched = http.post(url + "/launch")
     assert launched.status_code == 200, launched.text
     assert launched.json()["status"] == "running"
+    first_console = launched.json()["access"]["console"]
+    assert first_console["protocol"] == "vnc" and first_console["port"] >= 5900
+    assert first_console["password"]
     console = data_dir / "consoles" / f"{domain}.log"
     _wait(lambda: console.exists() and "cwhost-guest: booted" in console.read_text(errors="replace"), 90, "boot")
 
@@ -104,12 +107,15 @@ def test_a_real_vm_through_the_api(vm_server):
     assert metered == pytest.approx(kernel_cpu, rel=0.01)
 
     # Launch again, then lose libvirtd: 503 while it is down, recovery after, no restart of cwhost.
-    assert http.post(url + "/launch").json()["status"] == "running"
+    relaunched = http.post(url + "/launch").json()
+    assert relaunched["status"] == "running"
+    assert relaunched["access"]["console"]["password"] != first_console["password"]
     subprocess.run(["pkill", "-x", "libvirtd"], check=True)
     _wait(lambda: not _libvirtd_running(), 30, "libvirtd to exit")
     down = http.get(server.url + "/v1/host")
     assert (down.status_code, down.json()["error"]) == (503, "unavailable")
-    assert http.get(url).json()["status"] == "running"
+    while_down = http.get(url).json()
+    assert while_down["status"] == "running" and while_down["access"] is None
     subprocess.run(["bash", str(REPO / ".ci" / "start-libvirtd")], check=True, timeout=120)
     _wait(lambda: http.get(server.url + "/v1/host").status_code == 200, 60, "cwhost to reconnect")
 

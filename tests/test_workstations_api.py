@@ -52,6 +52,8 @@ def test_full_life_cycle(client, alice, components):
     assert launched.status_code == 200
     assert launched.get_json()["status"] == "running"
     assert launched.get_json()["startedAt"].endswith("Z")
+    console = launched.get_json()["access"]["console"]
+    assert console["protocol"] == "vnc" and console["port"] >= 5900 and len(console["password"]) == 8
     assert components.driver.state(domain_name(ws_id)) == DomainState.RUNNING
 
     assert_error(client.post(f"/v1/workstations/{ws_id}/launch", headers=alice), 400, "invalid_state")
@@ -64,6 +66,7 @@ def test_full_life_cycle(client, alice, components):
     assert stopped.status_code == 200
     assert stopped.get_json()["status"] == "stopped"
     assert stopped.get_json()["startedAt"] is None
+    assert stopped.get_json()["access"] is None
     assert components.driver.state(domain_name(ws_id)) == DomainState.STOPPED
     assert_error(client.post(f"/v1/workstations/{ws_id}/stop", headers=alice), 400, "invalid_state")
 

@@ -164,12 +164,24 @@ class ConsoleSchema(ma.Schema):
     protocol = fields.String(required=True, validate=validate.OneOf(["vnc", "spice"]))
     host = fields.String(required=True)
     port = fields.Integer(required=True)
-    password = fields.String(required=True)
+    password = fields.String(
+        allow_none=True, required=True, metadata={"description": "Made anew at every launch."}
+    )
 
 
 class AccessSchema(ma.Schema):
-    console = fields.Nested(ConsoleSchema, required=True)
-    ip_addresses = fields.List(fields.String(), data_key="ipAddresses", required=True)
+    console = fields.Nested(
+        ConsoleSchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "Null when the server offers no console."},
+    )
+    ip_addresses = fields.List(
+        fields.String(),
+        data_key="ipAddresses",
+        required=True,
+        metadata={"description": "The guest's addresses, once the hypervisor knows them."},
+    )
 
 
 class WorkstationSchema(ma.Schema):

@@ -32,6 +32,7 @@ def _service() -> WorkstationService:
 
 def present(ws: Workstation) -> dict:
     c = ws.configuration
+    access = _service().access(ws)
     return {
         "id": ws.id,
         "name": ws.name,
@@ -48,7 +49,23 @@ def present(ws: Workstation) -> dict:
         "created_at": ws.created_at,
         "started_at": ws.started_at,
         "status_message": ws.status_message,
-        "access": None,
+        "access": (
+            {
+                "console": (
+                    {
+                        "protocol": access.console.protocol,
+                        "host": access.console.host,
+                        "port": access.console.port,
+                        "password": access.console.password,
+                    }
+                    if access.console
+                    else None
+                ),
+                "ip_addresses": list(access.ip_addresses),
+            }
+            if access
+            else None
+        ),
         "idle_timeout_minutes": ws.idle_timeout_minutes,
         "running_timeout_minutes": ws.running_timeout_minutes,
     }
