@@ -78,14 +78,21 @@ def _serve(config, args) -> int:
         service.recover()
     except HypervisorUnavailable as exc:
         log.error("hypervisor unavailable at start-up; state not reconciled: %s", exc)
-    stop_sampling = threading.Event()
+    stop_background = threading.Event()
     sampler_thread = threading.Thread(
         target=make_sampler(components).run,
-        args=(stop_sampling, config.data_dir / "sampler.lock", service.attach_sampler),
+        args=(stop_background, config.data_dir / "sampler.lock", service.attach_sampler),
         name="sampler",
         daemon=True,
     )
     sampler_thread.start()
+    reconciler_thread = threading.Thread(
+        target=service.reconcile_periodically,
+        args=(stop_background, config.driver.reconcile_interval_seconds),
+        name="reconciler",
+        daemon=True,
+    )
+    reconciler_thread.start()
 
     signal.signal(signal.SIGTERM, _interrupt)
     log.info(
@@ -106,8 +113,9 @@ def _serve(config, args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        stop_sampling.set()
+        stop_background.set()
         sampler_thread.join(timeout=30)
+        reconciler_thread.join(timeout=30)
         service.wait_idle()
         log.info("cwhost stopped")
     return 0

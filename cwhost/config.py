@@ -93,6 +93,7 @@ class LibvirtDriverSchema(_Section):
 class DriverSchema(_Section):
     name = fields.String(load_default="fake", validate=validate.OneOf(["fake", "libvirt"]))
     stop_timeout_seconds = fields.Float(load_default=60.0, validate=validate.Range(0, 3600))
+    reconcile_interval_seconds = fields.Float(load_default=30.0, validate=validate.Range(0.1, 86400))
     fake = fields.Nested(FakeDriverSchema, load_default=lambda: FakeDriverSchema().load({}))
     libvirt = fields.Nested(LibvirtDriverSchema, load_default=lambda: LibvirtDriverSchema().load({}))
 
@@ -179,6 +180,7 @@ class LibvirtDriverConfig:
 class DriverConfig:
     name: str
     stop_timeout_seconds: float
+    reconcile_interval_seconds: float
     fake: FakeDriverConfig
     libvirt: LibvirtDriverConfig
 
@@ -264,6 +266,7 @@ def build_config(raw: dict) -> Config:
         driver=DriverConfig(
             name=loaded["driver"]["name"],
             stop_timeout_seconds=loaded["driver"]["stop_timeout_seconds"],
+            reconcile_interval_seconds=loaded["driver"]["reconcile_interval_seconds"],
             fake=FakeDriverConfig(
                 cpu_cores=fake["cpu_cores"],
                 memory_gb=fake["memory_gb"],

@@ -160,6 +160,7 @@ class WorkstationService:
         # cores and GB promised to launches whose domain is still starting
         self._launching: dict[str, Configuration] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
+        self._foreign_reported: set[str] = set()
 
     # -- plumbing ------------------------------------------------------------
 
@@ -626,46 +627,74 @@ class WorkstationService:
     # -- start-up and shut-down ----------------------------------------------
 
     def recover(self) -> None:
-        """Bring the database and the hypervisor back into agreement after a restart."""
+        """At start-up: reconcile, and provision again what a crash left provisioning."""
+        self.reconcile(resume_provisioning=True)
+
+    def reconcile(self, resume_provisioning: bool = False) -> None:
+        """Bring the database in line with the hypervisor, which is the truth about domains.
+
+        A workstation with a transition in flight is skipped: the transition
+        itself leaves it consistent, and the next round looks again.
+        """
         domains = self._driver.list_domains()
         rows = self._db.query("SELECT * FROM workstations")
         for row in rows:
-            ws = _from_row(row)
-            state = domains.get(ws.domain_name)
-            if row["deleted_at"]:
-                if state is not None:
-                    log.warning("finishing the deletion of %s", ws.id)
-                    if state == DomainState.RUNNING:
-                        self._driver.destroy(ws.domain_name)
-                    self._driver.delete(ws.domain_name)
-                self._transition(ws, self._clock(), None)
+            with self._locks_guard:
+                lock = self._locks[row["id"]]
+            if not lock.acquire(blocking=False):
                 continue
-            if ws.status == PROVISIONING:
-                self._executor.submit(self._provision, ws.id)
-            elif state is None and ws.status in (STOPPED, RUNNING):
-                log.error("workstation %s has no domain on the hypervisor", ws.id)
-                self._transition(
-                    ws,
-                    self._last_seen(ws),
-                    None,
-                    status=ERROR,
-                    started_at=None,
-                    gpu_address=None,
-                    status_message="Its virtual machine no longer exists on the hypervisor.",
-                )
-            elif state == DomainState.RUNNING and ws.status != RUNNING:
-                log.warning("workstation %s is running on the hypervisor; recording it", ws.id)
-                now = self._clock()
-                self._transition(
-                    ws, now, RUNNING, status=RUNNING, started_at=ws.started_at or unix_to_rfc3339(now)
-                )
-            elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address):
-                log.warning("workstation %s is not running on the hypervisor; recording it", ws.id)
-                at = self._last_seen(ws) if ws.status == RUNNING else self._clock()
-                self._transition(ws, at, STOPPED, status=STOPPED, started_at=None, gpu_address=None)
+            try:
+                ws = _from_row(row)
+                self._reconcile_one(ws, row["deleted_at"], domains.get(ws.domain_name), resume_provisioning)
+            finally:
+                lock.release()
         known = {domain_name(r["id"]) for r in rows}
-        for name in domains.keys() - known:
+        for name in domains.keys() - known - self._foreign_reported:
             log.warning("domain %s is not a cwhost workstation; leaving it alone", name)
+            self._foreign_reported.add(name)
+
+    def _reconcile_one(self, ws: Workstation, deleted_at, state, resume_provisioning) -> None:
+        if deleted_at:
+            if state is not None:
+                log.warning("finishing the deletion of %s", ws.id)
+                if state == DomainState.RUNNING:
+                    self._driver.destroy(ws.domain_name)
+                self._driver.delete(ws.domain_name)
+                self._transition(ws, self._clock(), None)
+        elif ws.status == PROVISIONING:
+            if resume_provisioning:
+                self._executor.submit(self._provision, ws.id)
+        elif state is None and ws.status in (STOPPED, RUNNING):
+            log.error("workstation %s has no domain on the hypervisor", ws.id)
+            self._transition(
+                ws,
+                self._last_seen(ws),
+                None,
+                status=ERROR,
+                started_at=None,
+                gpu_address=None,
+                status_message="Its virtual machine no longer exists on the hypervisor.",
+            )
+        elif state == DomainState.RUNNING and ws.status != RUNNING:
+            log.warning("workstation %s is running on the hypervisor; recording it", ws.id)
+            now = self._clock()
+            self._transition(
+                ws, now, RUNNING, status=RUNNING, started_at=ws.started_at or unix_to_rfc3339(now)
+            )
+        elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address):
+            log.warning("workstation %s is not running on the hypervisor; recording it", ws.id)
+            at = self._last_seen(ws) if ws.status == RUNNING else self._clock()
+            self._transition(ws, at, STOPPED, status=STOPPED, started_at=None, gpu_address=None)
+
+    def reconcile_periodically(self, stop: threading.Event, interval_seconds: float) -> None:
+        """Reconcile every interval until ``stop`` is set; the hypervisor's absence is no crash."""
+        while not stop.wait(interval_seconds):
+            try:
+                self.reconcile()
+            except HypervisorUnavailable as exc:
+                log.warning("hypervisor unavailable; reconciliation waits: %s", exc)
+            except Exception:
+                log.exception("reconciliation failed; trying again next interval")
 
     def _last_seen(self, ws: Workstation) -> float:
         """When a domain that vanished unwatched was last known to run: its last reading."""

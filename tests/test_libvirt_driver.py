@@ -102,3 +102,42 @@ def test_a_dropped_connection_is_reopened_by_the_next_call(tmp_path):
     driver.host()
     driver._connection.close()  # what a restart of libvirtd does to our end
     assert len(driver.host().gpus) == 2
+
+
+def _qemu_img_info(path):
+    import json
+    import subprocess
+
+    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, check=True).stdout)
+
+
+def test_disks_are_qcow2_sized_to_storage_and_grow_on_update(tmp_path):
+    from drivers.base import DomainSpec
+
+    driver = _driver(tmp_path)
+    driver.define(DomainSpec("cwhost-ws-disk0001", "d", 1, 1, 3))
+    disk = driver.disk_path("cwhost-ws-disk0001")
+    assert _qemu_img_info(disk)["format"] == "qcow2"
+    assert _qemu_img_info(disk)["virtual-size"] == 3 * 1024**3
+    driver.update(DomainSpec("cwhost-ws-disk0001", "d", 1, 1, 5))
+    assert _qemu_img_info(disk)["virtual-size"] == 5 * 1024**3
+    driver.delete("cwhost-ws-disk0001")
+    assert not disk.exists()
+
+
+def test_with_a_base_image_each_disk_is_a_copy_on_write_overlay(tmp_path):
+    import subprocess
+
+    from drivers.base import DomainSpec
+
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "2G"], check=True)
+    node = tmp_path / "node.xml"
+    node.write_text(NODE_XML.read_text())
+    driver = kvm.LibvirtDriver(
+        f"test://{node}", disk_dir=tmp_path / "disks", console_dir=tmp_path / "consoles", base_image=base
+    )
+    driver.define(DomainSpec("cwhost-ws-cow00001", "c", 1, 1, 8))
+    info = _qemu_img_info(driver.disk_path("cwhost-ws-cow00001"))
+    assert info["backing-filename"] == str(base)
+    assert info["virtual-size"] == 8 * 1024**3

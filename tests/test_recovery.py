@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from cwhost.service import domain_name
 from drivers.base import DomainSpec, DomainState
@@ -79,3 +81,39 @@ def test_foreign_domains_are_left_alone(components, caplog):
         components.service.recover()
     assert components.driver.list_domains() == {"someone-elses-vm": DomainState.STOPPED}
     assert any("someone-elses-vm" in r.getMessage() for r in caplog.records)
+
+
+def test_reconciliation_runs_periodically_without_a_restart(client, alice, components):
+    ws = create_stopped(client, alice)
+    client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+    stop = threading.Event()
+    loop = threading.Thread(target=components.service.reconcile_periodically, args=(stop, 0.05))
+    loop.start()
+    try:
+        components.driver.destroy(domain_name(ws["id"]))  # the VM died on its own
+        wait_for_status(client, alice, ws["id"], "stopped", timeout=5)
+        components.driver.set_available(False)  # and then the hypervisor went away
+        time.sleep(0.2)
+        assert loop.is_alive()
+    finally:
+        stop.set()
+        loop.join(timeout=5)
+        components.driver.set_available(True)
+
+
+def test_a_workstation_in_transition_is_left_to_its_transition(client, alice, components):
+    ws = create_stopped(client, alice)
+    components.driver.start(domain_name(ws["id"]))  # as if a launch were half-way
+    with components.service._locked(ws["id"]):
+        components.service.reconcile()
+        assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()["status"] == "stopped"
+    components.service.reconcile()
+    assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()["status"] == "running"
+
+
+def test_a_foreign_domain_is_reported_once(components, caplog):
+    components.driver.define(DomainSpec("someone-elses-vm", "theirs", 1, 1, 1))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            components.service.reconcile()
+    assert len([r for r in caplog.records if "someone-elses-vm" in r.getMessage()]) == 1
