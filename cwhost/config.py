@@ -38,6 +38,7 @@ class _Section(ma.Schema):
 
 class ServerSchema(_Section):
     host = fields.String(load_default="127.0.0.1")
+    idempotency_key_hours = fields.Float(load_default=24.0, validate=validate.Range(0.01, 24 * 365))
     port = fields.Integer(load_default=8080, strict=True, validate=validate.Range(1, 65535))
     threads = fields.Integer(load_default=8, strict=True, validate=validate.Range(1, 256))
     max_body_bytes = fields.Integer(
@@ -143,6 +144,7 @@ class ConfigSchema(_Section):
 @dataclass(frozen=True)
 class ServerConfig:
     host: str
+    idempotency_key_hours: float
     port: int
     threads: int
     max_body_bytes: int

@@ -154,6 +154,24 @@ def _usage_ledger(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0003_idempotency_keys")
+def _idempotency_keys(db: sqlite_utils.Database) -> None:
+    db["idempotency_keys"].create(
+        {
+            "account_id": str,
+            "key": str,
+            "fingerprint": str,
+            "status": int,
+            "body": str,
+            "location": str,
+            "created_at": float,
+        },
+        pk=("account_id", "key"),
+        not_null={"fingerprint", "status", "body", "created_at"},
+    )
+    db["idempotency_keys"].create_index(["created_at"])
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 

@@ -6,6 +6,8 @@ from flask import current_app, g, url_for
 from flask.views import MethodView
 
 from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api.idempotency import document as document_idempotency
+from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (
     StopArgsSchema,
     UsageArgsSchema,
@@ -92,9 +94,11 @@ class Workstations(MethodView):
             "next_cursor": page.next_cursor,
         }
 
+    @idempotent
     @blp.arguments(WorkstationCreateSchema)
     @blp.response(201, WorkstationSchema, headers={"Location": {"schema": {"type": "string"}}})
     @error_responses(blp, 401, 413, 415, 422, 500, 503)
+    @document_idempotency(blp)
     def post(self, body):
         """Create a workstation; it answers at once as `provisioning`, then becomes `stopped`."""
         ws = _service().create(
@@ -143,17 +147,21 @@ class WorkstationById(MethodView):
 
 
 @blp.route("/<string:workstation_id>/launch", methods=["POST"])
+@idempotent
 @blp.response(200, WorkstationSchema)
-@error_responses(blp, 400, 401, 404, 500, 503)
+@error_responses(blp, 400, 401, 404, 422, 500, 503)
+@document_idempotency(blp)
 def launch(workstation_id):
     """Boot a stopped workstation; 503 when the host lacks the GPU, cores or memory now."""
     return present(_service().launch(g.principal, workstation_id))
 
 
 @blp.route("/<string:workstation_id>/stop", methods=["POST"])
+@idempotent
 @blp.arguments(StopArgsSchema, location="query")
 @blp.response(200, WorkstationSchema)
-@error_responses(blp, 400, 401, 404, 500, 503)
+@error_responses(blp, 400, 401, 404, 422, 500, 503)
+@document_idempotency(blp)
 def stop(args, workstation_id):
     """Stop a running workstation: ACPI power-off, forced after the configured timeout."""
     return present(_service().stop(g.principal, workstation_id, force=args["force"]))

@@ -1,0 +1,111 @@
+"""``Idempotency-Key`` on the POSTs that change things (create, launch, stop).
+
+The first answer to a key is stored with a fingerprint of the request; a retry
+with the same key and the same request gets that answer again and changes
+nothing; the same key with another request is 422. Only answers that are final
+are stored: a 5xx or 429 may succeed when retried, so those are not replayed.
+Concurrent requests with one key are serialised, so the second replays the first.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import threading
+import time
+
+import flask
+from flask import current_app, g, request
+
+from cwhost.errors import ServiceError
+
+HEADER = "Idempotency-Key"
+_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Striped, so that memory does not grow with the number of keys ever seen.
+_locks = [threading.Lock() for _ in range(64)]
+
+
+class IdempotencyKeyReused(ServiceError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class InvalidIdempotencyKey(ServiceError):
+    status = 400
+    code = "invalid_request"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for part in (request.method, request.path, request.query_string, request.get_data()):
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def idempotent(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view(*args, **kwargs)
+        if not _KEY_PATTERN.match(key):
+            raise InvalidIdempotencyKey(f"{HEADER} must be 1 to 255 printable ASCII characters.")
+        components = current_app.extensions["cwhost"]
+        db, ttl = components.db, components.config.server.idempotency_key_hours * 3600
+        account = g.principal.account_id
+        with _locks[hash((account, key)) % len(_locks)]:
+            with db.write() as tx:
+                tx.execute("DELETE FROM idempotency_keys WHERE created_at < ?", [time.time() - ttl])
+            stored = db.query_one(
+                "SELECT * FROM idempotency_keys WHERE account_id = ? AND key = ?", [account, key]
+            )
+            fingerprint = _fingerprint()
+            if stored is not None:
+                if stored["fingerprint"] != fingerprint:
+                    raise IdempotencyKeyReused(
+                        f"This {HEADER} was used for a different request; use a new key."
+                    )
+                replay = flask.make_response(stored["body"], stored["status"])
+                replay.mimetype = "application/json"
+                if stored["location"]:
+                    replay.headers["Location"] = stored["location"]
+                replay.headers["Idempotent-Replayed"] = "true"
+                return replay
+            try:
+                response = flask.make_response(view(*args, **kwargs))
+            except ServiceError as error:
+                response = flask.make_response(current_app.handle_user_exception(error))
+            if response.status_code < 500 and response.status_code != 429:
+                with db.write() as tx:
+                    tx["idempotency_keys"].insert(
+                        {
+                            "account_id": account,
+                            "key": key,
+                            "fingerprint": fingerprint,
+                            "status": response.status_code,
+                            "body": response.get_data(as_text=True),
+                            "location": response.headers.get("Location"),
+                            "created_at": time.time(),
+                        }
+                    )
+            return response
+
+    return wrapper
+
+
+def document(blp):
+    """The header, in the OpenAPI document of each operation that honours it."""
+    return blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": HEADER,
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "Retrying with the same key and request returns the first answer"
+                " and changes nothing; the same key with another request is 422.",
+            }
+        ]
+    )
