@@ -12,9 +12,12 @@ from dataclasses import replace
 import waitress
 
 from cwhost import auth
+from cwhost.accounts import Accounts
 from cwhost.app import create_app, make_sampler
 from cwhost.config import ConfigError, load_config
 from cwhost.db import Database
+from cwhost.errors import NotFound
+from cwhost.usage import UsageLedger
 from drivers.base import HypervisorUnavailable
 
 log = logging.getLogger("cwhost")
@@ -39,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="list tokens (never their secret)")
     revoke = key_commands.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("key_id")
+
+    accounts = commands.add_parser("accounts", help="manage accounts' credit")
+    accounts.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    account_commands = accounts.add_subparsers(dest="accounts_command", required=True)
+    account_commands.add_parser("list", help="accounts with their balance, spending and use")
+    set_credits = account_commands.add_parser("set-credits", help="set an account's balance in USD")
+    set_credits.add_argument("name")
+    set_credits.add_argument("amount", type=float)
     return parser
 
 
@@ -173,5 +184,29 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(config.log_level)
     if args.command == "serve":
         return _serve(config, args)
+    if args.command == "accounts":
+        return _accounts(config, args)
     return _keys(config, args)
+
+
+def _accounts(config, args) -> int:
+    db = _open_database(config)
+    accounts = Accounts(db, config, UsageLedger(db, config.pricing))
+    if args.accounts_command == "set-credits":
+        try:
+            view = accounts.set_balance(args.name, args.amount)
+        except NotFound as exc:
+            print(f"cwhost: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"{view.name}: balance {view.balance_usd:.2f} USD (spent so far {view.spent_usd:.2f} USD)")
+        return 0
+    print(f"{'NAME':<24} {'BALANCE USD':>12} {'SPENT USD':>10} {'USD/HOUR':>9} WORKSTATIONS")
+    for row in db.query("SELECT id FROM accounts ORDER BY name"):
+        view = accounts.view(row["id"])
+        balance = "unlimited" if view.balance_usd is None else f"{view.balance_usd:.2f}"
+        print(
+            f"{view.name:<24} {balance:>12} {view.spent_usd:>10.2f}"
+            f" {view.burn_rate_usd_per_hour:>9.2f} {view.use.workstations}"
+        )
+    return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import marshmallow as ma
@@ -107,6 +107,7 @@ class WorkstationSizeSchema(_Section):
 
 class SamplerSchema(_Section):
     interval_seconds = fields.Float(load_default=10.0, validate=validate.Range(0.05, 3600))
+    idle_cpu_share = fields.Float(load_default=0.05, validate=validate.Range(0, 1))
     retention_days = fields.Integer(load_default=30, strict=True, validate=validate.Range(1, 3650))
 
 
@@ -120,6 +121,29 @@ class PricingSchema(_Section):
         values=fields.Float(validate=validate.Range(0)),
         load_default=dict,
     )
+
+
+class AccountLimitsSchema(_Section):
+    max_workstations = fields.Integer(strict=True, validate=validate.Range(0))
+    max_running_cpu_cores = fields.Integer(strict=True, validate=validate.Range(0))
+    max_running_memory_gb = fields.Integer(strict=True, validate=validate.Range(0))
+    max_running_gpus = fields.Integer(strict=True, validate=validate.Range(0))
+
+
+class LimitsSchema(_Section):
+    max_workstations = fields.Integer(load_default=20, strict=True, validate=validate.Range(0))
+    max_running_cpu_cores = fields.Integer(load_default=64, strict=True, validate=validate.Range(0))
+    max_running_memory_gb = fields.Integer(load_default=256, strict=True, validate=validate.Range(0))
+    max_running_gpus = fields.Integer(load_default=4, strict=True, validate=validate.Range(0))
+    accounts = fields.Dict(
+        keys=fields.String(validate=validate.Length(1, 128)),
+        values=fields.Nested(AccountLimitsSchema),
+        load_default=dict,
+    )
+
+
+class CreditsSchema(_Section):
+    when_exhausted = fields.String(load_default="stop", validate=validate.OneOf(["stop", "refuse"]))
 
 
 class ConfigSchema(_Section):
@@ -139,6 +163,8 @@ class ConfigSchema(_Section):
     )
     sampler = fields.Nested(SamplerSchema, load_default=lambda: SamplerSchema().load({}))
     pricing = fields.Nested(PricingSchema, load_default=lambda: PricingSchema().load({}))
+    limits = fields.Nested(LimitsSchema, load_default=lambda: LimitsSchema().load({}))
+    credits = fields.Nested(CreditsSchema, load_default=lambda: CreditsSchema().load({}))
 
 
 @dataclass(frozen=True)
@@ -199,6 +225,8 @@ class WorkstationSizeConfig:
 @dataclass(frozen=True)
 class SamplerConfig:
     interval_seconds: float
+    # A workstation is idle while its VM uses less than this share of its cores.
+    idle_cpu_share: float
     retention_days: int
 
 
@@ -217,6 +245,24 @@ class Pricing:
 
 
 @dataclass(frozen=True)
+class AccountLimits:
+    max_workstations: int
+    max_running_cpu_cores: int
+    max_running_memory_gb: int
+    max_running_gpus: int
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    defaults: AccountLimits
+    accounts: tuple[tuple[str, dict], ...]
+
+    def for_account(self, name: str) -> AccountLimits:
+        """The defaults, with what the configuration sets for this account by name."""
+        return replace(self.defaults, **dict(self.accounts).get(name, {}))
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     regions: tuple[str, ...]
@@ -226,6 +272,10 @@ class Config:
     workstation: WorkstationSizeConfig
     sampler: SamplerConfig
     pricing: Pricing
+    limits: LimitsConfig
+    # "stop": an account out of credit has its workstations stopped; "refuse":
+    # only new creates and launches are refused.
+    credits_when_exhausted: str
 
     @property
     def database_path(self) -> Path:
@@ -290,6 +340,11 @@ def build_config(raw: dict) -> Config:
             **{k: v for k, v in loaded["pricing"].items() if k != "gpu_hour_usd"},
             gpu_hour_usd=tuple(sorted(loaded["pricing"]["gpu_hour_usd"].items())),
         ),
+        limits=LimitsConfig(
+            defaults=AccountLimits(**{k: v for k, v in loaded["limits"].items() if k != "accounts"}),
+            accounts=tuple(sorted(loaded["limits"]["accounts"].items())),
+        ),
+        credits_when_exhausted=loaded["credits"]["when_exhausted"],
     )
 
 

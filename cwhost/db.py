@@ -172,6 +172,13 @@ def _idempotency_keys(db: sqlite_utils.Database) -> None:
     db["idempotency_keys"].create_index(["created_at"])
 
 
+@migrations(name="0004_account_credits")
+def _account_credits(db: sqlite_utils.Database) -> None:
+    # Credit granted in total; the balance is this less the ledger's cost of
+    # the account's workstations. NULL: no credit limit.
+    db["accounts"].add_column("credits_usd", float)
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 

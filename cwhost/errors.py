@@ -12,6 +12,8 @@ class ServiceError(Exception):
         self.message = message
         self.details = details
         self.retry_after = retry_after
+        # Fields an error adds to its JSON body, such as a 402's balance.
+        self.extra: dict = {}
 
 
 class InvalidRequest(ServiceError):
@@ -22,6 +24,20 @@ class InvalidRequest(ServiceError):
 class InvalidState(ServiceError):
     status = 400
     code = "invalid_state"
+
+
+class PaymentRequired(ServiceError):
+    status = 402
+    code = "payment_required"
+
+    def __init__(self, message: str, balance_usd: float):
+        super().__init__(message)
+        self.extra = {"balanceUSD": round(balance_usd, 6)}
+
+
+class QuotaExceeded(ServiceError):
+    status = 403
+    code = "quota_exceeded"
 
 
 class Forbidden(ServiceError):

@@ -23,5 +23,9 @@ def unix_to_rfc3339(seconds: float) -> str:
     return rfc3339(datetime.fromtimestamp(seconds, timezone.utc))
 
 
+def rfc3339_to_unix(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+
+
 def utc_now() -> str:
     return rfc3339(datetime.now(timezone.utc))

@@ -26,11 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+from cwhost.accounts import Accounts
 from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.db import Database
 from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset, Unavailable
-from cwhost.ids import new_id, unix_to_rfc3339
+from cwhost.ids import new_id, rfc3339_to_unix, unix_to_rfc3339
 from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
 from drivers.base import (
     Access,
@@ -51,6 +52,8 @@ PROVISIONING, STOPPED, RUNNING, ERROR = "provisioning", "stopped", "running", "e
 STATUSES = (PROVISIONING, STOPPED, RUNNING, ERROR)
 DOMAIN_PREFIX = "cwhost-"
 PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
+# Who acts when cwhost itself stops a workstation (credits, timeouts).
+SYSTEM = Principal(account_id="", key_id="cwhost", admin=True)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class WorkstationService:
         self._config = config
         self._clock = clock
         self.ledger = UsageLedger(db, config.pricing, clock)
+        self.accounts = Accounts(db, config, self.ledger, clock)
         # The sampler of this process, when it holds the metering lock: asked
         # for a last reading before a domain powers off.
         self._sampler = None
@@ -157,8 +161,8 @@ class WorkstationService:
         # Held while choosing resources for a launch, so two launches never
         # count the same free GPU, core or gigabyte.
         self._allocation_lock = threading.Lock()
-        # cores and GB promised to launches whose domain is still starting
-        self._launching: dict[str, Configuration] = {}
+        # what launches whose domain is still starting will use, by workstation
+        self._launching: dict[str, Workstation] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
         self._foreign_reported: set[str] = set()
 
@@ -304,6 +308,7 @@ class WorkstationService:
             region=configuration.get("region") or self._config.regions[0],
         )
         self._validate(config)
+        self.accounts.require_credit(principal.account_id)
         now = self._clock()
         row = {
             "id": new_id("ws"),
@@ -325,9 +330,12 @@ class WorkstationService:
             "gpu_address": None,
             "deleted_at": None,
         }
-        with self._db.write() as tx:
-            tx["workstations"].insert(row)
-            open_segment(tx, row["id"], now, running=False, storage_gb=config.storage_gb, gpu=None)
+        # Under the allocation lock, so that two creates cannot both take the last place.
+        with self._allocation_lock:
+            self.accounts.require_quota_for_another_workstation(principal.account_id)
+            with self._db.write() as tx:
+                tx["workstations"].insert(row)
+                open_segment(tx, row["id"], now, running=False, storage_gb=config.storage_gb, gpu=None)
         self._executor.submit(self._provision, row["id"])
         return _from_row(row)
 
@@ -451,16 +459,25 @@ class WorkstationService:
             return self._reload(ws.id)
 
     def _reserve(self, ws: Workstation) -> GpuDevice | None:
+        self.accounts.require_credit(ws.account_id)
         host = self.host_info()
         want = ws.configuration
         with self._allocation_lock:
+            self.accounts.require_quota_to_run(
+                ws.account_id,
+                want.cpu_cores,
+                want.memory_gb,
+                1 if want.gpu else 0,
+                [w.configuration for w in self._launching.values() if w.account_id == ws.account_id],
+            )
             running = self._db.query_one(
                 "SELECT COALESCE(SUM(cpu_cores), 0) AS cpu, COALESCE(SUM(memory_gb), 0) AS mem"
                 " FROM workstations WHERE status = ? AND deleted_at IS NULL",
                 [RUNNING],
             )
-            cpu = running["cpu"] + sum(c.cpu_cores for c in self._launching.values())
-            mem = running["mem"] + sum(c.memory_gb for c in self._launching.values())
+            starting = [w.configuration for w in self._launching.values()]
+            cpu = running["cpu"] + sum(c.cpu_cores for c in starting)
+            mem = running["mem"] + sum(c.memory_gb for c in starting)
             if cpu + want.cpu_cores > host.cpu_cores:
                 raise Unavailable(
                     f"The host has {host.cpu_cores - cpu} of {host.cpu_cores} CPU cores free;"
@@ -488,7 +505,7 @@ class WorkstationService:
                     )
                 gpu = free[0]
                 self._set(ws.id, gpu_address=gpu.pci_address)
-            self._launching[ws.id] = want
+            self._launching[ws.id] = ws
             return gpu
 
     def _release(self, ws: Workstation) -> None:
@@ -687,14 +704,68 @@ class WorkstationService:
             self._transition(ws, at, STOPPED, status=STOPPED, started_at=None, gpu_address=None)
 
     def reconcile_periodically(self, stop: threading.Event, interval_seconds: float) -> None:
-        """Reconcile every interval until ``stop`` is set; the hypervisor's absence is no crash."""
+        """Reconcile and enforce every interval until ``stop`` is set.
+
+        The hypervisor's absence is no crash: the next round tries again.
+        """
         while not stop.wait(interval_seconds):
             try:
                 self.reconcile()
+                self.enforce()
             except HypervisorUnavailable as exc:
                 log.warning("hypervisor unavailable; reconciliation waits: %s", exc)
             except Exception:
                 log.exception("reconciliation failed; trying again next interval")
+
+    def enforce(self) -> None:
+        """Stop what must stop: workstations of accounts out of credit, and those past a timeout.
+
+        Each stop is graceful and runs in the background, so that one slow guest
+        does not hold up the others; a workstation already stopping is left to it.
+        """
+        reasons: dict[str, str] = {}
+        if self._config.credits_when_exhausted == "stop":
+            for account_id in self.accounts.exhausted():
+                for row in self._db.query(
+                    "SELECT id FROM workstations WHERE account_id = ? AND status = ?"
+                    " AND deleted_at IS NULL",
+                    [account_id, RUNNING],
+                ):
+                    reasons[row["id"]] = "its account's credits are used up"
+        now = self._clock()
+        for row in self._db.query(
+            "SELECT * FROM workstations WHERE status = ? AND deleted_at IS NULL", [RUNNING]
+        ):
+            ws = _from_row(row)
+            if ws.id in reasons or not ws.started_at:
+                continue
+            running_for = now - rfc3339_to_unix(ws.started_at)
+            if ws.running_timeout_minutes and running_for >= ws.running_timeout_minutes * 60:
+                reasons[ws.id] = f"it ran for its runningTimeoutMinutes ({ws.running_timeout_minutes})"
+            elif ws.idle_timeout_minutes and self._idle(ws, ws.idle_timeout_minutes * 60, now):
+                reasons[ws.id] = f"it was idle for its idleTimeoutMinutes ({ws.idle_timeout_minutes})"
+        for workstation_id, reason in reasons.items():
+            self._executor.submit(self._stop_because, workstation_id, reason)
+
+    def _idle(self, ws: Workstation, seconds: float, now: float) -> bool:
+        """Every reading of the last ``seconds`` below the idle share of the workstation's cores."""
+        window = self._db.query_one(
+            "SELECT MIN(since) AS since, MAX(cpu_seconds / (sampled_at - since)) AS busiest"
+            " FROM usage_samples WHERE workstation_id = ? AND sampled_at > ?",
+            [ws.id, now - seconds],
+        )
+        if window["since"] is None or window["since"] > now - seconds:
+            return False
+        return window["busiest"] < self._config.sampler.idle_cpu_share * ws.configuration.cpu_cores
+
+    def _stop_because(self, workstation_id: str, reason: str) -> None:
+        log.warning("stopping workstation %s: %s", workstation_id, reason)
+        try:
+            self.stop(SYSTEM, workstation_id)
+        except (InvalidState, NotFound):
+            pass  # it stopped, or went, meanwhile
+        except Exception:
+            log.exception("could not stop %s (%s); the next round tries again", workstation_id, reason)
 
     def _last_seen(self, ws: Workstation) -> float:
         """When a domain that vanished unwatched was last known to run: its last reading."""

@@ -96,6 +96,9 @@ class Meter:
     def pid(self, ws_id):
         return self.driver.pid(domain_name(ws_id))
 
+    def accounts_use(self):
+        return self.service.accounts.use(self.principal.account_id)
+
     def usage(self, ws_id, **window):
         return self.service.usage(self.principal, ws_id, **window)[1]
 

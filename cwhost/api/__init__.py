@@ -89,10 +89,11 @@ def request_id() -> str:
     return rid
 
 
-def _error_response(status: int, message: str, details=None, headers=None, code=None):
+def _error_response(status: int, message: str, details=None, headers=None, code=None, extra=None):
     body = {"error": code or _CODES.get(status, "error"), "message": message, "requestId": request_id()}
     if details:
         body["details"] = details
+    body.update(extra or {})
     response = flask.make_response(json.dumps(body), status)
     response.mimetype = "application/json"
     for name, value in (headers or {}).items():
@@ -141,7 +142,9 @@ def _handle_service_error(error: ServiceError):
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
     if error.status >= 500:
         log.error("request %s: %s", request_id(), error.message)
-    return _error_response(error.status, error.message, error.details, headers, code=error.code)
+    return _error_response(
+        error.status, error.message, error.details, headers, code=error.code, extra=error.extra
+    )
 
 
 def _handle_unexpected(error: Exception):
@@ -178,7 +181,7 @@ def _after_request(response):
 
 
 def init_api(app: Flask) -> Api:
-    from cwhost.api import system, workstations
+    from cwhost.api import accounts, system, workstations
 
     app.config.update(
         API_TITLE="cwhost",
@@ -206,5 +209,6 @@ def init_api(app: Flask) -> Api:
     app.after_request(_after_request)
     api.register_blueprint(workstations.blp)
     api.register_blueprint(system.blp)
+    api.register_blueprint(accounts.blp)
     system.register_swagger_assets(app)
     return api

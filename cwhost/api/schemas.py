@@ -28,6 +28,15 @@ class WholeNumber(fields.Integer):
         return super()._validated(value)
 
 
+class JsonNumber(fields.Float):
+    """A number in JSON: never a string or a boolean."""
+
+    def _validated(self, value):
+        if isinstance(value, (str, bool)):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
 class Timestamp(fields.String):
     """An RFC 3339 UTC time, stored and shown as text such as 2025-09-11T12:00:00Z."""
 
@@ -144,6 +153,9 @@ class ErrorSchema(ma.Schema):
     message = fields.String(required=True, metadata={"description": "One human sentence."})
     request_id = fields.String(data_key="requestId", required=True)
     details = fields.Dict(metadata={"description": "Validation messages by field."})
+    balance_usd = fields.Float(
+        data_key="balanceUSD", metadata={"description": "With 402: the account's balance."}
+    )
 
 
 class ConfigurationSchema(ma.Schema):
@@ -278,3 +290,56 @@ class HostSchema(ma.Schema):
 
 class HealthSchema(ma.Schema):
     status = fields.String(required=True, validate=validate.Equal("ok"))
+
+
+class AccountLimitsSchema(ma.Schema):
+    max_workstations = fields.Integer(data_key="maxWorkstations", required=True)
+    max_running_cpu_cores = fields.Integer(data_key="maxRunningCpuCores", required=True)
+    max_running_memory_gb = fields.Integer(data_key="maxRunningMemoryGB", required=True)
+    max_running_gpus = fields.Integer(data_key="maxRunningGpus", required=True)
+
+
+class AccountUseSchema(ma.Schema):
+    workstations = fields.Integer(required=True)
+    running_cpu_cores = fields.Integer(data_key="runningCpuCores", required=True)
+    running_memory_gb = fields.Integer(data_key="runningMemoryGB", required=True)
+    running_gpus = fields.Integer(data_key="runningGpus", required=True)
+
+
+class AccountSchema(ma.Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    balance_usd = fields.Float(
+        data_key="balanceUSD",
+        allow_none=True,
+        required=True,
+        metadata={"description": "Credit left; null when the account has no credit limit."},
+    )
+    spent_usd = fields.Float(
+        data_key="spentUSD",
+        required=True,
+        metadata={"description": "The cost of all its workstations, as their usage reports it."},
+    )
+    burn_rate_usd_per_hour = fields.Float(
+        data_key="burnRateUSDPerHour",
+        required=True,
+        metadata={"description": "What its workstations cost per hour now, the running ones fully busy."},
+    )
+    exhausted_at = Timestamp(
+        data_key="exhaustedAt",
+        allow_none=True,
+        required=True,
+        metadata={"description": "When the balance runs out at that rate; null if never."},
+    )
+    limits = fields.Nested(AccountLimitsSchema, required=True)
+    use = fields.Nested(AccountUseSchema, required=True)
+
+
+class CreditsSchema(StrictSchema):
+    balance_usd = JsonNumber(
+        data_key="balanceUSD",
+        required=True,
+        allow_nan=False,
+        validate=validate.Range(min=-1e12, max=1e12),
+        metadata={"description": "The balance the account should have from now."},
+    )

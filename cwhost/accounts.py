@@ -1,0 +1,176 @@
+"""Accounts: their limits, their current use, and their credit.
+
+The balance is never a counter that is decremented: it is the credit granted
+less the cost of the account's workstations as the usage ledger reports it,
+so the cost drawn always equals the cost the usage endpoint shows, and a crash
+can neither lose nor double a charge. Setting a balance grants whatever makes
+it so at that moment.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from cwhost.config import AccountLimits, Config
+from cwhost.db import Database
+from cwhost.errors import NotFound, PaymentRequired, QuotaExceeded
+from cwhost.usage import UsageLedger
+
+
+@dataclass(frozen=True)
+class AccountUse:
+    workstations: int
+    running_cpu_cores: int
+    running_memory_gb: int
+    running_gpus: int
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: str
+    name: str
+    balance_usd: float | None
+    spent_usd: float
+    burn_rate_usd_per_hour: float
+    exhausted_at: float | None
+    limits: AccountLimits
+    use: AccountUse
+
+
+class Accounts:
+    def __init__(self, db: Database, config: Config, ledger: UsageLedger, clock=time.time):
+        self._db = db
+        self._config = config
+        self._ledger = ledger
+        self._clock = clock
+
+    def _row(self, account_id: str) -> dict:
+        row = self._db.query_one("SELECT * FROM accounts WHERE id = ?", [account_id])
+        if row is None:
+            raise NotFound(f"No account {account_id!r}.")
+        return row
+
+    def limits(self, account_id: str) -> AccountLimits:
+        return self._config.limits.for_account(self._row(account_id)["name"])
+
+    def use(self, account_id: str) -> AccountUse:
+        row = self._db.query_one(
+            """SELECT COUNT(*) AS workstations,
+                      COALESCE(SUM(CASE WHEN status = 'running' THEN cpu_cores END), 0) AS cpu,
+                      COALESCE(SUM(CASE WHEN status = 'running' THEN memory_gb END), 0) AS memory,
+                      COALESCE(SUM(status = 'running' AND gpu IS NOT NULL), 0) AS gpus
+                 FROM workstations WHERE account_id = ? AND deleted_at IS NULL""",
+            [account_id],
+        )
+        return AccountUse(row["workstations"], row["cpu"], row["memory"], row["gpus"])
+
+    def spent_usd(self, account_id: str) -> float:
+        pricing = self._config.pricing
+        return sum(
+            self._ledger.report(row["id"]).total.cost_usd(pricing)
+            for row in self._db.query("SELECT id FROM workstations WHERE account_id = ?", [account_id])
+        )
+
+    def balance_usd(self, account_id: str) -> float | None:
+        """Credit left, or None when the account has no credit limit."""
+        granted = self._row(account_id)["credits_usd"]
+        return None if granted is None else granted - self.spent_usd(account_id)
+
+    def burn_rate_usd_per_hour(self, account_id: str) -> float:
+        """What the account's workstations cost per hour now, if the running ones were fully busy."""
+        pricing = self._config.pricing
+        rate = 0.0
+        for row in self._db.query(
+            "SELECT * FROM workstations WHERE account_id = ? AND deleted_at IS NULL", [account_id]
+        ):
+            rate += row["storage_gb"] * pricing.storage_gb_hour_usd
+            if row["status"] == "running":
+                rate += row["cpu_cores"] * pricing.cpu_hour_usd
+                rate += row["memory_gb"] * pricing.memory_gb_hour_usd
+                if row["gpu"]:
+                    rate += pricing.gpu_rate(row["gpu"])
+        return rate
+
+    def view(self, account_id: str) -> AccountView:
+        row = self._row(account_id)
+        spent = self.spent_usd(account_id)
+        balance = None if row["credits_usd"] is None else row["credits_usd"] - spent
+        burn = self.burn_rate_usd_per_hour(account_id)
+        exhausted_at = None
+        if balance is not None and burn > 0:
+            exhausted_at = self._clock() + max(balance, 0.0) / burn * 3600
+        return AccountView(
+            id=row["id"],
+            name=row["name"],
+            balance_usd=balance,
+            spent_usd=spent,
+            burn_rate_usd_per_hour=burn,
+            exhausted_at=exhausted_at,
+            limits=self._config.limits.for_account(row["name"]),
+            use=self.use(account_id),
+        )
+
+    def set_balance(self, name: str, balance_usd: float) -> AccountView:
+        row = self._db.query_one("SELECT id FROM accounts WHERE name = ?", [name])
+        if row is None:
+            raise NotFound(f"No account named {name!r}.")
+        with self._db.write() as tx:
+            tx["accounts"].update(row["id"], {"credits_usd": balance_usd + self.spent_usd(row["id"])})
+        return self.view(row["id"])
+
+    def exhausted(self) -> list[str]:
+        """Accounts with a credit limit and nothing left of it."""
+        return [
+            row["id"]
+            for row in self._db.query("SELECT id FROM accounts WHERE credits_usd IS NOT NULL")
+            if self.balance_usd(row["id"]) <= 0
+        ]
+
+    # -- checks ------------------------------------------------------------------
+
+    def require_credit(self, account_id: str) -> None:
+        balance = self.balance_usd(account_id)
+        if balance is not None and balance <= 0:
+            raise PaymentRequired(
+                f"The account's credits are used up (balance {balance:.2f} USD).", balance_usd=balance
+            )
+
+    def require_quota_for_another_workstation(self, account_id: str) -> None:
+        limit = self.limits(account_id).max_workstations
+        count = self.use(account_id).workstations
+        if count + 1 > limit:
+            raise QuotaExceeded(
+                f"The account may have at most {limit} workstations (max_workstations); it has {count}."
+            )
+
+    def require_quota_to_run(
+        self, account_id: str, cpu_cores: int, memory_gb: int, gpus: int, launching: list
+    ) -> None:
+        """Whether the account may run this much more, counting launches still starting."""
+        limits, use = self.limits(account_id), self.use(account_id)
+        for name, limit, current, more in (
+            (
+                "max_running_cpu_cores",
+                limits.max_running_cpu_cores,
+                use.running_cpu_cores + sum(c.cpu_cores for c in launching),
+                cpu_cores,
+            ),
+            (
+                "max_running_memory_gb",
+                limits.max_running_memory_gb,
+                use.running_memory_gb + sum(c.memory_gb for c in launching),
+                memory_gb,
+            ),
+            (
+                "max_running_gpus",
+                limits.max_running_gpus,
+                use.running_gpus + sum(1 for c in launching if c.gpu),
+                gpus,
+            ),
+        ):
+            if current + more > limit:
+                raise QuotaExceeded(
+                    f"Launching needs {more} more against the account's {name} of {limit};"
+                    f" {current} are in use."
+                )
