@@ -8,6 +8,7 @@ races a migration.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ class Components:
     service: WorkstationService
     metrics_registry: CollectorRegistry
     sampler_metrics: SamplerMetrics
+    # Admission of API requests; see server.max_in_flight.
+    in_flight: threading.BoundedSemaphore
 
 
 def make_sampler(components: Components) -> Sampler:
@@ -106,6 +109,7 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         service=service,
         metrics_registry=registry,
         sampler_metrics=sampler_metrics,
+        in_flight=threading.BoundedSemaphore(config.server.max_in_flight),
     )
     init_api(app)
     return app

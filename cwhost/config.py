@@ -39,8 +39,10 @@ class _Section(ma.Schema):
 class ServerSchema(_Section):
     host = fields.String(load_default="127.0.0.1")
     idempotency_key_hours = fields.Float(load_default=24.0, validate=validate.Range(0.01, 24 * 365))
+    rate_limit_per_minute = fields.Integer(load_default=600, strict=True, validate=validate.Range(1))
     port = fields.Integer(load_default=8080, strict=True, validate=validate.Range(1, 65535))
-    threads = fields.Integer(load_default=8, strict=True, validate=validate.Range(1, 256))
+    threads = fields.Integer(load_default=16, strict=True, validate=validate.Range(2, 256))
+    max_in_flight = fields.Integer(load_default=12, strict=True, validate=validate.Range(1, 255))
     max_body_bytes = fields.Integer(
         load_default=1024 * 1024, strict=True, validate=validate.Range(1024, 1024**3)
     )
@@ -171,8 +173,12 @@ class ConfigSchema(_Section):
 class ServerConfig:
     host: str
     idempotency_key_hours: float
+    rate_limit_per_minute: int
     port: int
     threads: int
+    # API requests handled at once; more are shed with 503. Fewer than threads,
+    # so that /healthz and the 503s themselves always find a thread.
+    max_in_flight: int
     max_body_bytes: int
 
 
@@ -309,6 +315,11 @@ def build_config(raw: dict) -> Config:
         loaded = ConfigSchema().load(raw)
     except ma.ValidationError as exc:
         raise ConfigError("invalid configuration: " + "; ".join(_flatten_errors(exc.messages)))
+    if loaded["server"]["max_in_flight"] >= loaded["server"]["threads"]:
+        raise ConfigError(
+            "invalid configuration: server.max_in_flight must be less than server.threads"
+            " (so that /healthz and shed requests are still answered)"
+        )
     fake = loaded["driver"]["fake"]
     return Config(
         data_dir=Path(loaded["data_dir"]).expanduser().resolve(),

@@ -44,6 +44,8 @@ ONE_GPU_HOST = {
 def make_config(data_dir: Path, **overrides):
     raw = {
         "data_dir": str(data_dir),
+        # Room for the concurrency tests; the shedding tests set their own bound.
+        "server": {"threads": 64, "max_in_flight": 60},
         "regions": ["us-west-2", "eu-central-1"],
         "driver": {"name": "fake", "stop_timeout_seconds": 0.5, "fake": ONE_GPU_HOST},
     }

@@ -14,6 +14,7 @@ import uuid
 
 import flask
 from flask import Flask, g, request
+from flask_limiter import Limiter
 from flask_smorest import Api, Blueprint
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
@@ -47,6 +48,7 @@ _MESSAGES = {
     404: "No such resource.",
     405: "That method is not allowed on this resource.",
     413: "The request body is too large.",
+    429: "Too many requests for this token; retry after the time in Retry-After.",
     415: "The request body must be application/json.",
     500: "An internal error occurred; it has been logged with this request's id.",
 }
@@ -156,6 +158,13 @@ def _before_request():
     request_id()
     if not request.path.startswith(_AUTHENTICATED_PREFIXES):
         return None
+    # Shed before any work, authentication included: under overload the
+    # cheapest answer is the one that helps.
+    if not flask.current_app.extensions["cwhost"].in_flight.acquire(blocking=False):
+        return _error_response(
+            503, "The server is busy; retry shortly.", headers={"Retry-After": "1"}
+        )
+    g.admitted = True
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     principal = None
@@ -175,9 +184,33 @@ def _has_body() -> bool:
     ).lower()
 
 
+def _release_in_flight(_error=None):
+    if g.pop("admitted", False):
+        flask.current_app.extensions["cwhost"].in_flight.release()
+
+
 def _after_request(response):
     response.headers["X-Request-Id"] = request_id()
     return response
+
+
+def _init_rate_limits(app: Flask) -> None:
+    """Per-token request rate limits, after authentication (so keyed by the token).
+
+    The limiter's hook is registered after ours, so it runs after the token is
+    known; unauthenticated paths (/healthz, /docs) are not limited. Counting is
+    in memory, exact across the server's threads: one process serves the API.
+    """
+    per_minute = app.extensions["cwhost"].config.server.rate_limit_per_minute
+    Limiter(
+        key_func=lambda: g.principal.key_id,
+        app=app,
+        default_limits=[f"{per_minute} per minute"],
+        default_limits_exempt_when=lambda: "principal" not in g,
+        strategy="moving-window",
+        storage_uri="memory://",
+        headers_enabled=True,
+    )
 
 
 def init_api(app: Flask) -> Api:
@@ -207,6 +240,8 @@ def init_api(app: Flask) -> Api:
     app.register_error_handler(Exception, _handle_unexpected)
     app.before_request(_before_request)
     app.after_request(_after_request)
+    app.teardown_request(_release_in_flight)
+    _init_rate_limits(app)
     api.register_blueprint(workstations.blp)
     api.register_blueprint(system.blp)
     api.register_blueprint(accounts.blp)
