@@ -1,0 +1,62 @@
+"""Every endpoint, with account B's token against account A's things: 404, and no list leaks.
+
+The walk is driven by the OpenAPI document, so an endpoint added without a
+place in this test makes it fail rather than go unchecked.
+"""
+
+from __future__ import annotations
+
+from tests.conftest import create_stopped
+
+BODIES = {
+    ("patch", "/v1/workstations/{workstation_id}"): {"name": "mine-now"},
+    ("put", "/v1/accounts/{name}/credits"): {"balanceUSD": 1000},
+}
+ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("get", "/metrics")}
+UNSCOPED = {("get", "/healthz")}
+LISTS = {("get", "/v1/workstations")}
+OWN_ACCOUNT = {("get", "/v1/account")}
+SHARED_HOST = {("get", "/v1/host")}
+CREATES = {("post", "/v1/workstations")}
+
+
+def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components):
+    spec = client.get("/openapi.json").get_json()
+    ws = create_stopped(client, alice, gpu="NVIDIA L40S")
+    client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+    values = {"workstation_id": ws["id"], "name": "alice"}
+
+    checked = set()
+    for path, item in spec["paths"].items():
+        for method in item:
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            operation = (method, path)
+            url = path.format(**values)
+            response = getattr(client, method)(url, json=BODIES.get(operation), headers=bob)
+            if operation in ADMIN_ONLY:
+                assert response.status_code == 403, operation
+            elif "{workstation_id}" in path:
+                assert response.status_code == 404, operation
+                assert response.get_json()["error"] == "not_found"
+            elif operation in LISTS:
+                assert response.status_code == 200
+                assert response.get_json()["data"] == [], operation
+            elif operation in OWN_ACCOUNT:
+                assert response.get_json()["name"] == "bob"
+            elif operation in SHARED_HOST:
+                held = [g for g in response.get_json()["gpus"] if g["state"] == "assigned"]
+                assert held and all(g["holder"] is None for g in held)
+            elif operation in CREATES:
+                continue  # creating is B's own business; B's list is checked above
+            elif operation in UNSCOPED:
+                assert response.status_code == 200
+            else:
+                raise AssertionError(f"{method.upper()} {path} has no place in the isolation walk")
+            checked.add(operation)
+
+    assert {("get", "/v1/workstations/{workstation_id}/usage"), ("delete", "/v1/workstations/{workstation_id}")} <= checked
+    # Nothing B did changed A's workstation.
+    after = client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()
+    assert after["status"] == "running" and after["name"] == ws["name"]
+    assert client.get("/v1/account", headers=alice).get_json()["balanceUSD"] is None
