@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("key_id")
 
+    types = commands.add_parser("types", help="workstation types")
+    types.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    type_commands = types.add_subparsers(dest="types_command", required=True)
+    type_commands.add_parser("check", help="check that every type's boot files exist")
+
     accounts = commands.add_parser("accounts", help="manage accounts' credit")
     accounts.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     account_commands = accounts.add_subparsers(dest="accounts_command", required=True)
@@ -186,7 +191,22 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(config, args)
     if args.command == "accounts":
         return _accounts(config, args)
+    if args.command == "types":
+        return _check_types(config)
     return _keys(config, args)
+
+
+def _check_types(config) -> int:
+    """Exit 1 if any type names a file that is not there, listing each such file."""
+    broken = 0
+    for wtype in config.types:
+        missing = wtype.missing_files()
+        if missing:
+            broken += 1
+            print(f"{wtype.id}: missing {', '.join(missing)}")
+        else:
+            print(f"{wtype.id}: ready")
+    return 1 if broken else 0
 
 
 def _accounts(config, args) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from drivers.base import GpuDevice
+from drivers.base import BootSource, GpuDevice
 
 
 class ConfigError(Exception):
@@ -148,6 +148,48 @@ class CreditsSchema(_Section):
     when_exhausted = fields.String(load_default="stop", validate=validate.OneOf(["stop", "refuse"]))
 
 
+class WorkstationTypeSchema(_Section):
+    description = fields.String(load_default="")
+    cpu_cores = fields.Integer(required=True, strict=True, validate=validate.Range(1))
+    memory_gb = fields.Integer(required=True, strict=True, validate=validate.Range(1))
+    storage_gb = fields.Integer(required=True, strict=True, validate=validate.Range(1))
+    gpu = fields.String(load_default="")
+    region = fields.String(load_default="")
+    idle_timeout_minutes = fields.Integer(load_default=0, strict=True, validate=validate.Range(0))
+    running_timeout_minutes = fields.Integer(load_default=0, strict=True, validate=validate.Range(0))
+    image = fields.String(load_default="")
+    kernel = fields.String(load_default="")
+    initrd = fields.String(load_default="")
+    cmdline = fields.String(load_default="")
+
+
+def _seed_types() -> dict:
+    """The second seed's types, with sizes for what each is for; no images, for the fake driver."""
+    sizes = {
+        "python": ("Python development", 4, 8, 64, 120),
+        "nodejs": ("Node.js development", 4, 8, 64, 120),
+        "golang": ("Go development", 4, 8, 64, 120),
+        "chromium": ("A Chromium browser", 2, 4, 32, 60),
+        "zoom-chromium": ("Chromium for Zoom calls", 4, 8, 32, 60),
+        "meet-chromium": ("Chromium for Google Meet calls", 4, 8, 32, 60),
+        "voip": ("A VoIP softphone", 2, 4, 16, 60),
+        "voip-chromium": ("A VoIP softphone with Chromium", 4, 8, 32, 60),
+        "max": ("The largest workstation this server offers", 16, 64, 512, 0),
+    }
+    return {
+        type_id: WorkstationTypeSchema().load(
+            {
+                "description": description,
+                "cpu_cores": cores,
+                "memory_gb": memory,
+                "storage_gb": storage,
+                "idle_timeout_minutes": idle,
+            }
+        )
+        for type_id, (description, cores, memory, storage, idle) in sizes.items()
+    }
+
+
 class ConfigSchema(_Section):
     data_dir = fields.String(load_default=default_data_dir)
     regions = fields.List(
@@ -167,6 +209,11 @@ class ConfigSchema(_Section):
     pricing = fields.Nested(PricingSchema, load_default=lambda: PricingSchema().load({}))
     limits = fields.Nested(LimitsSchema, load_default=lambda: LimitsSchema().load({}))
     credits = fields.Nested(CreditsSchema, load_default=lambda: CreditsSchema().load({}))
+    types = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,62}$")),
+        values=fields.Nested(WorkstationTypeSchema),
+        load_default=_seed_types,
+    )
 
 
 @dataclass(frozen=True)
@@ -269,6 +316,25 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class WorkstationType:
+    id: str
+    description: str
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
+    gpu: str | None
+    region: str | None
+    idle_timeout_minutes: int
+    running_timeout_minutes: int
+    boot: BootSource
+
+    def missing_files(self) -> list[str]:
+        """The boot files this type names that are not on disk."""
+        named = (self.boot.image, self.boot.kernel, self.boot.initrd)
+        return [path for path in named if path and not os.path.isfile(path)]
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     regions: tuple[str, ...]
@@ -282,6 +348,10 @@ class Config:
     # "stop": an account out of credit has its workstations stopped; "refuse":
     # only new creates and launches are refused.
     credits_when_exhausted: str
+    types: tuple[WorkstationType, ...]
+
+    def workstation_type(self, type_id: str) -> WorkstationType | None:
+        return next((t for t in self.types if t.id == type_id), None)
 
     @property
     def database_path(self) -> Path:
@@ -356,6 +426,26 @@ def build_config(raw: dict) -> Config:
             accounts=tuple(sorted(loaded["limits"]["accounts"].items())),
         ),
         credits_when_exhausted=loaded["credits"]["when_exhausted"],
+        types=tuple(
+            WorkstationType(
+                id=type_id,
+                description=t["description"],
+                cpu_cores=t["cpu_cores"],
+                memory_gb=t["memory_gb"],
+                storage_gb=t["storage_gb"],
+                gpu=t["gpu"] or None,
+                region=t["region"] or None,
+                idle_timeout_minutes=t["idle_timeout_minutes"],
+                running_timeout_minutes=t["running_timeout_minutes"],
+                boot=BootSource(
+                    image=t["image"] or None,
+                    kernel=t["kernel"] or None,
+                    initrd=t["initrd"] or None,
+                    cmdline=t["cmdline"] or None,
+                ),
+            )
+            for type_id, t in sorted(loaded["types"].items())
+        ),
     )
 
 

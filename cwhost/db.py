@@ -179,6 +179,14 @@ def _account_credits(db: sqlite_utils.Database) -> None:
     db["accounts"].add_column("credits_usd", float)
 
 
+@migrations(name="0005_workstation_boot_source")
+def _workstation_boot_source(db: sqlite_utils.Database) -> None:
+    # Copied from the workstation's type when it is created, so that an
+    # operator re-mapping a type later does not change existing workstations.
+    for column in ("boot_image", "boot_kernel", "boot_initrd", "boot_cmdline"):
+        db["workstations"].add_column(column, str)
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 

@@ -35,6 +35,7 @@ from cwhost.ids import new_id, rfc3339_to_unix, unix_to_rfc3339
 from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
 from drivers.base import (
     Access,
+    BootSource,
     DomainNotFound,
     DomainSpec,
     DomainState,
@@ -80,6 +81,7 @@ class Workstation:
     idle_timeout_minutes: int
     running_timeout_minutes: int
     gpu_address: str | None
+    boot: BootSource = BootSource()
 
     @property
     def domain_name(self) -> str:
@@ -93,6 +95,7 @@ class Workstation:
             cpu_cores=c.cpu_cores,
             memory_gb=c.memory_gb,
             storage_gb=c.storage_gb,
+            boot=self.boot,
         )
 
 
@@ -142,6 +145,12 @@ def _from_row(row: dict) -> Workstation:
         idle_timeout_minutes=row["idle_timeout_minutes"],
         running_timeout_minutes=row["running_timeout_minutes"],
         gpu_address=row["gpu_address"],
+        boot=BootSource(
+            image=row.get("boot_image"),
+            kernel=row.get("boot_kernel"),
+            initrd=row.get("boot_initrd"),
+            cmdline=row.get("boot_cmdline"),
+        ),
     )
 
 
@@ -288,25 +297,42 @@ class WorkstationService:
         configuration: dict | None,
         type_id: str | None = None,
         workspace_id: str | None = None,
-        idle_timeout_minutes: int = 0,
-        running_timeout_minutes: int = 0,
+        idle_timeout_minutes: int | None = None,
+        running_timeout_minutes: int | None = None,
     ) -> Workstation:
-        if type_id is not None:
-            raise UnknownAsset(f"This server offers no workstation type {type_id!r}.")
+        """Create a workstation; a type's defaults fill what the request leaves out."""
+        wtype = self._usable_type(type_id) if type_id is not None else None
         if workspace_id is not None:
             raise UnknownAsset(f"No workspace {workspace_id!r}.")
-        if configuration is None:
+        settings = dict(configuration or {})
+        if wtype is not None:
+            for key, value in (
+                ("cpu_cores", wtype.cpu_cores),
+                ("memory_gb", wtype.memory_gb),
+                ("storage_gb", wtype.storage_gb),
+                ("gpu", wtype.gpu),
+                ("region", wtype.region),
+            ):
+                settings.setdefault(key, value)
+        absent = [key for key in ("cpu_cores", "memory_gb", "storage_gb") if key not in settings]
+        if absent:
+            camel = {"cpu_cores": "cpuCores", "memory_gb": "memoryGB", "storage_gb": "storageGB"}
             raise InvalidRequest(
-                "A configuration is required.",
-                details={"configuration": ["Missing data for required field."]},
+                "A configuration is required unless a type gives one.",
+                details={"configuration": {camel[k]: ["Missing data for required field."] for k in absent}},
             )
         config = Configuration(
-            cpu_cores=configuration["cpu_cores"],
-            memory_gb=configuration["memory_gb"],
-            storage_gb=configuration["storage_gb"],
-            gpu=configuration.get("gpu"),
-            region=configuration.get("region") or self._config.regions[0],
+            cpu_cores=settings["cpu_cores"],
+            memory_gb=settings["memory_gb"],
+            storage_gb=settings["storage_gb"],
+            gpu=settings.get("gpu"),
+            region=settings.get("region") or self._config.regions[0],
         )
+        if idle_timeout_minutes is None:
+            idle_timeout_minutes = wtype.idle_timeout_minutes if wtype else 0
+        if running_timeout_minutes is None:
+            running_timeout_minutes = wtype.running_timeout_minutes if wtype else 0
+        boot = wtype.boot if wtype else BootSource()
         self._validate(config)
         self.accounts.require_credit(principal.account_id)
         now = self._clock()
@@ -329,6 +355,10 @@ class WorkstationService:
             "running_timeout_minutes": running_timeout_minutes,
             "gpu_address": None,
             "deleted_at": None,
+            "boot_image": boot.image,
+            "boot_kernel": boot.kernel,
+            "boot_initrd": boot.initrd,
+            "boot_cmdline": boot.cmdline,
         }
         # Under the allocation lock, so that two creates cannot both take the last place.
         with self._allocation_lock:
@@ -338,6 +368,20 @@ class WorkstationService:
                 open_segment(tx, row["id"], now, running=False, storage_gb=config.storage_gb, gpu=None)
         self._executor.submit(self._provision, row["id"])
         return _from_row(row)
+
+    def _usable_type(self, type_id: str):
+        wtype = self._config.workstation_type(type_id)
+        if wtype is None:
+            raise UnknownAsset(
+                f"This server offers no workstation type {type_id!r}; GET /v1/workstation-types lists them."
+            )
+        missing = wtype.missing_files()
+        if missing:
+            raise UnknownAsset(
+                f"Workstation type {type_id!r} cannot be used: its file {missing[0]} is missing"
+                " on the server (an operator's fix: see 'cwhost types check')."
+            )
+        return wtype
 
     def _provision(self, workstation_id: str) -> None:
         with self._locked(workstation_id):

@@ -85,6 +85,19 @@ class Access:
 
 
 @dataclass(frozen=True)
+class BootSource:
+    """What a domain boots: its disk made from ``image``, or a kernel given directly.
+
+    Empty means the driver's own default.
+    """
+
+    image: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything a driver needs to define a domain.
 
@@ -97,6 +110,7 @@ class DomainSpec:
     cpu_cores: int
     memory_gb: int
     storage_gb: int
+    boot: BootSource = BootSource()
 
 
 class HypervisorDriver(abc.ABC):

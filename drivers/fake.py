@@ -26,6 +26,7 @@ import psutil
 
 from drivers.base import (
     Access,
+    BootSource,
     ConsoleAccess,
     DomainNotFound,
     DomainSpec,
@@ -63,6 +64,7 @@ class _Domain:
     pid_started: float | None = None
     console_port: int | None = None
     console_password: str | None = None
+    boot: dict | None = None
 
 
 def _exited(process: psutil.Process, timeout: float) -> bool:
@@ -110,6 +112,15 @@ class FakeDriver(HypervisorDriver):
         except FileNotFoundError:
             return {}
         return {name: _Domain(**fields) for name, fields in raw.items()}
+
+    @staticmethod
+    def _same(domain: _Domain, spec: DomainSpec) -> bool:
+        return (domain.cpu_cores, domain.memory_gb, domain.storage_gb, domain.boot) == (
+            spec.cpu_cores,
+            spec.memory_gb,
+            spec.storage_gb,
+            asdict(spec.boot),
+        )
 
     def _save(self) -> None:
         # Write-then-rename so that a crash leaves either the old or the new
@@ -227,11 +238,7 @@ class FakeDriver(HypervisorDriver):
             self._check_available()
             existing = self._domains.get(spec.name)
             if existing is not None:
-                if (existing.cpu_cores, existing.memory_gb, existing.storage_gb) != (
-                    spec.cpu_cores,
-                    spec.memory_gb,
-                    spec.storage_gb,
-                ):
+                if not self._same(existing, spec):
                     raise ProvisioningError(f"domain {spec.name} exists with another spec")
                 return
             self._size_disk(spec.name, spec.storage_gb)
@@ -240,6 +247,7 @@ class FakeDriver(HypervisorDriver):
                 cpu_cores=spec.cpu_cores,
                 memory_gb=spec.memory_gb,
                 storage_gb=spec.storage_gb,
+                boot=asdict(spec.boot),
             )
             self._save()
 
@@ -256,6 +264,7 @@ class FakeDriver(HypervisorDriver):
             domain.cpu_cores = spec.cpu_cores
             domain.memory_gb = spec.memory_gb
             domain.storage_gb = spec.storage_gb
+            domain.boot = asdict(spec.boot)
             self._save()
 
     def start(self, name: str, gpu: GpuDevice | None = None) -> None:
@@ -329,6 +338,7 @@ class FakeDriver(HypervisorDriver):
                 cpu_cores=d.cpu_cores,
                 memory_gb=d.memory_gb,
                 storage_gb=d.storage_gb,
+                boot=BootSource(**(d.boot or {})),
             )
 
     def list_domains(self) -> dict[str, DomainState]:

@@ -24,6 +24,7 @@ import libvirt
 
 from drivers.base import (
     Access,
+    BootSource,
     ConsoleAccess,
     DomainNotFound,
     DomainSpec,
@@ -154,11 +155,22 @@ class LibvirtDriver(HypervisorDriver):
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ProvisioningError(f"qemu-img {args[0]} failed: {exc}") from exc
 
-    def _create_disk(self, name: str, storage_gb: int) -> None:
+    def _base_for(self, spec: DomainSpec) -> str | None:
+        if spec.boot.image:
+            return spec.boot.image
+        return str(self._base_image) if self._base_image else None
+
+    def _kernel_for(self, spec: DomainSpec) -> KernelBoot | None:
+        if spec.boot.kernel:
+            return KernelBoot(spec.boot.kernel, spec.boot.initrd, spec.boot.cmdline)
+        return self._kernel_boot
+
+    def _create_disk(self, spec: DomainSpec) -> None:
         args = ["create", "-q", "-f", "qcow2"]
-        if self._base_image:
-            args += ["-b", str(self._base_image), "-F", "qcow2"]
-        self._qemu_img(*args, str(self.disk_path(name)), f"{storage_gb}G")
+        base = self._base_for(spec)
+        if base:
+            args += ["-b", base, "-F", "qcow2"]
+        self._qemu_img(*args, str(self.disk_path(spec.name)), f"{spec.storage_gb}G")
 
     # -- XML -------------------------------------------------------------------
 
@@ -176,8 +188,9 @@ class LibvirtDriver(HypervisorDriver):
                 console_log=str(self.console_log(spec.name)),
                 network=self._network,
                 graphics=Graphics(self._graphics, self._graphics_listen, password) if self._graphics else None,
-                kernel_boot=self._kernel_boot,
+                kernel_boot=self._kernel_for(spec),
                 gpu=PciAddress.parse(gpu.pci_address) if gpu else None,
+                base_image=spec.boot.image,
             )
         )
 
@@ -190,14 +203,20 @@ class LibvirtDriver(HypervisorDriver):
     def _inactive(self, domain: libvirt.virDomain) -> DomainXml:
         return from_xml(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
 
-    @staticmethod
-    def _spec(parsed: DomainXml) -> DomainSpec:
+    def _spec(self, parsed: DomainXml) -> DomainSpec:
+        own_kernel = parsed.kernel_boot if parsed.kernel_boot != self._kernel_boot else None
         return DomainSpec(
             name=parsed.name,
             title=parsed.title,
             cpu_cores=parsed.vcpus,
             memory_gb=parsed.memory_mib // 1024,
             storage_gb=parsed.storage_gb,
+            boot=BootSource(
+                image=parsed.base_image,
+                kernel=own_kernel.kernel if own_kernel else None,
+                initrd=own_kernel.initrd if own_kernel else None,
+                cmdline=own_kernel.cmdline if own_kernel else None,
+            ),
         )
 
     # -- HypervisorDriver ------------------------------------------------------
@@ -234,7 +253,7 @@ class LibvirtDriver(HypervisorDriver):
             return
         disk = self.disk_path(spec.name)
         if not disk.exists():
-            self._create_disk(spec.name, spec.storage_gb)
+            self._create_disk(spec)
         try:
             self._define_xml(self._xml(spec, str(uuid.uuid4())))
         except Exception:

@@ -61,6 +61,8 @@ class DomainXml:
     graphics: Graphics | None = None
     kernel_boot: KernelBoot | None = None
     gpu: PciAddress | None = None
+    # The image the disk was made from, kept in cwhost's metadata.
+    base_image: str | None = None
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes) -> ET.Element:
@@ -76,9 +78,11 @@ def to_xml(domain: DomainXml) -> str:
     _sub(root, "uuid", domain.uuid)
     _sub(root, "title", domain.title)
     metadata = _sub(root, "metadata")
-    ET.SubElement(
+    workstation = ET.SubElement(
         metadata, f"{{{METADATA_NAMESPACE}}}workstation", storageGB=str(domain.storage_gb)
     )
+    if domain.base_image:
+        workstation.set("baseImage", domain.base_image)
     _sub(root, "memory", str(domain.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(domain.vcpus))
     os_element = _sub(root, "os")
@@ -184,6 +188,7 @@ def from_xml(text: str) -> DomainXml:
             else None
         ),
         gpu=gpu,
+        base_image=workstation.get("baseImage") if workstation is not None else None,
     )
 
 

@@ -8,6 +8,7 @@ import psutil
 import pytest
 
 from drivers.base import (
+    BootSource,
     DomainNotFound,
     DomainSpec,
     DomainState,
@@ -164,6 +165,17 @@ def test_describe_reads_back_what_was_defined(driver):
     assert driver.describe("cwhost-ws-test0001") == spec(
         title="<b>&\"'</b>", cpu_cores=3, memory_gb=2, storage_gb=7
     )
+
+
+def test_a_boot_source_is_kept_with_the_domain(driver, tmp_path):
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    kernel.write_bytes(b"k")
+    initrd.write_bytes(b"i")
+    boot = BootSource(kernel=str(kernel), initrd=str(initrd), cmdline="console=ttyS0")
+    driver.define(DomainSpec("cwhost-ws-boot0001", "b", 1, 1, 1, boot))
+    assert driver.describe("cwhost-ws-boot0001").boot == boot
+    with pytest.raises(ProvisioningError):
+        driver.define(DomainSpec("cwhost-ws-boot0001", "b", 1, 1, 1))
 
 
 def test_update_grows_but_never_shrinks_and_only_when_stopped(driver):

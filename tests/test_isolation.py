@@ -13,7 +13,8 @@ BODIES = {
     ("put", "/v1/accounts/{name}/credits"): {"balanceUSD": 1000},
 }
 ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("get", "/metrics")}
-UNSCOPED = {("get", "/healthz")}
+# The same for every account: health, and the catalogue of types.
+UNSCOPED = {("get", "/healthz"), ("get", "/v1/workstation-types")}
 LISTS = {("get", "/v1/workstations")}
 OWN_ACCOUNT = {("get", "/v1/account")}
 SHARED_HOST = {("get", "/v1/host")}

@@ -274,7 +274,7 @@ def test_other_content_types_are_415(client, alice, components):
 
 @pytest.mark.parametrize(
     "overrides, what",
-    [({"gpu": "NVIDIA H100"}, "GPU"), ({"type": "python"}, "type"), ({"workspaceId": "wsp-12345678"}, "workspace")],
+    [({"gpu": "NVIDIA H100"}, "GPU"), ({"type": "cobol-mainframe"}, "type"), ({"workspaceId": "wsp-12345678"}, "workspace")],
 )
 def test_assets_the_server_does_not_have_are_422(client, alice, components, overrides, what):
     body = _body(**overrides)

@@ -68,9 +68,13 @@ class StrictSchema(ma.Schema):
 
 
 class ConfigurationInSchema(StrictSchema):
-    cpu_cores = _size(MAX_CPU_CORES, "Virtual CPU cores.", data_key="cpuCores", required=True)
-    memory_gb = _size(MAX_MEMORY_GB, "Memory in GB.", data_key="memoryGB", required=True)
-    storage_gb = _size(MAX_STORAGE_GB, "Disk size in GB.", data_key="storageGB", required=True)
+    """A configuration in a request: on create, what a type does not give; on PATCH, what changes."""
+
+    cpu_cores = _size(MAX_CPU_CORES, "Virtual CPU cores.", data_key="cpuCores")
+    memory_gb = _size(MAX_MEMORY_GB, "Memory in GB.", data_key="memoryGB")
+    storage_gb = _size(
+        MAX_STORAGE_GB, "Disk size in GB; by PATCH it may grow, never shrink.", data_key="storageGB"
+    )
     gpu = fields.String(
         allow_none=True,
         validate=validate.Length(1, 128),
@@ -79,14 +83,6 @@ class ConfigurationInSchema(StrictSchema):
     region = fields.String(
         validate=validate.Length(1, 63),
         metadata={"description": "A region this server serves; defaults to its first."},
-    )
-
-
-class ConfigurationPatchSchema(ConfigurationInSchema):
-    cpu_cores = _size(MAX_CPU_CORES, "Virtual CPU cores.", data_key="cpuCores")
-    memory_gb = _size(MAX_MEMORY_GB, "Memory in GB.", data_key="memoryGB")
-    storage_gb = _size(
-        MAX_STORAGE_GB, "Disk size in GB; it may grow, never shrink.", data_key="storageGB"
     )
 
 
@@ -100,20 +96,30 @@ _name_field_kwargs = {
 
 class WorkstationCreateSchema(StrictSchema):
     name = fields.String(required=True, **_name_field_kwargs)
-    configuration = fields.Nested(ConfigurationInSchema)
-    type = fields.String(validate=validate.Length(1, 63), metadata={"description": "A workstation type id."})
+    configuration = fields.Nested(
+        ConfigurationInSchema,
+        metadata={
+            "description": "cpuCores, memoryGB and storageGB are required unless `type` gives"
+            " them; what is given overrides the type's defaults."
+        },
+    )
+    type = fields.String(
+        validate=validate.Length(1, 63),
+        metadata={"description": "A workstation type id (GET /v1/workstation-types)."},
+    )
     workspace_id = fields.String(data_key="workspaceId", validate=validate.Length(1, 63))
     idle_timeout_minutes = _timeout(
-        "Stop after this many idle minutes.", data_key="idleTimeoutMinutes", load_default=0
+        "Stop after this many idle minutes; default: the type's, else 0.", data_key="idleTimeoutMinutes"
     )
     running_timeout_minutes = _timeout(
-        "Stop after this many running minutes.", data_key="runningTimeoutMinutes", load_default=0
+        "Stop after this many running minutes; default: the type's, else 0.",
+        data_key="runningTimeoutMinutes",
     )
 
 
 class WorkstationPatchSchema(StrictSchema):
     name = fields.String(**_name_field_kwargs)
-    configuration = fields.Nested(ConfigurationPatchSchema, load_default=dict)
+    configuration = fields.Nested(ConfigurationInSchema, load_default=dict)
     idle_timeout_minutes = _timeout("Stop after this many idle minutes.", data_key="idleTimeoutMinutes")
     running_timeout_minutes = _timeout(
         "Stop after this many running minutes.", data_key="runningTimeoutMinutes"
@@ -343,3 +349,20 @@ class CreditsSchema(StrictSchema):
         validate=validate.Range(min=-1e12, max=1e12),
         metadata={"description": "The balance the account should have from now."},
     )
+
+
+class WorkstationTypeSchema(ma.Schema):
+    id = fields.String(required=True)
+    description = fields.String(required=True)
+    configuration = fields.Nested(ConfigurationSchema, required=True)
+    idle_timeout_minutes = fields.Integer(data_key="idleTimeoutMinutes", required=True)
+    running_timeout_minutes = fields.Integer(data_key="runningTimeoutMinutes", required=True)
+    image_present = fields.Boolean(
+        data_key="imagePresent",
+        required=True,
+        metadata={"description": "Whether every file the type boots from is on the server."},
+    )
+    missing_files = fields.List(fields.String(), data_key="missingFiles", required=True)
+
+
+WorkstationTypeListSchema = list_schema(WorkstationTypeSchema, "WorkstationTypeList")

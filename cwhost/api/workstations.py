@@ -107,8 +107,8 @@ class Workstations(MethodView):
             configuration=body.get("configuration"),
             type_id=body.get("type"),
             workspace_id=body.get("workspace_id"),
-            idle_timeout_minutes=body["idle_timeout_minutes"],
-            running_timeout_minutes=body["running_timeout_minutes"],
+            idle_timeout_minutes=body.get("idle_timeout_minutes"),
+            running_timeout_minutes=body.get("running_timeout_minutes"),
         )
         location = url_for("workstations.WorkstationById", workstation_id=ws.id)
         return present(ws), 201, {"Location": location}

@@ -1,0 +1,39 @@
+"""/v1/workstation-types: the ready-made workstations this server offers."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api.schemas import WorkstationTypeListSchema
+
+blp = ApiBlueprint("types", __name__, description="Workstation types: defaults and boot images.")
+
+
+@blp.route("/v1/workstation-types")
+@blp.response(200, WorkstationTypeListSchema)
+@error_responses(blp, 401, 500)
+def workstation_types():
+    """The types this server offers, their default configuration, and whether their images are present."""
+    config = current_app.extensions["cwhost"].config
+    data = []
+    for wtype in config.types:
+        missing = wtype.missing_files()
+        data.append(
+            {
+                "id": wtype.id,
+                "description": wtype.description,
+                "configuration": {
+                    "cpu_cores": wtype.cpu_cores,
+                    "memory_gb": wtype.memory_gb,
+                    "storage_gb": wtype.storage_gb,
+                    "gpu": wtype.gpu,
+                    "region": wtype.region or config.regions[0],
+                },
+                "idle_timeout_minutes": wtype.idle_timeout_minutes,
+                "running_timeout_minutes": wtype.running_timeout_minutes,
+                "image_present": not missing,
+                "missing_files": missing,
+            }
+        )
+    return {"object": "list", "data": data, "has_more": False, "next_cursor": None}
