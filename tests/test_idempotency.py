@@ -84,3 +84,21 @@ def test_expired_keys_are_forgotten(client, alice, components):
         tx.execute("UPDATE idempotency_keys SET created_at = created_at - 2 * 86400")
     assert "Idempotent-Replayed" not in _create(client, alice, "old").headers
     assert len(client.get("/v1/workstations", headers=alice).get_json()["data"]) == 2
+
+
+def test_idempotency_through_the_real_server(server):
+    import requests
+
+    from tests.conftest import cli
+
+    token = cli(server.env, "keys", "create", "--account", "a").stdout.split()[-1]
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "real-1"}
+    body = {"name": "once", "configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}}
+    first = requests.post(server.url + "/v1/workstations", json=body, headers=headers)
+    again = requests.post(server.url + "/v1/workstations", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    other = requests.post(server.url + "/v1/workstations", json={**body, "name": "twice"}, headers=headers)
+    assert (other.status_code, other.json()["error"]) == (422, "idempotency_key_reused")
+    listed = requests.get(server.url + "/v1/workstations", headers={"Authorization": f"Bearer {token}"})
+    assert len(listed.json()["data"]) == 1
