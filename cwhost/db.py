@@ -187,6 +187,16 @@ def _workstation_boot_source(db: sqlite_utils.Database) -> None:
         db["workstations"].add_column(column, str)
 
 
+@migrations(name="0006_workstation_events")
+def _workstation_events(db: sqlite_utils.Database) -> None:
+    db["workstation_events"].create(
+        {"id": int, "workstation_id": str, "at": float, "level": str, "message": str},
+        pk="id",
+        not_null={"workstation_id", "at", "level", "message"},
+    )
+    db["workstation_events"].create_index(["workstation_id", "id"])
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 

@@ -120,6 +120,23 @@ class Page:
     next_cursor: str | None
 
 
+def _describe_change(old: Workstation, new: Workstation) -> str:
+    changes = []
+    if new.name != old.name:
+        changes.append(f"name {old.name} -> {new.name}")
+    for field in ("cpu_cores", "memory_gb", "storage_gb", "gpu", "region"):
+        before, after = getattr(old.configuration, field), getattr(new.configuration, field)
+        if before != after:
+            changes.append(f"{field} {before} -> {after}")
+    return "Reconfigured: " + (", ".join(changes) if changes else "nothing changed") + "."
+
+
+def _log_event(tx, workstation_id: str, at: float, level: str, message: str) -> None:
+    tx["workstation_events"].insert(
+        {"workstation_id": workstation_id, "at": at, "level": level, "message": message}
+    )
+
+
 def domain_name(workstation_id: str) -> str:
     return DOMAIN_PREFIX + workstation_id
 
@@ -219,16 +236,19 @@ class WorkstationService:
         ws: Workstation,
         at: float,
         next_segment: str | None,
+        event: tuple[str, str],
         configuration: Configuration | None = None,
         **columns,
     ) -> None:
-        """Change a workstation and its billing segment in one transaction.
+        """Change a workstation, its billing segment and its log in one transaction.
 
         ``next_segment`` is RUNNING or STOPPED for the segment that starts now,
-        or None when billing ends (failure, deletion).
+        or None when billing ends (failure, deletion). ``event`` is the
+        (level, message) the workstation's log records.
         """
         configuration = configuration or ws.configuration
         with self._db.write() as tx:
+            _log_event(tx, ws.id, self._clock(), *event)
             if columns:
                 tx["workstations"].update(ws.id, columns)
             close_segment(tx, ws.id, at)
@@ -366,6 +386,7 @@ class WorkstationService:
             with self._db.write() as tx:
                 tx["workstations"].insert(row)
                 open_segment(tx, row["id"], now, running=False, storage_gb=config.storage_gb, gpu=None)
+                _log_event(tx, row["id"], now, "info", "Created; provisioning its disk and virtual machine.")
         self._executor.submit(self._provision, row["id"])
         return _from_row(row)
 
@@ -404,12 +425,16 @@ class WorkstationService:
                     message = "Provisioning failed because of an internal error."
                     break
                 else:
-                    self._set(workstation_id, status=STOPPED)
+                    with self._db.write() as tx:
+                        tx["workstations"].update(workstation_id, {"status": STOPPED})
+                        _log_event(tx, workstation_id, self._clock(), "info", "Provisioned; it is stopped.")
                     log.info("workstation %s provisioned", workstation_id)
                     return
             log.error("workstation %s: %s", workstation_id, message)
             # No disk exists, so nothing is billed from here on.
-            self._transition(ws, self._clock(), None, status=ERROR, status_message=message)
+            self._transition(
+                ws, self._clock(), None, ("error", message), status=ERROR, status_message=message
+            )
 
     def get(self, principal: Principal, workstation_id: str) -> Workstation:
         return self._load(principal, workstation_id)
@@ -427,6 +452,31 @@ class WorkstationService:
         except DriverError as exc:
             log.warning("no access details for %s: %s", ws.id, exc)
             return None
+
+    def events(self, principal: Principal, workstation_id: str, limit: int, after: int | None):
+        """A page of the workstation's log events, oldest first, and the next cursor."""
+        ws = self._load(principal, workstation_id)
+        rows = self._db.query(
+            "SELECT * FROM workstation_events WHERE workstation_id = ? AND id > ? ORDER BY id LIMIT ?",
+            [ws.id, after or 0, limit + 1],
+        )
+        more = len(rows) > limit
+        return ws, rows[:limit], (str(rows[limit - 1]["id"]) if more else None)
+
+    def event(self, principal: Principal, workstation_id: str, event_id: int) -> dict:
+        ws = self._load(principal, workstation_id)
+        row = self._db.query_one(
+            "SELECT * FROM workstation_events WHERE workstation_id = ? AND id = ?", [ws.id, event_id]
+        )
+        if row is None:
+            raise NotFound(f"No log {event_id} for workstation {ws.id}.")
+        return row
+
+    def console_log(self, principal: Principal, workstation_id: str):
+        """The serial console's log file, if the driver keeps one and it exists yet."""
+        ws = self._load(principal, workstation_id)
+        path = self._driver.console_log(ws.domain_name)
+        return path if path is not None and path.is_file() else None
 
     def usage(
         self,
@@ -493,8 +543,15 @@ class WorkstationService:
                 raise
             try:
                 now = self._clock()
+                launched = f"Launched with the GPU at {gpu.pci_address}." if gpu else "Launched."
                 self._transition(
-                    ws, now, RUNNING, status=RUNNING, started_at=unix_to_rfc3339(now), status_message=None
+                    ws,
+                    now,
+                    RUNNING,
+                    ("info", launched),
+                    status=RUNNING,
+                    started_at=unix_to_rfc3339(now),
+                    status_message=None,
                 )
             finally:
                 with self._allocation_lock:
@@ -557,7 +614,10 @@ class WorkstationService:
             self._launching.pop(ws.id, None)
             self._set(ws.id, gpu_address=None)
 
-    def stop(self, principal: Principal, workstation_id: str, force: bool = False) -> Workstation:
+    def stop(
+        self, principal: Principal, workstation_id: str, force: bool = False, reason: str | None = None
+    ) -> Workstation:
+        """Stop a running workstation; ``reason`` says why when cwhost itself stops it."""
         with self._locked(workstation_id):
             ws = self._load(principal, workstation_id)
             if ws.status != RUNNING:
@@ -565,18 +625,20 @@ class WorkstationService:
                     f"Workstation {ws.id} is {ws.status}; only a running workstation can be stopped."
                 )
             self._final_reading(ws)
+            timeout = self._config.driver.stop_timeout_seconds
+            how = "It was powered off at once, as asked." if force else "The guest powered off when asked."
             with self._hypervisor("stop"):
                 try:
-                    graceful = not force and self._driver.shutdown(
-                        ws.domain_name, self._config.driver.stop_timeout_seconds
-                    )
+                    graceful = not force and self._driver.shutdown(ws.domain_name, timeout)
                     if not graceful:
+                        if not force:
+                            how = f"The guest did not power off within {timeout:g} s, so it was forced."
                         self._driver.destroy(ws.domain_name)
                 except InvalidDomainState:
-                    # It powered off on its own between our read and the call.
-                    pass
+                    how = "It had already powered off."
+            event = ("warning", f"Stopped because {reason}. {how}") if reason else ("info", f"Stopped. {how}")
             self._transition(
-                ws, self._clock(), STOPPED, status=STOPPED, started_at=None, gpu_address=None
+                ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, gpu_address=None
             )
             log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
             return self._reload(ws.id)
@@ -620,6 +682,7 @@ class WorkstationService:
                     ws,
                     self._clock(),
                     STOPPED,
+                    ("info", _describe_change(ws, updated)),
                     configuration=new,
                     name=updated.name,
                     cpu_cores=new.cpu_cores,
@@ -661,7 +724,7 @@ class WorkstationService:
             except BaseException:
                 self._set(ws.id, deleted_at=None)
                 raise
-            self._transition(ws, self._clock(), None)
+            self._transition(ws, self._clock(), None, ("info", "Deleted, with its disk."))
         with self._locks_guard:
             self._locks.pop(ws.id, None)
         log.info("workstation %s deleted", ws.id)
@@ -721,31 +784,48 @@ class WorkstationService:
                 if state == DomainState.RUNNING:
                     self._driver.destroy(ws.domain_name)
                 self._driver.delete(ws.domain_name)
-                self._transition(ws, self._clock(), None)
+                self._transition(
+                    ws, self._clock(), None, ("warning", "Its deletion, interrupted, was finished.")
+                )
         elif ws.status == PROVISIONING:
             if resume_provisioning:
                 self._executor.submit(self._provision, ws.id)
         elif state is None and ws.status in (STOPPED, RUNNING):
             log.error("workstation %s has no domain on the hypervisor", ws.id)
+            gone = "Its virtual machine no longer exists on the hypervisor."
             self._transition(
                 ws,
                 self._last_seen(ws),
                 None,
+                ("error", gone),
                 status=ERROR,
                 started_at=None,
                 gpu_address=None,
-                status_message="Its virtual machine no longer exists on the hypervisor.",
+                status_message=gone,
             )
         elif state == DomainState.RUNNING and ws.status != RUNNING:
             log.warning("workstation %s is running on the hypervisor; recording it", ws.id)
             now = self._clock()
             self._transition(
-                ws, now, RUNNING, status=RUNNING, started_at=ws.started_at or unix_to_rfc3339(now)
+                ws,
+                now,
+                RUNNING,
+                ("warning", "Found running on the hypervisor; recorded as running."),
+                status=RUNNING,
+                started_at=ws.started_at or unix_to_rfc3339(now),
             )
         elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address):
             log.warning("workstation %s is not running on the hypervisor; recording it", ws.id)
             at = self._last_seen(ws) if ws.status == RUNNING else self._clock()
-            self._transition(ws, at, STOPPED, status=STOPPED, started_at=None, gpu_address=None)
+            self._transition(
+                ws,
+                at,
+                STOPPED,
+                ("warning", "Found not running on the hypervisor (its VM stopped); recorded as stopped."),
+                status=STOPPED,
+                started_at=None,
+                gpu_address=None,
+            )
 
     def reconcile_periodically(self, stop: threading.Event, interval_seconds: float) -> None:
         """Reconcile and enforce every interval until ``stop`` is set.
@@ -805,7 +885,7 @@ class WorkstationService:
     def _stop_because(self, workstation_id: str, reason: str) -> None:
         log.warning("stopping workstation %s: %s", workstation_id, reason)
         try:
-            self.stop(SYSTEM, workstation_id)
+            self.stop(SYSTEM, workstation_id, reason=reason)
         except (InvalidState, NotFound):
             pass  # it stopped, or went, meanwhile
         except Exception:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class DriverError(Exception):
@@ -159,6 +160,10 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def access(self, name: str) -> Access | None:
         """The console (with the password made at this launch) and guest addresses; None when stopped."""
+
+    @abc.abstractmethod
+    def console_log(self, name: str) -> Path | None:
+        """The file the domain's serial console is logged to, if the driver keeps one."""
 
     @abc.abstractmethod
     def pid(self, name: str) -> int | None:

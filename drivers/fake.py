@@ -357,6 +357,9 @@ class FakeDriver(HypervisorDriver):
                 ip_addresses=(),
             )
 
+    def console_log(self, name: str) -> Path | None:
+        return None  # a fake guest has no serial console
+
     def pid(self, name: str) -> int | None:
         with self._lock:
             self._check_available()

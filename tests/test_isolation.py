@@ -25,7 +25,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     spec = client.get("/openapi.json").get_json()
     ws = create_stopped(client, alice, gpu="NVIDIA L40S")
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
-    values = {"workstation_id": ws["id"], "name": "alice"}
+    values = {"workstation_id": ws["id"], "name": "alice", "log_id": "log-1"}
 
     checked = set()
     for path, item in spec["paths"].items():

@@ -90,6 +90,11 @@ def test_a_real_vm_through_the_api(vm_server):
     assert first_console["password"]
     console = data_dir / "consoles" / f"{domain}.log"
     _wait(lambda: console.exists() and "cwhost-guest: booted" in console.read_text(errors="replace"), 90, "boot")
+    # The same console, through the logs API.
+    logs = http.get(url + "/logs").json()["data"]
+    console_log = next(entry for entry in logs if entry["type"] == "console")
+    assert "cwhost-guest: booted" in http.get(server.url + console_log["url"]).text
+    assert any(entry["message"] == "Launched." for entry in logs)
 
     # Usage reads the real qemu process: within 1 % of its kernel CPU counter.
     qemu = psutil.Process(int(Path(f"/run/libvirt/qemu/{domain}.pid").read_text()))

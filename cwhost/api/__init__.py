@@ -214,7 +214,7 @@ def _init_rate_limits(app: Flask) -> None:
 
 
 def init_api(app: Flask) -> Api:
-    from cwhost.api import accounts, system, types, workstations
+    from cwhost.api import accounts, logs, system, types, workstations
 
     app.config.update(
         API_TITLE="cwhost",
@@ -246,5 +246,6 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(system.blp)
     api.register_blueprint(accounts.blp)
     api.register_blueprint(types.blp)
+    api.register_blueprint(logs.blp)
     system.register_swagger_assets(app)
     return api

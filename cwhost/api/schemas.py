@@ -366,3 +366,19 @@ class WorkstationTypeSchema(ma.Schema):
 
 
 WorkstationTypeListSchema = list_schema(WorkstationTypeSchema, "WorkstationTypeList")
+
+
+class LogSchema(ma.Schema):
+    id = fields.String(required=True)
+    type = fields.String(
+        required=True,
+        validate=validate.OneOf(["event", "console"]),
+        metadata={"description": "event: a state change, error or finding; console: the VM's serial console."},
+    )
+    level = fields.String(required=True, validate=validate.OneOf(["debug", "info", "warning", "error"]))
+    url = fields.String(required=True, metadata={"description": "Downloads the log's text."})
+    created_at = Timestamp(data_key="createdAt", required=True)
+    message = fields.String(required=True)
+
+
+LogListSchema = list_schema(LogSchema, "LogList")

@@ -1,0 +1,77 @@
+"""/v1/workstations/{id}/logs: what happened to a workstation, and its serial console."""
+
+from __future__ import annotations
+
+import os
+
+import flask
+from flask import current_app, g, url_for
+
+from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api.schemas import LogListSchema, PageArgsSchema
+from cwhost.errors import NotFound
+from cwhost.ids import unix_to_rfc3339
+
+blp = ApiBlueprint("logs", __name__, url_prefix="/v1/workstations", description="Workstation logs.")
+CONSOLE = "console"
+_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _service():
+    return current_app.extensions["cwhost"].service
+
+
+def _url(workstation_id: str, log_id: str) -> str:
+    return url_for("logs.log_content", workstation_id=workstation_id, log_id=log_id)
+
+
+@blp.route("/<string:workstation_id>/logs")
+@blp.arguments(PageArgsSchema, location="query")
+@blp.response(200, LogListSchema)
+@error_responses(blp, 400, 401, 404, 500)
+def logs(args, workstation_id):
+    """Its log: the serial console (when there is one) first, then events, oldest first."""
+    after = int(args["after"]) if "after" in args else None
+    ws, rows, next_cursor = _service().events(g.principal, workstation_id, args["limit"], after)
+    data = []
+    console = _service().console_log(g.principal, workstation_id) if after is None else None
+    if console is not None:
+        data.append(
+            {
+                "id": CONSOLE,
+                "type": "console",
+                "level": "info",
+                "url": _url(ws.id, CONSOLE),
+                "created_at": unix_to_rfc3339(os.stat(console).st_mtime),
+                "message": "The virtual machine's serial console.",
+            }
+        )
+    for row in rows:
+        data.append(
+            {
+                "id": f"log-{row['id']}",
+                "type": "event",
+                "level": row["level"],
+                "url": _url(ws.id, f"log-{row['id']}"),
+                "created_at": unix_to_rfc3339(row["at"]),
+                "message": row["message"],
+            }
+        )
+    return {"object": "list", "data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+
+
+@blp.route("/<string:workstation_id>/logs/<string:log_id>/content")
+@blp.doc(responses={200: {"description": "The log's text.", **_TEXT}})
+@error_responses(blp, 401, 404, 500)
+def log_content(workstation_id, log_id):
+    """Download one log's text."""
+    if log_id == CONSOLE:
+        path = _service().console_log(g.principal, workstation_id)
+        if path is None:
+            raise NotFound(f"Workstation {workstation_id} has no console log.")
+        return flask.send_file(path, mimetype="text/plain", max_age=0)
+    if not log_id.startswith("log-") or not log_id[4:].isdigit() or len(log_id) > 22:
+        raise NotFound(f"No log {log_id!r}.")
+    row = _service().event(g.principal, workstation_id, int(log_id[4:]))
+    text = f"{unix_to_rfc3339(row['at'])} {row['level'].upper()} {row['message']}\n"
+    return flask.Response(text, mimetype="text/plain")
