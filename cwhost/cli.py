@@ -124,6 +124,10 @@ def _serve(config, args) -> int:
             host=config.server.host,
             port=config.server.port,
             threads=config.server.threads,
+            # Above cwhost's own limits, so that cwhost answers an oversized
+            # body with its JSON 413; a body declared far beyond them is
+            # refused by waitress before it is spooled to disk.
+            max_request_body_size=2 * max(config.server.max_body_bytes, config.workspaces.max_upload_bytes),
             ident="cwhost",
         )
     except KeyboardInterrupt:

@@ -148,6 +148,13 @@ class CreditsSchema(_Section):
     when_exhausted = fields.String(load_default="stop", validate=validate.OneOf(["stop", "refuse"]))
 
 
+class WorkspacesSchema(_Section):
+    dir = fields.String(load_default="")
+    max_upload_bytes = fields.Integer(
+        load_default=1024**3, strict=True, validate=validate.Range(1024, 1024**4)
+    )
+
+
 class WorkstationTypeSchema(_Section):
     description = fields.String(load_default="")
     cpu_cores = fields.Integer(required=True, strict=True, validate=validate.Range(1))
@@ -209,6 +216,7 @@ class ConfigSchema(_Section):
     pricing = fields.Nested(PricingSchema, load_default=lambda: PricingSchema().load({}))
     limits = fields.Nested(LimitsSchema, load_default=lambda: LimitsSchema().load({}))
     credits = fields.Nested(CreditsSchema, load_default=lambda: CreditsSchema().load({}))
+    workspaces = fields.Nested(WorkspacesSchema, load_default=lambda: WorkspacesSchema().load({}))
     types = fields.Dict(
         keys=fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,62}$")),
         values=fields.Nested(WorkstationTypeSchema),
@@ -316,6 +324,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class WorkspacesConfig:
+    # Where workspaces live: empty means <data_dir>/workspaces. It must be one
+    # file system, since uploads are staged in it and then renamed into place.
+    dir: str
+    max_upload_bytes: int
+
+
+@dataclass(frozen=True)
 class WorkstationType:
     id: str
     description: str
@@ -349,6 +365,7 @@ class Config:
     # only new creates and launches are refused.
     credits_when_exhausted: str
     types: tuple[WorkstationType, ...]
+    workspaces: WorkspacesConfig
 
     def workstation_type(self, type_id: str) -> WorkstationType | None:
         return next((t for t in self.types if t.id == type_id), None)
@@ -356,6 +373,10 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "cwhost.db"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return Path(self.workspaces.dir) if self.workspaces.dir else self.data_dir / "workspaces"
 
 
 # Environment variables that override one setting each; the value is parsed as
@@ -426,6 +447,7 @@ def build_config(raw: dict) -> Config:
             accounts=tuple(sorted(loaded["limits"]["accounts"].items())),
         ),
         credits_when_exhausted=loaded["credits"]["when_exhausted"],
+        workspaces=WorkspacesConfig(**loaded["workspaces"]),
         types=tuple(
             WorkstationType(
                 id=type_id,

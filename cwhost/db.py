@@ -197,6 +197,27 @@ def _workstation_events(db: sqlite_utils.Database) -> None:
     db["workstation_events"].create_index(["workstation_id", "id"])
 
 
+@migrations(name="0007_workspaces")
+def _workspaces(db: sqlite_utils.Database) -> None:
+    # A deleted workspace keeps its row (with deleted_at) until its directory
+    # is gone, so that a crash half-way through the removal is finished at start-up.
+    db["workspaces"].create(
+        {
+            "id": str,
+            "account_id": str,
+            "name": str,
+            "status": str,
+            "created_at": str,
+            "deleted_at": str,
+        },
+        pk="id",
+        not_null={"account_id", "status", "created_at"},
+        foreign_keys=[("account_id", "accounts", "id")],
+    )
+    db["workspaces"].create_index(["account_id"])
+    db["workstations"].create_index(["workspace_id"])
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 

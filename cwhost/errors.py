@@ -52,6 +52,11 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
 class UnknownAsset(ServiceError):
     status = 422
     code = "unknown_asset"

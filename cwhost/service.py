@@ -33,6 +33,7 @@ from cwhost.db import Database
 from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset, Unavailable
 from cwhost.ids import new_id, rfc3339_to_unix, unix_to_rfc3339
 from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
+from cwhost.workspaces import Workspace, Workspaces
 from drivers.base import (
     Access,
     BootSource,
@@ -191,6 +192,14 @@ class WorkstationService:
         self._launching: dict[str, Workstation] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
         self._foreign_reported: set[str] = set()
+        self.workspaces = Workspaces(
+            db,
+            config.workspaces_dir,
+            config.workspaces.max_upload_bytes,
+            lock=self._allocation_lock,
+            workstation_holding=self._workstation_holding,
+            clock=clock,
+        )
 
     # -- plumbing ------------------------------------------------------------
 
@@ -323,7 +332,7 @@ class WorkstationService:
         """Create a workstation; a type's defaults fill what the request leaves out."""
         wtype = self._usable_type(type_id) if type_id is not None else None
         if workspace_id is not None:
-            raise UnknownAsset(f"No workspace {workspace_id!r}.")
+            self.workspaces.attachable(principal, workspace_id)
         settings = dict(configuration or {})
         if wtype is not None:
             for key, value in (
@@ -534,16 +543,18 @@ class WorkstationService:
                 raise InvalidState(
                     f"Workstation {ws.id} is {ws.status}; only a stopped workstation can be launched."
                 )
-            gpu = self._reserve(ws)
+            gpu, workspace = self._reserve(ws)
+            share = self.workspaces.directory(workspace.id) if workspace else None
             try:
                 with self._hypervisor("launch"):
-                    self._driver.start(ws.domain_name, gpu)
+                    self._driver.start(ws.domain_name, gpu, share)
             except BaseException:
                 self._release(ws)
                 raise
             try:
                 now = self._clock()
-                launched = f"Launched with the GPU at {gpu.pci_address}." if gpu else "Launched."
+                launched = "Launched" + (f" with the GPU at {gpu.pci_address}" if gpu else "")
+                launched += f" and workspace {workspace.id} shared." if workspace else "."
                 self._transition(
                     ws,
                     now,
@@ -559,7 +570,8 @@ class WorkstationService:
             log.info("workstation %s launched (gpu %s)", ws.id, gpu.pci_address if gpu else None)
             return self._reload(ws.id)
 
-    def _reserve(self, ws: Workstation) -> GpuDevice | None:
+    def _reserve(self, ws: Workstation) -> tuple[GpuDevice | None, Workspace | None]:
+        """Take what a launch needs, under the allocation lock: capacity, a GPU, its workspace."""
         self.accounts.require_credit(ws.account_id)
         host = self.host_info()
         want = ws.configuration
@@ -606,8 +618,26 @@ class WorkstationService:
                     )
                 gpu = free[0]
                 self._set(ws.id, gpu_address=gpu.pci_address)
-            self._launching[ws.id] = ws
-            return gpu
+            # Read again under the lock: archiving or deleting a workspace
+            # detaches it, under this same lock.
+            workspace_id = self._reload(ws.id).workspace_id
+            workspace = self.workspaces.find(workspace_id) if workspace_id else None
+            self._launching[ws.id] = replace(ws, workspace_id=workspace_id)
+            return gpu, workspace
+
+    def _workstation_holding(self, workspace_id: str) -> str | None:
+        """The running or launching workstation a workspace is attached to; under the allocation lock."""
+        for launching in self._launching.values():
+            if launching.workspace_id == workspace_id:
+                return launching.id
+        row = self._db.query_one(
+            "SELECT id FROM workstations WHERE workspace_id = ? AND status = ? AND deleted_at IS NULL",
+            [workspace_id, RUNNING],
+        )
+        return row["id"] if row else None
+
+    def workspace_of(self, ws: Workstation) -> Workspace | None:
+        return self.workspaces.find(ws.workspace_id) if ws.workspace_id else None
 
     def _release(self, ws: Workstation) -> None:
         with self._allocation_lock:
@@ -751,7 +781,8 @@ class WorkstationService:
     # -- start-up and shut-down ----------------------------------------------
 
     def recover(self) -> None:
-        """At start-up: reconcile, and provision again what a crash left provisioning."""
+        """At start-up: reconcile, provision again what a crash left provisioning, tidy workspaces."""
+        self.workspaces.recover()
         self.reconcile(resume_provisioning=True)
 
     def reconcile(self, resume_provisioning: bool = False) -> None:

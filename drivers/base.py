@@ -8,9 +8,10 @@ Vocabulary (shared by every driver and by the contract suite in
   disk) and is either ``RUNNING`` or ``STOPPED``.
 - ``define`` provisions a domain and its disk; it is idempotent for the same spec
   so that a caller that crashed half-way can simply call it again.
-- ``start`` boots a stopped domain, optionally with one whole GPU passed through.
-  Choosing *which* GPU is the caller's policy; a driver only attaches what it is
-  given.
+- ``start`` boots a stopped domain, optionally with one whole GPU passed through
+  and one host directory shared with the guest (a workspace). Choosing *which*
+  GPU and directory is the caller's policy; a driver only attaches what it is
+  given, for this run of the domain only.
 - ``shutdown`` asks the guest to power off (ACPI) and waits up to a timeout;
   ``destroy`` pulls the plug.
 - ``update`` redefines a stopped domain with a new spec; disks may only grow.
@@ -27,6 +28,10 @@ import abc
 import enum
 from dataclasses import dataclass
 from pathlib import Path
+
+
+# The tag a guest mounts its workspace by (mount -t virtiofs workspace /mnt).
+SHARE_TAG = "workspace"
 
 
 class DriverError(Exception):
@@ -130,8 +135,15 @@ class HypervisorDriver(abc.ABC):
         """Redefine a stopped domain; raises ProvisioningError if the disk would shrink."""
 
     @abc.abstractmethod
-    def start(self, name: str, gpu: GpuDevice | None = None) -> None:
-        """Boot a stopped domain, passing ``gpu`` through whole if given."""
+    def start(self, name: str, gpu: GpuDevice | None = None, share: Path | None = None) -> None:
+        """Boot a stopped domain, passing ``gpu`` through whole and sharing the directory ``share``.
+
+        The guest sees ``share`` as the file system tagged ``SHARE_TAG``.
+        """
+
+    @abc.abstractmethod
+    def shared_directory(self, name: str) -> Path | None:
+        """The host directory shared with the running domain; None when stopped or none."""
 
     @abc.abstractmethod
     def shutdown(self, name: str, timeout_seconds: float) -> bool:

@@ -65,6 +65,7 @@ class _Domain:
     console_port: int | None = None
     console_password: str | None = None
     boot: dict | None = None
+    share: str | None = None
 
 
 def _exited(process: psutil.Process, timeout: float) -> bool:
@@ -138,12 +139,8 @@ class FakeDriver(HypervisorDriver):
         changed = False
         for domain in self._domains.values():
             if domain.state == DomainState.RUNNING.value and self._guest_process(domain) is None:
-                domain.state, domain.gpu, domain.pid, domain.pid_started = (
-                    DomainState.STOPPED.value,
-                    None,
-                    None,
-                    None,
-                )
+                domain.state = DomainState.STOPPED.value
+                domain.gpu = domain.pid = domain.pid_started = domain.share = None
                 changed = True
         if changed:
             self._save()
@@ -267,7 +264,7 @@ class FakeDriver(HypervisorDriver):
             domain.boot = asdict(spec.boot)
             self._save()
 
-    def start(self, name: str, gpu: GpuDevice | None = None) -> None:
+    def start(self, name: str, gpu: GpuDevice | None = None, share: Path | None = None) -> None:
         with self._lock:
             self._check_available()
             domain = self._get(name)
@@ -275,12 +272,15 @@ class FakeDriver(HypervisorDriver):
                 raise InvalidDomainState(f"domain {name} is already running")
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
+            if share is not None and not Path(share).is_dir():
+                raise ProvisioningError(f"the directory to share, {share}, does not exist")
             self._start_guest(domain)
             taken = {d.console_port for d in self._domains.values() if d.console_port}
             domain.console_port = next(p for p in range(5900, 65536) if p not in taken)
             domain.console_password = secrets.token_urlsafe(6)[:8]
             domain.state = DomainState.RUNNING.value
             domain.gpu = gpu.pci_address if gpu else None
+            domain.share = str(share) if share else None
             self._save()
 
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
@@ -308,6 +308,7 @@ class FakeDriver(HypervisorDriver):
         domain.gpu = None
         domain.pid = domain.pid_started = None
         domain.console_port = domain.console_password = None
+        domain.share = None
         self._save()
 
     def delete(self, name: str) -> None:
@@ -359,6 +360,13 @@ class FakeDriver(HypervisorDriver):
 
     def console_log(self, name: str) -> Path | None:
         return None  # a fake guest has no serial console
+
+    def shared_directory(self, name: str) -> Path | None:
+        with self._lock:
+            self._check_available()
+            domain = self._get(name)
+            running = domain.state == DomainState.RUNNING.value
+            return Path(domain.share) if running and domain.share else None
 
     def pid(self, name: str) -> int | None:
         with self._lock:

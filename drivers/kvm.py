@@ -35,6 +35,7 @@ from drivers.base import (
     HypervisorUnavailable,
     InvalidDomainState,
     ProvisioningError,
+    SHARE_TAG,
 )
 from drivers.libvirt_xml import (
     DomainXml,
@@ -174,7 +175,14 @@ class LibvirtDriver(HypervisorDriver):
 
     # -- XML -------------------------------------------------------------------
 
-    def _xml(self, spec: DomainSpec, uuid_text: str, gpu: GpuDevice | None = None, password=None) -> str:
+    def _xml(
+        self,
+        spec: DomainSpec,
+        uuid_text: str,
+        gpu: GpuDevice | None = None,
+        password: str | None = None,
+        share: Path | None = None,
+    ) -> str:
         return to_xml(
             DomainXml(
                 name=spec.name,
@@ -190,6 +198,8 @@ class LibvirtDriver(HypervisorDriver):
                 graphics=Graphics(self._graphics, self._graphics_listen, password) if self._graphics else None,
                 kernel_boot=self._kernel_for(spec),
                 gpu=PciAddress.parse(gpu.pci_address) if gpu else None,
+                share=str(share) if share else None,
+                share_tag=SHARE_TAG,
                 base_image=spec.boot.image,
             )
         )
@@ -271,15 +281,19 @@ class LibvirtDriver(HypervisorDriver):
             self._qemu_img("resize", "-q", str(self.disk_path(spec.name)), f"{spec.storage_gb}G")
         self._define_xml(self._xml(spec, current.uuid))
 
-    def start(self, name: str, gpu: GpuDevice | None = None) -> None:
+    def start(self, name: str, gpu: GpuDevice | None = None, share: Path | None = None) -> None:
         domain = self._domain(name)
         if domain.isActive():
             raise InvalidDomainState(f"domain {name} is already running")
+        if share is not None and not Path(share).is_dir():
+            raise ProvisioningError(f"the directory to share, {share}, does not exist")
         current = self._inactive(domain)
-        # A new console password at every launch; the GPU is in the definition
-        # only while the workstation runs with it.
+        # A new console password at every launch; the GPU and the share are in
+        # the definition only for the run that has them.
         self._define_xml(
-            self._xml(self._spec(current), current.uuid, gpu, password=secrets.token_urlsafe(6)[:8])
+            self._xml(
+                self._spec(current), current.uuid, gpu, password=secrets.token_urlsafe(6)[:8], share=share
+            )
         )
         try:
             domain.create()
@@ -378,6 +392,16 @@ class LibvirtDriver(HypervisorDriver):
             if found:
                 return found
         return ()
+
+    def shared_directory(self, name: str) -> Path | None:
+        domain = self._domain(name)
+        try:
+            if not domain.isActive():
+                return None
+            share = from_xml(domain.XMLDesc(0)).share
+        except libvirt.libvirtError as exc:
+            raise self._error(exc, name) from exc
+        return Path(share) if share else None
 
     def pid(self, name: str) -> int | None:
         if self.state(name) != DomainState.RUNNING:

@@ -61,6 +61,9 @@ class DomainXml:
     graphics: Graphics | None = None
     kernel_boot: KernelBoot | None = None
     gpu: PciAddress | None = None
+    # A host directory shared with the guest over virtiofs, and the tag it mounts it by.
+    share: str | None = None
+    share_tag: str = "workspace"
     # The image the disk was made from, kept in cwhost's metadata.
     base_image: str | None = None
 
@@ -84,6 +87,11 @@ def to_xml(domain: DomainXml) -> str:
     if domain.base_image:
         workstation.set("baseImage", domain.base_image)
     _sub(root, "memory", str(domain.memory_mib), unit="MiB")
+    if domain.share:
+        # virtiofsd maps guest memory, so it must be shared, file-backed memory.
+        backing = _sub(root, "memoryBacking")
+        _sub(backing, "source", type="memfd")
+        _sub(backing, "access", mode="shared")
     _sub(root, "vcpu", str(domain.vcpus))
     os_element = _sub(root, "os")
     _sub(os_element, "type", "hvm", arch="x86_64")
@@ -124,6 +132,11 @@ def to_xml(domain: DomainXml) -> str:
             graphics_attributes["passwd"] = domain.graphics.password
         graphics = _sub(devices, "graphics", **graphics_attributes)
         _sub(graphics, "listen", type="address", address=domain.graphics.listen)
+    if domain.share:
+        filesystem = _sub(devices, "filesystem", type="mount", accessmode="passthrough")
+        _sub(filesystem, "driver", type="virtiofs")
+        _sub(filesystem, "source", dir=domain.share)
+        _sub(filesystem, "target", dir=domain.share_tag)
     if domain.gpu:
         hostdev = _sub(devices, "hostdev", mode="subsystem", type="pci", managed="yes")
         source = _sub(hostdev, "source")
@@ -153,6 +166,10 @@ def from_xml(text: str) -> DomainXml:
     interface = devices.find("interface")
     graphics = devices.find("graphics")
     hostdev = devices.find("hostdev[@type='pci']")
+    filesystem = next(
+        (fs for fs in devices.findall("filesystem") if fs.find("driver[@type='virtiofs']") is not None),
+        None,
+    )
     gpu = None
     if hostdev is not None:
         address = hostdev.find("source/address")
@@ -188,6 +205,8 @@ def from_xml(text: str) -> DomainXml:
             else None
         ),
         gpu=gpu,
+        share=filesystem.find("source").get("dir") if filesystem is not None else None,
+        share_tag=filesystem.find("target").get("dir") if filesystem is not None else "workspace",
         base_image=workstation.get("baseImage") if workstation is not None else None,
     )
 

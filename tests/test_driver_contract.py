@@ -117,6 +117,26 @@ def test_start_with_a_host_gpu(driver):
     assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
 
 
+def test_a_shared_directory_is_attached_for_one_run_only(driver, tmp_path):
+    workspace = tmp_path / "workspace with <markup> & spaces"
+    workspace.mkdir()
+    driver.define(spec())
+    assert driver.shared_directory("cwhost-ws-test0001") is None
+    driver.start("cwhost-ws-test0001", driver.host().gpus[0], workspace)
+    assert driver.shared_directory("cwhost-ws-test0001") == workspace
+    driver.destroy("cwhost-ws-test0001")
+    assert driver.shared_directory("cwhost-ws-test0001") is None
+    driver.start("cwhost-ws-test0001")
+    assert driver.shared_directory("cwhost-ws-test0001") is None
+
+
+def test_sharing_a_missing_directory_refuses_to_start(driver, tmp_path):
+    driver.define(spec())
+    with pytest.raises(ProvisioningError):
+        driver.start("cwhost-ws-test0001", share=tmp_path / "gone")
+    assert driver.state("cwhost-ws-test0001") == DomainState.STOPPED
+
+
 def test_a_running_domain_has_a_live_process_until_it_stops(driver_with_processes):
     driver = driver_with_processes
     driver.define(spec())

@@ -6,6 +6,7 @@ place in this test makes it fail rather than go unchecked.
 
 from __future__ import annotations
 
+from cwhost.workspaces import file_id
 from tests.conftest import create_stopped
 
 BODIES = {
@@ -15,17 +16,26 @@ BODIES = {
 ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("get", "/metrics")}
 # The same for every account: health, and the catalogue of types.
 UNSCOPED = {("get", "/healthz"), ("get", "/v1/workstation-types")}
-LISTS = {("get", "/v1/workstations")}
+LISTS = {("get", "/v1/workstations"), ("get", "/v1/workspaces")}
 OWN_ACCOUNT = {("get", "/v1/account")}
 SHARED_HOST = {("get", "/v1/host")}
-CREATES = {("post", "/v1/workstations")}
+CREATES = {("post", "/v1/workstations"), ("post", "/v1/workspaces")}
 
 
 def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components):
     spec = client.get("/openapi.json").get_json()
+    workspace = client.post("/v1/workspaces", json={}, headers=alice).get_json()
+    client.put(f"/v1/workspaces/{workspace['id']}/files/a.txt", data=b"alice's", headers=alice)
     ws = create_stopped(client, alice, gpu="NVIDIA L40S")
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
-    values = {"workstation_id": ws["id"], "name": "alice", "log_id": "log-1"}
+    values = {
+        "workstation_id": ws["id"],
+        "workspace_id": workspace["id"],
+        "name": "alice",
+        "log_id": "log-1",
+        "file_id": file_id("a.txt"),
+        "file_path": "a.txt",
+    }
 
     checked = set()
     for path, item in spec["paths"].items():
@@ -37,7 +47,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
             response = getattr(client, method)(url, json=BODIES.get(operation), headers=bob)
             if operation in ADMIN_ONLY:
                 assert response.status_code == 403, operation
-            elif "{workstation_id}" in path:
+            elif "{workstation_id}" in path or "{workspace_id}" in path:
                 assert response.status_code == 404, operation
                 assert response.get_json()["error"] == "not_found"
             elif operation in LISTS:
@@ -61,3 +71,8 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     after = client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()
     assert after["status"] == "running" and after["name"] == ws["name"]
     assert client.get("/v1/account", headers=alice).get_json()["balanceUSD"] is None
+    # Nor A's workspace and its file.
+    assert client.get(f"/v1/workspaces/{workspace['id']}", headers=alice).get_json()["status"] == "active"
+    with client.get(f"/v1/workspaces/{workspace['id']}/files/{file_id('a.txt')}/content", headers=alice) as kept:
+        assert kept.get_data() == b"alice's"
+    assert {("put", "/v1/workspaces/{workspace_id}/files/{file_path}")} <= checked

@@ -28,6 +28,9 @@ BASE = dict(
 KINDS = {
     "no-gpu": DomainXml(**BASE),
     "gpu": DomainXml(**BASE, gpu=PciAddress.parse("0000:65:00.0")),
+    "gpu-workspace": DomainXml(
+        **BASE, gpu=PciAddress.parse("0000:65:00.0"), share="/var/lib/cwhost/workspaces/wsp-1a2b3c4d"
+    ),
     "kernel-boot": DomainXml(
         **{**BASE, "domain_type": "qemu", "network": None, "graphics": None},
         kernel_boot=KernelBoot("/srv/guest/vmlinuz", "/srv/guest/initrd.img", "console=ttyS0 quiet"),

@@ -18,6 +18,7 @@ from flask_limiter import Limiter
 from flask_smorest import Api, Blueprint
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from cwhost import auth
 from cwhost.api.schemas import ErrorSchema
@@ -68,8 +69,20 @@ class JsonParser(FlaskParser):
             return self._handle_invalid_json_error(exc, req)
 
 
+class AnyPathConverter(PathConverter):
+    """Like ``path``, but also matching a path that starts with '/', so the view can refuse it clearly."""
+
+    regex = r"/*[\s\S]+?"
+
+
 class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = JsonParser()
+
+
+def raw_body(view):
+    """Mark a view whose request body is not JSON (a file), so no 415 is answered for it."""
+    view.raw_body = True
+    return view
 
 
 def error_responses(blp: Blueprint, *statuses: int):
@@ -173,7 +186,13 @@ def _before_request():
     if principal is None:
         return _error_response(401, _MESSAGES[401], headers={"WWW-Authenticate": "Bearer"})
     g.principal = principal
-    if request.method in _BODY_METHODS and _has_body() and not request.is_json:
+    if (
+        request.routing_exception is None
+        and request.method in _BODY_METHODS
+        and _has_body()
+        and not request.is_json
+        and not getattr(flask.current_app.view_functions.get(request.endpoint), "raw_body", False)
+    ):
         return _error_response(415, _MESSAGES[415])
     return None
 
@@ -214,7 +233,7 @@ def _init_rate_limits(app: Flask) -> None:
 
 
 def init_api(app: Flask) -> Api:
-    from cwhost.api import accounts, logs, system, types, workstations
+    from cwhost.api import accounts, logs, system, types, workspaces, workstations
 
     app.config.update(
         API_TITLE="cwhost",
@@ -236,6 +255,8 @@ def init_api(app: Flask) -> Api:
         },
     )
     api = CwhostApi(app)
+    app.url_map.converters["anypath"] = AnyPathConverter
+    api.register_converter(AnyPathConverter, lambda converter: {"type": "string"})
     app.register_error_handler(ServiceError, _handle_service_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.before_request(_before_request)
@@ -247,5 +268,6 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(accounts.blp)
     api.register_blueprint(types.blp)
     api.register_blueprint(logs.blp)
+    api.register_blueprint(workspaces.blp)
     system.register_swagger_assets(app)
     return api

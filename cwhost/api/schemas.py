@@ -382,3 +382,45 @@ class LogSchema(ma.Schema):
 
 
 LogListSchema = list_schema(LogSchema, "LogList")
+
+
+class WorkspaceCreateSchema(StrictSchema):
+    name = fields.String(
+        metadata={"description": "A label for people; optional.", "pattern": NAME_PATTERN},
+        validate=_name_field_kwargs["validate"],
+    )
+
+
+class WorkspaceSchema(ma.Schema):
+    id = fields.String(required=True)
+    name = fields.String(allow_none=True, required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["active", "archived"]),
+        metadata={"description": "archived: read-only, and attached to no workstation."},
+    )
+    created_at = Timestamp(data_key="createdAt", required=True)
+
+
+WorkspaceListSchema = list_schema(WorkspaceSchema, "WorkspaceList")
+
+
+class FileListArgsSchema(StrictSchema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    after = fields.String(
+        validate=validate.Regexp(r"^f-[A-Za-z0-9_-]{1,8192}$", error="Not a cursor this server issued."),
+        metadata={"description": "The nextCursor of the previous page."},
+    )
+
+
+class FileSchema(ma.Schema):
+    id = fields.String(required=True, metadata={"description": "Stable while the file keeps its path."})
+    name = fields.String(required=True, metadata={"description": "Its path inside the workspace."})
+    url = fields.String(required=True, metadata={"description": "Downloads its content."})
+    size = fields.Integer(required=True, metadata={"description": "In bytes."})
+    created_at = Timestamp(
+        data_key="createdAt", required=True, metadata={"description": "When its content was last written."}
+    )
+
+
+FileListSchema = list_schema(FileSchema, "FileList")

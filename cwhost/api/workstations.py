@@ -35,12 +35,17 @@ def _service() -> WorkstationService:
 def present(ws: Workstation) -> dict:
     c = ws.configuration
     access = _service().access(ws)
+    workspace = _service().workspace_of(ws)
     return {
         "id": ws.id,
         "name": ws.name,
         "status": ws.status,
         "type": ws.type,
-        "workspace": None,
+        "workspace": (
+            {"id": workspace.id, "status": workspace.status, "created_at": workspace.created_at}
+            if workspace
+            else None
+        ),
         "configuration": {
             "cpu_cores": c.cpu_cores,
             "memory_gb": c.memory_gb,

@@ -1,0 +1,187 @@
+"""/v1/workspaces: persistent directories, their files, and the files of a workstation's workspace."""
+
+from __future__ import annotations
+
+import sys
+
+import flask
+from flask import current_app, g, request, url_for
+from flask.views import MethodView
+
+from cwhost.api import ApiBlueprint, error_responses, raw_body
+from cwhost.api.idempotency import document as document_idempotency
+from cwhost.api.idempotency import idempotent
+from cwhost.api.schemas import (
+    FileListArgsSchema,
+    FileListSchema,
+    FileSchema,
+    PageArgsSchema,
+    WorkspaceCreateSchema,
+    WorkspaceListSchema,
+    WorkspaceSchema,
+)
+from cwhost.errors import InvalidRequest
+from cwhost.ids import unix_to_rfc3339
+from cwhost.workspaces import FileInfo, FilePage, Workspace, Workspaces
+
+blp = ApiBlueprint("workspaces", __name__, url_prefix="/v1", description="Workspaces and their files.")
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _workspaces() -> Workspaces:
+    return current_app.extensions["cwhost"].service.workspaces
+
+
+def present(workspace: Workspace) -> dict:
+    return {
+        "id": workspace.id,
+        "name": workspace.name,
+        "status": workspace.status,
+        "created_at": workspace.created_at,
+    }
+
+
+def _present_file(workspace_id: str, info: FileInfo) -> dict:
+    return {
+        "id": info.id,
+        "name": info.path,
+        "url": url_for("workspaces.file_content", workspace_id=workspace_id, file_id=info.id),
+        "size": info.size,
+        "created_at": unix_to_rfc3339(info.modified_at),
+    }
+
+
+def _file_list(workspace_id: str, page: FilePage) -> dict:
+    return {
+        "object": "list",
+        "data": [_present_file(workspace_id, info) for info in page.items],
+        "has_more": page.next_cursor is not None,
+        "next_cursor": page.next_cursor,
+    }
+
+
+@blp.route("/workspaces")
+class WorkspaceCollection(MethodView):
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, WorkspaceListSchema)
+    @error_responses(blp, 400, 401, 500)
+    def get(self, args):
+        """The caller's workspaces, oldest first."""
+        after = int(args["after"]) if "after" in args else None
+        items, next_cursor = _workspaces().list(g.principal, args["limit"], after)
+        return {
+            "object": "list",
+            "data": [present(w) for w in items],
+            "has_more": next_cursor is not None,
+            "next_cursor": next_cursor,
+        }
+
+    @idempotent
+    @blp.arguments(WorkspaceCreateSchema)
+    @blp.response(201, WorkspaceSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @error_responses(blp, 400, 401, 413, 415, 500)
+    @document_idempotency(blp)
+    def post(self, body):
+        """Create an empty workspace; give its id as `workspaceId` when creating workstations."""
+        workspace = _workspaces().create(g.principal, body.get("name"))
+        location = url_for("workspaces.WorkspaceById", workspace_id=workspace.id)
+        return present(workspace), 201, {"Location": location}
+
+
+@blp.route("/workspaces/<string:workspace_id>")
+class WorkspaceById(MethodView):
+    @blp.response(200, WorkspaceSchema)
+    @error_responses(blp, 401, 404, 500)
+    def get(self, workspace_id):
+        """One workspace."""
+        return present(_workspaces().get(g.principal, workspace_id))
+
+    @blp.response(204)
+    @error_responses(blp, 400, 401, 404, 500)
+    def delete(self, workspace_id):
+        """Delete a workspace and every file in it; refused while a running workstation has it.
+
+        Stopped workstations that had it keep running without it from their next launch.
+        """
+        _workspaces().delete(g.principal, workspace_id)
+
+
+@blp.route("/workspaces/<string:workspace_id>/archive", methods=["POST"])
+@blp.response(200, WorkspaceSchema)
+@error_responses(blp, 400, 401, 404, 500)
+def archive(workspace_id):
+    """Make a workspace read-only and attached to nothing; refused while a running workstation has it."""
+    return present(_workspaces().archive(g.principal, workspace_id))
+
+
+@blp.route("/workspaces/<string:workspace_id>/files")
+@blp.arguments(FileListArgsSchema, location="query")
+@blp.response(200, FileListSchema)
+@error_responses(blp, 400, 401, 404, 500)
+def files(args, workspace_id):
+    """Every regular file in the workspace, at any depth, by path; links are not listed."""
+    page = _workspaces().list_files(g.principal, workspace_id, args["limit"], args.get("after"))
+    return _file_list(workspace_id, page)
+
+
+@blp.route("/workspaces/<string:workspace_id>/files/<string:file_id>/content")
+@blp.doc(responses={200: {"description": "The file's bytes.", "content": _BINARY}})
+@error_responses(blp, 400, 401, 404, 500)
+def file_content(workspace_id, file_id):
+    """Download one file."""
+    stream, info = _workspaces().open_file(g.principal, workspace_id, file_id)
+    return flask.send_file(
+        stream,
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=info.path.rsplit("/", 1)[-1],
+        last_modified=info.modified_at,
+        max_age=0,
+    )
+
+
+@blp.route("/workspaces/<string:workspace_id>/files/<anypath:file_path>", methods=["PUT"], merge_slashes=False)
+@raw_body
+@blp.doc(
+    requestBody={"required": True, "content": _BINARY},
+    responses={
+        200: {"description": "The file replaced one at that path.", "content": {"application/json": {"schema": FileSchema}}},
+        201: {"description": "The file is new.", "content": {"application/json": {"schema": FileSchema}}},
+    },
+)
+@error_responses(blp, 400, 401, 404, 413, 500)
+def upload_file(workspace_id, file_path):
+    """Upload a file to a path in the workspace, creating its directories; the body is the file.
+
+    The body is streamed to disk and only then put in place, so a failed
+    upload leaves no partial file. `..`, absolute paths, links and NUL bytes
+    are refused with 400 and touch nothing.
+    """
+    workspaces = _workspaces()
+    # The JSON body limit does not apply to files: Workspaces.upload counts the
+    # bytes against the upload limit as they stream, chunked or not, and says
+    # what the limit is. (None here would mean the app's JSON limit.)
+    request.max_content_length = sys.maxsize
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if chunked and not request.environ.get("wsgi.input_terminated"):
+        # werkzeug would read such a body as empty, and an empty file would be stored.
+        raise InvalidRequest("This server cannot take a chunked upload; send a Content-Length.")
+    info, created = workspaces.upload(
+        g.principal, workspace_id, file_path, request.stream, request.content_length
+    )
+    body = FileSchema().dump(_present_file(workspace_id, info))
+    return flask.jsonify(body), 201 if created else 200
+
+
+@blp.route("/workstations/<string:workstation_id>/files")
+@blp.arguments(FileListArgsSchema, location="query")
+@blp.response(200, FileListSchema)
+@error_responses(blp, 400, 401, 404, 500)
+def workstation_files(args, workstation_id):
+    """The files of the workstation's workspace; an empty list when it has none."""
+    service = current_app.extensions["cwhost"].service
+    workspace = service.workspace_of(service.get(g.principal, workstation_id))
+    if workspace is None:
+        return {"object": "list", "data": [], "has_more": False, "next_cursor": None}
+    page = service.workspaces.list_directory(workspace, args["limit"], args.get("after"))
+    return _file_list(workspace.id, page)
