@@ -214,10 +214,21 @@ class Sampler:
         return readings
 
     def _write(self, now: float, readings) -> None:
-        ids = [workstation_id for workstation_id, _, _ in readings]
         samples, states = [], []
         rollups: dict[str, list] = {table: [] for table in ROLLUP_TABLES}
         with self._db.write():
+            # A workstation whose stop committed while this tick read it has had
+            # its final reading: once it shows as stopped its usage is settled,
+            # so a reading that arrives later is dropped.
+            still_running = {
+                row["id"]
+                for row in self._db.query(
+                    "SELECT id FROM workstations WHERE status = ? AND id IN (SELECT value FROM json_each(?))",
+                    [RUNNING, json.dumps([workstation_id for workstation_id, _, _ in readings])],
+                )
+            }
+            readings = [r for r in readings if r[0] in still_running]
+            ids = [workstation_id for workstation_id, _, _ in readings]
             previous = {
                 row["workstation_id"]: row
                 for row in self._db.query(

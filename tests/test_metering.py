@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -188,6 +189,41 @@ def test_a_final_reading_at_stop_keeps_the_last_interval(meter):
     meter.clock.advance(100)
     meter.sampler.sample()
     assert meter.usage(ws).total.cpu_seconds == pytest.approx(15.0)
+
+
+def test_a_reading_that_lands_after_the_stop_committed_changes_nothing(meter):
+    """A tick that read the process just before its stop must not bill after the stop is visible."""
+    ws = meter.create()
+    meter.service.attach_sampler(meter.sampler)
+    meter.service.launch(meter.principal, ws)
+    pid = meter.pid(ws)
+    meter.clock.advance(10)
+    meter.processes.set(pid, started=T0, cpu_seconds=10.0, rss_bytes=GB)
+    read_late = threading.Event()
+    stopped = threading.Event()
+    original_read = meter.sampler._read
+
+    def read_then_wait_for_the_stop(only):
+        readings = original_read(only)
+        if only is None:
+            read_late.set()
+            assert stopped.wait(10)
+        return readings
+
+    meter.sampler._read = read_then_wait_for_the_stop
+    meter.processes.set(pid, started=T0, cpu_seconds=12.0, rss_bytes=GB)
+    late_tick = threading.Thread(target=meter.sampler.sample)
+    late_tick.start()
+    assert read_late.wait(10)
+    # The stop's final reading would wait for the tick's lock; without it the
+    # stop commits while the tick still holds its reading.
+    meter.sampler._read = original_read
+    meter.service.attach_sampler(None)
+    meter.service.stop(meter.principal, ws, force=True)
+    settled = meter.usage(ws).total.cpu_seconds
+    stopped.set()
+    late_tick.join(10)
+    assert meter.usage(ws).total.cpu_seconds == settled
 
 
 def test_a_patch_mid_hour_prices_each_part_at_its_own_configuration(meter):
