@@ -16,9 +16,10 @@ import flask
 from flask import Flask, g, request
 from flask_limiter import Limiter
 from flask_smorest import Api, Blueprint
+from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import PathConverter
+from werkzeug.routing import BaseConverter, PathConverter
 
 from cwhost import auth
 from cwhost.api.schemas import ErrorSchema
@@ -59,6 +60,12 @@ class JsonParser(FlaskParser):
     """webargs' parser, answering 400 (as API.md says) and surviving hostile JSON."""
 
     DEFAULT_VALIDATION_STATUS = 400
+    # A misspelt filter (?staus=running) must be an error, not silently ignored.
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": RAISE,
+        "querystring": RAISE,
+    }
 
     def _raw_load_json(self, req):
         try:
@@ -69,10 +76,24 @@ class JsonParser(FlaskParser):
             return self._handle_invalid_json_error(exc, req)
 
 
-class AnyPathConverter(PathConverter):
-    """Like ``path``, but also matching a path that starts with '/', so the view can refuse it clearly."""
+FILE_ID_PATTERN = r"f-[A-Za-z0-9_-]{1,8192}"
 
-    regex = r"/*[\s\S]+?"
+
+class FileIdConverter(BaseConverter):
+    """A workspace file's id (see cwhost.workspaces.file_id)."""
+
+    regex = FILE_ID_PATTERN
+
+
+class AnyPathConverter(PathConverter):
+    """A file path as the client wrote it, so that the view can refuse a bad one clearly.
+
+    Unlike ``path`` it matches a path starting with '/' or holding a newline.
+    It never matches ``<file id>/content``, the download URL, so that each URL
+    of a workspace's files names one resource with one set of methods.
+    """
+
+    regex = rf"(?!{FILE_ID_PATTERN}/content\Z)/*[\s\S]+?"
 
 
 class ApiBlueprint(Blueprint):
@@ -256,7 +277,9 @@ def init_api(app: Flask) -> Api:
     )
     api = CwhostApi(app)
     app.url_map.converters["anypath"] = AnyPathConverter
+    app.url_map.converters["fileid"] = FileIdConverter
     api.register_converter(AnyPathConverter, lambda converter: {"type": "string"})
+    api.register_converter(FileIdConverter, lambda converter: {"type": "string", "pattern": f"^{FILE_ID_PATTERN}$"})
     app.register_error_handler(ServiceError, _handle_service_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.before_request(_before_request)

@@ -124,7 +124,7 @@ def files(args, workspace_id):
     return _file_list(workspace_id, page)
 
 
-@blp.route("/workspaces/<string:workspace_id>/files/<string:file_id>/content")
+@blp.route("/workspaces/<string:workspace_id>/files/<fileid:file_id>/content")
 @blp.doc(responses={200: {"description": "The file's bytes.", "content": _BINARY}})
 @error_responses(blp, 400, 401, 404, 500)
 def file_content(workspace_id, file_id):
