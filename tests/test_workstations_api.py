@@ -418,19 +418,19 @@ def test_concurrent_launches_never_share_a_gpu(app, client, alice):
 def test_concurrent_launches_of_one_workstation_succeed_once(app, client, alice):
     ws = create_stopped(client, alice)
     statuses = []
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(50)
 
     def launch():
         own_client = app.test_client()
         barrier.wait()
         statuses.append(own_client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice).status_code)
 
-    threads = [threading.Thread(target=launch) for _ in range(20)]
+    threads = [threading.Thread(target=launch) for _ in range(50)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(statuses) == [200] + [400] * 19
+    assert sorted(statuses) == [200] + [400] * 49
 
 
 def test_launch_beyond_the_hosts_free_cores_is_503(client, alice):
