@@ -42,7 +42,8 @@ MAX_PATH_BYTES = 4096
 MAX_DEPTH = 64
 COPY_CHUNK_BYTES = 1024 * 1024
 _FILE_ID_PREFIX = "f-"
-_FILE_ID_BODY = re.compile(r"^[A-Za-z0-9_-]{1,8192}$")
+FILE_ID_PATTERN = _FILE_ID_PREFIX + r"[A-Za-z0-9_-]{1,8192}"
+_FILE_ID = re.compile(f"^{FILE_ID_PATTERN}$")
 _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -110,9 +111,9 @@ def file_id(path: str) -> str:
 
 
 def path_of_file_id(identifier: str) -> str:
-    encoded = identifier[len(_FILE_ID_PREFIX) :]
-    if not identifier.startswith(_FILE_ID_PREFIX) or not _FILE_ID_BODY.match(encoded):
+    if not _FILE_ID.match(identifier):
         raise NotFound(f"No file {identifier!r}.")
+    encoded = identifier[len(_FILE_ID_PREFIX) :]
     try:
         return os.fsdecode(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     except (binascii.Error, ValueError):

@@ -24,6 +24,7 @@ from werkzeug.routing import BaseConverter, PathConverter
 from cwhost import auth
 from cwhost.api.schemas import ErrorSchema
 from cwhost.errors import ServiceError
+from cwhost.workspaces import FILE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,6 @@ class JsonParser(FlaskParser):
             # Deep nesting and integers of thousands of digits escape
             # json.JSONDecodeError; they are malformed input all the same.
             return self._handle_invalid_json_error(exc, req)
-
-
-FILE_ID_PATTERN = r"f-[A-Za-z0-9_-]{1,8192}"
 
 
 class FileIdConverter(BaseConverter):

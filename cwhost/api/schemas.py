@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from cwhost.service import STATUSES
+from cwhost.workspaces import FILE_ID_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
 # Generous schema-level ceilings: they keep absurd numbers out before the
@@ -408,7 +409,7 @@ WorkspaceListSchema = list_schema(WorkspaceSchema, "WorkspaceList")
 class FileListArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
     after = fields.String(
-        validate=validate.Regexp(r"^f-[A-Za-z0-9_-]{1,8192}$", error="Not a cursor this server issued."),
+        validate=validate.Regexp(f"^{FILE_ID_PATTERN}$", error="Not a cursor this server issued."),
         metadata={"description": "The nextCursor of the previous page."},
     )
 
