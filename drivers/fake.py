@@ -85,6 +85,13 @@ def _exited(process: psutil.Process, timeout: float) -> bool:
     return False
 
 
+def _owner_of(cmdline: list[str]) -> str | None:
+    try:
+        return cmdline[cmdline.index("--owner") + 1]
+    except (ValueError, IndexError):
+        return None
+
+
 class FakeDriver(HypervisorDriver):
     def __init__(
         self,
@@ -104,6 +111,7 @@ class FakeDriver(HypervisorDriver):
         self._disk_dir.mkdir(parents=True, exist_ok=True)
         self._domains = self._load()
         self._forget_dead_guests()
+        self._stop_unrecorded_guests()
 
     # -- persistence ---------------------------------------------------------
 
@@ -145,6 +153,23 @@ class FakeDriver(HypervisorDriver):
         if changed:
             self._save()
 
+    def _stop_unrecorded_guests(self) -> None:
+        """Stop guests this driver started but never recorded (the service died in between).
+
+        A hypervisor knows every VM it runs; this one learns a guest's pid only
+        after starting it, so a crash in that window leaves a guest that no
+        domain owns. One scan of the process table, at start-up only.
+        """
+        recorded = {d.pid for d in self._domains.values() if d.state == DomainState.RUNNING.value}
+        owner = str(self._state_dir.resolve())
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if "drivers.fake_guest" in cmdline and _owner_of(cmdline) == owner and process.pid not in recorded:
+                try:
+                    process.terminate()
+                except psutil.Error:
+                    pass
+
     @staticmethod
     def _guest_process(domain: _Domain) -> psutil.Process | None:
         if domain.pid is None:
@@ -169,6 +194,8 @@ class FakeDriver(HypervisorDriver):
                     "--memory-mb",
                     str(self._guest.memory_mb),
                     "--detach",
+                    "--owner",
+                    str(self._state_dir.resolve()),
                 ],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,

@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-share", type=float, default=0.05)
     parser.add_argument("--memory-mb", type=int, default=16)
     parser.add_argument("--detach", action="store_true")
+    # Names the driver that started it, so that a driver finds its own guests
+    # in the process table; the guest itself never reads it.
+    parser.add_argument("--owner", default="")
     args = parser.parse_args(argv)
     if args.detach:
         _detach()

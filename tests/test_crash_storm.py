@@ -130,6 +130,14 @@ def check_invariants(url: str, admin: dict, data_dir: Path, ledger: Ledger) -> N
         assert domain is not None, f"{ws['id']} has no domain"
         running = domain["state"] == "running" and guest_alive(domain)
         assert running == (ws["status"] == "running"), (ws, domain)
+    owner = str((data_dir / "fake-driver").resolve())
+    recorded = {d["pid"] for d in domains.values() if d["state"] == "running"}
+    guests = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if "drivers.fake_guest" in (p.info["cmdline"] or []) and owner in (p.info["cmdline"] or [])
+    ]
+    assert set(guests) <= recorded, "a guest process runs that no domain records"
     workstation_domains = {f"cwhost-{ws_id}" for ws_id in by_id}
     assert set(domains) <= workstation_domains, set(domains) - workstation_domains
 

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from drivers.base import DomainState, HypervisorUnavailable
+from drivers.base import DomainSpec, DomainState, HypervisorUnavailable
 from drivers.fake import GIB, FakeDriver, GuestLoad
 from tests.test_driver_contract import HOST, spec
 
@@ -83,3 +83,25 @@ def test_a_guest_that_ignores_acpi_does_not_stop_gracefully(tmp_path):
     assert driver.shutdown("cwhost-ws-test0001", timeout_seconds=0.1) is False
     assert driver.state("cwhost-ws-test0001") == DomainState.RUNNING
     driver.destroy("cwhost-ws-test0001")
+
+
+def test_a_guest_started_but_never_recorded_is_stopped_by_the_next_driver(tmp_path):
+    driver = FakeDriver(tmp_path / "fake", HOST)
+    driver.define(DomainSpec("cwhost-ws-test0001", "t", 1, 1, 1))
+    driver.start("cwhost-ws-test0001")
+    orphan = psutil.Process(driver.pid("cwhost-ws-test0001"))
+    # As if the service died after starting the guest, before saving its state.
+    (tmp_path / "fake" / "domains.json").write_text(
+        '{"cwhost-ws-test0001": {"title": "t", "cpu_cores": 1, "memory_gb": 1, "storage_gb": 1}}'
+    )
+    others = FakeDriver(tmp_path / "other", HOST)
+    others.define(DomainSpec("cwhost-ws-test0002", "t", 1, 1, 1))
+    others.start("cwhost-ws-test0002")
+    FakeDriver(tmp_path / "fake", HOST)
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(orphan.pid) and orphan.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the unrecorded guest still runs"
+        time.sleep(0.05)
+    assert others.state("cwhost-ws-test0002") == DomainState.RUNNING
+    assert psutil.Process(others.pid("cwhost-ws-test0002")).is_running()
+    others.destroy("cwhost-ws-test0002")
