@@ -218,6 +218,13 @@ def _workspaces(db: sqlite_utils.Database) -> None:
     db["workstations"].create_index(["workspace_id"])
 
 
+def split_page(rows: list[dict], limit: int, cursor_column: str) -> tuple[list[dict], str | None]:
+    """Rows fetched with ``LIMIT limit + 1`` as one page and the next page's cursor (None on the last)."""
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], str(rows[limit - 1][cursor_column])
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from cwhost.accounts import Accounts
 from cwhost.auth import Principal
 from cwhost.config import Config
-from cwhost.db import Database
+from cwhost.db import Database, split_page
 from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset, Unavailable
 from cwhost.ids import new_id, rfc3339_to_unix, unix_to_rfc3339
 from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
@@ -469,8 +469,7 @@ class WorkstationService:
             "SELECT * FROM workstation_events WHERE workstation_id = ? AND id > ? ORDER BY id LIMIT ?",
             [ws.id, after or 0, limit + 1],
         )
-        more = len(rows) > limit
-        return ws, rows[:limit], (str(rows[limit - 1]["id"]) if more else None)
+        return (ws, *split_page(rows, limit, "id"))
 
     def event(self, principal: Principal, workstation_id: str, event_id: int) -> dict:
         ws = self._load(principal, workstation_id)
@@ -527,12 +526,8 @@ class WorkstationService:
             + " ORDER BY rowid LIMIT ?",
             [*params, limit + 1],
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[_from_row(r) for r in rows],
-            next_cursor=str(rows[-1]["cursor"]) if more else None,
-        )
+        rows, next_cursor = split_page(rows, limit, "cursor")
+        return Page(items=[_from_row(r) for r in rows], next_cursor=next_cursor)
 
     # -- transitions ---------------------------------------------------------
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from cwhost.auth import Principal
-from cwhost.db import Database
+from cwhost.db import Database, split_page
 from cwhost.errors import InvalidRequest, InvalidState, NotFound, PayloadTooLarge, UnknownAsset
 from cwhost.ids import new_id, unix_to_rfc3339
 
@@ -219,9 +219,8 @@ class Workspaces:
             " AND (account_id = ? OR ?) ORDER BY rowid LIMIT ?",
             [after or 0, principal.account_id, principal.admin, limit + 1],
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [_from_row(r) for r in rows], (str(rows[-1]["cursor"]) if more else None)
+        rows, next_cursor = split_page(rows, limit, "cursor")
+        return [_from_row(r) for r in rows], next_cursor
 
     def archive(self, principal: Principal, workspace_id: str) -> Workspace:
         return self._retire(principal, workspace_id, delete=False)

@@ -104,6 +104,11 @@ def raw_body(view):
     return view
 
 
+def list_body(data: list, next_cursor: str | None = None) -> dict:
+    """API.md's list envelope around one page of ``data``."""
+    return {"object": "list", "data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+
+
 def error_responses(blp: Blueprint, *statuses: int):
     """Document the error answers an operation can give.
 

@@ -7,7 +7,7 @@ import os
 import flask
 from flask import current_app, g, url_for
 
-from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api import ApiBlueprint, error_responses, list_body
 from cwhost.api.schemas import LogListSchema, PageArgsSchema
 from cwhost.errors import NotFound
 from cwhost.ids import unix_to_rfc3339
@@ -57,7 +57,7 @@ def logs(args, workstation_id):
                 "message": row["message"],
             }
         )
-    return {"object": "list", "data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+    return list_body(data, next_cursor)
 
 
 @blp.route("/<string:workstation_id>/logs/<string:log_id>/content")

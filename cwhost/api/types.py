@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api import ApiBlueprint, error_responses, list_body
 from cwhost.api.schemas import WorkstationTypeListSchema
 
 blp = ApiBlueprint("types", __name__, description="Workstation types: defaults and boot images.")
@@ -36,4 +36,4 @@ def workstation_types():
                 "missing_files": missing,
             }
         )
-    return {"object": "list", "data": data, "has_more": False, "next_cursor": None}
+    return list_body(data)

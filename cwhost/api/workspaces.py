@@ -8,7 +8,7 @@ import flask
 from flask import current_app, g, request, url_for
 from flask.views import MethodView
 
-from cwhost.api import ApiBlueprint, error_responses, raw_body
+from cwhost.api import ApiBlueprint, error_responses, list_body, raw_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (
@@ -52,12 +52,7 @@ def _present_file(workspace_id: str, info: FileInfo) -> dict:
 
 
 def _file_list(workspace_id: str, page: FilePage) -> dict:
-    return {
-        "object": "list",
-        "data": [_present_file(workspace_id, info) for info in page.items],
-        "has_more": page.next_cursor is not None,
-        "next_cursor": page.next_cursor,
-    }
+    return list_body([_present_file(workspace_id, info) for info in page.items], page.next_cursor)
 
 
 @blp.route("/workspaces")
@@ -69,12 +64,7 @@ class WorkspaceCollection(MethodView):
         """The caller's workspaces, oldest first."""
         after = int(args["after"]) if "after" in args else None
         items, next_cursor = _workspaces().list(g.principal, args["limit"], after)
-        return {
-            "object": "list",
-            "data": [present(w) for w in items],
-            "has_more": next_cursor is not None,
-            "next_cursor": next_cursor,
-        }
+        return list_body([present(w) for w in items], next_cursor)
 
     @idempotent
     @blp.arguments(WorkspaceCreateSchema)
@@ -182,6 +172,6 @@ def workstation_files(args, workstation_id):
     service = current_app.extensions["cwhost"].service
     workspace = service.workspace_of(service.get(g.principal, workstation_id))
     if workspace is None:
-        return {"object": "list", "data": [], "has_more": False, "next_cursor": None}
+        return list_body([])
     page = service.workspaces.list_directory(workspace, args["limit"], args.get("after"))
     return _file_list(workspace.id, page)

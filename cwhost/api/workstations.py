@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, url_for
 from flask.views import MethodView
 
-from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api import ApiBlueprint, error_responses, list_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (
@@ -92,12 +92,7 @@ class Workstations(MethodView):
             status=args.get("status"),
             type_id=args.get("type"),
         )
-        return {
-            "object": "list",
-            "data": [present(ws) for ws in page.items],
-            "has_more": page.next_cursor is not None,
-            "next_cursor": page.next_cursor,
-        }
+        return list_body([present(ws) for ws in page.items], page.next_cursor)
 
     @idempotent
     @blp.arguments(WorkstationCreateSchema)
