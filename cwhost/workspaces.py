@@ -275,8 +275,7 @@ class Workspaces:
     def recover(self) -> None:
         """Finish what a crash interrupted: removals of deleted workspaces, half-done uploads."""
         for row in self._db.query("SELECT id FROM workspaces WHERE deleted_at IS NOT NULL"):
-            if self.directory(row["id"]).exists():
-                self._remove_directory(row["id"])
+            self._remove_directory(row["id"])
         for leftover in self._staging.iterdir():
             leftover.unlink(missing_ok=True)
 

@@ -91,7 +91,7 @@ class WorkspaceById(MethodView):
     def delete(self, workspace_id):
         """Delete a workspace and every file in it; refused while a running workstation has it.
 
-        Stopped workstations that had it keep running without it from their next launch.
+        Stopped workstations that had it lose it, each with a log entry.
         """
         _workspaces().delete(g.principal, workspace_id)
 

@@ -18,6 +18,7 @@ from cwhost.api.schemas import (
     WorkstationPatchSchema,
     WorkstationSchema,
 )
+from cwhost.api.workspaces import present as present_workspace
 from cwhost.config import Pricing
 from cwhost.ids import unix_to_rfc3339
 from cwhost.service import Workstation, WorkstationService
@@ -41,11 +42,7 @@ def present(ws: Workstation) -> dict:
         "name": ws.name,
         "status": ws.status,
         "type": ws.type,
-        "workspace": (
-            {"id": workspace.id, "status": workspace.status, "created_at": workspace.created_at}
-            if workspace
-            else None
-        ),
+        "workspace": present_workspace(workspace) if workspace else None,
         "configuration": {
             "cpu_cores": c.cpu_cores,
             "memory_gb": c.memory_gb,
