@@ -6,7 +6,7 @@ falls on both alike. Prints requests/s of each, their ratio, and p50/p99.
 Target: cwhost at least 0.8x the bare view.
 
     apt-get install wrk
-    python benchmarks/api.py [--rounds 5] [--seconds 5] [--connections 16]
+    python benchmarks/api.py [--rounds 5] [--seconds 5] [--threads 8] [--connections 8]
 """
 
 from __future__ import annotations
@@ -93,15 +93,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=8, help="waitress threads of each server")
     args = parser.parse_args()
+    if args.connections > args.threads:
+        # More connections than threads would make cwhost shed the excess
+        # with 503 by design (server.max_in_flight), and measure that instead.
+        parser.error("--connections must not exceed --threads")
     if not shutil.which("wrk"):
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
 
     workdir = Path(tempfile.mkdtemp(prefix="cwhost-bench-"))
     config = workdir / "cwhost.toml"
-    config.write_text(f"[server]\nthreads = {args.threads}\n")
+    # One thread more than the bare server's, kept back by max_in_flight for
+    # /healthz, so both have args.threads serving the measured GET; a limit
+    # no run can reach, so that every answer is a 200 worth comparing.
+    config.write_text(
+        f"[server]\nthreads = {args.threads + 1}\nmax_in_flight = {args.threads}\n"
+        "rate_limit_per_minute = 100000000\n"
+    )
     env = {**os.environ, "CWHOST_DATA_DIR": str(workdir), "CWHOST_CONFIG": str(config), "CWHOST_LOG_LEVEL": "WARNING"}
     cli = [sys.executable, "-m", "cwhost"]
     token = subprocess.run(

@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from cwhost.api import init_api
+from cwhost.api import RateLimiter, init_api
 from cwhost.config import Config, ConfigError
 from cwhost.db import Database
 from cwhost.metrics import SamplerMetrics, build_registry
@@ -35,6 +35,7 @@ class Components:
     sampler_metrics: SamplerMetrics
     # Admission of API requests; see server.max_in_flight.
     in_flight: threading.BoundedSemaphore
+    rate_limiter: RateLimiter
 
 
 def make_sampler(components: Components) -> Sampler:
@@ -110,6 +111,7 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         metrics_registry=registry,
         sampler_metrics=sampler_metrics,
         in_flight=threading.BoundedSemaphore(config.server.max_in_flight),
+        rate_limiter=RateLimiter(config.server.rate_limit_per_minute),
     )
     init_api(app)
     return app
