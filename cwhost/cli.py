@@ -9,13 +9,12 @@ import sys
 import threading
 from dataclasses import replace
 
-import waitress
-
 from cwhost import auth
 from cwhost.accounts import Accounts
 from cwhost.app import create_app, make_sampler
 from cwhost.config import ConfigError, load_config
 from cwhost.db import Database
+from cwhost.http_server import serve
 from cwhost.errors import NotFound
 from cwhost.usage import UsageLedger
 from drivers.base import HypervisorUnavailable
@@ -119,7 +118,7 @@ def _serve(config, args) -> int:
         config.data_dir,
     )
     try:
-        waitress.serve(
+        serve(
             app,
             host=config.server.host,
             port=config.server.port,

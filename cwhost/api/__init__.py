@@ -47,6 +47,7 @@ _CODES = {
     415: "unsupported_media_type",
     422: "unknown_asset",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal",
     503: "unavailable",
 }
@@ -123,6 +124,11 @@ def error_responses(blp: Blueprint, *statuses: int):
     return blp.doc(responses={status: http.HTTPStatus(status).name for status in statuses})
 
 
+def error_code(status: int) -> str:
+    """The ``error`` of API.md's error body for an HTTP status."""
+    return _CODES.get(status, "error")
+
+
 def request_id() -> str:
     rid = g.get("request_id")
     if rid is None:
@@ -133,7 +139,7 @@ def request_id() -> str:
 
 
 def _error_response(status: int, message: str, details=None, headers=None, code=None, extra=None):
-    body = {"error": code or _CODES.get(status, "error"), "message": message, "requestId": request_id()}
+    body = {"error": code or error_code(status), "message": message, "requestId": request_id()}
     if details:
         body["details"] = details
     body.update(extra or {})
