@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import pytest
 
@@ -431,6 +432,73 @@ def test_concurrent_launches_of_one_workstation_succeed_once(app, client, alice)
     for t in threads:
         t.join()
     assert sorted(statuses) == [200] + [400] * 49
+
+
+def test_a_patch_racing_a_launch_gives_the_vm_the_old_or_the_new_configuration(
+    app, client, alice, components, monkeypatch
+):
+    """The launched VM, the launch's answer and the stored record always agree, whoever wins.
+
+    A slow hypervisor widens the window: the update of the definition and the
+    start both take a while, as they do on a real host, so that a launch
+    slipping between a PATCH's update of the domain and its write of the
+    record would show as a VM unlike its record.
+    """
+    old = {"cpuCores": 2, "memoryGB": 4, "storageGB": 10}
+    new = {"cpuCores": 6, "memoryGB": 12, "storageGB": 30}
+    driver = components.driver
+    update, start = driver.update, driver.start
+
+    def slow_update(spec):
+        update(spec)
+        time.sleep(0.03)
+
+    def slow_start(*args):
+        time.sleep(0.03)
+        start(*args)
+
+    monkeypatch.setattr(driver, "update", slow_update)
+    monkeypatch.setattr(driver, "start", slow_start)
+    winners = []
+    for round_number in range(12):
+        ws = create_stopped(client, alice, name=f"race{round_number}", **old)
+        url = f"/v1/workstations/{ws['id']}"
+        # Alternate which request leaves first, so that both orders happen.
+        head_start = {"patch": 0.0, "launch": 0.01} if round_number % 2 else {"patch": 0.01, "launch": 0.0}
+        barrier = threading.Barrier(2)
+        answers = {}
+
+        def act(kind):
+            own = app.test_client()
+            barrier.wait()
+            time.sleep(head_start[kind])
+            if kind == "patch":
+                answers[kind] = own.patch(url, json={"configuration": new}, headers=alice)
+            else:
+                answers[kind] = own.post(url + "/launch", headers=alice)
+
+        threads = [threading.Thread(target=act, args=(kind,)) for kind in ("patch", "launch")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert answers["launch"].status_code == 200, answers["launch"].get_json()
+        patched = answers["patch"].status_code == 200
+        if not patched:
+            assert (answers["patch"].status_code, answers["patch"].get_json()["error"]) == (400, "invalid_state")
+        expected = new if patched else old
+        domain = driver.describe(domain_name(ws["id"]))
+        assert driver.state(domain_name(ws["id"])) == DomainState.RUNNING
+        running = {"cpuCores": domain.cpu_cores, "memoryGB": domain.memory_gb, "storageGB": domain.storage_gb}
+        assert running == expected
+        launched = answers["launch"].get_json()["configuration"]
+        assert {key: launched[key] for key in expected} == expected
+        stored = client.get(url, headers=alice).get_json()["configuration"]
+        assert {key: stored[key] for key in expected} == expected
+        winners.append("patch" if patched else "launch")
+        assert client.post(url + "/stop", headers=alice).status_code == 200
+    assert set(winners) == {"patch", "launch"}
 
 
 def test_launch_beyond_the_hosts_free_cores_is_503(client, alice):
