@@ -18,6 +18,8 @@ from typing import Iterator
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from cwhost.errors import StorageUnavailable
+
 BUSY_TIMEOUT_MS = 10_000
 
 migrations = Migrations("cwhost")
@@ -218,6 +220,46 @@ def _workspaces(db: sqlite_utils.Database) -> None:
     db["workstations"].create_index(["workspace_id"])
 
 
+# What a client is told when SQLite cannot do its part; nothing was changed.
+_STORAGE_FAULTS = {
+    "SQLITE_FULL": "The server's disk is full",
+    "SQLITE_READONLY": "The server's database is read-only",
+    "SQLITE_IOERR": "The server's disk is failing to read or write",
+    "SQLITE_BUSY": "The database is busy",
+    "SQLITE_LOCKED": "The database is busy",
+    "SQLITE_CANTOPEN": "The server cannot open its database",
+}
+
+
+def storage_fault(exc: sqlite3.Error) -> StorageUnavailable | None:
+    """The client's answer to a SQLite error of the storage under it; None for any other error.
+
+    Extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED...) share
+    their primary code's prefix.
+    """
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, what in _STORAGE_FAULTS.items():
+        if name.startswith(prefix):
+            busy = prefix in ("SQLITE_BUSY", "SQLITE_LOCKED")
+            return StorageUnavailable(
+                f"{what} ({exc}); nothing was changed. Try again "
+                + ("shortly." if busy else "once an operator has fixed it."),
+                retry_after=1 if busy else 30,
+            )
+    return None
+
+
+@contextmanager
+def _storage_faults() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
 def split_page(rows: list[dict], limit: int, cursor_column: str) -> tuple[list[dict], str | None]:
     """Rows fetched with ``LIMIT limit + 1`` as one page and the next page's cursor (None on the last)."""
     if len(rows) <= limit:
@@ -251,16 +293,22 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
-        """A transaction that holds the write lock from its first statement."""
+        """A transaction that holds the write lock from its first statement.
+
+        All of it or none of it: a COMMIT that fails (a full disk) is rolled
+        back too, or the connection would stay inside the failed transaction
+        and refuse every later one on this thread.
+        """
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            if db.conn.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with _storage_faults():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def query(self, sql: str, params=()) -> list[dict]:
         """Rows of a SELECT as dicts.
@@ -268,9 +316,11 @@ class Database:
         Straight on the connection: sqlite-utils' ``query()`` wraps each read
         in a SAVEPOINT and RELEASE, tripling the statements of the hottest path.
         """
-        cursor = self.db.conn.execute(sql, params)
+        with _storage_faults():
+            cursor = self.db.conn.execute(sql, params)
+            rows = cursor.fetchall()
         columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        return [dict(zip(columns, row)) for row in rows]
 
     def query_one(self, sql: str, params=()) -> dict | None:
         rows = self.query(sql, params)

@@ -68,3 +68,7 @@ class Unavailable(ServiceError):
 
     def __init__(self, message: str, retry_after: int = 5):
         super().__init__(message, retry_after=retry_after)
+
+
+class StorageUnavailable(Unavailable):
+    """The database or the disk under it cannot take a write now (full, read-only, failing, busy)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from cwhost.db import ROLLUP_TABLES, Database
+from cwhost.errors import StorageUnavailable
 from cwhost.service import RUNNING, domain_name
 from cwhost.usage import GB, split_by_step
 from drivers.base import DriverError, HypervisorDriver
@@ -325,10 +326,20 @@ class Sampler:
 
     def _loop(self, stop: threading.Event) -> None:
         deadline = time.monotonic()
+        storage_fault = False
         while not stop.is_set():
             lag = time.monotonic() - deadline
             try:
                 self.sample()
+                if storage_fault:
+                    log.warning("sampler writing again; this tick took what the failed ones missed")
+                    storage_fault = False
+            except StorageUnavailable as exc:
+                # Once, not every tick: a full disk would otherwise fill the
+                # journal too. Nothing is lost; meter_state was not advanced.
+                if not storage_fault:
+                    log.error("sampler cannot write: %s", exc.message)
+                storage_fault = True
             except Exception:
                 log.exception("sampler tick failed; the next one takes what it missed")
             if self._metrics is not None:

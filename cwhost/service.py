@@ -30,7 +30,14 @@ from cwhost.accounts import Accounts
 from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.db import Database, split_page
-from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset, Unavailable
+from cwhost.errors import (
+    InvalidRequest,
+    InvalidState,
+    NotFound,
+    StorageUnavailable,
+    UnknownAsset,
+    Unavailable,
+)
 from cwhost.ids import new_id, rfc3339_to_unix, unix_to_rfc3339
 from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
 from cwhost.workspaces import Workspace, Workspaces
@@ -559,11 +566,26 @@ class WorkstationService:
                     started_at=unix_to_rfc3339(now),
                     status_message=None,
                 )
+            except StorageUnavailable:
+                # Unrecorded, the VM would run unbilled until the reconciler
+                # adopted it, after the client was told the launch failed.
+                self._power_off_unrecorded(ws)
+                raise
             finally:
                 with self._allocation_lock:
                     self._launching.pop(ws.id, None)
             log.info("workstation %s launched (gpu %s)", ws.id, gpu.pci_address if gpu else None)
             return self._reload(ws.id)
+
+    def _power_off_unrecorded(self, ws: Workstation) -> None:
+        try:
+            self._driver.destroy(ws.domain_name)
+        except DriverError as exc:
+            log.error("workstation %s runs unrecorded and could not be powered off: %s", ws.id, exc)
+        try:
+            self._release(ws)
+        except StorageUnavailable:
+            pass  # a GPU still marked held on a stopped workstation is freed by the reconciler
 
     def _reserve(self, ws: Workstation) -> tuple[GpuDevice | None, Workspace | None]:
         """Take what a launch needs, under the allocation lock: capacity, a GPU, its workspace."""
@@ -864,6 +886,8 @@ class WorkstationService:
                 self.enforce()
             except HypervisorUnavailable as exc:
                 log.warning("hypervisor unavailable; reconciliation waits: %s", exc)
+            except StorageUnavailable as exc:
+                log.warning("database unavailable; reconciliation waits: %s", exc.message)
             except Exception:
                 log.exception("reconciliation failed; trying again next interval")
 

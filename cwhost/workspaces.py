@@ -32,7 +32,14 @@ from typing import BinaryIO, Callable, Iterator
 
 from cwhost.auth import Principal
 from cwhost.db import Database, split_page
-from cwhost.errors import InvalidRequest, InvalidState, NotFound, PayloadTooLarge, UnknownAsset
+from cwhost.errors import (
+    InvalidRequest,
+    InvalidState,
+    NotFound,
+    PayloadTooLarge,
+    StorageUnavailable,
+    UnknownAsset,
+)
 from cwhost.ids import new_id, unix_to_rfc3339
 
 ACTIVE, ARCHIVED = "active", "archived"
@@ -68,6 +75,28 @@ class FileInfo:
 class FilePage:
     items: list[FileInfo]
     next_cursor: str | None
+
+
+# Faults of the disk under the workspaces, not of the request: the client may retry later.
+_DISK_FAULTS = {
+    errno.ENOSPC: "The server's disk is full",
+    errno.EDQUOT: "The server's disk quota is used up",
+    errno.EROFS: "The server's disk is read-only",
+    errno.EIO: "The server's disk is failing",
+}
+
+
+@contextmanager
+def _disk_faults() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FAULTS:
+            raise
+        raise StorageUnavailable(
+            f"{_DISK_FAULTS[exc.errno]}; nothing was stored. Try again once an operator has fixed it.",
+            retry_after=30,
+        ) from exc
 
 
 def split_path(text: str) -> list[str]:
@@ -406,6 +435,14 @@ class Workspaces:
         limit = self.max_upload_bytes
         if declared_length is not None and declared_length > limit:
             raise PayloadTooLarge(f"The file is larger than this server's upload limit of {limit} bytes.")
+        with _disk_faults():
+            return self._store(workspace, path, parts, body, declared_length)
+
+    def _store(
+        self, workspace: Workspace, path: str, parts: list[str], body: BinaryIO, declared_length: int | None
+    ) -> tuple[FileInfo, bool]:
+        """Stream to a staging file, fsync, rename into place: a failure anywhere leaves nothing."""
+        limit = self.max_upload_bytes
         fd, staged = tempfile.mkstemp(dir=self._staging, prefix="upload-")
         try:
             with os.fdopen(fd, "wb") as out:

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -132,15 +132,26 @@ class FakeDriver(HypervisorDriver):
         )
 
     def _save(self) -> None:
-        # Write-then-rename so that a crash leaves either the old or the new
-        # state on disk, never a truncated file.
+        """Write-then-rename, so that a crash leaves the old or the new state on disk, never half.
+
+        If it cannot be written (a full disk), the domains in memory go back
+        to what is on disk and the hypervisor is unavailable, as libvirt is
+        when it cannot write a definition: nothing changed.
+        """
         payload = json.dumps({n: asdict(d) for n, d in self._domains.items()})
-        fd, tmp = tempfile.mkstemp(dir=self._state_dir, prefix=".domains.")
-        with os.fdopen(fd, "w") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._state_file)
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self._state_dir, prefix=".domains.")
+            with os.fdopen(fd, "w") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._state_file)
+        except OSError as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            self._domains = self._load()
+            raise HypervisorUnavailable(f"cannot record the domains: {exc.strerror}") from exc
 
     def _forget_dead_guests(self) -> None:
         """A guest that died while no driver watched it is a domain that stopped."""
@@ -308,7 +319,11 @@ class FakeDriver(HypervisorDriver):
             domain.state = DomainState.RUNNING.value
             domain.gpu = gpu.pci_address if gpu else None
             domain.share = str(share) if share else None
-            self._save()
+            try:
+                self._save()
+            except HypervisorUnavailable:
+                self._stop_guest(domain)
+                raise
 
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
         with self._lock:
@@ -330,13 +345,17 @@ class FakeDriver(HypervisorDriver):
             self._power_off(domain)
 
     def _power_off(self, domain: _Domain) -> None:
-        self._stop_guest(domain)
+        # Recorded first: if the record cannot be written the guest runs on,
+        # as recorded; a crash after the record leaves a guest that the next
+        # driver stops as unrecorded.
+        guest = replace(domain)
         domain.state = DomainState.STOPPED.value
         domain.gpu = None
         domain.pid = domain.pid_started = None
         domain.console_port = domain.console_password = None
         domain.share = None
         self._save()
+        self._stop_guest(guest)
 
     def delete(self, name: str) -> None:
         with self._lock:

@@ -1,0 +1,146 @@
+"""The disk under the data directory fills up, then space comes back (a small tmpfs, for real).
+
+While it is full: every write answers 503 with a message that says so and
+changes nothing, reads go on, the sampler says once that it cannot write.
+After: the same requests succeed, the database passes its integrity check,
+and the usage the sampler could not write during the fault is not lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import subprocess
+import time
+
+import psutil
+import pytest
+import requests
+
+from cwhost.service import domain_name
+from tests.conftest import cli, power_off_fake_guests, start_server
+
+CONFIGURATION = {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def fill(directory) -> None:
+    """Write until the disk refuses, as a runaway log or a big upload would."""
+    with open(directory / "filler", "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    # Whatever the page cache still held is on the disk now: nothing is left.
+    with pytest.raises(OSError):
+        (directory / "probe").write_bytes(b"x" * 8192)
+
+
+def table_counts(database) -> dict:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        return {
+            table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("workstations", "workstation_events", "idempotency_keys", "workspaces")
+        }
+
+
+def test_a_full_disk_is_503_changes_nothing_and_recovers(tmp_path, small_disk):
+    data = small_disk / "data"
+    server = start_server(
+        tmp_path,
+        "[server]\nrate_limit_per_minute = 100000\n[sampler]\ninterval_seconds = 0.2\n",
+        extra_env={"CWHOST_DATA_DIR": str(data)},
+    )
+    try:
+        token = cli(server.env, "keys", "create", "--account", "alice").stdout.split()[-1]
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {token}"
+        url = server.url + "/v1"
+
+        def create(name):
+            return api.post(url + "/workstations", json={"name": name, "configuration": CONFIGURATION})
+
+        def wait_stopped(workstation_id):
+            deadline = time.monotonic() + 10
+            while api.get(f"{url}/workstations/{workstation_id}").json()["status"] != "stopped":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        idle, busy = create("idle").json()["id"], create("busy").json()["id"]
+        wait_stopped(idle), wait_stopped(busy)
+        assert api.post(f"{url}/workstations/{busy}/launch").status_code == 200
+        workspace = api.post(url + "/workspaces", json={}).json()["id"]
+        time.sleep(0.5)  # a few sampler ticks on the running one
+        usage_before = api.get(f"{url}/workstations/{busy}/usage").json()["cpuHours"]
+
+        fill(small_disk)
+        counts = table_counts(data / "cwhost.db")
+        guests = _guest_pids()
+
+        refused = [
+            create("during"),
+            api.patch(f"{url}/workstations/{idle}", json={"name": "renamed", "configuration": {"storageGB": 2}}),
+            api.post(f"{url}/workstations/{idle}/launch"),
+            api.put(f"{url}/workspaces/{workspace}/files/notes.txt", data=b"x" * 1_000_000),
+            api.post(url + "/workspaces", json={}),
+        ]
+        for response in refused:
+            assert response.status_code == 503, response.text
+            body = response.json()
+            assert body["error"] == "unavailable"
+            assert "full" in body["message"] or "unreachable" in body["message"], body
+            assert int(response.headers["Retry-After"]) > 0
+        assert "disk is full" in refused[0].json()["message"]
+        assert "disk is full" in refused[3].json()["message"]
+
+        # Reads go on, and nothing the refused writes touched has changed.
+        assert api.get(f"{url}/workstations/{idle}").json()["status"] == "stopped"
+        assert api.get(f"{url}/workstations/{idle}").json()["name"] == "idle"
+        assert api.get(f"{url}/workstations/{busy}").json()["status"] == "running"
+        assert api.get(f"{url}/workspaces/{workspace}/files").json()["data"] == []
+        assert table_counts(data / "cwhost.db") == counts
+        assert _guest_pids() == guests
+        time.sleep(1)  # the sampler meets the full disk for a few ticks
+        assert requests.get(server.url + "/healthz").status_code == 200
+
+        (small_disk / "filler").unlink()
+
+        wait_stopped(create("after").json()["id"])
+        patched = api.patch(f"{url}/workstations/{idle}", json={"name": "renamed", "configuration": {"storageGB": 2}})
+        assert patched.status_code == 200 and patched.json()["configuration"]["storageGB"] == 2
+        assert api.post(f"{url}/workstations/{idle}/launch").status_code == 200
+        assert api.put(f"{url}/workspaces/{workspace}/files/notes.txt", data=b"x" * 1_000_000).status_code == 201
+        assert api.post(f"{url}/workstations/{busy}/stop").status_code == 200
+        assert api.post(f"{url}/workstations/{idle}/stop").status_code == 200
+        # The ticks that could not be written were not lost: the first one
+        # after the fault took the CPU time of the whole gap.
+        usage_after = api.get(f"{url}/workstations/{busy}/usage").json()["cpuHours"]
+        assert usage_after > usage_before
+        log = server.log()
+        assert log.count("sampler cannot write") == 1 and "sampler writing again" in log
+        assert "Traceback" not in log
+        with sqlite3.connect(data / "cwhost.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        server.stop()
+        power_off_fake_guests(data)
+
+
+def _guest_pids() -> set[int]:
+    return {
+        p.pid for p in psutil.process_iter(["cmdline"]) if "drivers.fake_guest" in (p.info["cmdline"] or [])
+    }
