@@ -16,7 +16,9 @@ def new_id(prefix: str) -> str:
 
 def rfc3339(moment: datetime) -> str:
     """An aware datetime as RFC 3339 UTC with a ``Z`` suffix, to the second."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = moment.astimezone(timezone.utc)
+    # strftime's %Y does not pad years before 1000 on glibc ("391-02-11").
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%SZ}"
 
 
 def unix_to_rfc3339(seconds: float) -> str:

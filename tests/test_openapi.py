@@ -93,3 +93,24 @@ def test_swagger_ui_is_served_without_a_cdn(client):
         asset = client.get(source)
         assert asset.status_code == 200 and len(asset.get_data()) > 1000
         asset.close()
+
+
+def test_links_lead_from_a_created_workstation_through_its_life_cycle(spec):
+    def followed(method, path, status):
+        return spec["paths"][path][method]["responses"][status].get("links", {})
+
+    created = followed("post", "/v1/workstations", "201")
+    assert {"launch", "stop", "patch", "delete"} <= set(created)
+    assert "stop" in followed("post", "/v1/workstations/{workstation_id}/launch", "200")
+    assert "patch" in followed("post", "/v1/workstations/{workstation_id}/stop", "200")
+    for method, path, operation in _operations(spec):
+        for status, response in operation["responses"].items():
+            for link in response.get("links", {}).values():
+                # Each link names an operation of this document and one of its path parameters.
+                target_path, target_method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+                target_path = target_path.replace("~1", "/").replace("~0", "~")
+                target = spec["paths"][target_path]
+                assert target_method in target
+                names = {p["name"] for p in target.get("parameters", []) + target[target_method].get("parameters", [])}
+                assert set(link["parameters"]) <= names
+                assert all(value == "$response.body#/id" for value in link["parameters"].values())

@@ -129,6 +129,28 @@ def error_code(status: int) -> str:
     return _CODES.get(status, "error")
 
 
+def links(blp: Blueprint, status: int, parameter: str, targets: dict[str, tuple[str, str]]):
+    """Document OpenAPI links from a response's ``id`` to the operations that take it as ``parameter``.
+
+    ``targets`` maps a link's name to the (method, path template) it leads to.
+    Clients, and schemathesis's stateful tests, follow them: create, then
+    launch, stop, patch and delete what was created.
+    """
+    return blp.doc(
+        responses={
+            status: {
+                "links": {
+                    name: {
+                        "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method,
+                        "parameters": {parameter: "$response.body#/id"},
+                    }
+                    for name, (method, path) in targets.items()
+                }
+            }
+        }
+    )
+
+
 def request_id() -> str:
     rid = g.get("request_id")
     if rid is None:

@@ -21,7 +21,9 @@ from flask import current_app, g, request
 from cwhost.errors import ServiceError
 
 HEADER = "Idempotency-Key"
-_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Printable ASCII without space, as the document says too.
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_KEY_PATTERN = re.compile(KEY_PATTERN)
 # Striped, so that memory does not grow with the number of keys ever seen.
 _locks = [threading.Lock() for _ in range(64)]
 
@@ -103,7 +105,7 @@ def document(blp):
                 "in": "header",
                 "name": HEADER,
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "pattern": KEY_PATTERN},
                 "description": "Retrying with the same key and request returns the first answer"
                 " and changes nothing; the same key with another request is 422.",
             }

@@ -8,7 +8,7 @@ import flask
 from flask import current_app, g, request, url_for
 from flask.views import MethodView
 
-from cwhost.api import ApiBlueprint, error_responses, list_body, raw_body
+from cwhost.api import ApiBlueprint, error_responses, links, list_body, raw_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (
@@ -71,6 +71,17 @@ class WorkspaceCollection(MethodView):
     @blp.response(201, WorkspaceSchema, headers={"Location": {"schema": {"type": "string"}}})
     @error_responses(blp, 400, 401, 413, 415, 500)
     @document_idempotency(blp)
+    @links(
+        blp,
+        201,
+        "workspace_id",
+        {
+            "get": ("get", "/v1/workspaces/{workspace_id}"),
+            "files": ("get", "/v1/workspaces/{workspace_id}/files"),
+            "archive": ("post", "/v1/workspaces/{workspace_id}/archive"),
+            "delete": ("delete", "/v1/workspaces/{workspace_id}"),
+        },
+    )
     def post(self, body):
         """Create an empty workspace; give its id as `workspaceId` when creating workstations."""
         workspace = _workspaces().create(g.principal, body.get("name"))

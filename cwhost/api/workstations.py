@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, url_for
 from flask.views import MethodView
 
-from cwhost.api import ApiBlueprint, error_responses, list_body
+from cwhost.api import ApiBlueprint, error_responses, links, list_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (
@@ -27,6 +27,23 @@ from cwhost.usage import HOUR, Figures
 blp = ApiBlueprint(
     "workstations", __name__, url_prefix="/v1/workstations", description="Workstations and their life cycle."
 )
+
+
+_ONE = "/v1/workstations/{workstation_id}"
+# Where a workstation can go from an answer that shows it.
+_NEXT = {
+    "get": ("get", _ONE),
+    "patch": ("patch", _ONE),
+    "delete": ("delete", _ONE),
+    "launch": ("post", _ONE + "/launch"),
+    "stop": ("post", _ONE + "/stop"),
+    "usage": ("get", _ONE + "/usage"),
+    "logs": ("get", _ONE + "/logs"),
+}
+
+
+def _next(blp_status: int, *names: str):
+    return links(blp, blp_status, "workstation_id", {name: _NEXT[name] for name in names})
 
 
 def _service() -> WorkstationService:
@@ -96,6 +113,7 @@ class Workstations(MethodView):
     @blp.response(201, WorkstationSchema, headers={"Location": {"schema": {"type": "string"}}})
     @error_responses(blp, 401, 413, 415, 422, 500, 503)
     @document_idempotency(blp)
+    @_next(201, *_NEXT)
     def post(self, body):
         """Create a workstation; it answers at once as `provisioning`, then becomes `stopped`."""
         ws = _service().create(
@@ -122,6 +140,7 @@ class WorkstationById(MethodView):
     @blp.arguments(WorkstationPatchSchema)
     @blp.response(200, WorkstationSchema)
     @error_responses(blp, 401, 404, 413, 415, 422, 500, 503)
+    @_next(200, "get", "launch", "delete", "usage")
     def patch(self, body, workstation_id):
         """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
         return present(
@@ -148,6 +167,7 @@ class WorkstationById(MethodView):
 @blp.response(200, WorkstationSchema)
 @error_responses(blp, 400, 401, 404, 422, 500, 503)
 @document_idempotency(blp)
+@_next(200, "get", "stop", "usage", "logs")
 def launch(workstation_id):
     """Boot a stopped workstation; 503 when the host lacks the GPU, cores or memory now."""
     return present(_service().launch(g.principal, workstation_id))
@@ -159,6 +179,7 @@ def launch(workstation_id):
 @blp.response(200, WorkstationSchema)
 @error_responses(blp, 400, 401, 404, 422, 500, 503)
 @document_idempotency(blp)
+@_next(200, "get", "patch", "launch", "delete", "usage")
 def stop(args, workstation_id):
     """Stop a running workstation: ACPI power-off, forced after the configured timeout."""
     return present(_service().stop(g.principal, workstation_id, force=args["force"]))
