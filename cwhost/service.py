@@ -18,6 +18,7 @@ which is enough because one process owns the database (see ``cwhost serve``).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -809,7 +810,13 @@ class WorkstationService:
         itself leaves it consistent, and the next round looks again.
         """
         domains = self._driver.list_domains()
-        rows = self._db.query("SELECT * FROM workstations")
+        # Deleted workstations only while their domain is still there (a
+        # deletion interrupted): the rest of the ever-growing history is done.
+        rows = self._db.query(
+            "SELECT * FROM workstations WHERE deleted_at IS NULL"
+            " OR id IN (SELECT value FROM json_each(?))",
+            [json.dumps([name.removeprefix(DOMAIN_PREFIX) for name in domains if name.startswith(DOMAIN_PREFIX)])],
+        )
         for row in rows:
             with self._locks_guard:
                 lock = self._locks[row["id"]]

@@ -333,8 +333,9 @@ class FakeDriver(HypervisorDriver):
                 raise InvalidDomainState(f"domain {name} is not running")
             if domain.ignores_acpi:
                 return False
-            self._power_off(domain)
-            return True
+            guest = self._record_powered_off(domain)
+        self._stop_guest(guest)
+        return True
 
     def destroy(self, name: str) -> None:
         with self._lock:
@@ -342,12 +343,17 @@ class FakeDriver(HypervisorDriver):
             domain = self._get(name)
             if domain.state != DomainState.RUNNING.value:
                 raise InvalidDomainState(f"domain {name} is not running")
-            self._power_off(domain)
+            guest = self._record_powered_off(domain)
+        self._stop_guest(guest)
 
-    def _power_off(self, domain: _Domain) -> None:
-        # Recorded first: if the record cannot be written the guest runs on,
-        # as recorded; a crash after the record leaves a guest that the next
-        # driver stops as unrecorded.
+    def _record_powered_off(self, domain: _Domain) -> _Domain:
+        """Record a running domain as stopped; returns it as it ran, for its guest to be stopped.
+
+        Recorded first: if the record cannot be written the guest runs on, as
+        recorded; a crash after the record leaves a guest that the next driver
+        stops as unrecorded. The guest is stopped outside the driver's lock,
+        so that one slow guest does not hold up every other domain.
+        """
         guest = replace(domain)
         domain.state = DomainState.STOPPED.value
         domain.gpu = None
@@ -355,7 +361,7 @@ class FakeDriver(HypervisorDriver):
         domain.console_port = domain.console_password = None
         domain.share = None
         self._save()
-        self._stop_guest(guest)
+        return guest
 
     def delete(self, name: str) -> None:
         with self._lock:
