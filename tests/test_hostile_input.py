@@ -115,6 +115,8 @@ CASES = [
     ("NUL in a token", "GET", b"/v1/workstations", b"cwh_a\x00b", b"", b"", 400),
     ("a 10 KB idempotency key", "POST", b"/v1/workstations", None, create_body(), b"Idempotency-Key: " + b"k" * 10_240, 400),
     ("a 10 MB body", "POST", b"/v1/workstations", None, b'{"name": "' + b"a" * 10 * 1024 * 1024 + b'"}', b"", 413),
+    # Refused by waitress from the header alone, before anything is read.
+    ("a body declared as 1 TB", "POST", b"/v1/workstations", None, b"", b"Content-Length: 1000000000000", 413),
 ]
 
 
