@@ -225,7 +225,8 @@ def _workspaces(db: sqlite_utils.Database) -> None:
 _STORAGE_FAULTS = {
     "SQLITE_FULL": "The server's disk is full",
     "SQLITE_READONLY": "The server's database is read-only",
-    "SQLITE_IOERR": "The server's disk is failing to read or write",
+    # A failing disk, or a file made unwritable (EPERM) under the server.
+    "SQLITE_IOERR": "The server cannot read or write its database",
     "SQLITE_BUSY": "The database is busy",
     "SQLITE_LOCKED": "The database is busy",
     "SQLITE_CANTOPEN": "The server cannot open its database",

@@ -1,9 +1,11 @@
-"""The disk under the data directory fills up, then space comes back (a small tmpfs, for real).
+"""Storage faults under the running server, made for real, then undone.
 
-While it is full: every write answers 503 with a message that says so and
-changes nothing, reads go on, the sampler says once that it cannot write.
-After: the same requests succeed, the database passes its integrity check,
-and the usage the sampler could not write during the fault is not lost.
+The disk under the data directory fills up (a small tmpfs), then space comes
+back; the database and its journal become unwritable (the immutable
+attribute), then writable again. During: every write answers 503 with a
+message that says so and changes nothing, reads go on, the sampler says once
+that it cannot write. After: the same requests succeed, the database passes
+its integrity check, and the usage the sampler could not write is not lost.
 """
 
 from __future__ import annotations
@@ -144,3 +146,80 @@ def _guest_pids() -> set[int]:
     return {
         p.pid for p in psutil.process_iter(["cmdline"]) if "drivers.fake_guest" in (p.info["cmdline"] or [])
     }
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Mark files immutable (chattr +i), as an operator or a failing mount can; undone at the end."""
+    marked = []
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    if subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute (needs root on ext4 or xfs)")
+    subprocess.run(["chattr", "-i", str(probe)], check=True)
+
+    def mark(*paths):
+        for path in paths:
+            subprocess.run(["chattr", "+i", str(path)], check=True)
+            marked.append(path)
+
+    def unmark():
+        while marked:
+            subprocess.run(["chattr", "-i", str(marked.pop())], check=True)
+
+    yield mark, unmark
+    unmark()
+
+
+def test_a_database_that_cannot_be_written_is_503_and_recovers(tmp_path, immutable):
+    """The database and its journal become unwritable under the running server, then writable again.
+
+    (Its shared-memory index stays writable: SQLite maps it, and a mapping
+    that cannot be written kills the process with SIGBUS, whatever it does.)
+    """
+    mark, unmark = immutable
+    server = start_server(tmp_path, "[server]\nrate_limit_per_minute = 100000\n[sampler]\ninterval_seconds = 0.2\n")
+    data = tmp_path / "server-data"
+    try:
+        token = cli(server.env, "keys", "create", "--account", "alice").stdout.split()[-1]
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {token}"
+        url = server.url + "/v1"
+        created = api.post(url + "/workstations", json={"name": "before", "configuration": CONFIGURATION})
+        assert created.status_code == 201
+        before = created.json()["id"]
+        deadline = time.monotonic() + 10
+        while api.get(f"{url}/workstations/{before}").json()["status"] != "stopped":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        counts = table_counts(data / "cwhost.db")
+
+        mark(data / "cwhost.db", data / "cwhost.db-wal")
+        refused = [
+            api.post(url + "/workstations", json={"name": "during", "configuration": CONFIGURATION}),
+            api.patch(f"{url}/workstations/{before}", json={"name": "renamed", "configuration": {}}),
+            api.post(url + "/workspaces", json={}),
+        ]
+        for response in refused:
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "unavailable"
+            assert "nothing was changed" in response.json()["message"]
+            assert int(response.headers["Retry-After"]) > 0
+        assert api.get(f"{url}/workstations/{before}").json()["name"] == "before"
+        assert api.get(url + "/workstations").status_code == 200
+        time.sleep(0.5)  # sampler ticks meet it too
+        assert requests.get(server.url + "/healthz").status_code == 200
+        unmark()
+
+        assert table_counts(data / "cwhost.db") == counts
+        assert api.post(url + "/workstations", json={"name": "after", "configuration": CONFIGURATION}).status_code == 201
+        renamed = api.patch(f"{url}/workstations/{before}", json={"name": "renamed", "configuration": {}})
+        assert renamed.status_code == 200 and renamed.json()["name"] == "renamed"
+        assert "Traceback" not in server.log()
+        assert server.process.poll() is None
+    finally:
+        unmark()
+        server.stop()
+        power_off_fake_guests(data)
+    with sqlite3.connect(data / "cwhost.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
