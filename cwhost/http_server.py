@@ -16,16 +16,14 @@ from flask import Flask
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
-from cwhost.api import error_code
+from cwhost.api import error_body
 
 
 class JsonErrorTask(ErrorTask):
     def execute(self):
         error = self.request.error
         request_id = uuid.uuid4().hex
-        body = json.dumps(
-            {"error": error_code(error.code), "message": f"{error.reason}: {error.body}", "requestId": request_id}
-        ).encode()
+        body = json.dumps(error_body(error.code, f"{error.reason}: {error.body}", request_id)).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.extend([("Content-Type", "application/json"), ("X-Request-Id", request_id)])
         self.set_close_on_finish()

@@ -124,9 +124,13 @@ def error_responses(blp: Blueprint, *statuses: int):
     return blp.doc(responses={status: http.HTTPStatus(status).name for status in statuses})
 
 
-def error_code(status: int) -> str:
-    """The ``error`` of API.md's error body for an HTTP status."""
-    return _CODES.get(status, "error")
+def error_body(status: int, message: str, request_id: str, code=None, details=None, extra=None) -> dict:
+    """API.md's error body, whoever answers: the application, or waitress before it."""
+    body = {"error": code or _CODES.get(status, "error"), "message": message, "requestId": request_id}
+    if details:
+        body["details"] = details
+    body.update(extra or {})
+    return body
 
 
 def links(blp: Blueprint, status: int, parameter: str, targets: dict[str, tuple[str, str]]):
@@ -161,10 +165,7 @@ def request_id() -> str:
 
 
 def _error_response(status: int, message: str, details=None, headers=None, code=None, extra=None):
-    body = {"error": code or error_code(status), "message": message, "requestId": request_id()}
-    if details:
-        body["details"] = details
-    body.update(extra or {})
+    body = error_body(status, message, request_id(), code, details, extra)
     response = flask.make_response(json.dumps(body), status)
     response.mimetype = "application/json"
     for name, value in (headers or {}).items():
