@@ -233,33 +233,26 @@ _STORAGE_FAULTS = {
 }
 
 
-def storage_fault(exc: sqlite3.Error) -> StorageUnavailable | None:
-    """The client's answer to a SQLite error of the storage under it; None for any other error.
+@contextmanager
+def _storage_faults() -> Iterator[None]:
+    """SQLite errors of the storage under it become the client's 503; any other error passes.
 
     Extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED...) share
     their primary code's prefix.
     """
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    for prefix, what in _STORAGE_FAULTS.items():
-        if name.startswith(prefix):
-            busy = prefix in ("SQLITE_BUSY", "SQLITE_LOCKED")
-            return StorageUnavailable(
-                f"{what} ({exc}); nothing was changed. Try again "
-                + ("shortly." if busy else "once an operator has fixed it."),
-                retry_after=1 if busy else 30,
-            )
-    return None
-
-
-@contextmanager
-def _storage_faults() -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        fault = storage_fault(exc)
-        if fault is None:
-            raise
-        raise fault from exc
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        for prefix, what in _STORAGE_FAULTS.items():
+            if name.startswith(prefix):
+                busy = prefix in ("SQLITE_BUSY", "SQLITE_LOCKED")
+                raise StorageUnavailable(
+                    f"{what} ({exc}); nothing was changed. Try again "
+                    + ("shortly." if busy else "once an operator has fixed it."),
+                    retry_after=1 if busy else 30,
+                ) from exc
+        raise
 
 
 def split_page(rows: list[dict], limit: int, cursor_column: str) -> tuple[list[dict], str | None]:
