@@ -54,6 +54,12 @@ class ProvisioningError(DriverError):
     """The domain or its disk could not be created or changed."""
 
 
+def require_shared_directory(share: Path | None) -> None:
+    """What every driver checks of a directory to share before it boots anything."""
+    if share is not None and not Path(share).is_dir():
+        raise ProvisioningError(f"the directory to share, {share}, does not exist")
+
+
 class DomainState(enum.Enum):
     RUNNING = "running"
     STOPPED = "stopped"

@@ -37,6 +37,7 @@ from drivers.base import (
     HypervisorUnavailable,
     InvalidDomainState,
     ProvisioningError,
+    require_shared_directory,
 )
 
 GIB = 1024**3
@@ -83,6 +84,13 @@ def _exited(process: psutil.Process, timeout: float) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def _mark_stopped(domain: _Domain) -> None:
+    """Stopped, with nothing left of its last run."""
+    domain.state = DomainState.STOPPED.value
+    domain.gpu = domain.pid = domain.pid_started = domain.share = None
+    domain.console_port = domain.console_password = None
 
 
 def _owner_of(cmdline: list[str]) -> str | None:
@@ -158,8 +166,7 @@ class FakeDriver(HypervisorDriver):
         changed = False
         for domain in self._domains.values():
             if domain.state == DomainState.RUNNING.value and self._guest_process(domain) is None:
-                domain.state = DomainState.STOPPED.value
-                domain.gpu = domain.pid = domain.pid_started = domain.share = None
+                _mark_stopped(domain)
                 changed = True
         if changed:
             self._save()
@@ -310,8 +317,7 @@ class FakeDriver(HypervisorDriver):
                 raise InvalidDomainState(f"domain {name} is already running")
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
-            if share is not None and not Path(share).is_dir():
-                raise ProvisioningError(f"the directory to share, {share}, does not exist")
+            require_shared_directory(share)
             self._start_guest(domain)
             taken = {d.console_port for d in self._domains.values() if d.console_port}
             domain.console_port = next(p for p in range(5900, 65536) if p not in taken)
@@ -355,11 +361,7 @@ class FakeDriver(HypervisorDriver):
         so that one slow guest does not hold up every other domain.
         """
         guest = replace(domain)
-        domain.state = DomainState.STOPPED.value
-        domain.gpu = None
-        domain.pid = domain.pid_started = None
-        domain.console_port = domain.console_password = None
-        domain.share = None
+        _mark_stopped(domain)
         self._save()
         return guest
 

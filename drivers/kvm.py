@@ -35,7 +35,7 @@ from drivers.base import (
     HypervisorUnavailable,
     InvalidDomainState,
     ProvisioningError,
-    SHARE_TAG,
+    require_shared_directory,
 )
 from drivers.libvirt_xml import (
     DomainXml,
@@ -199,7 +199,6 @@ class LibvirtDriver(HypervisorDriver):
                 kernel_boot=self._kernel_for(spec),
                 gpu=PciAddress.parse(gpu.pci_address) if gpu else None,
                 share=str(share) if share else None,
-                share_tag=SHARE_TAG,
                 base_image=spec.boot.image,
             )
         )
@@ -285,8 +284,7 @@ class LibvirtDriver(HypervisorDriver):
         domain = self._domain(name)
         if domain.isActive():
             raise InvalidDomainState(f"domain {name} is already running")
-        if share is not None and not Path(share).is_dir():
-            raise ProvisioningError(f"the directory to share, {share}, does not exist")
+        require_shared_directory(share)
         current = self._inactive(domain)
         # A new console password at every launch; the GPU and the share are in
         # the definition only for the run that has them.

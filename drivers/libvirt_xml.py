@@ -10,6 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from drivers.base import SHARE_TAG
+
 METADATA_NAMESPACE = "https://cwhost.invalid/xmlns/workstation/1"
 ET.register_namespace("cwhost", METADATA_NAMESPACE)
 
@@ -63,7 +65,7 @@ class DomainXml:
     gpu: PciAddress | None = None
     # A host directory shared with the guest over virtiofs, and the tag it mounts it by.
     share: str | None = None
-    share_tag: str = "workspace"
+    share_tag: str = SHARE_TAG
     # The image the disk was made from, kept in cwhost's metadata.
     base_image: str | None = None
 
@@ -206,7 +208,7 @@ def from_xml(text: str) -> DomainXml:
         ),
         gpu=gpu,
         share=filesystem.find("source").get("dir") if filesystem is not None else None,
-        share_tag=filesystem.find("target").get("dir") if filesystem is not None else "workspace",
+        share_tag=filesystem.find("target").get("dir") if filesystem is not None else SHARE_TAG,
         base_image=workstation.get("baseImage") if workstation is not None else None,
     )
 
