@@ -159,6 +159,10 @@ def _from_row(row: dict) -> Workspace:
     )
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The file is larger than this server's upload limit of {limit} bytes.")
+
+
 def _outside(path: str) -> InvalidRequest:
     return InvalidRequest(
         f"Invalid file path {path!r}: it passes through a link or something that is not a directory.",
@@ -434,7 +438,7 @@ class Workspaces:
         parts = split_path(path)
         limit = self.max_upload_bytes
         if declared_length is not None and declared_length > limit:
-            raise PayloadTooLarge(f"The file is larger than this server's upload limit of {limit} bytes.")
+            raise _too_large(limit)
         with _disk_faults():
             return self._store(workspace, path, parts, body, declared_length)
 
@@ -450,9 +454,7 @@ class Workspaces:
                 while chunk := body.read(COPY_CHUNK_BYTES):
                     written += len(chunk)
                     if written > limit:
-                        raise PayloadTooLarge(
-                            f"The file is larger than this server's upload limit of {limit} bytes."
-                        )
+                        raise _too_large(limit)
                     out.write(chunk)
                 if declared_length is not None and written != declared_length:
                     raise InvalidRequest("The request body ended before its Content-Length; nothing was stored.")
