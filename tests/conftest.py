@@ -125,6 +125,17 @@ def wait_for_status(client, headers, workstation_id, status, timeout=10.0):
         time.sleep(0.02)
 
 
+def wait_over_http(session, url: str, status: str, timeout: float = 10.0) -> dict:
+    """Poll a workstation's URL on a real server until it shows ``status``; its body then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = session.get(url).json()
+        if body["status"] == status or time.monotonic() > deadline:
+            assert body["status"] == status, body
+            return body
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

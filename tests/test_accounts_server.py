@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server
+from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
 
 CONFIG = """
 [sampler]
@@ -46,10 +46,7 @@ def test_a_balance_runs_out_the_workstation_stops_and_cost_stays_consistent(pric
     assert (third.status_code, third.json()["error"]) == (403, "quota_exceeded")
     assert "max_workstations" in third.json()["message"]
     for ws_id in ids:
-        deadline = time.monotonic() + 10
-        while http.get(f"{base}/{ws_id}").json()["status"] != "stopped":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_over_http(http, f"{base}/{ws_id}", "stopped")
 
     granted = cli(server.env, "accounts", "set-credits", "team", "0.5")
     assert granted.returncode == 0 and "balance 0.50 USD" in granted.stdout

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server
+from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
 
 TABLES = ("accounts", "api_keys", "workstations", "workstation_events", "idempotency_keys", "workspaces")
 CONFIGURATION = {"cpuCores": 2, "memoryGB": 4, "storageGB": 10}
@@ -26,16 +25,12 @@ def target(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     server = start_server(root, "[server]\nrate_limit_per_minute = 100000\n")
     token = cli(server.env, "keys", "create", "--account", "alice").stdout.split()[-1]
-    headers = {"Authorization": f"Bearer {token}"}
-    created = requests.post(
-        server.url + "/v1/workstations", json={"name": "victim", "configuration": CONFIGURATION}, headers=headers
-    )
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    created = session.post(server.url + "/v1/workstations", json={"name": "victim", "configuration": CONFIGURATION})
     assert created.status_code == 201
     victim = created.json()["id"]
-    deadline = time.monotonic() + 10
-    while requests.get(f"{server.url}/v1/workstations/{victim}", headers=headers).json()["status"] != "stopped":
-        assert time.monotonic() < deadline, "the victim was never provisioned"
-        time.sleep(0.05)
+    wait_over_http(session, f"{server.url}/v1/workstations/{victim}", "stopped")
     yield server, token, victim, root / "server-data"
     server.stop()
     power_off_fake_guests(root / "server-data")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server
+from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
 
 TICKS = 50
 READERS = 16
@@ -41,10 +41,8 @@ def test_no_client_meets_a_locked_database_while_the_sampler_writes_fast(tmp_pat
             )
             assert created.status_code == 201
             ids.append(created.json()["id"])
-        deadline = time.monotonic() + 20
-        while any(session.get(f"{server.url}/v1/workstations/{i}").json()["status"] != "stopped" for i in ids):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        for workstation_id in ids:
+            wait_over_http(session, f"{server.url}/v1/workstations/{workstation_id}", "stopped", timeout=20)
         for workstation_id in ids[:RUNNING]:
             assert session.post(f"{server.url}/v1/workstations/{workstation_id}/launch").status_code == 200
         samples_before = _count_samples(tmp_path)

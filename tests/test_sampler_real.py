@@ -17,7 +17,7 @@ from cwhost.service import WorkstationService, domain_name
 from cwhost.usage import GB
 from drivers.base import HostInfo
 from drivers.fake import FakeDriver, GuestLoad
-from tests.conftest import cli, make_config, power_off_fake_guests, start_server
+from tests.conftest import cli, make_config, power_off_fake_guests, start_server, wait_over_http
 
 
 @pytest.fixture
@@ -145,10 +145,9 @@ def test_two_samplers_on_one_database_one_writes_the_other_takes_over(tmp_path):
             json={"name": "m", "configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}},
             headers=headers,
         ).json()
-        deadline = time.monotonic() + 10
-        while requests.get(f"{first.url}/v1/workstations/{ws['id']}", headers=headers).json()["status"] != "stopped":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        session = requests.Session()
+        session.headers.update(headers)
+        wait_over_http(session, f"{first.url}/v1/workstations/{ws['id']}", "stopped")
         assert requests.post(f"{first.url}/v1/workstations/{ws['id']}/launch", headers=headers).status_code == 200
 
         second = start_server(tmp_path, config)

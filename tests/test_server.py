@@ -18,6 +18,7 @@ from tests.conftest import (
     free_port,
     power_off_fake_guests,
     start_server,
+    wait_over_http,
     wait_until_serving,
 )
 
@@ -26,16 +27,6 @@ def _token(server, account="alice", *flags):
     result = cli(server.env, "keys", "create", "--account", account, *flags)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
-
-
-def _wait(session, url, status, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        body = session.get(url).json()
-        if body["status"] == status or time.monotonic() > deadline:
-            assert body["status"] == status, body
-            return body
-        time.sleep(0.05)
 
 
 def test_life_cycle_over_http(server):
@@ -48,7 +39,7 @@ def test_life_cycle_over_http(server):
     ws = created.json()
     assert ws["status"] == "provisioning"
     url = server.url + created.headers["Location"]
-    _wait(http, url, "stopped")
+    wait_over_http(http, url, "stopped")
 
     assert http.post(url + "/launch").json()["status"] == "running"
     refused = http.patch(url, json={"configuration": {"cpuCores": 2}})
@@ -78,7 +69,7 @@ def test_state_survives_a_restart_of_the_service(tmp_path):
     url = f"/v1/workstations/{created['id']}"
     session = requests.Session()
     session.headers.update(headers)
-    _wait(session, first.url + url, "stopped")
+    wait_over_http(session, first.url + url, "stopped")
     requests.post(first.url + url + "/launch", headers=headers)
     assert first.stop() == 0
     assert "cwhost stopped" in first.log()

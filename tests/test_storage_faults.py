@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from cwhost.service import domain_name
-from tests.conftest import cli, power_off_fake_guests, start_server
+from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
 
 CONFIGURATION = {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}
 
@@ -77,10 +77,7 @@ def test_a_full_disk_is_503_changes_nothing_and_recovers(tmp_path, small_disk):
             return api.post(url + "/workstations", json={"name": name, "configuration": CONFIGURATION})
 
         def wait_stopped(workstation_id):
-            deadline = time.monotonic() + 10
-            while api.get(f"{url}/workstations/{workstation_id}").json()["status"] != "stopped":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_over_http(api, f"{url}/workstations/{workstation_id}", "stopped")
 
         idle, busy = create("idle").json()["id"], create("busy").json()["id"]
         wait_stopped(idle), wait_stopped(busy)
@@ -188,10 +185,7 @@ def test_a_database_that_cannot_be_written_is_503_and_recovers(tmp_path, immutab
         created = api.post(url + "/workstations", json={"name": "before", "configuration": CONFIGURATION})
         assert created.status_code == 201
         before = created.json()["id"]
-        deadline = time.monotonic() + 10
-        while api.get(f"{url}/workstations/{before}").json()["status"] != "stopped":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_over_http(api, f"{url}/workstations/{before}", "stopped")
         counts = table_counts(data / "cwhost.db")
 
         mark(data / "cwhost.db", data / "cwhost.db-wal")
