@@ -114,14 +114,21 @@ def list_body(data: list, next_cursor: str | None = None) -> dict:
     return {"object": "list", "data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
 
 
+# What any authenticated operation can answer, whatever it does: a refused
+# token, the rate limit, shedding under overload or storage that cannot be
+# read or written, an unexpected failure.
+_EVERY_OPERATIONS_ERRORS = (401, 429, 500, 503)
+
+
 def error_responses(blp: Blueprint, *statuses: int):
-    """Document the error answers an operation can give.
+    """Document the error answers an authenticated operation can give, besides those of every one.
 
     One ``doc`` entry rather than an ``alt_response`` per status: each
     ``alt_response`` wraps the view in another function that runs on every
     request, and these exist only for the document.
     """
-    return blp.doc(responses={status: http.HTTPStatus(status).name for status in statuses})
+    every = sorted({*statuses, *_EVERY_OPERATIONS_ERRORS})
+    return blp.doc(responses={status: http.HTTPStatus(status).name for status in every})
 
 
 def error_body(status: int, message: str, request_id: str, code=None, details=None, extra=None) -> dict:

@@ -34,7 +34,7 @@ def present(view: AccountView) -> dict:
 
 @blp.route("/v1/account")
 @blp.response(200, AccountSchema)
-@error_responses(blp, 401, 500)
+@error_responses(blp)
 def account():
     """The caller's account: balance, burn rate, when the balance runs out, limits and use."""
     return present(_accounts().view(g.principal.account_id))
@@ -43,7 +43,7 @@ def account():
 @blp.route("/v1/accounts/<string:name>/credits", methods=["PUT"])
 @blp.arguments(CreditsSchema)
 @blp.response(200, AccountSchema)
-@error_responses(blp, 401, 403, 404, 415, 500)
+@error_responses(blp, 403, 404, 415)
 def set_credits(body, name):
     """Set an account's balance (admin tokens only)."""
     if not g.principal.admin:

@@ -23,7 +23,7 @@ def healthz():
 
 @blp.route("/v1/host")
 @blp.response(200, HostSchema)
-@error_responses(blp, 401, 500, 503)
+@error_responses(blp)
 def host():
     """Capacity of this server, the regions it serves, and its GPUs with who holds them."""
     view = current_app.extensions["cwhost"].service.host_view()
@@ -62,10 +62,9 @@ def host():
             "description": "Prometheus text exposition format.",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
-        401: "UNAUTHORIZED",
-        403: "FORBIDDEN",
     },
 )
+@error_responses(blp, 403)
 def metrics():
     """Usage counters per workstation and the sampler's tick duration and lag."""
     if not g.principal.admin:

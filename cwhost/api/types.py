@@ -12,7 +12,7 @@ blp = ApiBlueprint("types", __name__, description="Workstation types: defaults a
 
 @blp.route("/v1/workstation-types")
 @blp.response(200, WorkstationTypeListSchema)
-@error_responses(blp, 401, 500)
+@error_responses(blp)
 def workstation_types():
     """The types this server offers, their default configuration, and whether their images are present."""
     config = current_app.extensions["cwhost"].config

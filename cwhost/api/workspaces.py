@@ -59,7 +59,7 @@ def _file_list(workspace_id: str, page: FilePage) -> dict:
 class WorkspaceCollection(MethodView):
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, WorkspaceListSchema)
-    @error_responses(blp, 400, 401, 500)
+    @error_responses(blp, 400)
     def get(self, args):
         """The caller's workspaces, oldest first."""
         after = int(args["after"]) if "after" in args else None
@@ -69,7 +69,7 @@ class WorkspaceCollection(MethodView):
     @idempotent
     @blp.arguments(WorkspaceCreateSchema)
     @blp.response(201, WorkspaceSchema, headers={"Location": {"schema": {"type": "string"}}})
-    @error_responses(blp, 400, 401, 413, 415, 500)
+    @error_responses(blp, 400, 413, 415)
     @document_idempotency(blp)
     @links(
         blp,
@@ -92,13 +92,13 @@ class WorkspaceCollection(MethodView):
 @blp.route("/workspaces/<string:workspace_id>")
 class WorkspaceById(MethodView):
     @blp.response(200, WorkspaceSchema)
-    @error_responses(blp, 401, 404, 500)
+    @error_responses(blp, 404)
     def get(self, workspace_id):
         """One workspace."""
         return present(_workspaces().get(g.principal, workspace_id))
 
     @blp.response(204)
-    @error_responses(blp, 400, 401, 404, 500)
+    @error_responses(blp, 400, 404)
     def delete(self, workspace_id):
         """Delete a workspace and every file in it; refused while a running workstation has it.
 
@@ -109,7 +109,7 @@ class WorkspaceById(MethodView):
 
 @blp.route("/workspaces/<string:workspace_id>/archive", methods=["POST"])
 @blp.response(200, WorkspaceSchema)
-@error_responses(blp, 400, 401, 404, 500)
+@error_responses(blp, 400, 404)
 def archive(workspace_id):
     """Make a workspace read-only and attached to nothing; refused while a running workstation has it."""
     return present(_workspaces().archive(g.principal, workspace_id))
@@ -118,7 +118,7 @@ def archive(workspace_id):
 @blp.route("/workspaces/<string:workspace_id>/files")
 @blp.arguments(FileListArgsSchema, location="query")
 @blp.response(200, FileListSchema)
-@error_responses(blp, 400, 401, 404, 500)
+@error_responses(blp, 400, 404)
 def files(args, workspace_id):
     """Every regular file in the workspace, at any depth, by path; links are not listed."""
     page = _workspaces().list_files(g.principal, workspace_id, args["limit"], args.get("after"))
@@ -127,7 +127,7 @@ def files(args, workspace_id):
 
 @blp.route("/workspaces/<string:workspace_id>/files/<fileid:file_id>/content")
 @blp.doc(responses={200: {"description": "The file's bytes.", "content": _BINARY}})
-@error_responses(blp, 400, 401, 404, 500)
+@error_responses(blp, 400, 404)
 def file_content(workspace_id, file_id):
     """Download one file."""
     stream, info = _workspaces().open_file(g.principal, workspace_id, file_id)
@@ -150,7 +150,7 @@ def file_content(workspace_id, file_id):
         201: {"description": "The file is new.", "content": {"application/json": {"schema": FileSchema}}},
     },
 )
-@error_responses(blp, 400, 401, 404, 413, 500)
+@error_responses(blp, 400, 404, 413)
 def upload_file(workspace_id, file_path):
     """Upload a file to a path in the workspace, creating its directories; the body is the file.
 
@@ -177,7 +177,7 @@ def upload_file(workspace_id, file_path):
 @blp.route("/workstations/<string:workstation_id>/files")
 @blp.arguments(FileListArgsSchema, location="query")
 @blp.response(200, FileListSchema)
-@error_responses(blp, 400, 401, 404, 500)
+@error_responses(blp, 400, 404)
 def workstation_files(args, workstation_id):
     """The files of the workstation's workspace; an empty list when it has none."""
     service = current_app.extensions["cwhost"].service

@@ -96,7 +96,7 @@ def present(ws: Workstation) -> dict:
 class Workstations(MethodView):
     @blp.arguments(WorkstationListArgsSchema, location="query")
     @blp.response(200, WorkstationListSchema)
-    @error_responses(blp, 401, 500)
+    @error_responses(blp)
     def get(self, args):
         """List the caller's workstations, oldest first."""
         page = _service().list(
@@ -111,7 +111,7 @@ class Workstations(MethodView):
     @idempotent
     @blp.arguments(WorkstationCreateSchema)
     @blp.response(201, WorkstationSchema, headers={"Location": {"schema": {"type": "string"}}})
-    @error_responses(blp, 401, 413, 415, 422, 500, 503)
+    @error_responses(blp, 413, 415, 422)
     @document_idempotency(blp)
     @_next(201, *_NEXT)
     def post(self, body):
@@ -132,14 +132,14 @@ class Workstations(MethodView):
 @blp.route("/<string:workstation_id>")
 class WorkstationById(MethodView):
     @blp.response(200, WorkstationSchema)
-    @error_responses(blp, 401, 404, 500)
+    @error_responses(blp, 404)
     def get(self, workstation_id):
         """One workstation."""
         return present(_service().get(g.principal, workstation_id))
 
     @blp.arguments(WorkstationPatchSchema)
     @blp.response(200, WorkstationSchema)
-    @error_responses(blp, 401, 404, 413, 415, 422, 500, 503)
+    @error_responses(blp, 404, 413, 415, 422)
     @_next(200, "get", "launch", "delete", "usage")
     def patch(self, body, workstation_id):
         """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
@@ -155,7 +155,7 @@ class WorkstationById(MethodView):
         )
 
     @blp.response(204)
-    @error_responses(blp, 400, 401, 404, 500, 503)
+    @error_responses(blp, 400, 404)
     def delete(self, workstation_id):
         """Delete a stopped or failed workstation with its disk; its usage stays readable."""
         _service().delete(g.principal, workstation_id)
@@ -165,7 +165,7 @@ class WorkstationById(MethodView):
 @blp.route("/<string:workstation_id>/launch", methods=["POST"])
 @idempotent
 @blp.response(200, WorkstationSchema)
-@error_responses(blp, 400, 401, 404, 422, 500, 503)
+@error_responses(blp, 400, 404, 422)
 @document_idempotency(blp)
 @_next(200, "get", "stop", "usage", "logs")
 def launch(workstation_id):
@@ -177,7 +177,7 @@ def launch(workstation_id):
 @idempotent
 @blp.arguments(StopArgsSchema, location="query")
 @blp.response(200, WorkstationSchema)
-@error_responses(blp, 400, 401, 404, 422, 500, 503)
+@error_responses(blp, 400, 404, 422)
 @document_idempotency(blp)
 @_next(200, "get", "patch", "launch", "delete", "usage")
 def stop(args, workstation_id):
@@ -188,7 +188,7 @@ def stop(args, workstation_id):
 @blp.route("/<string:workstation_id>/usage")
 @blp.arguments(UsageArgsSchema, location="query")
 @blp.response(200, UsageSchema)
-@error_responses(blp, 401, 404, 500)
+@error_responses(blp, 404)
 def usage(args, workstation_id):
     """What the workstation used and what it cost, in total or in a window, optionally bucketed.
 
