@@ -5,6 +5,10 @@ processes) and loaded by wrk in interleaved rounds, so the machine's noise
 falls on both alike. Prints requests/s of each, their ratio, and p50/p99.
 Target: cwhost at least 0.8x the bare view.
 
+A third app, the bare view plus the one SQLite read the measured GET must
+make (the same query on cwhost's database), shows how much of the gap that
+read alone accounts for: the ratio cwhost could reach with no other cost.
+
     apt-get install wrk
     python benchmarks/api.py [--rounds 5] [--seconds 5] [--threads 8] [--connections 8]
 """
@@ -29,13 +33,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 BARE_APP = textwrap.dedent(
     """
-    import sys, waitress
+    import sqlite3, sys, threading, waitress
     from flask import Flask
     app = Flask("bare")
     BODY = {body!r}
+    DATABASE = sys.argv[3] if len(sys.argv) > 3 else None
+    connections = threading.local()
     @app.get("/v1/workstations/<workstation_id>")
     def get(workstation_id):
-        return BODY
+        if DATABASE is None:
+            return BODY
+        if not hasattr(connections, "db"):
+            connections.db = sqlite3.connect(f"file:{{DATABASE}}?mode=ro", uri=True)
+        cursor = connections.db.execute("SELECT * FROM workstations WHERE id = ?", [workstation_id])
+        return dict(zip([column[0] for column in cursor.description], cursor.fetchone()))
     waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=int(sys.argv[2]))
     """
 )
@@ -118,7 +129,7 @@ def main() -> None:
         cli + ["keys", "create", "--account", "bench"], env=env, capture_output=True, text=True, check=True
     ).stdout.split()[-1]
 
-    cwhost_port, bare_port = free_port(), free_port()
+    cwhost_port, bare_port, read_port = free_port(), free_port(), free_port()
     servers = [
         subprocess.Popen(
             cli + ["serve", "--port", str(cwhost_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -134,18 +145,21 @@ def main() -> None:
             {"name": "bench", "configuration": {"cpuCores": 4, "memoryGB": 8, "storageGB": 20}},
         )
         body = request("GET", f"{cwhost_url}/v1/workstations/{ws['id']}", token)
-        servers.append(
-            subprocess.Popen(
-                [sys.executable, "-c", BARE_APP.format(body=body), str(bare_port), str(args.threads)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        for port, database in ((bare_port, []), (read_port, [str(workdir / "cwhost.db")])):
+            servers.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", BARE_APP.format(body=body), str(port), str(args.threads), *database],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
-        bare_url = f"http://127.0.0.1:{bare_port}"
-        wait_ready(f"{bare_url}/v1/workstations/{ws['id']}")
+        bare_url, read_url = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{read_port}"
+        for url in (bare_url, read_url):
+            wait_ready(f"{url}/v1/workstations/{ws['id']}")
 
         targets = {
             "cwhost": (f"{cwhost_url}/v1/workstations/{ws['id']}", [f"Authorization: Bearer {token}"]),
+            "flask + read": (f"{read_url}/v1/workstations/{ws['id']}", []),
             "bare flask": (f"{bare_url}/v1/workstations/{ws['id']}", []),
         }
         results: dict[str, list[dict]] = {name: [] for name in targets}
@@ -159,16 +173,18 @@ def main() -> None:
 
         print(f"{args.rounds} interleaved rounds of {args.seconds}s, {args.connections} connections, "
               f"waitress with {args.threads} threads each, {os.cpu_count()} cores")
-        print(f"{'':<12} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'':<13} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8}")
         medians = {}
         for name, rounds in results.items():
             medians[name] = statistics.median(r["rps"] for r in rounds)
             print(
-                f"{name:<12} {medians[name]:>15.0f} {statistics.median(r['p50'] for r in rounds):>8.2f}"
+                f"{name:<13} {medians[name]:>15.0f} {statistics.median(r['p50'] for r in rounds):>8.2f}"
                 f" {statistics.median(r['p99'] for r in rounds):>8.2f}"
             )
         ratio = medians["cwhost"] / medians["bare flask"]
         print(f"ratio cwhost / bare flask: {ratio:.2f} (target >= 0.80)")
+        ceiling = medians["flask + read"] / medians["bare flask"]
+        print(f"ratio flask + read / bare flask: {ceiling:.2f} (what the one database read leaves)")
     finally:
         for server in servers:
             server.terminate()
