@@ -15,7 +15,9 @@ from pathlib import Path
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from cwhost.api import RateLimiter, init_api
+from cwhost.api import init_api
+from cwhost.api.ratelimit import RateLimiter
+from cwhost.auth import TokenVerifier
 from cwhost.config import Config, ConfigError
 from cwhost.db import Database
 from cwhost.metrics import SamplerMetrics, build_registry
@@ -36,6 +38,7 @@ class Components:
     # Admission of API requests; see server.max_in_flight.
     in_flight: threading.BoundedSemaphore
     rate_limiter: RateLimiter
+    tokens: TokenVerifier
 
 
 def make_sampler(components: Components) -> Sampler:
@@ -112,6 +115,7 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         sampler_metrics=sampler_metrics,
         in_flight=threading.BoundedSemaphore(config.server.max_in_flight),
         rate_limiter=RateLimiter(config.server.rate_limit_per_minute),
+        tokens=TokenVerifier(db),
     )
     init_api(app)
     return app

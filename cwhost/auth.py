@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from cwhost.db import Database
@@ -21,6 +22,10 @@ TOKEN_PREFIX = "cwh_"
 # Anything longer cannot be one of ours; refusing it early keeps a 10 KB
 # header from being hashed on every request.
 MAX_TOKEN_LENGTH = 128
+# How long a running server trusts a token it has verified, and so the
+# longest a revoked token (revocation is the CLI's, another process) goes on
+# being accepted.
+VERIFIED_TOKEN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,15 +98,45 @@ def has_any_key(db: Database) -> bool:
     return db.query_one("SELECT 1 AS found FROM api_keys LIMIT 1") is not None
 
 
-def authenticate(db: Database, token: str) -> Principal | None:
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    digest = hash_token(token)
-    row = db.query_one(
-        "SELECT id, account_id, admin, token_hash FROM api_keys"
-        " WHERE token_hash = ? AND revoked_at IS NULL",
-        [digest],
-    )
-    if row is None or not hmac.compare_digest(row["token_hash"], digest):
-        return None
-    return Principal(account_id=row["account_id"], key_id=row["id"], admin=bool(row["admin"]))
+class TokenVerifier:
+    """Who a Bearer token belongs to, remembering each verified token for VERIFIED_TOKEN_SECONDS.
+
+    Without the memory every request made two database reads, its token's and
+    its own; with it a busy client's token is read once a second. Only tokens
+    that verified are remembered, under their digest, so that made-up tokens
+    can neither fill the memory nor skip the database.
+    """
+
+    def __init__(self, db: Database, clock=time.monotonic, max_remembered: int = 10_000):
+        self._db = db
+        self._clock = clock
+        self._max_remembered = max_remembered
+        self._verified: dict[str, tuple[float, Principal]] = {}
+
+    def verify(self, token: str) -> Principal | None:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        digest = hash_token(token)
+        now = self._clock()
+        remembered = self._verified.get(digest)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
+        principal = self._read(digest)
+        if principal is None:
+            self._verified.pop(digest, None)
+            return None
+        if len(self._verified) >= self._max_remembered:
+            # Tokens in use are read again at their next request.
+            self._verified = {}
+        self._verified[digest] = (now + VERIFIED_TOKEN_SECONDS, principal)
+        return principal
+
+    def _read(self, digest: str) -> Principal | None:
+        row = self._db.query_one(
+            "SELECT id, account_id, admin, token_hash FROM api_keys"
+            " WHERE token_hash = ? AND revoked_at IS NULL",
+            [digest],
+        )
+        if row is None or not hmac.compare_digest(row["token_hash"], digest):
+            return None
+        return Principal(account_id=row["account_id"], key_id=row["id"], admin=bool(row["admin"]))

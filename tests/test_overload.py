@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from cwhost import auth
+from cwhost.api.ratelimit import RateLimiter
 from cwhost.app import create_app
 from cwhost.config import ConfigError
 from cwhost.db import Database
@@ -115,3 +116,33 @@ def test_429_and_503_through_the_real_server(tmp_path):
         assert statuses == [200, 200, 200, 429]
     finally:
         limited.stop()
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_rate_limit_slides_with_the_last_minute_weighted():
+    clock = Clock(60 * 1000.0)
+    limiter = RateLimiter(10, clock=clock)
+    assert [limiter.retry_after("a") for _ in range(10)] == [None] * 10
+    # All ten in this minute: one more fits once the next minute has covered
+    # a tenth of this one, 6 s into it: 54 s from here.
+    clock.now += 6
+    assert limiter.retry_after("a") == 60 - 6 + 6
+    clock.now += 60
+    # 6 s into the next minute, the ten count for 0.9 x 10 = 9: one fits, not two.
+    assert limiter.retry_after("a") is None
+    assert limiter.retry_after("a") == 6
+    clock.now += 6
+    assert limiter.retry_after("a") is None
+    # Another token is counted apart; a minute with nothing forgets it all.
+    assert limiter.retry_after("b") is None
+    clock.now += 120
+    assert [limiter.retry_after("a") for _ in range(10)] == [None] * 10
+    # 12 s into this minute: 48 s to its end, then 6 s into the next.
+    assert limiter.retry_after("a") == 48 + 6

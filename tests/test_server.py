@@ -12,6 +12,7 @@ import time
 
 import requests
 
+from cwhost import auth
 from tests.conftest import (
     GOOD_CONFIGURATION,
     cli,
@@ -146,8 +147,12 @@ def test_keys_create_list_revoke(server):
     listed = cli(server.env, "keys", "list")
     assert key_id in listed.stdout and "team-a" in listed.stdout and token not in listed.stdout
 
+    assert requests.get(server.url + "/v1/workstations", headers=headers).status_code == 200
     assert cli(server.env, "keys", "revoke", key_id).returncode == 0
-    assert requests.get(server.url + "/v1/workstations", headers=headers).status_code == 401
+    revoked_at = time.monotonic()
+    while requests.get(server.url + "/v1/workstations", headers=headers).status_code != 401:
+        assert time.monotonic() - revoked_at < auth.VERIFIED_TOKEN_SECONDS + 0.5
+        time.sleep(0.05)
     again = cli(server.env, "keys", "revoke", key_id)
     assert again.returncode == 1 and "no active key" in again.stderr
     assert token not in server.log()

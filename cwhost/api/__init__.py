@@ -9,23 +9,17 @@ from __future__ import annotations
 import http
 import json
 import logging
-import math
 import re
-import time
 import uuid
 
 import flask
 from flask import Flask, g, request
 from flask_smorest import Api, Blueprint
-from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
 from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, PathConverter
 
-from cwhost import auth
 from cwhost.api.schemas import ErrorSchema
 from cwhost.errors import ServiceError
 from cwhost.workspaces import FILE_ID_PATTERN
@@ -246,7 +240,7 @@ def _before_request():
     scheme, _, token = header.partition(" ")
     principal = None
     if scheme.lower() == "bearer":
-        principal = auth.authenticate(flask.current_app.extensions["cwhost"].db, token.strip())
+        principal = flask.current_app.extensions["cwhost"].tokens.verify(token.strip())
     if principal is None:
         return _error_response(401, _MESSAGES[401], headers={"WWW-Authenticate": "Bearer"})
     g.principal = principal
@@ -278,30 +272,6 @@ def _release_in_flight(_error=None):
 def _after_request(response):
     response.headers["X-Request-Id"] = request_id()
     return response
-
-
-class RateLimiter:
-    """Per-token request rate limits over a sliding minute, in memory.
-
-    The sliding window counter weighs the previous minute's count by how much
-    of it is still inside the window: two counters per token whatever the
-    limit, where a moving window keeps a timestamp per request. In memory is
-    exact across the server's threads because one process serves the API.
-    ``limits`` is used directly rather than through flask-limiter, whose
-    per-request resolution of decorators and exemptions cost more than the
-    rest of a GET together.
-    """
-
-    def __init__(self, per_minute: int):
-        self._item = RateLimitItemPerMinute(per_minute)
-        self._window = SlidingWindowCounterRateLimiter(MemoryStorage())
-
-    def retry_after(self, key: str) -> int | None:
-        """Count one request for ``key``: None if admitted, else the seconds until it would be."""
-        if self._window.hit(self._item, key):
-            return None
-        reset_at, _remaining = self._window.get_window_stats(self._item, key)
-        return max(1, math.ceil(reset_at - time.time()))
 
 
 def init_api(app: Flask) -> Api:
