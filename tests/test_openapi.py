@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import re
 
+import jsonschema
 import pytest
 from openapi_spec_validator import validate
+
+from cwhost import auth
+from cwhost.app import create_app
+from cwhost.db import Database
+from tests.conftest import bearer, create_stopped, make_config
 
 ENDPOINTS = {
     ("post", "/v1/workstations"),
@@ -75,6 +81,56 @@ def test_error_responses_use_the_error_schema(spec):
         name = ref.rsplit("/", 1)[-1]
         schema = spec["components"]["responses"][name]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/Error"}
+
+
+def _documented_headers(spec, method, path, status):
+    """The headers the document promises on one answer, each resolved to its header object."""
+    response = spec["paths"][path][method]["responses"][status]
+    if "$ref" in response:
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[-1]]
+    return {
+        name: spec["components"]["headers"][header["$ref"].rsplit("/", 1)[-1]] if "$ref" in header else header
+        for name, header in response.get("headers", {}).items()
+    }
+
+
+def test_every_answer_documents_its_request_id(spec):
+    for method, path, operation in _operations(spec):
+        for status in operation["responses"]:
+            request_id = _documented_headers(spec, method, path, status).get("X-Request-Id")
+            assert request_id and request_id["required"], (method, path, status)
+
+
+def _assert_headers_as_documented(spec, method, path, response, *expected):
+    documented = _documented_headers(spec, method, path, str(response.status_code))
+    assert {"X-Request-Id", *expected} <= set(documented)
+    for name, header in documented.items():
+        if header.get("required"):
+            jsonschema.validate(response.headers[name], header["schema"])
+
+
+def test_401_429_and_503_carry_the_headers_the_document_promises(spec, client, components, tmp_path):
+    one = "/v1/workstations/{workstation_id}"
+    alice = bearer(auth.create_key(components.db, "alice").token)
+    ws = create_stopped(client, alice)
+    answer = client.get(f"/v1/workstations/{ws['id']}", headers=alice)
+    _assert_headers_as_documented(spec, "get", one, answer)
+    unauthorized = client.get(f"/v1/workstations/{ws['id']}")
+    assert unauthorized.status_code == 401
+    _assert_headers_as_documented(spec, "get", one, unauthorized, "WWW-Authenticate")
+    components.driver.set_available(False)
+    unavailable = client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+    assert unavailable.status_code == 503
+    _assert_headers_as_documented(spec, "post", one + "/launch", unavailable, "Retry-After")
+    components.driver.set_available(True)
+
+    limited_config = make_config(tmp_path / "limited", server={"threads": 4, "max_in_flight": 2, "rate_limit_per_minute": 1})
+    Database(limited_config.database_path).migrate()
+    limited_app = create_app(limited_config)
+    bob = bearer(auth.create_key(limited_app.extensions["cwhost"].db, "bob").token)
+    answers = [limited_app.test_client().get("/v1/workstations", headers=bob) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 429]
+    _assert_headers_as_documented(spec, "get", "/v1/workstations", answers[1], "Retry-After")
 
 
 def test_request_schemas_reject_unknown_fields_and_bound_numbers(spec):

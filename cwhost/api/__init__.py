@@ -13,8 +13,10 @@ import re
 import uuid
 
 import flask
+from apispec import BasePlugin
 from flask import Flask, g, request
 from flask_smorest import Api, Blueprint
+from flask_smorest.utils import prepare_response
 from marshmallow import RAISE
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
@@ -188,8 +190,69 @@ def _validation_details(data) -> dict | None:
     return details
 
 
+# The response headers API.md promises, as OpenAPI header components.
+_HEADERS = {
+    "X_REQUEST_ID": {
+        "description": "This request's id: the client's own X-Request-Id if it sent a valid one.",
+        "required": True,
+        "schema": {"type": "string", "pattern": _REQUEST_ID_PATTERN.pattern},
+    },
+    "RETRY_AFTER": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+    },
+    "WWW_AUTHENTICATE": {
+        "description": "The scheme the API expects.",
+        "required": True,
+        "schema": {"type": "string", "const": "Bearer"},
+    },
+}
+# Besides X-Request-Id, which every answer carries.
+_ERROR_HEADERS = {
+    401: {"WWW-Authenticate": "WWW_AUTHENTICATE"},
+    429: {"Retry-After": "RETRY_AFTER"},
+    503: {"Retry-After": "RETRY_AFTER"},
+}
+
+
+class RequestIdHeaderPlugin(BasePlugin):
+    """Document X-Request-Id on each operation's own responses; the shared error ones carry it already."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for operation in (operations or {}).values():
+            for response in operation.get("responses", {}).values():
+                if isinstance(response, dict):
+                    response.setdefault("headers", {})["X-Request-Id"] = "X_REQUEST_ID"
+
+
 class CwhostApi(Api):
     ERROR_SCHEMA = ErrorSchema
+
+    def __init__(self, app: Flask):
+        super().__init__(app, spec_kwargs={"extra_plugins": [RequestIdHeaderPlugin()]})
+
+    def _register_responses(self):
+        """flask-smorest's shared error responses, with the headers API.md promises on them.
+
+        It replaces flask-smorest's own registration, which offers no way to
+        add headers to these responses.
+        """
+        for name, header in _HEADERS.items():
+            self.spec.components.header(name, header, lazy=True)
+        for status in http.HTTPStatus:
+            response = {"description": status.phrase}
+            if status >= 200 and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            self._register_error_response(status.name, response, _ERROR_HEADERS.get(status, {}))
+        self._register_error_response(
+            "DEFAULT_ERROR", {"description": "Default error response", "schema": self.ERROR_SCHEMA}, {}
+        )
+
+    def _register_error_response(self, name: str, response: dict, headers: dict) -> None:
+        prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+        response["headers"] = {"X-Request-Id": "X_REQUEST_ID", **headers}
+        self.spec.components.response(name, response, lazy=True)
 
     def handle_http_exception(self, error: HTTPException):
         status = error.code or 500
@@ -292,7 +355,14 @@ def init_api(app: Flask) -> Api:
             },
             "security": [{"bearerAuth": []}],
             "components": {
-                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+                "securitySchemes": {
+                    "bearerAuth": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A token made with `cwhost keys create`. One revoked with "
+                        "`cwhost keys revoke` is refused within one second.",
+                    }
+                }
             },
         },
     )
