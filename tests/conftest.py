@@ -152,6 +152,14 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The server's log once it holds ``text``: what a background thread logs comes when it comes."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s:\n{log}"
+            time.sleep(0.05)
+        return log
+
     def stop(self) -> int:
         self.process.terminate()
         return self.process.wait(timeout=20)
