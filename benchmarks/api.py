@@ -5,6 +5,13 @@ processes) and loaded by wrk in interleaved rounds, so the machine's noise
 falls on both alike. Prints requests/s of each, their ratio, and p50/p99.
 Target: cwhost at least 0.8x the bare view.
 
+It also prints the CPU time each server process spent per request (user +
+system, from /proc), which the machine's other load moves far less than
+requests/s. Each server under wrk uses about the same CPU per second, so
+requests/s go as the inverse of CPU per request: a ratio of 0.8 allows
+cwhost 1.25x the bare view's CPU per request, and the last line says how
+much of that budget the database read alone spends.
+
 A third app, the bare view plus the one SQLite read the measured GET must
 make (the same query on cwhost's database), shows how much of the gap that
 read alone accounts for: the ratio cwhost could reach with no other cost.
@@ -81,11 +88,19 @@ def request(method: str, url: str, token: str, body: dict | None = None) -> dict
         return json.load(response)
 
 
-def wrk(url: str, seconds: int, connections: int, headers: list[str]) -> dict:
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: int, connections: int, headers: list[str], server_pid: int) -> dict:
+    args = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for header in headers:
         args += ["-H", header]
+    cpu_before = cpu_seconds(server_pid)
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    cpu_spent = cpu_seconds(server_pid) - cpu_before
     if re.search(r"Non-2xx or 3xx responses", out):
         raise SystemExit("wrk saw error responses:\n" + out)
 
@@ -95,6 +110,7 @@ def wrk(url: str, seconds: int, connections: int, headers: list[str]) -> dict:
 
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "cpu_us": cpu_spent / int(re.search(r"(\d+) requests in", out).group(1)) * 1e6,
         "p50": latency_ms("50"),
         "p99": latency_ms("99"),
     }
@@ -157,34 +173,43 @@ def main() -> None:
         for url in (bare_url, read_url):
             wait_ready(f"{url}/v1/workstations/{ws['id']}")
 
+        cwhost_server, bare_server, read_server = servers
         targets = {
-            "cwhost": (f"{cwhost_url}/v1/workstations/{ws['id']}", [f"Authorization: Bearer {token}"]),
-            "flask + read": (f"{read_url}/v1/workstations/{ws['id']}", []),
-            "bare flask": (f"{bare_url}/v1/workstations/{ws['id']}", []),
+            "cwhost": (f"{cwhost_url}/v1/workstations/{ws['id']}", [f"Authorization: Bearer {token}"], cwhost_server),
+            "flask + read": (f"{read_url}/v1/workstations/{ws['id']}", [], read_server),
+            "bare flask": (f"{bare_url}/v1/workstations/{ws['id']}", [], bare_server),
         }
         results: dict[str, list[dict]] = {name: [] for name in targets}
-        for name, (url, headers) in targets.items():
-            wrk(url, 1, args.connections, headers)  # warm-up
+        for url, headers, server in targets.values():
+            wrk(url, 1, args.connections, headers, server.pid)  # warm-up
         for round_number in range(args.rounds):
             order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
             for name in order:
-                url, headers = targets[name]
-                results[name].append(wrk(url, args.seconds, args.connections, headers))
+                url, headers, server = targets[name]
+                results[name].append(wrk(url, args.seconds, args.connections, headers, server.pid))
 
         print(f"{args.rounds} interleaved rounds of {args.seconds}s, {args.connections} connections, "
               f"waitress with {args.threads} threads each, {os.cpu_count()} cores")
-        print(f"{'':<13} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'':<13} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
         medians = {}
+        cpu = {}
         for name, rounds in results.items():
             medians[name] = statistics.median(r["rps"] for r in rounds)
+            cpu[name] = statistics.median(r["cpu_us"] for r in rounds)
             print(
                 f"{name:<13} {medians[name]:>15.0f} {statistics.median(r['p50'] for r in rounds):>8.2f}"
-                f" {statistics.median(r['p99'] for r in rounds):>8.2f}"
+                f" {statistics.median(r['p99'] for r in rounds):>8.2f} {cpu[name]:>11.0f}"
             )
         ratio = medians["cwhost"] / medians["bare flask"]
         print(f"ratio cwhost / bare flask: {ratio:.2f} (target >= 0.80)")
         ceiling = medians["flask + read"] / medians["bare flask"]
         print(f"ratio flask + read / bare flask: {ceiling:.2f} (what the one database read leaves)")
+        bare_cpu = cpu["bare flask"]
+        print(
+            f"CPU per request: the target allows cwhost {bare_cpu / 0.8:.0f} us, {bare_cpu / 0.8 - bare_cpu:.0f} us"
+            f" over the bare view; the read alone takes {cpu['flask + read'] - bare_cpu:.0f} us of it,"
+            f" cwhost takes {cpu['cwhost'] - bare_cpu:.0f} us"
+        )
     finally:
         for server in servers:
             server.terminate()
