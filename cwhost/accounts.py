@@ -9,13 +9,19 @@ it so at that moment.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from cwhost.config import AccountLimits, Config
 from cwhost.db import Database
-from cwhost.errors import NotFound, PaymentRequired, QuotaExceeded
+from cwhost.errors import InvalidRequest, NotFound, PaymentRequired, QuotaExceeded
+from cwhost.ids import LATEST
 from cwhost.usage import UsageLedger
+
+# The largest balance an operator may set, either way: beyond it a figure is a typo.
+MAX_BALANCE_USD = 1e12
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,8 @@ class AccountUse:
     running_cpu_cores: int
     running_memory_gb: int
     running_gpus: int
+    # Workstations' disks at their full size, plus what the workspaces hold, in GiB.
+    storage_gb: float
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,15 @@ class AccountView:
 
 
 class Accounts:
-    def __init__(self, db: Database, config: Config, ledger: UsageLedger, clock=time.time):
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        ledger: UsageLedger,
+        clock=time.time,
+        storage_used_bytes: Callable[[str], int] = lambda account_id: 0,
+    ):
+        self._storage_used_bytes = storage_used_bytes
         self._db = db
         self._config = config
         self._ledger = ledger
@@ -63,7 +79,9 @@ class Accounts:
                  FROM workstations WHERE account_id = ? AND deleted_at IS NULL""",
             [account_id],
         )
-        return AccountUse(row["workstations"], row["cpu"], row["memory"], row["gpus"])
+        return AccountUse(
+            row["workstations"], row["cpu"], row["memory"], row["gpus"], self._storage_used_bytes(account_id) / 1024**3
+        )
 
     def spent_usd(self, account_id: str) -> float:
         pricing = self._config.pricing
@@ -100,6 +118,8 @@ class Accounts:
         exhausted_at = None
         if balance is not None and burn > 0:
             exhausted_at = self._clock() + max(balance, 0.0) / burn * 3600
+            if exhausted_at > LATEST:
+                exhausted_at = None  # not within any calendar: as good as never
         return AccountView(
             id=row["id"],
             name=row["name"],
@@ -112,6 +132,11 @@ class Accounts:
         )
 
     def set_balance(self, name: str, balance_usd: float) -> AccountView:
+        if not (math.isfinite(balance_usd) and -MAX_BALANCE_USD <= balance_usd <= MAX_BALANCE_USD):
+            raise InvalidRequest(
+                f"A balance must be a finite number of USD between {-MAX_BALANCE_USD:g} and {MAX_BALANCE_USD:g}.",
+                details={"balanceUSD": [f"Must be finite and between {-MAX_BALANCE_USD:g} and {MAX_BALANCE_USD:g}."]},
+            )
         row = self._db.query_one("SELECT id FROM accounts WHERE name = ?", [name])
         if row is None:
             raise NotFound(f"No account named {name!r}.")

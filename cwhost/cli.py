@@ -1,30 +1,61 @@
-"""The ``cwhost`` command: ``serve`` and ``keys``."""
+"""The ``cwhost`` command: serve the API, and manage tokens, accounts and types."""
 
 from __future__ import annotations
 
 import argparse
 import ctypes
 import logging
+import math
+import os
+import re
 import signal
 import sys
 import threading
 from dataclasses import replace
+from importlib.metadata import version
 
 from cwhost import auth
-from cwhost.accounts import Accounts
+from cwhost.accounts import MAX_BALANCE_USD, Accounts
+from cwhost.api.preflight import make_preflight
 from cwhost.app import create_app, make_sampler
 from cwhost.config import ConfigError, load_config
 from cwhost.db import Database
-from cwhost.http_server import serve
 from cwhost.errors import NotFound
+from cwhost.http_server import make_server
+from cwhost.patterns import ACCOUNT_NAME_PATTERN
+from cwhost.serverlock import AlreadyServing, hold_data_dir
 from cwhost.usage import UsageLedger
 from drivers.base import HypervisorUnavailable
 
 log = logging.getLogger("cwhost")
 
 
+_DESCRIPTION = "cwhost: private cloud workstations on one GPU server. Serve the API, and manage tokens, accounts and workstation types."
+
+
+def _account_name(text: str) -> str:
+    if not re.fullmatch(ACCOUNT_NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"invalid account name {text!r}: 1 to 63 of A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+        )
+    return text
+
+
+def _usd(text: str) -> float:
+    try:
+        amount = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of USD: {text!r}") from None
+    if not (math.isfinite(amount) and abs(amount) <= MAX_BALANCE_USD):
+        raise argparse.ArgumentTypeError(
+            f"a balance must be a finite number of USD between {-MAX_BALANCE_USD:g} and {MAX_BALANCE_USD:g}, not {text}"
+        )
+    return amount
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cwhost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cwhost", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"cwhost {version('cwhost')}")
     parser.add_argument("--config", help="TOML configuration file (default: $CWHOST_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -37,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a token and print it once")
-    create.add_argument("--account", required=True, help="account name (created if new)")
+    create.add_argument("--account", required=True, type=_account_name, help="account name (created if new)")
     create.add_argument("--admin", action="store_true", help="the token may see every account")
     key_commands.add_parser("list", help="list tokens (never their secret)")
     revoke = key_commands.add_parser("revoke", help="revoke a token by its id")
@@ -53,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     account_commands = accounts.add_subparsers(dest="accounts_command", required=True)
     account_commands.add_parser("list", help="accounts with their balance, spending and use")
     set_credits = account_commands.add_parser("set-credits", help="set an account's balance in USD")
-    set_credits.add_argument("name")
-    set_credits.add_argument("amount", type=float)
+    set_credits.add_argument("name", type=_account_name)
+    set_credits.add_argument("amount", type=_usd)
     return parser
 
 
@@ -67,9 +98,23 @@ def _configure_logging(level: str) -> None:
 
 
 def _open_database(config) -> Database:
+    """The configured database, migrated; the command says which one, so nobody edits the wrong one."""
+    print(f"cwhost: database {config.database_path}", file=sys.stderr)
     db = Database(config.database_path)
     db.migrate()
     return db
+
+
+def _prepare_data_dir(config) -> None:
+    """Create the data directory, or stop with one line saying why it cannot be used."""
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"data directory {config.data_dir} cannot be created: {exc.strerror}") from None
+    if not config.data_dir.is_dir():
+        raise ConfigError(f"data directory {config.data_dir} is not a directory")
+    if not os.access(config.data_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"data directory {config.data_dir} is not writable by this user")
 
 
 # glibc's mallopt parameter for the most arenas malloc may create.
@@ -92,73 +137,93 @@ def _limit_malloc_arenas() -> None:
         pass
 
 
-def _serve(config, args) -> int:
-    _limit_malloc_arenas()
-    overrides = {}
-    if args.host:
-        overrides["host"] = args.host
-    if args.port:
-        overrides["port"] = args.port
-    if overrides:
-        config = replace(config, server=replace(config.server, **overrides))
-    db = _open_database(config)
-    if not auth.has_any_key(db):
-        _bootstrap_admin_key(db)
-    try:
-        app = create_app(config)
-    except ConfigError as exc:
-        print(f"cwhost: {exc}", file=sys.stderr)
-        return 2
-    components = app.extensions["cwhost"]
+def _with_overrides(config, args):
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
+    return replace(config, server=replace(config.server, **overrides)) if overrides else config
+
+
+def _listen(app, config):
+    """The HTTP server, listening; OSError if the address cannot be had."""
+    server = config.server
+    return make_server(
+        app,
+        preflight=make_preflight(app),
+        max_connections_per_peer=server.max_connections_per_peer,
+        connection_limit=server.connection_limit,
+        host=server.host,
+        port=server.port,
+        threads=server.threads,
+        channel_timeout=server.idle_connection_seconds,
+        # Above cwhost's own limits, so that cwhost answers an oversized
+        # body with its JSON 413; a body declared beyond them is refused
+        # from its headers alone (see cwhost.api.preflight).
+        max_request_body_size=2 * max(server.max_body_bytes, config.workspaces.max_upload_bytes),
+        ident="cwhost",
+    )
+
+
+def _start_background(components, config) -> tuple[threading.Event, list[threading.Thread]]:
+    """The sampler and the reconciler, after recovery has reconciled the database once."""
     service = components.service
     try:
         service.recover()
     except HypervisorUnavailable as exc:
         log.error("hypervisor unavailable at start-up; state not reconciled: %s", exc)
-    stop_background = threading.Event()
-    sampler_thread = threading.Thread(
-        target=make_sampler(components).run,
-        args=(stop_background, config.data_dir / "sampler.lock", service.attach_sampler),
-        name="sampler",
-        daemon=True,
-    )
-    sampler_thread.start()
-    reconciler_thread = threading.Thread(
-        target=service.reconcile_periodically,
-        args=(stop_background, config.driver.reconcile_interval_seconds),
-        name="reconciler",
-        daemon=True,
-    )
-    reconciler_thread.start()
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=make_sampler(components).run, args=(stop, service.attach_sampler), name="sampler", daemon=True
+        ),
+        threading.Thread(
+            target=service.reconcile_periodically,
+            args=(stop, config.driver.reconcile_interval_seconds),
+            name="reconciler",
+            daemon=True,
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    return stop, threads
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    log.info(
-        "cwhost serving on http://%s:%d (driver %s, data in %s)",
-        config.server.host,
-        config.server.port,
-        config.driver.name,
-        config.data_dir,
-    )
+
+def _serve(config, args) -> int:
+    _limit_malloc_arenas()
+    config = _with_overrides(config, args)
     try:
-        serve(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            threads=config.server.threads,
-            # Above cwhost's own limits, so that cwhost answers an oversized
-            # body with its JSON 413; a body declared far beyond them is
-            # refused by waitress before it is spooled to disk.
-            max_request_body_size=2 * max(config.server.max_body_bytes, config.workspaces.max_upload_bytes),
-            ident="cwhost",
+        lock = hold_data_dir(config.data_dir)
+    except AlreadyServing as exc:
+        print(f"cwhost: {exc}", file=sys.stderr)
+        return 1
+    with lock:
+        db = _open_database(config)
+        if not auth.has_any_key(db):
+            _bootstrap_admin_key(db)
+        app = create_app(config)
+        try:
+            server = _listen(app, config)
+        except OSError as exc:
+            print(f"cwhost: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)
+            return 1
+        components = app.extensions["cwhost"]
+        stop, threads = _start_background(components, config)
+        signal.signal(signal.SIGTERM, _interrupt)
+        log.info(
+            "cwhost serving on http://%s:%d (driver %s, data in %s)",
+            config.server.host,
+            config.server.port,
+            config.driver.name,
+            config.data_dir,
         )
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_background.set()
-        sampler_thread.join(timeout=30)
-        reconciler_thread.join(timeout=30)
-        service.wait_idle()
-        log.info("cwhost stopped")
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            components.service.wait_idle()
+            log.info("cwhost stopped")
     return 0
 
 
@@ -208,17 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(getattr(args, "sub_config", None) or args.config)
+        _configure_logging(config.log_level)
+        if args.command == "types":
+            return _check_types(config)
+        _prepare_data_dir(config)
+        command = {"serve": _serve, "accounts": _accounts, "keys": _keys}[args.command]
+        return command(config, args)
     except ConfigError as exc:
         print(f"cwhost: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(config.log_level)
-    if args.command == "serve":
-        return _serve(config, args)
-    if args.command == "accounts":
-        return _accounts(config, args)
-    if args.command == "types":
-        return _check_types(config)
-    return _keys(config, args)
 
 
 def _check_types(config) -> int:

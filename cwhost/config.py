@@ -16,6 +16,7 @@ from pathlib import Path
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from cwhost.patterns import FullMatch
 from drivers.base import BootSource, GpuDevice
 
 
@@ -46,13 +47,16 @@ class ServerSchema(_Section):
     max_body_bytes = fields.Integer(
         load_default=1024 * 1024, strict=True, validate=validate.Range(1024, 1024**3)
     )
+    connection_limit = fields.Integer(load_default=1024, strict=True, validate=validate.Range(16, 65536))
+    max_connections_per_peer = fields.Integer(load_default=64, strict=True, validate=validate.Range(1, 65536))
+    idle_connection_seconds = fields.Integer(load_default=60, strict=True, validate=validate.Range(1, 3600))
 
 
 class FakeGpuSchema(_Section):
     model = fields.String(required=True, validate=validate.Length(1, 128))
     pci_address = fields.String(
         required=True,
-        validate=validate.Regexp(
+        validate=FullMatch(
             r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$",
             error="must be a PCI address like 0000:65:00.0",
         ),
@@ -88,7 +92,7 @@ class LibvirtDriverSchema(_Section):
     cmdline = fields.String(load_default="")
     pid_dir = fields.String(load_default="/run/libvirt/qemu")
     gpu_vendors = fields.List(
-        fields.String(validate=validate.Regexp(r"^0x[0-9a-fA-F]{4}$", error="must be like 0x10de")),
+        fields.String(validate=FullMatch(r"^0x[0-9a-fA-F]{4}$", error="must be like 0x10de")),
         load_default=lambda: ["0x10de"],
     )
 
@@ -105,6 +109,7 @@ class WorkstationSizeSchema(_Section):
     max_cpu_cores = fields.Integer(load_default=64, strict=True, validate=validate.Range(1))
     max_memory_gb = fields.Integer(load_default=512, strict=True, validate=validate.Range(1))
     max_storage_gb = fields.Integer(load_default=16384, strict=True, validate=validate.Range(1))
+    storage_overcommit = fields.Float(load_default=1.0, validate=validate.Range(0.1, 100))
 
 
 class SamplerSchema(_Section):
@@ -130,6 +135,7 @@ class AccountLimitsSchema(_Section):
     max_running_cpu_cores = fields.Integer(strict=True, validate=validate.Range(0))
     max_running_memory_gb = fields.Integer(strict=True, validate=validate.Range(0))
     max_running_gpus = fields.Integer(strict=True, validate=validate.Range(0))
+    max_storage_gb = fields.Integer(strict=True, validate=validate.Range(0))
 
 
 class LimitsSchema(_Section):
@@ -137,6 +143,7 @@ class LimitsSchema(_Section):
     max_running_cpu_cores = fields.Integer(load_default=64, strict=True, validate=validate.Range(0))
     max_running_memory_gb = fields.Integer(load_default=256, strict=True, validate=validate.Range(0))
     max_running_gpus = fields.Integer(load_default=4, strict=True, validate=validate.Range(0))
+    max_storage_gb = fields.Integer(load_default=2048, strict=True, validate=validate.Range(0))
     accounts = fields.Dict(
         keys=fields.String(validate=validate.Length(1, 128)),
         values=fields.Nested(AccountLimitsSchema),
@@ -200,7 +207,7 @@ def _seed_types() -> dict:
 class ConfigSchema(_Section):
     data_dir = fields.String(load_default=default_data_dir)
     regions = fields.List(
-        fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,62}$")),
+        fields.String(validate=FullMatch(r"^[a-z0-9][a-z0-9-]{0,62}$")),
         load_default=lambda: ["local"],
         validate=validate.Length(min=1),
     )
@@ -218,7 +225,7 @@ class ConfigSchema(_Section):
     credits = fields.Nested(CreditsSchema, load_default=lambda: CreditsSchema().load({}))
     workspaces = fields.Nested(WorkspacesSchema, load_default=lambda: WorkspacesSchema().load({}))
     types = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,62}$")),
+        keys=fields.String(validate=FullMatch(r"^[a-z0-9][a-z0-9-]{0,62}$")),
         values=fields.Nested(WorkstationTypeSchema),
         load_default=_seed_types,
     )
@@ -235,6 +242,12 @@ class ServerConfig:
     # so that /healthz and the 503s themselves always find a thread.
     max_in_flight: int
     max_body_bytes: int
+    # Open sockets in all; and per client address, so that one host holding
+    # idle or slow connections cannot lock the others out.
+    connection_limit: int
+    max_connections_per_peer: int
+    # An idle connection is closed after this long.
+    idle_connection_seconds: int
 
 
 @dataclass(frozen=True)
@@ -281,6 +294,8 @@ class WorkstationSizeConfig:
     max_cpu_cores: int
     max_memory_gb: int
     max_storage_gb: int
+    # Storage promised to all workstations and workspaces, as a multiple of the host's.
+    storage_overcommit: float
 
 
 @dataclass(frozen=True)
@@ -311,6 +326,8 @@ class AccountLimits:
     max_running_cpu_cores: int
     max_running_memory_gb: int
     max_running_gpus: int
+    # Workstations' disks and workspaces' files together, in GiB.
+    max_storage_gb: int
 
 
 @dataclass(frozen=True)

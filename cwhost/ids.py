@@ -31,3 +31,7 @@ def rfc3339_to_unix(text: str) -> float:
 
 def utc_now() -> str:
     return rfc3339(datetime.now(timezone.utc))
+
+
+# The last instant RFC 3339 (four-digit years) can write.
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()

@@ -14,14 +14,12 @@ while VMs run neither loses nor repeats an interval.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
@@ -305,24 +303,16 @@ class Sampler:
 
     # -- the thread ----------------------------------------------------------
 
-    def run(self, stop: threading.Event, lock_path: Path, on_active=None) -> None:
-        """Wait for the sampler lock, then tick on a fixed schedule until ``stop`` is set."""
-        with open(lock_path, "a") as lock_file:
-            waiting_logged = False
-            while True:
-                try:
-                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not waiting_logged:
-                        log.info("another process samples this database; waiting to take over")
-                        waiting_logged = True
-                    if stop.wait(min(1.0, self.interval / 2)):
-                        return
-            log.info("sampler active, every %.3gs", self.interval)
-            if on_active is not None:
-                on_active(self)
-            self._loop(stop)
+    def run(self, stop: threading.Event, on_active=None) -> None:
+        """Tick on a fixed schedule until ``stop`` is set.
+
+        One sampler per database is ``cwhost serve``'s lock on the data
+        directory (cwhost.serverlock), taken before this thread starts.
+        """
+        log.info("sampler active, every %.3gs", self.interval)
+        if on_active is not None:
+            on_active(self)
+        self._loop(stop)
 
     def _loop(self, stop: threading.Event) -> None:
         deadline = time.monotonic()

@@ -40,6 +40,7 @@ from cwhost.errors import (
     Unavailable,
 )
 from cwhost.ids import new_id, rfc3339_to_unix, unix_to_rfc3339
+from cwhost.storage_budget import GIB, StorageBudget
 from cwhost.usage import UsageLedger, UsageReport, close_segment, open_segment
 from cwhost.workspaces import Workspace, Workspaces
 from drivers.base import (
@@ -187,7 +188,9 @@ class WorkstationService:
         self._config = config
         self._clock = clock
         self.ledger = UsageLedger(db, config.pricing, clock)
-        self.accounts = Accounts(db, config, self.ledger, clock)
+        self.accounts = Accounts(
+            db, config, self.ledger, clock, storage_used_bytes=lambda account_id: self.storage.used_bytes(account_id)
+        )
         # The sampler of this process, when it holds the metering lock: asked
         # for a last reading before a domain powers off.
         self._sampler = None
@@ -207,6 +210,14 @@ class WorkstationService:
             lock=self._allocation_lock,
             workstation_holding=self._workstation_holding,
             clock=clock,
+            require_storage=lambda account_id, more_bytes: self.storage.require(account_id, more_bytes),
+        )
+        self.storage = StorageBudget(
+            db,
+            config,
+            self.workspaces.bytes_used,
+            host_storage_gb=lambda: self.host_info().storage_gb,
+            account_limit_gb=lambda account_id: self.accounts.limits(account_id).max_storage_gb,
         )
 
     # -- plumbing ------------------------------------------------------------
@@ -400,6 +411,7 @@ class WorkstationService:
         # Under the allocation lock, so that two creates cannot both take the last place.
         with self._allocation_lock:
             self.accounts.require_quota_for_another_workstation(principal.account_id)
+            self.storage.require(principal.account_id, config.storage_gb * GIB)
             with self._db.write() as tx:
                 tx["workstations"].insert(row)
                 open_segment(tx, row["id"], now, running=False, storage_gb=config.storage_gb, gpu=None)
@@ -721,6 +733,8 @@ class WorkstationService:
                     details={"configuration": {"storageGB": [f"Must be at least {old.storage_gb}."]}},
                 )
             self._validate(new)
+            with self._allocation_lock:
+                self.storage.require(ws.account_id, (new.storage_gb - old.storage_gb) * GIB)
             updated = replace(ws, name=name or ws.name, configuration=new)
             if updated.spec() != ws.spec():
                 with self._hypervisor("update"):

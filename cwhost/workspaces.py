@@ -20,11 +20,14 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
+import threading
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,8 @@ from cwhost.errors import (
     UnknownAsset,
 )
 from cwhost.ids import new_id, unix_to_rfc3339
+
+log = logging.getLogger(__name__)
 
 ACTIVE, ARCHIVED = "active", "archived"
 # Linux's own limits: NAME_MAX per component, PATH_MAX for the whole path.
@@ -140,7 +145,7 @@ def file_id(path: str) -> str:
 
 
 def path_of_file_id(identifier: str) -> str:
-    if not _FILE_ID.match(identifier):
+    if not _FILE_ID.fullmatch(identifier):
         raise NotFound(f"No file {identifier!r}.")
     encoded = identifier[len(_FILE_ID_PREFIX) :]
     try:
@@ -159,6 +164,20 @@ def _from_row(row: dict) -> Workspace:
     )
 
 
+def _tree_bytes(top: Path) -> int:
+    """The bytes of the regular files under ``top``, links not followed."""
+    total = 0
+    for _directory_path, _dirs, files, dir_fd in os.fwalk(top):
+        for name in files:
+            try:
+                status = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(status.st_mode):
+                total += status.st_size
+    return total
+
+
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The file is larger than this server's upload limit of {limit} bytes.")
 
@@ -168,6 +187,55 @@ def _outside(path: str) -> InvalidRequest:
         f"Invalid file path {path!r}: it passes through a link or something that is not a directory.",
         details={"path": ["It must name a place inside the workspace through directories only."]},
     )
+
+
+class _WriteGate:
+    """Orders uploads and deletion per workspace: uploads share it, a deletion takes it alone.
+
+    An upload therefore either completes before a deletion starts (and is
+    deleted with the workspace) or starts after it and finds no workspace;
+    a deletion never races files appearing in the tree it removes.
+    """
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._uploads: Counter[str] = Counter()
+        self._deleting: set[str] = set()
+
+    @contextmanager
+    def upload(self, workspace_id: str) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: workspace_id not in self._deleting)
+            self._uploads[workspace_id] += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._uploads[workspace_id] -= 1
+                if not self._uploads[workspace_id]:
+                    del self._uploads[workspace_id]
+                self._changed.notify_all()
+
+    @contextmanager
+    def deletion(self, workspace_id: str) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: workspace_id not in self._deleting)
+            self._deleting.add(workspace_id)
+            self._changed.wait_for(lambda: not self._uploads[workspace_id])
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._deleting.discard(workspace_id)
+                self._changed.notify_all()
+
+
+def display_name(relative: bytes) -> str:
+    """A path as text; bytes that are not UTF-8 (a guest can write such names) show as ``\\xff``.
+
+    Never U+FFFD: two different names must never look the same.
+    """
+    return relative.decode("utf-8", "backslashreplace")
 
 
 @contextmanager
@@ -195,6 +263,7 @@ class Workspaces:
         lock,
         workstation_holding: Callable[[str], str | None],
         clock,
+        require_storage: Callable[[str, int], None] = lambda account_id, more_bytes: None,
     ):
         self._db = db
         self.root = Path(root)
@@ -203,6 +272,8 @@ class Workspaces:
         self._lock = lock
         self._workstation_holding = workstation_holding
         self._clock = clock
+        self._require_storage = require_storage
+        self._gate = _WriteGate()
         self._staging.mkdir(parents=True, exist_ok=True)
 
     def directory(self, workspace_id: str) -> Path:
@@ -259,8 +330,9 @@ class Workspaces:
         return self._retire(principal, workspace_id, delete=False)
 
     def delete(self, principal: Principal, workspace_id: str) -> None:
-        self._retire(principal, workspace_id, delete=True)
-        self._remove_directory(workspace_id)
+        with self._gate.deletion(workspace_id):
+            self._retire(principal, workspace_id, delete=True)
+            self._remove_directory(workspace_id)
 
     def _retire(self, principal: Principal, workspace_id: str, delete: bool) -> Workspace:
         """Archive or delete a workspace no running workstation holds.
@@ -303,7 +375,19 @@ class Workspaces:
         if directory.exists():
             # rmtree works on file descriptors here and never follows a symlink
             # out of the tree (shutil.rmtree.avoids_symlink_attacks).
-            shutil.rmtree(directory)
+            try:
+                shutil.rmtree(directory)
+            except OSError as exc:
+                # The workspace is deleted; its files go at the next start (recover).
+                log.warning("could not remove %s yet (%s); it is removed at the next start", directory, exc)
+
+    def bytes_used(self, account_id: str | None = None) -> int:
+        """What the workspaces of an account (of everyone, for None) hold on disk, in bytes."""
+        rows = self._db.query(
+            "SELECT id FROM workspaces WHERE deleted_at IS NULL AND (account_id = ? OR ? IS NULL)",
+            [account_id, account_id],
+        )
+        return sum(_tree_bytes(self.directory(row["id"])) for row in rows)
 
     def recover(self) -> None:
         """Finish what a crash interrupted: removals of deleted workspaces, half-done uploads."""
@@ -383,7 +467,8 @@ class Workspaces:
         if not stat.S_ISREG(status.st_mode):
             os.close(fd)
             raise NotFound(f"{path!r} in this workspace is not a file.")
-        return os.fdopen(fd, "rb"), FileInfo(file_id(path), path, status.st_size, status.st_mtime)
+        info = FileInfo(file_id(path), display_name(os.fsencode(path)), status.st_size, status.st_mtime)
+        return os.fdopen(fd, "rb"), info
 
     def list_files(
         self, principal: Principal, workspace_id: str, limit: int, after: str | None
@@ -419,7 +504,7 @@ class Workspaces:
         items = [
             FileInfo(
                 id=file_id(os.fsdecode(relative)),
-                path=relative.decode("utf-8", "replace"),
+                path=display_name(relative),
                 size=status.st_size,
                 modified_at=status.st_mtime,
             )
@@ -428,19 +513,25 @@ class Workspaces:
         more = len(found) > limit
         return FilePage(items, items[-1].id if more else None)
 
+    def writable(self, principal: Principal, workspace_id: str) -> Workspace:
+        """The caller's workspace, if files may be written to it."""
+        workspace = self.get(principal, workspace_id)
+        if workspace.status != ACTIVE:
+            raise InvalidState(f"Workspace {workspace.id} is archived; its files can be read, not written.")
+        return workspace
+
     def upload(
         self, principal: Principal, workspace_id: str, path: str, body: BinaryIO, declared_length: int | None
     ) -> tuple[FileInfo, bool]:
         """Store ``body`` at ``path``; returns the file and whether it is new."""
-        workspace = self.get(principal, workspace_id)
-        if workspace.status != ACTIVE:
-            raise InvalidState(f"Workspace {workspace.id} is archived; its files can be read, not written.")
         parts = split_path(path)
         limit = self.max_upload_bytes
         if declared_length is not None and declared_length > limit:
             raise _too_large(limit)
-        with _disk_faults():
-            return self._store(workspace, path, parts, body, declared_length)
+        with self._gate.upload(workspace_id):
+            workspace = self.writable(principal, workspace_id)
+            with _disk_faults():
+                return self._store(workspace, path, parts, body, declared_length)
 
     def _store(
         self, workspace: Workspace, path: str, parts: list[str], body: BinaryIO, declared_length: int | None
@@ -474,7 +565,10 @@ class Workspaces:
                             f"{path!r} is a directory in this workspace; a file cannot replace it.",
                             details={"path": ["It names a directory."]},
                         )
-                    os.replace(staged, parts[-1], dst_dir_fd=parent)
+                    # Under the lock storage is counted by, so two uploads cannot both take the last space.
+                    with self._lock:
+                        self._require_storage(workspace.account_id, written - (existing.st_size if existing else 0))
+                        os.replace(staged, parts[-1], dst_dir_fd=parent)
                     os.fsync(parent)
                     status = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         finally:

@@ -172,7 +172,9 @@ def test_account_and_credit_endpoints(client, alice, admin):
     account = client.get("/v1/account", headers=alice).get_json()
     assert account["name"] == "alice" and account["balanceUSD"] is None
     assert account["limits"]["maxWorkstations"] == 20
-    assert account["use"] == {"workstations": 0, "runningCpuCores": 0, "runningMemoryGB": 0, "runningGpus": 0}
+    assert account["use"] == {
+        "workstations": 0, "runningCpuCores": 0, "runningMemoryGB": 0, "runningGpus": 0, "storageGB": 0.0
+    }
     refused = client.put("/v1/accounts/alice/credits", json={"balanceUSD": 5}, headers=alice)
     assert (refused.status_code, refused.get_json()["error"]) == (403, "forbidden")
     granted = client.put("/v1/accounts/alice/credits", json={"balanceUSD": 5}, headers=admin)

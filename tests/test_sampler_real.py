@@ -97,7 +97,7 @@ def test_ticks_keep_to_their_deadlines_and_stop_cleanly(tmp_path):
     # Ticks that take 0 to 30 ms must not push the schedule back: 20 ticks a second.
     sampler = _RecordingSampler(lambda n: 0.03 if n % 2 else 0.0)
     stop = threading.Event()
-    thread = threading.Thread(target=sampler.run, args=(stop, tmp_path / "lock"))
+    thread = threading.Thread(target=sampler.run, args=(stop,))
     thread.start()
     time.sleep(1.0)
     stop.set()
@@ -110,7 +110,7 @@ def test_ticks_keep_to_their_deadlines_and_stop_cleanly(tmp_path):
 def test_a_slow_tick_skips_missed_deadlines_instead_of_bursting(tmp_path):
     sampler = _RecordingSampler(lambda n: 0.22 if n == 3 else 0.0)
     stop = threading.Event()
-    thread = threading.Thread(target=sampler.run, args=(stop, tmp_path / "lock"))
+    thread = threading.Thread(target=sampler.run, args=(stop,))
     thread.start()
     time.sleep(0.8)
     stop.set()

@@ -1,345 +1,28 @@
-"""HTTP wiring: the flask-smorest Api, the one error format, request ids, auth, content types.
+"""HTTP wiring only: the flask-smorest Api, its blueprints, error handlers and hooks.
 
-Every error, whatever layer raised it, leaves through ``_error_response`` and so
-has the body ``{"error", "message", "requestId"[, "details"]}``.
+What the views share is in ``cwhost.api.common``; the request hooks are in
+``cwhost.api.hooks``.
 """
 
 from __future__ import annotations
 
-import http
-import json
-import logging
-import re
-import uuid
+from flask import Flask
+from flask_smorest import Api
 
-import flask
-from apispec import BasePlugin
-from flask import Flask, g, request
-from flask_smorest import Api, Blueprint
-from flask_smorest.utils import prepare_response
-from marshmallow import RAISE
-from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter, PathConverter
-
-from cwhost.api.schemas import ErrorSchema
+from cwhost.api import accounts, hooks, logs, system, types, workspaces, workstations
+from cwhost.api.common import (
+    AnyPathConverter,
+    CwhostApi,
+    FileIdConverter,
+    StrictJsonProvider,
+    handle_service_error,
+    handle_unexpected,
+)
 from cwhost.errors import ServiceError
 from cwhost.workspaces import FILE_ID_PATTERN
 
-log = logging.getLogger(__name__)
-
-_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_BODY_METHODS = {"POST", "PUT", "PATCH"}
-_AUTHENTICATED_PREFIXES = ("/v1/", "/metrics")
-
-_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    402: "payment_required",
-    403: "quota_exceeded",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unknown_asset",
-    429: "rate_limited",
-    431: "headers_too_large",
-    500: "internal",
-    503: "unavailable",
-}
-_MESSAGES = {
-    401: "A valid bearer token is required.",
-    404: "No such resource.",
-    405: "That method is not allowed on this resource.",
-    413: "The request body is too large.",
-    429: "Too many requests for this token; retry after the time in Retry-After.",
-    415: "The request body must be application/json.",
-    500: "An internal error occurred; it has been logged with this request's id.",
-}
-
-
-class JsonParser(FlaskParser):
-    """webargs' parser, answering 400 (as API.md says) and surviving hostile JSON."""
-
-    DEFAULT_VALIDATION_STATUS = 400
-    # A misspelt filter (?staus=running) must be an error, not silently ignored.
-    DEFAULT_UNKNOWN_BY_LOCATION = {
-        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
-        "query": RAISE,
-        "querystring": RAISE,
-    }
-
-    def _raw_load_json(self, req):
-        try:
-            return super()._raw_load_json(req)
-        except (RecursionError, ValueError) as exc:
-            # Deep nesting and integers of thousands of digits escape
-            # json.JSONDecodeError; they are malformed input all the same.
-            return self._handle_invalid_json_error(exc, req)
-
-
-class FileIdConverter(BaseConverter):
-    """A workspace file's id (see cwhost.workspaces.file_id)."""
-
-    regex = FILE_ID_PATTERN
-
-
-class AnyPathConverter(PathConverter):
-    """A file path as the client wrote it, so that the view can refuse a bad one clearly.
-
-    Unlike ``path`` it matches a path starting with '/' or holding a newline.
-    It never matches ``<file id>/content``, the download URL, so that each URL
-    of a workspace's files names one resource with one set of methods.
-    """
-
-    regex = rf"(?!{FILE_ID_PATTERN}/content\Z)/*[\s\S]+?"
-
-
-class ApiBlueprint(Blueprint):
-    ARGUMENTS_PARSER = JsonParser()
-
-
-def raw_body(view):
-    """Mark a view whose request body is not JSON (a file), so no 415 is answered for it."""
-    view.raw_body = True
-    return view
-
-
-def list_body(data: list, next_cursor: str | None = None) -> dict:
-    """API.md's list envelope around one page of ``data``."""
-    return {"object": "list", "data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
-
-
-# What any authenticated operation can answer, whatever it does: a refused
-# token, the rate limit, shedding under overload or storage that cannot be
-# read or written, an unexpected failure.
-_EVERY_OPERATIONS_ERRORS = (401, 429, 500, 503)
-
-
-def error_responses(blp: Blueprint, *statuses: int):
-    """Document the error answers an authenticated operation can give, besides those of every one.
-
-    One ``doc`` entry rather than an ``alt_response`` per status: each
-    ``alt_response`` wraps the view in another function that runs on every
-    request, and these exist only for the document.
-    """
-    every = sorted({*statuses, *_EVERY_OPERATIONS_ERRORS})
-    return blp.doc(responses={status: http.HTTPStatus(status).name for status in every})
-
-
-def error_body(status: int, message: str, request_id: str, code=None, details=None, extra=None) -> dict:
-    """API.md's error body, whoever answers: the application, or waitress before it."""
-    body = {"error": code or _CODES.get(status, "error"), "message": message, "requestId": request_id}
-    if details:
-        body["details"] = details
-    body.update(extra or {})
-    return body
-
-
-def links(blp: Blueprint, status: int, parameter: str, targets: dict[str, tuple[str, str]]):
-    """Document OpenAPI links from a response's ``id`` to the operations that take it as ``parameter``.
-
-    ``targets`` maps a link's name to the (method, path template) it leads to.
-    Clients, and schemathesis's stateful tests, follow them: create, then
-    launch, stop, patch and delete what was created.
-    """
-    return blp.doc(
-        responses={
-            status: {
-                "links": {
-                    name: {
-                        "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method,
-                        "parameters": {parameter: "$response.body#/id"},
-                    }
-                    for name, (method, path) in targets.items()
-                }
-            }
-        }
-    )
-
-
-def request_id() -> str:
-    rid = g.get("request_id")
-    if rid is None:
-        supplied = request.headers.get("X-Request-Id", "")
-        rid = supplied if _REQUEST_ID_PATTERN.match(supplied) else uuid.uuid4().hex
-        g.request_id = rid
-    return rid
-
-
-def _error_response(status: int, message: str, details=None, headers=None, code=None, extra=None):
-    body = error_body(status, message, request_id(), code, details, extra)
-    response = flask.make_response(json.dumps(body), status)
-    response.mimetype = "application/json"
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
-def _validation_details(data) -> dict | None:
-    """webargs reports {location: {field: [messages]}}; clients want {field: [messages]}."""
-    messages = (data or {}).get("messages")
-    if not isinstance(messages, dict):
-        return None
-    details: dict = {}
-    for location, fields in messages.items():
-        if isinstance(fields, dict):
-            details.update(fields)
-        else:
-            details[location] = fields
-    return details
-
-
-# The response headers API.md promises, as OpenAPI header components.
-_HEADERS = {
-    "X_REQUEST_ID": {
-        "description": "This request's id: the client's own X-Request-Id if it sent a valid one.",
-        "required": True,
-        "schema": {"type": "string", "pattern": _REQUEST_ID_PATTERN.pattern},
-    },
-    "RETRY_AFTER": {
-        "description": "Seconds to wait before trying again.",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
-    },
-    "WWW_AUTHENTICATE": {
-        "description": "The scheme the API expects.",
-        "required": True,
-        "schema": {"type": "string", "const": "Bearer"},
-    },
-}
-# Besides X-Request-Id, which every answer carries.
-_ERROR_HEADERS = {
-    401: {"WWW-Authenticate": "WWW_AUTHENTICATE"},
-    429: {"Retry-After": "RETRY_AFTER"},
-    503: {"Retry-After": "RETRY_AFTER"},
-}
-
-
-class RequestIdHeaderPlugin(BasePlugin):
-    """Document X-Request-Id on each operation's own responses; the shared error ones carry it already."""
-
-    def operation_helper(self, path=None, operations=None, **kwargs):
-        for operation in (operations or {}).values():
-            for response in operation.get("responses", {}).values():
-                if isinstance(response, dict):
-                    response.setdefault("headers", {})["X-Request-Id"] = "X_REQUEST_ID"
-
-
-class CwhostApi(Api):
-    ERROR_SCHEMA = ErrorSchema
-
-    def __init__(self, app: Flask):
-        super().__init__(app, spec_kwargs={"extra_plugins": [RequestIdHeaderPlugin()]})
-
-    def _register_responses(self):
-        """flask-smorest's shared error responses, with the headers API.md promises on them.
-
-        It replaces flask-smorest's own registration, which offers no way to
-        add headers to these responses.
-        """
-        for name, header in _HEADERS.items():
-            self.spec.components.header(name, header, lazy=True)
-        for status in http.HTTPStatus:
-            response = {"description": status.phrase}
-            if status >= 200 and status not in (204, 304):
-                response["schema"] = self.ERROR_SCHEMA
-            self._register_error_response(status.name, response, _ERROR_HEADERS.get(status, {}))
-        self._register_error_response(
-            "DEFAULT_ERROR", {"description": "Default error response", "schema": self.ERROR_SCHEMA}, {}
-        )
-
-    def _register_error_response(self, name: str, response: dict, headers: dict) -> None:
-        prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
-        response["headers"] = {"X-Request-Id": "X_REQUEST_ID", **headers}
-        self.spec.components.response(name, response, lazy=True)
-
-    def handle_http_exception(self, error: HTTPException):
-        status = error.code or 500
-        data = getattr(error, "data", None) or {}
-        details = _validation_details(data)
-        if status == 400 and details and "json" in (data.get("messages") or {}):
-            json_messages = data["messages"]["json"]
-            if json_messages in (["Invalid JSON body."],):
-                return _error_response(400, "The request body is not valid JSON.")
-        if status == 400 and details:
-            message = "The request has invalid fields; see details."
-        else:
-            message = _MESSAGES.get(status) or (error.description or http.HTTPStatus(status).phrase)
-        headers = {}
-        if status == 405 and getattr(error, "valid_methods", None):
-            headers["Allow"] = ", ".join(error.valid_methods)
-        if status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        return _error_response(status, message, details, headers)
-
-
-def _handle_service_error(error: ServiceError):
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-    if error.status >= 500:
-        log.error("request %s: %s", request_id(), error.message)
-    return _error_response(
-        error.status, error.message, error.details, headers, code=error.code, extra=error.extra
-    )
-
-
-def _handle_unexpected(error: Exception):
-    log.exception("request %s failed", request_id())
-    return _error_response(500, _MESSAGES[500])
-
-
-def _before_request():
-    request_id()
-    if not request.path.startswith(_AUTHENTICATED_PREFIXES):
-        return None
-    # Shed before any work, authentication included: under overload the
-    # cheapest answer is the one that helps.
-    if not flask.current_app.extensions["cwhost"].in_flight.acquire(blocking=False):
-        return _error_response(
-            503, "The server is busy; retry shortly.", headers={"Retry-After": "1"}
-        )
-    g.admitted = True
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    principal = None
-    if scheme.lower() == "bearer":
-        principal = flask.current_app.extensions["cwhost"].tokens.verify(token.strip())
-    if principal is None:
-        return _error_response(401, _MESSAGES[401], headers={"WWW-Authenticate": "Bearer"})
-    g.principal = principal
-    retry_after = flask.current_app.extensions["cwhost"].rate_limiter.retry_after(principal.key_id)
-    if retry_after is not None:
-        return _error_response(429, _MESSAGES[429], headers={"Retry-After": str(retry_after)})
-    if (
-        request.routing_exception is None
-        and request.method in _BODY_METHODS
-        and _has_body()
-        and not request.is_json
-        and not getattr(flask.current_app.view_functions.get(request.endpoint), "raw_body", False)
-    ):
-        return _error_response(415, _MESSAGES[415])
-    return None
-
-
-def _has_body() -> bool:
-    return bool(request.content_length) or "chunked" in request.headers.get(
-        "Transfer-Encoding", ""
-    ).lower()
-
-
-def _release_in_flight(_error=None):
-    if g.pop("admitted", False):
-        flask.current_app.extensions["cwhost"].in_flight.release()
-
-
-def _after_request(response):
-    response.headers["X-Request-Id"] = request_id()
-    return response
-
 
 def init_api(app: Flask) -> Api:
-    from cwhost.api import accounts, logs, system, types, workspaces, workstations
-
     app.config.update(
         API_TITLE="cwhost",
         API_VERSION="v1",
@@ -366,16 +49,15 @@ def init_api(app: Flask) -> Api:
             },
         },
     )
+    app.json = StrictJsonProvider(app)
     api = CwhostApi(app)
     app.url_map.converters["anypath"] = AnyPathConverter
     app.url_map.converters["fileid"] = FileIdConverter
     api.register_converter(AnyPathConverter, lambda converter: {"type": "string"})
     api.register_converter(FileIdConverter, lambda converter: {"type": "string", "pattern": f"^{FILE_ID_PATTERN}$"})
-    app.register_error_handler(ServiceError, _handle_service_error)
-    app.register_error_handler(Exception, _handle_unexpected)
-    app.before_request(_before_request)
-    app.after_request(_after_request)
-    app.teardown_request(_release_in_flight)
+    app.register_error_handler(ServiceError, handle_service_error)
+    app.register_error_handler(Exception, handle_unexpected)
+    hooks.install(app)
     api.register_blueprint(workstations.blp)
     api.register_blueprint(system.blp)
     api.register_blueprint(accounts.blp)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from flask import current_app, g
 
 from cwhost.accounts import AccountView
-from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api.common import ApiBlueprint, error_responses
 from cwhost.api.schemas import AccountSchema, CreditsSchema
 from cwhost.errors import Forbidden
 from cwhost.ids import unix_to_rfc3339

@@ -52,7 +52,7 @@ def idempotent(view):
         key = request.headers.get(HEADER)
         if key is None:
             return view(*args, **kwargs)
-        if not _KEY_PATTERN.match(key):
+        if not _KEY_PATTERN.fullmatch(key):
             raise InvalidIdempotencyKey(f"{HEADER} must be 1 to 255 printable ASCII characters.")
         components = current_app.extensions["cwhost"]
         db, ttl = components.db, components.config.server.idempotency_key_hours * 3600

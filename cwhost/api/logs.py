@@ -7,7 +7,7 @@ import os
 import flask
 from flask import current_app, g, url_for
 
-from cwhost.api import ApiBlueprint, error_responses, list_body
+from cwhost.api.common import ApiBlueprint, error_responses, list_body
 from cwhost.api.schemas import LogListSchema, PageArgsSchema
 from cwhost.errors import NotFound
 from cwhost.ids import unix_to_rfc3339

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from cwhost.accounts import MAX_BALANCE_USD
+from cwhost.patterns import FullMatch
 from cwhost.service import STATUSES
 from cwhost.workspaces import FILE_ID_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
+TYPE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # Generous schema-level ceilings: they keep absurd numbers out before the
 # service compares a request with this host's real capacity.
 MAX_CPU_CORES = 4096
@@ -88,7 +93,7 @@ class ConfigurationInSchema(StrictSchema):
 
 
 _name_field_kwargs = {
-    "validate": validate.Regexp(
+    "validate": FullMatch(
         NAME_PATTERN, error="Must be 1 to 63 characters of A-Z, a-z, 0-9, '.', '_' or '-'."
     ),
     "metadata": {"pattern": NAME_PATTERN},
@@ -130,7 +135,7 @@ class WorkstationPatchSchema(StrictSchema):
 class PageArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
     after = fields.String(
-        validate=validate.Regexp(r"^[0-9]{1,18}$", error="Not a cursor this server issued."),
+        validate=FullMatch(r"^[0-9]{1,18}$", error="Not a cursor this server issued."),
         metadata={"description": "The nextCursor of the previous page."},
     )
 
@@ -146,9 +151,17 @@ class StopArgsSchema(StrictSchema):
     )
 
 
+def _within_calendar(moment: datetime) -> None:
+    """The instant must be a UTC time of years 1 to 9999, the range timestamps are written in."""
+    try:
+        moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ma.ValidationError("Must fall within the years 1 to 9999 in UTC.") from None
+
+
 class UsageArgsSchema(StrictSchema):
-    from_ = fields.AwareDateTime(data_key="from", default_timezone=None)
-    to = fields.AwareDateTime()
+    from_ = fields.AwareDateTime(data_key="from", default_timezone=None, validate=_within_calendar)
+    to = fields.AwareDateTime(validate=_within_calendar)
     granularity = fields.String(validate=validate.OneOf(["hour", "day"]))
 
 
@@ -304,6 +317,11 @@ class AccountLimitsSchema(ma.Schema):
     max_running_cpu_cores = fields.Integer(data_key="maxRunningCpuCores", required=True)
     max_running_memory_gb = fields.Integer(data_key="maxRunningMemoryGB", required=True)
     max_running_gpus = fields.Integer(data_key="maxRunningGpus", required=True)
+    max_storage_gb = fields.Integer(
+        data_key="maxStorageGB",
+        required=True,
+        metadata={"description": "Workstations' disks (full storageGB) and workspaces' files together, GB."},
+    )
 
 
 class AccountUseSchema(ma.Schema):
@@ -311,6 +329,11 @@ class AccountUseSchema(ma.Schema):
     running_cpu_cores = fields.Integer(data_key="runningCpuCores", required=True)
     running_memory_gb = fields.Integer(data_key="runningMemoryGB", required=True)
     running_gpus = fields.Integer(data_key="runningGpus", required=True)
+    storage_gb = fields.Float(
+        data_key="storageGB",
+        required=True,
+        metadata={"description": "Workstations' disks (full storageGB) and workspaces' files together, GB."},
+    )
 
 
 class AccountSchema(ma.Schema):
@@ -336,7 +359,7 @@ class AccountSchema(ma.Schema):
         data_key="exhaustedAt",
         allow_none=True,
         required=True,
-        metadata={"description": "When the balance runs out at that rate; null if never."},
+        metadata={"description": "When the balance runs out at that rate; null if never, or not before the year 10000."},
     )
     limits = fields.Nested(AccountLimitsSchema, required=True)
     use = fields.Nested(AccountUseSchema, required=True)
@@ -347,7 +370,7 @@ class CreditsSchema(StrictSchema):
         data_key="balanceUSD",
         required=True,
         allow_nan=False,
-        validate=validate.Range(min=-1e12, max=1e12),
+        validate=validate.Range(min=-MAX_BALANCE_USD, max=MAX_BALANCE_USD),
         metadata={"description": "The balance the account should have from now."},
     )
 
@@ -364,6 +387,14 @@ class WorkstationTypeSchema(ma.Schema):
         metadata={"description": "Whether every file the type boots from is on the server."},
     )
     missing_files = fields.List(fields.String(), data_key="missingFiles", required=True)
+
+
+class TypeListArgsSchema(StrictSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    after = fields.String(
+        validate=FullMatch(TYPE_ID_PATTERN, error="Not a cursor this server issued."),
+        metadata={"description": "The nextCursor of the previous page."},
+    )
 
 
 WorkstationTypeListSchema = list_schema(WorkstationTypeSchema, "WorkstationTypeList")
@@ -409,7 +440,7 @@ WorkspaceListSchema = list_schema(WorkspaceSchema, "WorkspaceList")
 class FileListArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
     after = fields.String(
-        validate=validate.Regexp(f"^{FILE_ID_PATTERN}$", error="Not a cursor this server issued."),
+        validate=FullMatch(f"^{FILE_ID_PATTERN}$", error="Not a cursor this server issued."),
         metadata={"description": "The nextCursor of the previous page."},
     )
 

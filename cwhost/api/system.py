@@ -6,7 +6,7 @@ import swagger_ui_bundle
 from flask import Flask, Response, current_app, g, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cwhost.api import ApiBlueprint, error_responses
+from cwhost.api.common import ApiBlueprint, error_responses
 from cwhost.api.schemas import HealthSchema, HostSchema
 from cwhost.errors import Forbidden
 

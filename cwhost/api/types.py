@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from flask import current_app
 
-from cwhost.api import ApiBlueprint, error_responses, list_body
-from cwhost.api.schemas import WorkstationTypeListSchema
+from cwhost.api.common import ApiBlueprint, error_responses, list_body
+from cwhost.api.schemas import TypeListArgsSchema, WorkstationTypeListSchema
 
 blp = ApiBlueprint("types", __name__, description="Workstation types: defaults and boot images.")
 
 
 @blp.route("/v1/workstation-types")
+@blp.arguments(TypeListArgsSchema, location="query")
 @blp.response(200, WorkstationTypeListSchema)
-@error_responses(blp)
-def workstation_types():
+@error_responses(blp, 400)
+def workstation_types(args):
     """The types this server offers, their default configuration, and whether their images are present."""
     config = current_app.extensions["cwhost"].config
+    after = args.get("after", "")
+    offered = [t for t in config.types if t.id > after]
+    page = offered[: args["limit"]]
     data = []
-    for wtype in config.types:
+    for wtype in page:
         missing = wtype.missing_files()
         data.append(
             {
@@ -36,4 +40,4 @@ def workstation_types():
                 "missing_files": missing,
             }
         )
-    return list_body(data)
+    return list_body(data, page[-1].id if len(offered) > len(page) else None)

@@ -8,7 +8,7 @@ import flask
 from flask import current_app, g, request, url_for
 from flask.views import MethodView
 
-from cwhost.api import ApiBlueprint, error_responses, links, list_body, raw_body
+from cwhost.api.common import ApiBlueprint, error_responses, links, list_body, raw_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (
@@ -158,6 +158,7 @@ def upload_file(workspace_id, file_path):
     upload leaves no partial file. `..`, absolute paths, links and NUL bytes
     are refused with 400 and touch nothing.
     """
+    _require_utf8_path()
     workspaces = _workspaces()
     # The JSON body limit does not apply to files: Workspaces.upload counts the
     # bytes against the upload limit as they stream, chunked or not, and says
@@ -172,6 +173,21 @@ def upload_file(workspace_id, file_path):
     )
     body = FileSchema().dump(_present_file(workspace_id, info))
     return flask.jsonify(body), 201 if created else 200
+
+
+def _require_utf8_path() -> None:
+    """Refuse a path whose bytes are not UTF-8.
+
+    Flask decodes such bytes to U+FFFD, so ``inv%ff.txt`` and ``inv%fe.txt``
+    would both be stored as one name, the second silently replacing the first.
+    PATH_INFO holds the request's real bytes (as Latin-1 text, per WSGI).
+    """
+    try:
+        request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise InvalidRequest(
+            "Invalid file path: it is not valid UTF-8.", details={"path": ["it is not valid UTF-8"]}
+        ) from None
 
 
 @blp.route("/workstations/<string:workstation_id>/files")

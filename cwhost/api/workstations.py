@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, url_for
 from flask.views import MethodView
 
-from cwhost.api import ApiBlueprint, error_responses, links, list_body
+from cwhost.api.common import ApiBlueprint, error_responses, links, list_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (

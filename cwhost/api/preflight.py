@@ -1,0 +1,60 @@
+"""What the API can decide from a request's head, before its body is read.
+
+The HTTP server (cwhost.http_server) asks this for every request whose body
+is chunked or larger than a small bound. A request without a valid token, an
+upload to a workspace the caller may not write, or an upload declared over the
+limit is answered at once, so that nobody can make the server read and spool
+gigabytes it will refuse anyway.
+The application checks the same things again when the request reaches it;
+this only answers earlier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from cwhost.api.common import AUTHENTICATED_PREFIXES, MESSAGES, bearer_token
+from cwhost.errors import ServiceError
+
+_UPLOAD_ENDPOINT = "workspaces.upload_file"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answer given from the request's head alone."""
+
+    status: int
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def make_preflight(app: Flask):
+    components = app.extensions["cwhost"]
+    routes = app.url_map.bind("localhost")
+
+    def preflight(method: str, wsgi_path: str, headers: dict, declared: int | None) -> Refusal | None:
+        path = wsgi_path.encode("latin-1").decode("utf-8", "replace")
+        if not path.startswith(AUTHENTICATED_PREFIXES):
+            return None
+        principal = components.tokens.verify(bearer_token(headers.get("AUTHORIZATION", "")))
+        if principal is None:
+            return Refusal(401, MESSAGES[401], (("WWW-Authenticate", "Bearer"),))
+        try:
+            endpoint, arguments = routes.match(path, method)
+        except HTTPException:
+            return None  # the application answers 404 or 405, with no body to read
+        if endpoint != _UPLOAD_ENDPOINT:
+            return None
+        try:
+            components.service.workspaces.writable(principal, arguments["workspace_id"])
+        except ServiceError as error:
+            return Refusal(error.status, error.message)
+        limit = components.service.workspaces.max_upload_bytes
+        if declared is not None and declared > limit:
+            return Refusal(413, f"The file is larger than this server's upload limit of {limit} bytes.")
+        return None
+
+    return preflight
