@@ -11,7 +11,13 @@ import pytest
 from cwhost import auth
 from cwhost.app import create_app
 from cwhost.db import Database
-from tests.conftest import GOOD_CONFIGURATION, bearer, create_stopped, make_config, power_off_fake_guests
+from tests.conftest import (
+    GOOD_CONFIGURATION,
+    bearer,
+    create_stopped,
+    make_config,
+    power_off_fake_guests,
+)
 
 # -- names and patterns --------------------------------------------------------
 
