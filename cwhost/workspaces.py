@@ -54,7 +54,9 @@ MAX_PATH_BYTES = 4096
 MAX_DEPTH = 64
 COPY_CHUNK_BYTES = 1024 * 1024
 _FILE_ID_PREFIX = "f-"
-FILE_ID_PATTERN = _FILE_ID_PREFIX + r"[A-Za-z0-9_-]{1,8192}"
+# Unpadded URL-safe base64 of at most 6 KiB (a path is at most 4096 bytes):
+# every text of this shape decodes, so the document's pattern is the server's rule.
+FILE_ID_PATTERN = _FILE_ID_PREFIX + r"(?:[A-Za-z0-9_-]{4}){0,2048}(?:[A-Za-z0-9_-]{2,3})?"
 _FILE_ID = re.compile(f"^{FILE_ID_PATTERN}$")
 _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -449,7 +451,11 @@ class Workspaces:
         """A file to download, opened; the caller closes it."""
         workspace = self.get(principal, workspace_id)
         path = path_of_file_id(identifier)
-        parts = split_path(path)
+        try:
+            parts = split_path(path)
+        except InvalidRequest:
+            # No file can have such a path: an id nobody issued.
+            raise NotFound(f"No file {identifier!r}.") from None
         with _directory(self._open_root(workspace)) as root:
             with _directory(self._walk(root, parts[:-1], path, create=False)) as parent:
                 try:

@@ -129,7 +129,9 @@ def test_a_hostile_path_is_refused_by_upload_and_download_and_touches_nothing(ho
     status, content_type, body = raw_request(
         server.url, "GET", f"/v1/workspaces/{workspace}/files/{file_id(unquote(path))}/content", token
     )
-    assert status == 400, body
+    # A path no file can have names no file (404); one through a link is refused (400).
+    assert status in (400, 404), body
+    assert json.loads(body)["error"] == {400: "invalid_request", 404: "not_found"}[status]
     assert b"TOP-SECRET" not in body and content_type == "application/json"
 
     assert snapshot(root) == before

@@ -35,6 +35,7 @@ def present(view: AccountView) -> dict:
 @blp.route("/v1/account")
 @blp.response(200, AccountSchema)
 @error_responses(blp)
+@blp.doc(operationId="getAccount")
 def account():
     """The caller's account: balance, burn rate, when the balance runs out, limits and use."""
     return present(_accounts().view(g.principal.account_id))
@@ -44,6 +45,7 @@ def account():
 @blp.arguments(CreditsSchema)
 @blp.response(200, AccountSchema)
 @error_responses(blp, 403, 404, 415)
+@blp.doc(operationId="setAccountCredits")
 def set_credits(body, name):
     """Set an account's balance (admin tokens only)."""
     if not g.principal.admin:

@@ -22,6 +22,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, PathConverter
 
+from cwhost.api.idempotency import IdempotencyHeaderPlugin
 from cwhost.api.schemas import ErrorSchema
 from cwhost.errors import ServiceError
 from cwhost.workspaces import FILE_ID_PATTERN
@@ -244,11 +245,25 @@ class RequestIdHeaderPlugin(BasePlugin):
                     response.setdefault("headers", {})["X-Request-Id"] = "X_REQUEST_ID"
 
 
+class SchemaExtraPlugin(BasePlugin):
+    """Add a schema's ``OPENAPI_EXTRA`` (rules across fields, such as anyOf) to its component."""
+
+    def schema_helper(self, name, definition, **kwargs):
+        schema = kwargs.get("schema")
+        schema_class = schema if isinstance(schema, type) else type(schema)
+        return dict(getattr(schema_class, "OPENAPI_EXTRA", {}))
+
+
 class CwhostApi(Api):
     ERROR_SCHEMA = ErrorSchema
 
     def __init__(self, app: Flask):
-        super().__init__(app, spec_kwargs={"extra_plugins": [RequestIdHeaderPlugin()]})
+        super().__init__(
+            app,
+            spec_kwargs={
+                "extra_plugins": [RequestIdHeaderPlugin(), IdempotencyHeaderPlugin(), SchemaExtraPlugin()]
+            },
+        )
 
     def _register_responses(self):
         """flask-smorest's shared error responses, with the headers API.md promises on them.

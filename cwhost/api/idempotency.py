@@ -16,6 +16,7 @@ import threading
 import time
 
 import flask
+from apispec import BasePlugin
 from flask import current_app, g, request
 
 from cwhost.errors import ServiceError
@@ -97,17 +98,32 @@ def idempotent(view):
     return wrapper
 
 
+# The marker ``document`` leaves on an operation; IdempotencyHeaderPlugin turns it into the header parameter.
+MARKER = "x-cwhost-idempotent"
+
+PARAMETER = {
+    "in": "header",
+    "name": HEADER,
+    "required": False,
+    "schema": {"type": "string", "pattern": KEY_PATTERN},
+    "description": "Retrying with the same key and request returns the first answer"
+    " and changes nothing; the same key with another request is 422.",
+}
+
+
 def document(blp):
-    """The header, in the OpenAPI document of each operation that honours it."""
-    return blp.doc(
-        parameters=[
-            {
-                "in": "header",
-                "name": HEADER,
-                "required": False,
-                "schema": {"type": "string", "pattern": KEY_PATTERN},
-                "description": "Retrying with the same key and request returns the first answer"
-                " and changes nothing; the same key with another request is 422.",
-            }
-        ]
-    )
+    """Mark an operation as honouring the header, for the OpenAPI document.
+
+    A marker, not ``parameters``: flask-smorest lets a doc's parameters replace
+    those its arguments documented (the stop's ``force`` would vanish).
+    """
+    return blp.doc(**{MARKER: True})
+
+
+class IdempotencyHeaderPlugin(BasePlugin):
+    """Add the Idempotency-Key header to the parameters of each marked operation."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for operation in (operations or {}).values():
+            if operation.pop(MARKER, False):
+                operation.setdefault("parameters", []).append(dict(PARAMETER))

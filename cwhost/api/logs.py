@@ -29,6 +29,7 @@ def _url(workstation_id: str, log_id: str) -> str:
 @blp.arguments(PageArgsSchema, location="query")
 @blp.response(200, LogListSchema)
 @error_responses(blp, 400, 404)
+@blp.doc(operationId="listWorkstationLogs")
 def logs(args, workstation_id):
     """Its log: the serial console (when there is one) first, then events, oldest first."""
     after = int(args["after"]) if "after" in args else None
@@ -63,6 +64,7 @@ def logs(args, workstation_id):
 @blp.route("/<string:workstation_id>/logs/<string:log_id>/content")
 @blp.doc(responses={200: {"description": "The log's text.", **_TEXT}})
 @error_responses(blp, 404)
+@blp.doc(operationId="downloadWorkstationLog")
 def log_content(workstation_id, log_id):
     """Download one log's text."""
     if log_id == CONSOLE:

@@ -101,6 +101,16 @@ _name_field_kwargs = {
 
 
 class WorkstationCreateSchema(StrictSchema):
+    # The rule the service applies, told to clients: without a type, a whole
+    # configuration. As if/then, which client generators leave alone, rather
+    # than anyOf, which they turn into a union of anonymous types.
+    OPENAPI_EXTRA = {
+        "if": {"not": {"required": ["type"]}},
+        "then": {
+            "required": ["configuration"],
+            "properties": {"configuration": {"required": ["cpuCores", "memoryGB", "storageGB"]}},
+        },
+    }
     name = fields.String(required=True, **_name_field_kwargs)
     configuration = fields.Nested(
         ConfigurationInSchema,
@@ -445,7 +455,7 @@ class FileListArgsSchema(StrictSchema):
     )
 
 
-class FileSchema(ma.Schema):
+class WorkspaceFileSchema(ma.Schema):
     id = fields.String(required=True, metadata={"description": "Stable while the file keeps its path."})
     name = fields.String(required=True, metadata={"description": "Its path inside the workspace."})
     url = fields.String(required=True, metadata={"description": "Downloads its content."})
@@ -455,4 +465,4 @@ class FileSchema(ma.Schema):
     )
 
 
-FileListSchema = list_schema(FileSchema, "FileList")
+WorkspaceFileListSchema = list_schema(WorkspaceFileSchema, "WorkspaceFileList")

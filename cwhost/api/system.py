@@ -16,6 +16,7 @@ blp = ApiBlueprint("system", __name__, description="The server: health and host 
 @blp.route("/healthz")
 @blp.doc(security=[])
 @blp.response(200, HealthSchema)
+@blp.doc(operationId="getHealth")
 def healthz():
     """Liveness; needs no token."""
     return {"status": "ok"}
@@ -24,6 +25,7 @@ def healthz():
 @blp.route("/v1/host")
 @blp.response(200, HostSchema)
 @error_responses(blp)
+@blp.doc(operationId="getHost")
 def host():
     """Capacity of this server, the regions it serves, and its GPUs with who holds them."""
     view = current_app.extensions["cwhost"].service.host_view()
@@ -65,6 +67,7 @@ def host():
     },
 )
 @error_responses(blp, 403)
+@blp.doc(operationId="getMetrics")
 def metrics():
     """Usage counters per workstation and the sampler's tick duration and lag."""
     if not g.principal.admin:

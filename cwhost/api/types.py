@@ -14,6 +14,7 @@ blp = ApiBlueprint("types", __name__, description="Workstation types: defaults a
 @blp.arguments(TypeListArgsSchema, location="query")
 @blp.response(200, WorkstationTypeListSchema)
 @error_responses(blp, 400)
+@blp.doc(operationId="listWorkstationTypes")
 def workstation_types(args):
     """The types this server offers, their default configuration, and whether their images are present."""
     config = current_app.extensions["cwhost"].config

@@ -13,8 +13,8 @@ from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.schemas import (
     FileListArgsSchema,
-    FileListSchema,
-    FileSchema,
+    WorkspaceFileListSchema,
+    WorkspaceFileSchema,
     PageArgsSchema,
     WorkspaceCreateSchema,
     WorkspaceListSchema,
@@ -60,6 +60,7 @@ class WorkspaceCollection(MethodView):
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, WorkspaceListSchema)
     @error_responses(blp, 400)
+    @blp.doc(operationId="listWorkspaces")
     def get(self, args):
         """The caller's workspaces, oldest first."""
         after = int(args["after"]) if "after" in args else None
@@ -67,7 +68,7 @@ class WorkspaceCollection(MethodView):
         return list_body([present(w) for w in items], next_cursor)
 
     @idempotent
-    @blp.arguments(WorkspaceCreateSchema)
+    @blp.arguments(WorkspaceCreateSchema, required=False)
     @blp.response(201, WorkspaceSchema, headers={"Location": {"schema": {"type": "string"}}})
     @error_responses(blp, 400, 413, 415)
     @document_idempotency(blp)
@@ -82,6 +83,7 @@ class WorkspaceCollection(MethodView):
             "delete": ("delete", "/v1/workspaces/{workspace_id}"),
         },
     )
+    @blp.doc(operationId="createWorkspace")
     def post(self, body):
         """Create an empty workspace; give its id as `workspaceId` when creating workstations."""
         workspace = _workspaces().create(g.principal, body.get("name"))
@@ -93,12 +95,14 @@ class WorkspaceCollection(MethodView):
 class WorkspaceById(MethodView):
     @blp.response(200, WorkspaceSchema)
     @error_responses(blp, 404)
+    @blp.doc(operationId="getWorkspace")
     def get(self, workspace_id):
         """One workspace."""
         return present(_workspaces().get(g.principal, workspace_id))
 
     @blp.response(204)
     @error_responses(blp, 400, 404)
+    @blp.doc(operationId="deleteWorkspace")
     def delete(self, workspace_id):
         """Delete a workspace and every file in it; refused while a running workstation has it.
 
@@ -110,6 +114,7 @@ class WorkspaceById(MethodView):
 @blp.route("/workspaces/<string:workspace_id>/archive", methods=["POST"])
 @blp.response(200, WorkspaceSchema)
 @error_responses(blp, 400, 404)
+@blp.doc(operationId="archiveWorkspace")
 def archive(workspace_id):
     """Make a workspace read-only and attached to nothing; refused while a running workstation has it."""
     return present(_workspaces().archive(g.principal, workspace_id))
@@ -117,8 +122,9 @@ def archive(workspace_id):
 
 @blp.route("/workspaces/<string:workspace_id>/files")
 @blp.arguments(FileListArgsSchema, location="query")
-@blp.response(200, FileListSchema)
+@blp.response(200, WorkspaceFileListSchema)
 @error_responses(blp, 400, 404)
+@blp.doc(operationId="listWorkspaceFiles")
 def files(args, workspace_id):
     """Every regular file in the workspace, at any depth, by path; links are not listed."""
     page = _workspaces().list_files(g.principal, workspace_id, args["limit"], args.get("after"))
@@ -128,6 +134,7 @@ def files(args, workspace_id):
 @blp.route("/workspaces/<string:workspace_id>/files/<fileid:file_id>/content")
 @blp.doc(responses={200: {"description": "The file's bytes.", "content": _BINARY}})
 @error_responses(blp, 400, 404)
+@blp.doc(operationId="downloadWorkspaceFile")
 def file_content(workspace_id, file_id):
     """Download one file."""
     stream, info = _workspaces().open_file(g.principal, workspace_id, file_id)
@@ -144,13 +151,18 @@ def file_content(workspace_id, file_id):
 @blp.route("/workspaces/<string:workspace_id>/files/<anypath:file_path>", methods=["PUT"], merge_slashes=False)
 @raw_body
 @blp.doc(
-    requestBody={"required": True, "content": _BINARY},
+    requestBody={
+        "required": False,
+        "description": "The file's bytes; an empty or absent body stores an empty file.",
+        "content": _BINARY,
+    },
     responses={
-        200: {"description": "The file replaced one at that path.", "content": {"application/json": {"schema": FileSchema}}},
-        201: {"description": "The file is new.", "content": {"application/json": {"schema": FileSchema}}},
+        200: {"description": "The file replaced one at that path.", "content": {"application/json": {"schema": WorkspaceFileSchema}}},
+        201: {"description": "The file is new.", "content": {"application/json": {"schema": WorkspaceFileSchema}}},
     },
 )
 @error_responses(blp, 400, 404, 413)
+@blp.doc(operationId="uploadWorkspaceFile")
 def upload_file(workspace_id, file_path):
     """Upload a file to a path in the workspace, creating its directories; the body is the file.
 
@@ -171,7 +183,7 @@ def upload_file(workspace_id, file_path):
     info, created = workspaces.upload(
         g.principal, workspace_id, file_path, request.stream, request.content_length
     )
-    body = FileSchema().dump(_present_file(workspace_id, info))
+    body = WorkspaceFileSchema().dump(_present_file(workspace_id, info))
     return flask.jsonify(body), 201 if created else 200
 
 
@@ -192,8 +204,9 @@ def _require_utf8_path() -> None:
 
 @blp.route("/workstations/<string:workstation_id>/files")
 @blp.arguments(FileListArgsSchema, location="query")
-@blp.response(200, FileListSchema)
+@blp.response(200, WorkspaceFileListSchema)
 @error_responses(blp, 400, 404)
+@blp.doc(operationId="listWorkstationFiles")
 def workstation_files(args, workstation_id):
     """The files of the workstation's workspace; an empty list when it has none."""
     service = current_app.extensions["cwhost"].service

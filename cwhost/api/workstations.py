@@ -97,6 +97,7 @@ class Workstations(MethodView):
     @blp.arguments(WorkstationListArgsSchema, location="query")
     @blp.response(200, WorkstationListSchema)
     @error_responses(blp)
+    @blp.doc(operationId="listWorkstations")
     def get(self, args):
         """List the caller's workstations, oldest first."""
         page = _service().list(
@@ -114,6 +115,7 @@ class Workstations(MethodView):
     @error_responses(blp, 413, 415, 422)
     @document_idempotency(blp)
     @_next(201, *_NEXT)
+    @blp.doc(operationId="createWorkstation")
     def post(self, body):
         """Create a workstation; it answers at once as `provisioning`, then becomes `stopped`."""
         ws = _service().create(
@@ -133,6 +135,7 @@ class Workstations(MethodView):
 class WorkstationById(MethodView):
     @blp.response(200, WorkstationSchema)
     @error_responses(blp, 404)
+    @blp.doc(operationId="getWorkstation")
     def get(self, workstation_id):
         """One workstation."""
         return present(_service().get(g.principal, workstation_id))
@@ -141,6 +144,7 @@ class WorkstationById(MethodView):
     @blp.response(200, WorkstationSchema)
     @error_responses(blp, 404, 413, 415, 422)
     @_next(200, "get", "launch", "delete", "usage")
+    @blp.doc(operationId="updateWorkstation")
     def patch(self, body, workstation_id):
         """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
         return present(
@@ -156,6 +160,7 @@ class WorkstationById(MethodView):
 
     @blp.response(204)
     @error_responses(blp, 400, 404)
+    @blp.doc(operationId="deleteWorkstation")
     def delete(self, workstation_id):
         """Delete a stopped or failed workstation with its disk; its usage stays readable."""
         _service().delete(g.principal, workstation_id)
@@ -168,6 +173,7 @@ class WorkstationById(MethodView):
 @error_responses(blp, 400, 404, 422)
 @document_idempotency(blp)
 @_next(200, "get", "stop", "usage", "logs")
+@blp.doc(operationId="launchWorkstation")
 def launch(workstation_id):
     """Boot a stopped workstation; 503 when the host lacks the GPU, cores or memory now."""
     return present(_service().launch(g.principal, workstation_id))
@@ -180,6 +186,7 @@ def launch(workstation_id):
 @error_responses(blp, 400, 404, 422)
 @document_idempotency(blp)
 @_next(200, "get", "patch", "launch", "delete", "usage")
+@blp.doc(operationId="stopWorkstation")
 def stop(args, workstation_id):
     """Stop a running workstation: ACPI power-off, forced after the configured timeout."""
     return present(_service().stop(g.principal, workstation_id, force=args["force"]))
@@ -189,6 +196,7 @@ def stop(args, workstation_id):
 @blp.arguments(UsageArgsSchema, location="query")
 @blp.response(200, UsageSchema)
 @error_responses(blp, 404)
+@blp.doc(operationId="getWorkstationUsage")
 def usage(args, workstation_id):
     """What the workstation used and what it cost, in total or in a window, optionally bucketed.
 
