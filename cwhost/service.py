@@ -63,6 +63,8 @@ PROVISIONING, STOPPED, RUNNING, ERROR = "provisioning", "stopped", "running", "e
 STATUSES = (PROVISIONING, STOPPED, RUNNING, ERROR)
 DOMAIN_PREFIX = "cwhost-"
 PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
+# How often a stopping guest's process is read while it shuts down.
+STOP_READING_SECONDS = 0.1
 # Who acts when cwhost itself stops a workstation (credits, timeouts).
 SYSTEM = Principal(account_id="", key_id="cwhost", admin=True)
 
@@ -299,6 +301,24 @@ class WorkstationService:
                 self._sampler.sample(only={ws.id})
             except Exception:
                 log.exception("final reading of %s failed; the next tick has what it missed", ws.id)
+
+    def _shut_down_metering(self, ws: Workstation, timeout: float) -> bool:
+        """Ask the guest to power off and read its process until it is gone; True if it went in time.
+
+        The CPU a guest burns while it shuts down is billable like any other:
+        reading it every STOP_READING_SECONDS loses at most that much per vCPU
+        when the process exits between two readings.
+        """
+        deadline = time.monotonic() + timeout
+        self._driver.shutdown(ws.domain_name, 0)
+        while True:
+            self._final_reading(ws)
+            if self._driver.state(ws.domain_name) != DomainState.RUNNING:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(STOP_READING_SECONDS, left))
 
     def host_info(self) -> HostInfo:
         with self._hypervisor("host query"):
@@ -689,7 +709,7 @@ class WorkstationService:
             how = "It was powered off at once, as asked." if force else "The guest powered off when asked."
             with self._hypervisor("stop"):
                 try:
-                    graceful = not force and self._driver.shutdown(ws.domain_name, timeout)
+                    graceful = not force and self._shut_down_metering(ws, timeout)
                     if not graceful:
                         if not force:
                             how = f"The guest did not power off within {timeout:g} s, so it was forced."

@@ -153,7 +153,7 @@ class HypervisorDriver(abc.ABC):
 
     @abc.abstractmethod
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
-        """Ask the guest to power off; True if it stopped within the timeout."""
+        """Ask the guest to power off; True if it stopped within the timeout (0: ask, and do not wait)."""
 
     @abc.abstractmethod
     def destroy(self, name: str) -> None:
@@ -161,7 +161,7 @@ class HypervisorDriver(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, name: str) -> None:
-        """Remove a stopped domain and its disk; absent domains are ignored."""
+        """Remove a stopped domain with every file of its own (disk, console log); absent domains are ignored."""
 
     @abc.abstractmethod
     def state(self, name: str) -> DomainState:

@@ -95,6 +95,9 @@ class LibvirtDriver(HypervisorDriver):
         self._connection: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._disk_dir.mkdir(parents=True, exist_ok=True)
+        # qemu runs as libvirt-qemu and must reach its disk here (libvirt gives
+        # it the file itself); traverse, not list, whatever the umask made.
+        self._disk_dir.chmod(0o711)
         self._console_dir.mkdir(parents=True, exist_ok=True)
 
     # -- connection and errors -------------------------------------------------
@@ -333,6 +336,8 @@ class LibvirtDriver(HypervisorDriver):
             except libvirt.libvirtError as exc:
                 raise self._error(exc, name) from exc
         self.disk_path(name).unlink(missing_ok=True)
+        # Nothing of a deleted workstation stays behind: its serial console log goes too.
+        self.console_log(name).unlink(missing_ok=True)
 
     def state(self, name: str) -> DomainState:
         try:

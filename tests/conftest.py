@@ -176,7 +176,7 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def start_server(tmp_path: Path, config_text: str = "", extra_env=None) -> RunningServer:
+def start_server(tmp_path: Path, config_text: str = "", extra_env=None, umask: int = -1) -> RunningServer:
     """Run the real ``cwhost serve`` on a free port and wait until it answers."""
     port = free_port()
     config_file = tmp_path / "cwhost.toml"
@@ -195,6 +195,7 @@ def start_server(tmp_path: Path, config_text: str = "", extra_env=None) -> Runni
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            umask=umask,
         )
     server = RunningServer(process, f"http://127.0.0.1:{port}", env, log_path)
     if not wait_until_serving(server.url, process):

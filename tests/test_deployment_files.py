@@ -8,7 +8,7 @@ from pathlib import Path
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 
 
-def _service_section():
+def unit_service_section():
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str
     parser.read(SYSTEMD / "cwhost.service")
@@ -16,7 +16,7 @@ def _service_section():
 
 
 def test_unit_runs_cwhost_serve_as_a_dedicated_hardened_user():
-    service = _service_section()
+    service = unit_service_section()
     assert service["User"] == "cwhost"
     assert service["ExecStart"].endswith("cwhost serve")
     assert service["StateDirectory"] == "cwhost"
@@ -28,7 +28,7 @@ def test_unit_runs_cwhost_serve_as_a_dedicated_hardened_user():
 
 
 def test_unit_leaves_proc_and_devices_visible_for_metering():
-    service = _service_section()
+    service = unit_service_section()
     for forbidden in ("ProtectProc", "ProcSubset", "PrivateDevices"):
         assert forbidden not in service
 

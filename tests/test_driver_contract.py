@@ -232,3 +232,24 @@ def test_a_title_with_markup_characters_is_kept_as_data(driver):
     driver.define(spec(title="<b>&\"'</b>"))
     driver.define(spec(name="cwhost-ws-test0002", title="plain"))
     assert set(driver.list_domains()) == {"cwhost-ws-test0001", "cwhost-ws-test0002"}
+
+
+def test_delete_leaves_no_file_of_the_domain_behind(driver):
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    driver.destroy("cwhost-ws-test0001")
+    log = driver.console_log("cwhost-ws-test0001")
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("what the guest printed")
+    driver.delete("cwhost-ws-test0001")
+    assert not driver.disk_path("cwhost-ws-test0001").exists()
+    assert log is None or not log.exists()
+
+
+def test_a_shutdown_without_waiting_only_asks(driver):
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    stopped = driver.shutdown("cwhost-ws-test0001", 0)
+    # Whether the guest is gone at once is the guest's affair; the answer says which.
+    assert stopped == (driver.state("cwhost-ws-test0001") == DomainState.STOPPED)
