@@ -7,6 +7,7 @@ import ctypes
 import logging
 import math
 import os
+import pwd
 import re
 import signal
 import sys
@@ -269,6 +270,28 @@ def _keys(config, args) -> int:
     return 0
 
 
+def _act_as_data_owner(config) -> None:
+    """As root on a data directory another user owns (the unit's ``cwhost``), become that user.
+
+    A database file or its -wal/-shm made by root would lock the service out
+    of its own database (SQLite cannot open what it cannot write).
+    """
+    if os.geteuid() != 0:
+        return
+    owner = config.data_dir.stat()
+    if owner.st_uid == 0:
+        return
+    try:
+        name = pwd.getpwuid(owner.st_uid).pw_name
+        os.initgroups(name, owner.st_gid)
+    except KeyError:
+        name = str(owner.st_uid)
+        os.setgroups([])
+    os.setgid(owner.st_gid)
+    os.setuid(owner.st_uid)
+    print(f"cwhost: acting as {name}, who owns {config.data_dir}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -277,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "types":
             return _check_types(config)
         _prepare_data_dir(config)
+        _act_as_data_owner(config)
         command = {"serve": _serve, "accounts": _accounts, "keys": _keys}[args.command]
         return command(config, args)
     except ConfigError as exc:
