@@ -23,7 +23,7 @@ from pathlib import Path
 from cwhost.config import build_config
 from cwhost.db import ROLLUP_TABLES, Database
 from cwhost.sampler import Sampler
-from cwhost.service import RUNNING, domain_name
+from cwhost.workstations.model import RUNNING, domain_name
 from cwhost.usage import HOUR, UsageLedger
 
 YEAR = 365 * 86400

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,63 @@ from cwhost.config import Config, ConfigError
 from cwhost.db import Database
 from cwhost.metrics import SamplerMetrics, build_registry
 from cwhost.sampler import GpuReader, Sampler
-from cwhost.service import WorkstationService
+from cwhost.accounts import Accounts
+from cwhost.allocation import Allocation
+from cwhost.enforcer import Enforcer
+from cwhost.reconciler import Reconciler
+from cwhost.storage_budget import StorageBudget
+from cwhost.usage import UsageLedger
+from cwhost.workspaces import Workspaces
+from cwhost.workstations.lifecycle import Lifecycle, read_host
+from cwhost.workstations.store import WorkstationStore
 from drivers.base import HostInfo, HypervisorDriver
 from drivers.fake import FakeDriver, GuestLoad
+
+
+@dataclass
+class Services:
+    """The domain's parts, side by side; each view and thread asks for the one it needs."""
+
+    store: WorkstationStore
+    ledger: UsageLedger
+    accounts: Accounts
+    workspaces: Workspaces
+    storage: StorageBudget
+    allocation: Allocation
+    lifecycle: Lifecycle
+    reconciler: Reconciler
+    enforcer: Enforcer
+
+
+def build_services(db: Database, driver: HypervisorDriver, config: Config, clock=time.time) -> Services:
+    """Wire the parts. Workspaces and allocation share one lock, and storage is counted across both,
+    so some parts reach each other through late-bound callables."""
+    store = WorkstationStore(db, clock)
+    ledger = UsageLedger(db, config.pricing, clock)
+    accounts = Accounts(db, config, ledger, clock, storage_used_bytes=lambda account: storage.used_bytes(account))
+    allocation = Allocation(
+        store, accounts, config, lambda: read_host(driver), find_workspace=lambda wid: workspaces.find(wid)
+    )
+    workspaces = Workspaces(
+        db,
+        config.workspaces_dir,
+        config.workspaces.max_upload_bytes,
+        lock=allocation.lock,
+        workstation_holding=allocation.workstation_holding,
+        clock=clock,
+        require_storage=lambda account, more: storage.require(account, more),
+    )
+    storage = StorageBudget(
+        db,
+        config,
+        workspaces.bytes_used,
+        host_storage_gb=lambda: read_host(driver).storage_gb,
+        account_limit_gb=lambda account: accounts.limits(account).max_storage_gb,
+    )
+    lifecycle = Lifecycle(store, allocation, accounts, workspaces, storage, driver, config, clock)
+    reconciler = Reconciler(store, lifecycle, workspaces, ledger, driver, clock)
+    enforcer = Enforcer(store, accounts, ledger, lifecycle, config, clock)
+    return Services(store, ledger, accounts, workspaces, storage, allocation, lifecycle, reconciler, enforcer)
 
 
 @dataclass
@@ -32,7 +87,7 @@ class Components:
     config: Config
     db: Database
     driver: HypervisorDriver
-    service: WorkstationService
+    services: Services
     metrics_registry: CollectorRegistry
     sampler_metrics: SamplerMetrics
     # Admission of API requests; see server.max_in_flight.
@@ -104,13 +159,13 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     db = Database(config.database_path)
     driver = driver or make_driver(config)
-    service = WorkstationService(db, driver, config)
-    registry, sampler_metrics = build_registry(service.ledger)
+    services = build_services(db, driver, config)
+    registry, sampler_metrics = build_registry(services.ledger)
     app.extensions["cwhost"] = Components(
         config=config,
         db=db,
         driver=driver,
-        service=service,
+        services=services,
         metrics_registry=registry,
         sampler_metrics=sampler_metrics,
         in_flight=threading.BoundedSemaphore(config.server.max_in_flight),

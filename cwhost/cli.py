@@ -165,19 +165,22 @@ def _listen(app, config):
 
 def _start_background(components, config) -> tuple[threading.Event, list[threading.Thread]]:
     """The sampler and the reconciler, after recovery has reconciled the database once."""
-    service = components.service
+    services = components.services
     try:
-        service.recover()
+        services.reconciler.recover()
     except HypervisorUnavailable as exc:
         log.error("hypervisor unavailable at start-up; state not reconciled: %s", exc)
     stop = threading.Event()
     threads = [
         threading.Thread(
-            target=make_sampler(components).run, args=(stop, service.attach_sampler), name="sampler", daemon=True
+            target=make_sampler(components).run,
+            args=(stop, services.lifecycle.attach_sampler),
+            name="sampler",
+            daemon=True,
         ),
         threading.Thread(
-            target=service.reconcile_periodically,
-            args=(stop, config.driver.reconcile_interval_seconds),
+            target=services.reconciler.run,
+            args=(stop, config.driver.reconcile_interval_seconds, services.enforcer.enforce),
             name="reconciler",
             daemon=True,
         ),
@@ -223,7 +226,7 @@ def _serve(config, args) -> int:
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
-            components.service.wait_idle()
+            components.services.lifecycle.wait_idle()
             log.info("cwhost stopped")
     return 0
 

@@ -14,7 +14,6 @@ while VMs run neither loses nor repeats an interval.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -23,21 +22,13 @@ from dataclasses import dataclass
 
 import psutil
 
-from cwhost.db import ROLLUP_TABLES, Database
+from cwhost.db import Database
 from cwhost.errors import StorageUnavailable
-from cwhost.service import RUNNING, domain_name
-from cwhost.usage import GB, split_by_step
+from cwhost.metering import MeterRecorder, ProcessReading
+from cwhost.workstations.model import RUNNING, domain_name
 from drivers.base import DriverError, HypervisorDriver
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProcessReading:
-    pid: int
-    started: float
-    cpu_seconds: float
-    rss_bytes: int
 
 
 class ProcessReader:
@@ -167,7 +158,7 @@ class Sampler:
         self._db = db
         self._driver = driver
         self.interval = interval_seconds
-        self._retention = retention_seconds
+        self._recorder = MeterRecorder(db, retention_seconds)
         self._processes = processes or ProcessReader()
         self._gpus = gpus or GpuReader()
         self._clock = clock
@@ -184,7 +175,7 @@ class Sampler:
             now = self._clock()
             readings = self._read(only)
             read_done = time.perf_counter()
-            self._write(now, readings)
+            self._recorder.record(now, readings)
             result = TickResult(len(readings), read_done - began, time.perf_counter() - read_done)
         if self._metrics is not None:
             self._metrics.observe_tick(result)
@@ -211,95 +202,6 @@ class Sampler:
         if only is None:
             self._processes.keep_only({reading.pid for _, reading, _ in readings})
         return readings
-
-    def _write(self, now: float, readings) -> None:
-        samples, states = [], []
-        rollups: dict[str, list] = {table: [] for table in ROLLUP_TABLES}
-        with self._db.write():
-            # A workstation whose stop committed while this tick read it has had
-            # its final reading: once it shows as stopped its usage is settled,
-            # so a reading that arrives later is dropped.
-            still_running = {
-                row["id"]
-                for row in self._db.query(
-                    "SELECT id FROM workstations WHERE status = ? AND id IN (SELECT value FROM json_each(?))",
-                    [RUNNING, json.dumps([workstation_id for workstation_id, _, _ in readings])],
-                )
-            }
-            readings = [r for r in readings if r[0] in still_running]
-            ids = [workstation_id for workstation_id, _, _ in readings]
-            previous = {
-                row["workstation_id"]: row
-                for row in self._db.query(
-                    "SELECT * FROM meter_state WHERE workstation_id IN (SELECT value FROM json_each(?))",
-                    [json.dumps(ids)],
-                )
-            }
-            for workstation_id, reading, utilization in readings:
-                self._account(
-                    now, workstation_id, reading, utilization, previous.get(workstation_id),
-                    samples, rollups, states,
-                )
-            conn = self._db.db.conn
-            conn.executemany(
-                "INSERT INTO usage_samples (workstation_id, since, sampled_at, cpu_seconds,"
-                " memory_gb_seconds, gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                samples,
-            )
-            for table, rows in rollups.items():
-                conn.executemany(
-                    f"""INSERT INTO {table}
-                           (workstation_id, start, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds)
-                       VALUES (?, ?, ?, ?, ?)
-                       ON CONFLICT (workstation_id, start) DO UPDATE SET
-                           cpu_seconds = cpu_seconds + excluded.cpu_seconds,
-                           memory_gb_seconds = memory_gb_seconds + excluded.memory_gb_seconds,
-                           gpu_utilized_seconds = gpu_utilized_seconds + excluded.gpu_utilized_seconds""",
-                    rows,
-                )
-            conn.executemany(
-                "INSERT OR REPLACE INTO meter_state (workstation_id, pid, process_started,"
-                " cpu_seconds_counter, rss_bytes, sampled_at, cpu_seconds, memory_gb_seconds,"
-                " gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                states,
-            )
-            conn.execute("DELETE FROM usage_samples WHERE sampled_at < ?", [now - self._retention])
-
-    @staticmethod
-    def _account(now, workstation_id, reading, utilization, previous, samples, rollups, states) -> None:
-        """Turn one reading into its sample, its shares of each rollup slot, and new meter state."""
-        same_process = (
-            previous is not None
-            and previous["pid"] == reading.pid
-            and previous["process_started"] == reading.started
-        )
-        if same_process:
-            since = previous["sampled_at"]
-            cpu = max(0.0, reading.cpu_seconds - previous["cpu_seconds_counter"])
-            rss_gb = (reading.rss_bytes + previous["rss_bytes"]) / 2 / GB
-        else:
-            # A process not seen before: everything on its counter is new, and
-            # its memory is taken as held since it started.
-            since = max(reading.started, previous["sampled_at"] if previous else -math.inf)
-            cpu = reading.cpu_seconds
-            rss_gb = reading.rss_bytes / GB
-        seconds = now - since
-        if seconds <= 0:
-            return
-        figures = (cpu, rss_gb * seconds, (utilization or 0.0) / 100 * seconds)
-        samples.append((workstation_id, since, now, *figures))
-        for table, step in ROLLUP_TABLES.items():
-            for slot, overlap in split_by_step(since, now, step):
-                rollups[table].append(
-                    (workstation_id, slot, *(value * overlap / seconds for value in figures))
-                )
-        totals = (
-            (previous[key] if previous else 0.0) + value
-            for key, value in zip(("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds"), figures)
-        )
-        states.append(
-            (workstation_id, reading.pid, reading.started, reading.cpu_seconds, reading.rss_bytes, now, *totals)
-        )
 
     # -- the thread ----------------------------------------------------------
 

@@ -125,6 +125,26 @@ class UsageLedger:
         self._pricing = pricing
         self._clock = clock
 
+    def last_seen_running(self, workstation_id: str) -> float | None:
+        """When the workstation was last known to run: its last reading, or the start of its last segment."""
+        state = self._db.query_one("SELECT sampled_at FROM meter_state WHERE workstation_id = ?", [workstation_id])
+        started = self._db.query_one(
+            "SELECT MAX(started_at) AS at FROM usage_segments WHERE workstation_id = ?", [workstation_id]
+        )
+        candidates = [v for v in (state and state["sampled_at"], started and started["at"]) if v]
+        return max(candidates) if candidates else None
+
+    def busiest_over(self, workstation_id: str, since: float) -> float | None:
+        """The most cores the VM used in any reading since ``since``; None unless readings cover all of it."""
+        window = self._db.query_one(
+            "SELECT MIN(since) AS since, MAX(cpu_seconds / (sampled_at - since)) AS busiest"
+            " FROM usage_samples WHERE workstation_id = ? AND sampled_at > ?",
+            [workstation_id, since],
+        )
+        if window["since"] is None or window["since"] > since:
+            return None
+        return window["busiest"]
+
     def report(
         self,
         workstation_id: str,

@@ -71,7 +71,7 @@ def app(config):
     Database(config.database_path).migrate()
     app = create_app(config)
     yield app
-    app.extensions["cwhost"].service.wait_idle()
+    app.extensions["cwhost"].services.lifecycle.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 

@@ -13,8 +13,8 @@ from tests.test_metering import T0, Meter
 
 def _wait_status(meter, ws_id, status, timeout=10):
     deadline = time.monotonic() + timeout
-    while meter.service.get(meter.principal, ws_id).status != status:
-        assert time.monotonic() < deadline, meter.service.get(meter.principal, ws_id)
+    while meter.services.store.load(meter.principal, ws_id).status != status:
+        assert time.monotonic() < deadline, meter.services.store.load(meter.principal, ws_id)
         time.sleep(0.02)
 
 
@@ -37,7 +37,7 @@ def test_creating_past_the_workstation_limit_is_refused_and_names_it(limited):
     for _ in range(3):
         limited.create()
     with pytest.raises(QuotaExceeded, match="max_workstations.*it has 3"):
-        limited.service.create(
+        limited.services.lifecycle.create(
             limited.principal, "x", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"}
         )
     assert limited.accounts_use().workstations == 3
@@ -48,25 +48,25 @@ def test_per_account_limits_override_the_defaults(limited):
 
     bob = Principal(ensure_account(limited.db, "bob"), "key-bob", admin=False)
     with pytest.raises(QuotaExceeded, match="at most 0"):
-        limited.service.create(bob, "x", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"})
+        limited.services.lifecycle.create(bob, "x", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"})
 
 
 def test_launching_past_the_running_limits_is_refused(limited):
     two_cores = [limited.create() for _ in range(3)]
-    limited.service.launch(limited.principal, two_cores[0])
-    limited.service.launch(limited.principal, two_cores[1])
+    limited.services.lifecycle.launch(limited.principal, two_cores[0])
+    limited.services.lifecycle.launch(limited.principal, two_cores[1])
     with pytest.raises(QuotaExceeded, match="max_running_cpu_cores of 4; 4 are in use"):
-        limited.service.launch(limited.principal, two_cores[2])
-    assert limited.service.get(limited.principal, two_cores[2]).status == "stopped"
+        limited.services.lifecycle.launch(limited.principal, two_cores[2])
+    assert limited.services.store.load(limited.principal, two_cores[2]).status == "stopped"
 
 
 def test_running_gpus_are_limited_per_account(tmp_path):
     meter = Meter(tmp_path, limits={"max_running_gpus": 1})
     try:
         first, second = meter.create(gpu="NVIDIA RTX A5000"), meter.create(gpu="NVIDIA L40S")
-        meter.service.launch(meter.principal, first)
+        meter.services.lifecycle.launch(meter.principal, first)
         with pytest.raises(QuotaExceeded, match="max_running_gpus"):
-            meter.service.launch(meter.principal, second)
+            meter.services.lifecycle.launch(meter.principal, second)
     finally:
         meter.close()
 
@@ -79,7 +79,7 @@ def metered(tmp_path):
 
 
 def test_the_balance_is_credit_less_the_ledgers_cost(metered):
-    accounts = metered.service.accounts
+    accounts = metered.services.accounts
     assert accounts.balance_usd(metered.principal.account_id) is None  # no limit until one is set
     ws = metered.create(storage_gb=1000)
     view = accounts.set_balance("alice", 1.0)
@@ -94,22 +94,22 @@ def test_the_balance_is_credit_less_the_ledgers_cost(metered):
 def test_an_account_out_of_credit_gets_402_and_its_workstations_stop(metered):
     ws = metered.create(storage_gb=10)
     other = metered.create(storage_gb=10)
-    metered.service.launch(metered.principal, ws)
+    metered.services.lifecycle.launch(metered.principal, ws)
     pid = metered.pid(ws)
-    metered.service.accounts.set_balance("alice", 0.005)
+    metered.services.accounts.set_balance("alice", 0.005)
     metered.clock.advance(600)
     metered.processes.set(pid, started=T0, cpu_seconds=600.0, rss_bytes=4 * GB)
     metered.sampler.sample()
-    balance = metered.service.accounts.balance_usd(metered.principal.account_id)
+    balance = metered.services.accounts.balance_usd(metered.principal.account_id)
     assert balance < 0
     with pytest.raises(PaymentRequired) as refused:
-        metered.service.launch(metered.principal, other)
+        metered.services.lifecycle.launch(metered.principal, other)
     assert refused.value.extra["balanceUSD"] == pytest.approx(balance, abs=1e-6)
     with pytest.raises(PaymentRequired):
-        metered.service.create(
+        metered.services.lifecycle.create(
             metered.principal, "x", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"}
         )
-    metered.service.enforce()
+    metered.services.enforcer.enforce()
     _wait_status(metered, ws, "stopped")
 
 
@@ -117,43 +117,43 @@ def test_with_refuse_only_an_exhausted_account_keeps_running(tmp_path):
     meter = Meter(tmp_path, credits={"when_exhausted": "refuse"})
     try:
         ws = meter.create(storage_gb=10)
-        meter.service.launch(meter.principal, ws)
-        meter.service.accounts.set_balance("alice", -1.0)
-        meter.service.enforce()
-        meter.service.wait_idle()
-        assert meter.service.get(meter.principal, ws).status == "running"
+        meter.services.lifecycle.launch(meter.principal, ws)
+        meter.services.accounts.set_balance("alice", -1.0)
+        meter.services.enforcer.enforce()
+        meter.services.lifecycle.wait_idle()
+        assert meter.services.store.load(meter.principal, ws).status == "running"
     finally:
         meter.close()
 
 
 def test_the_running_timeout_stops_a_workstation(metered):
-    ws = metered.service.create(
+    ws = metered.services.lifecycle.create(
         metered.principal,
         "t",
         {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"},
         running_timeout_minutes=1,
     ).id
     _wait_status(metered, ws, "stopped")
-    metered.service.launch(metered.principal, ws)
+    metered.services.lifecycle.launch(metered.principal, ws)
     metered.clock.advance(59)
-    metered.service.enforce()
+    metered.services.enforcer.enforce()
     time.sleep(0.2)
-    assert metered.service.get(metered.principal, ws).status == "running"
+    assert metered.services.store.load(metered.principal, ws).status == "running"
     metered.clock.advance(2)
-    metered.service.enforce()
+    metered.services.enforcer.enforce()
     _wait_status(metered, ws, "stopped")
 
 
 def test_the_idle_timeout_stops_an_idle_workstation_and_spares_a_busy_one(metered):
     def make(name):
-        ws = metered.service.create(
+        ws = metered.services.lifecycle.create(
             metered.principal,
             name,
             {"cpu_cores": 2, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"},
             idle_timeout_minutes=1,
         ).id
         _wait_status(metered, ws, "stopped")
-        metered.service.launch(metered.principal, ws)
+        metered.services.lifecycle.launch(metered.principal, ws)
         return ws
 
     idle, busy = make("idle"), make("busy")
@@ -163,9 +163,9 @@ def test_the_idle_timeout_stops_an_idle_workstation_and_spares_a_busy_one(metere
         metered.processes.set(idle_pid, started=T0, cpu_seconds=0.05 * tick, rss_bytes=GB)
         metered.processes.set(busy_pid, started=T0, cpu_seconds=5.0 * tick, rss_bytes=GB)
         metered.sampler.sample()
-    metered.service.enforce()
+    metered.services.enforcer.enforce()
     _wait_status(metered, idle, "stopped")
-    assert metered.service.get(metered.principal, busy).status == "running"
+    assert metered.services.store.load(metered.principal, busy).status == "running"
 
 
 def test_account_and_credit_endpoints(client, alice, admin):

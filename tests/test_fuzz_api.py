@@ -43,7 +43,7 @@ def fuzz_target(tmp_path_factory):
     app, config = _app(tmp_path_factory)
     token = auth.create_key(app.extensions["cwhost"].db, "fuzzer").token
     yield app, {"Authorization": f"Bearer {token}"}
-    app.extensions["cwhost"].service.wait_idle()
+    app.extensions["cwhost"].services.lifecycle.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 
@@ -95,7 +95,7 @@ class FreshApp:
 
     def close(self):
         if self.app is not None:
-            self.app.extensions["cwhost"].service.wait_idle()
+            self.app.extensions["cwhost"].services.lifecycle.wait_idle()
             power_off_fake_guests(self.config.data_dir)
             shutil.rmtree(self.config.data_dir, ignore_errors=True)
             self.app = None

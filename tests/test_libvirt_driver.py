@@ -30,7 +30,7 @@ def libvirt_app(tmp_path):
     driver = _driver(tmp_path)
     app = create_app(config, driver=driver)
     yield app
-    app.extensions["cwhost"].service.wait_idle()
+    app.extensions["cwhost"].services.lifecycle.wait_idle()
 
 
 def test_two_concurrent_launches_for_the_only_gpu_of_a_model(libvirt_app, tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cwhost.service import SYSTEM, domain_name
+from cwhost.enforcer import SYSTEM
+from cwhost.workstations.model import domain_name
 from drivers.base import ProvisioningError
 from tests.conftest import GOOD_CONFIGURATION, create_stopped, wait_for_status
 
@@ -48,12 +49,12 @@ def test_reconciliation_findings_and_automatic_stops_are_logged(client, alice, c
     ws = create_stopped(client, alice)
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
     components.driver.destroy(domain_name(ws["id"]))
-    components.service.reconcile()
+    components.services.reconciler.reconcile()
     assert ("warning", "Found not running on the hypervisor (its VM stopped); recorded as stopped.") in _messages(
         client, alice, ws["id"]
     )
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
-    components.service.stop(SYSTEM, ws["id"], reason="a test said so")
+    components.services.lifecycle.stop(SYSTEM, ws["id"], reason="a test said so")
     assert any(level == "warning" and m.startswith("Stopped because a test said so.") for level, m in _messages(client, alice, ws["id"]))
 
 

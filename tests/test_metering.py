@@ -11,7 +11,8 @@ import pytest
 from cwhost.auth import Principal, create_key, ensure_account
 from cwhost.db import Database
 from cwhost.sampler import GpuReader, ProcessReading, Sampler, normalize_pci_address
-from cwhost.service import WorkstationService, domain_name
+from cwhost.app import build_services
+from cwhost.workstations.model import domain_name
 from cwhost.usage import DAY, GB, HOUR
 from drivers.base import HostInfo
 from drivers.fake import FakeDriver
@@ -65,7 +66,7 @@ class Meter:
             self.config.data_dir / "fake-driver",
             HostInfo(fake.cpu_cores, fake.memory_gb, fake.storage_gb, fake.gpus),
         )
-        self.service = WorkstationService(self.db, self.driver, self.config, clock=self.clock)
+        self.services = build_services(self.db, self.driver, self.config, clock=self.clock)
         self.processes = ScriptedProcesses()
         self.gpus = NoGpus()
         self.sampler = self.new_sampler()
@@ -83,13 +84,13 @@ class Meter:
         )
 
     def create(self, storage_gb=100, gpu=None):
-        ws = self.service.create(
+        ws = self.services.lifecycle.create(
             self.principal,
             "w",
             {"cpu_cores": 2, "memory_gb": 4, "storage_gb": storage_gb, "gpu": gpu, "region": "us-west-2"},
         )
         deadline = time.monotonic() + 10
-        while self.service.get(self.principal, ws.id).status != "stopped":
+        while self.services.store.load(self.principal, ws.id).status != "stopped":
             assert time.monotonic() < deadline
             time.sleep(0.01)
         return ws.id
@@ -98,13 +99,13 @@ class Meter:
         return self.driver.pid(domain_name(ws_id))
 
     def accounts_use(self):
-        return self.service.accounts.use(self.principal.account_id)
+        return self.services.accounts.use(self.principal.account_id)
 
     def usage(self, ws_id, **window):
-        return self.service.usage(self.principal, ws_id, **window)[1]
+        return self.services.ledger.report(ws_id, window.get("start"), window.get("end"), window.get("granularity"))
 
     def close(self):
-        self.service.wait_idle()
+        self.services.lifecycle.wait_idle()
         power_off_fake_guests(self.config.data_dir)
 
 
@@ -117,7 +118,7 @@ def meter(tmp_path):
 
 def test_cpu_comes_from_counter_deltas_and_missed_ticks_lose_nothing(meter):
     ws = meter.create()
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.processes.set(pid, started=T0, cpu_seconds=5.0, rss_bytes=2 * GB)
     meter.clock.advance(10)
@@ -133,7 +134,7 @@ def test_cpu_comes_from_counter_deltas_and_missed_ticks_lose_nothing(meter):
 
 def test_memory_is_the_time_integral_of_rss(meter):
     ws = meter.create()
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     for second, rss_gb in ((10, 1), (20, 3), (30, 3)):
         meter.clock.now = T0 + second
@@ -145,7 +146,7 @@ def test_memory_is_the_time_integral_of_rss(meter):
 
 def test_a_new_process_is_a_counter_reset_not_a_negative_delta(meter):
     ws = meter.create()
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.clock.advance(10)
     meter.processes.set(pid, started=T0, cpu_seconds=8.0, rss_bytes=GB)
@@ -159,7 +160,7 @@ def test_a_new_process_is_a_counter_reset_not_a_negative_delta(meter):
 
 def test_a_restart_of_the_service_mid_run_loses_and_repeats_nothing(meter):
     ws = meter.create()
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.clock.advance(10)
     meter.processes.set(pid, started=T0, cpu_seconds=4.0, rss_bytes=GB)
@@ -176,15 +177,15 @@ def test_a_restart_of_the_service_mid_run_loses_and_repeats_nothing(meter):
 
 def test_a_final_reading_at_stop_keeps_the_last_interval(meter):
     ws = meter.create()
-    meter.service.attach_sampler(meter.sampler)
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.attach_sampler(meter.sampler)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.clock.advance(10)
     meter.processes.set(pid, started=T0, cpu_seconds=10.0, rss_bytes=GB)
     meter.sampler.sample()
     meter.clock.advance(5)
     meter.processes.set(pid, started=T0, cpu_seconds=15.0, rss_bytes=GB)
-    meter.service.stop(meter.principal, ws)
+    meter.services.lifecycle.stop(meter.principal, ws)
     assert meter.usage(ws).total.cpu_seconds == pytest.approx(15.0)
     meter.clock.advance(100)
     meter.sampler.sample()
@@ -194,8 +195,8 @@ def test_a_final_reading_at_stop_keeps_the_last_interval(meter):
 def test_a_reading_that_lands_after_the_stop_committed_changes_nothing(meter):
     """A tick that read the process just before its stop must not bill after the stop is visible."""
     ws = meter.create()
-    meter.service.attach_sampler(meter.sampler)
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.attach_sampler(meter.sampler)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.clock.advance(10)
     meter.processes.set(pid, started=T0, cpu_seconds=10.0, rss_bytes=GB)
@@ -218,8 +219,8 @@ def test_a_reading_that_lands_after_the_stop_committed_changes_nothing(meter):
     # The stop's final reading would wait for the tick's lock; without it the
     # stop commits while the tick still holds its reading.
     meter.sampler._read = original_read
-    meter.service.attach_sampler(None)
-    meter.service.stop(meter.principal, ws, force=True)
+    meter.services.lifecycle.attach_sampler(None)
+    meter.services.lifecycle.stop(meter.principal, ws, force=True)
     settled = meter.usage(ws).total.cpu_seconds
     stopped.set()
     late_tick.join(10)
@@ -229,13 +230,13 @@ def test_a_reading_that_lands_after_the_stop_committed_changes_nothing(meter):
 def test_a_patch_mid_hour_prices_each_part_at_its_own_configuration(meter):
     pricing = meter.config.pricing
     ws = meter.create(storage_gb=100, gpu="NVIDIA RTX A5000")
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     meter.clock.advance(HOUR / 2)
-    meter.service.stop(meter.principal, ws, force=True)
-    meter.service.patch(meter.principal, ws, None, {"storage_gb": 200, "gpu": "NVIDIA L40S"})
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.stop(meter.principal, ws, force=True)
+    meter.services.lifecycle.patch(meter.principal, ws, None, {"storage_gb": 200, "gpu": "NVIDIA L40S"})
+    meter.services.lifecycle.launch(meter.principal, ws)
     meter.clock.advance(HOUR / 2)
-    meter.service.stop(meter.principal, ws, force=True)
+    meter.services.lifecycle.stop(meter.principal, ws, force=True)
     report = meter.usage(ws)
     assert report.total.storage_gb_seconds / HOUR == pytest.approx(100 * 0.5 + 200 * 0.5)
     assert report.total.gpu_seconds / HOUR == pytest.approx(1.0)
@@ -250,7 +251,7 @@ def test_a_patch_mid_hour_prices_each_part_at_its_own_configuration(meter):
 def test_storage_is_billed_from_creation_to_deletion_and_usage_outlives_deletion(meter):
     ws = meter.create(storage_gb=10)
     meter.clock.advance(2 * HOUR)
-    meter.service.delete(meter.principal, ws)
+    meter.services.lifecycle.delete(meter.principal, ws)
     meter.clock.advance(5 * HOUR)
     report = meter.usage(ws)
     assert report.total.storage_gb_seconds / HOUR == pytest.approx(20)
@@ -258,7 +259,7 @@ def test_storage_is_billed_from_creation_to_deletion_and_usage_outlives_deletion
 
 def test_windows_and_buckets_split_usage_exactly(meter):
     ws = meter.create(storage_gb=10)
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     cpu = 0.0
     for _ in range(3 * 360):  # three hours of 10 s ticks, 1 CPU-second each
@@ -286,7 +287,7 @@ def test_raw_samples_expire_but_rollups_and_totals_stay(tmp_path):
     meter = Meter(tmp_path, sampler={"retention_days": 1})
     try:
         ws = meter.create()
-        meter.service.launch(meter.principal, ws)
+        meter.services.lifecycle.launch(meter.principal, ws)
         pid = meter.pid(ws)
         meter.clock.advance(10)
         meter.processes.set(pid, started=T0, cpu_seconds=7.0, rss_bytes=GB)
@@ -304,14 +305,14 @@ def test_raw_samples_expire_but_rollups_and_totals_stay(tmp_path):
 
 def test_a_domain_that_died_unwatched_stops_billing_its_gpu_at_its_last_reading(meter):
     ws = meter.create(gpu="NVIDIA L40S")
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.clock.advance(600)
     meter.processes.set(pid, started=T0, cpu_seconds=1.0, rss_bytes=GB)
     meter.sampler.sample()
     meter.driver.destroy(domain_name(ws))
     meter.clock.advance(3 * HOUR)  # cwhost was down meanwhile
-    meter.service.recover()
+    meter.services.reconciler.recover()
     assert meter.usage(ws).total.gpu_seconds == pytest.approx(600)
 
 
@@ -368,7 +369,7 @@ def test_visible_gpu_utilisation_weights_gpu_hours(meter):
 
     meter.sampler._gpus = HalfBusy()
     ws = meter.create(gpu="NVIDIA L40S")
-    meter.service.launch(meter.principal, ws)
+    meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     for second in (10, 20):
         meter.clock.now = T0 + second

@@ -65,7 +65,7 @@ def test_the_service_refuses_a_balance_that_is_not_money(components, client, ali
 
     before = client.get("/v1/account", headers=alice).get_json()
     with pytest.raises(InvalidRequest):
-        components.service.accounts.set_balance("alice", balance)
+        components.services.accounts.set_balance("alice", balance)
     assert client.get("/v1/account", headers=alice).get_json() == before
 
 
@@ -173,7 +173,7 @@ def small_storage(tmp_path):
     yield app.test_client(), bearer(auth.create_key(components.db, "alice").token), bearer(
         auth.create_key(components.db, "bob").token
     ), components
-    components.service.wait_idle()
+    components.services.lifecycle.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 
@@ -217,9 +217,9 @@ def test_an_upload_past_the_storage_quota_is_403_and_stores_nothing(tmp_path):
         refused = client.put(f"/v1/workspaces/{workspace}/files/a.txt", data=b"data", headers=carol)
         assert refused.status_code == 403 and "max_storage_gb" in refused.get_json()["message"]
         assert client.get(f"/v1/workspaces/{workspace}/files", headers=carol).get_json()["data"] == []
-        assert not list(components.service.workspaces.directory(workspace).iterdir())
+        assert not list(components.services.workspaces.directory(workspace).iterdir())
     finally:
-        components.service.wait_idle()
+        components.services.lifecycle.wait_idle()
 
 
 def test_the_host_cannot_promise_more_storage_than_it_has(tmp_path):
@@ -239,7 +239,7 @@ def test_the_host_cannot_promise_more_storage_than_it_has(tmp_path):
         assert refused.status_code == 403 and "storage left" in refused.get_json()["message"]
         assert create_stopped(client, bob, storageGB=10)["configuration"]["storageGB"] == 10
     finally:
-        components.service.wait_idle()
+        components.services.lifecycle.wait_idle()
         power_off_fake_guests(config.data_dir)
 
 
@@ -250,7 +250,7 @@ def test_deleting_a_workspace_while_uploads_run_loses_nothing_and_leaves_nothing
     for _round in range(5):
         client = app.test_client()
         workspace = client.post("/v1/workspaces", json={}, headers=alice).get_json()["id"]
-        directory = components.service.workspaces.directory(workspace)
+        directory = components.services.workspaces.directory(workspace)
         answers: list[int] = []
         start = threading.Barrier(13)
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from cwhost.service import domain_name
+from cwhost.workstations.model import domain_name
 from drivers.base import DomainSpec, DomainState
 from tests.conftest import create_stopped, wait_for_status
 
@@ -20,7 +20,7 @@ def test_a_workstation_left_provisioning_is_provisioned(client, alice, component
     ws = create_stopped(client, alice)
     components.driver.delete(domain_name(ws["id"]))
     _force_row(components, ws["id"], status="provisioning")
-    components.service.recover()
+    components.services.reconciler.recover()
     wait_for_status(client, alice, ws["id"], "stopped")
     assert components.driver.state(domain_name(ws["id"])) == DomainState.STOPPED
 
@@ -32,7 +32,7 @@ def test_a_domain_started_before_the_crash_is_recorded_running_with_its_gpu(clie
     # the state was written.
     _force_row(components, ws["id"], gpu_address=gpu.pci_address)
     components.driver.start(domain_name(ws["id"]), gpu)
-    components.service.recover()
+    components.services.reconciler.recover()
     after = client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()
     assert after["status"] == "running" and after["startedAt"]
     gpus = client.get("/v1/host", headers=admin).get_json()["gpus"]
@@ -42,7 +42,7 @@ def test_a_domain_started_before_the_crash_is_recorded_running_with_its_gpu(clie
 def test_a_gpu_reserved_for_a_launch_that_never_started_is_freed(client, alice, admin, components):
     ws = create_stopped(client, alice, gpu="NVIDIA L40S")
     _force_row(components, ws["id"], gpu_address="0000:ca:00.0")
-    components.service.recover()
+    components.services.reconciler.recover()
     gpus = client.get("/v1/host", headers=admin).get_json()["gpus"]
     assert all(g["state"] == "free" for g in gpus)
     assert client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice).status_code == 200
@@ -52,7 +52,7 @@ def test_a_domain_that_died_is_recorded_stopped(client, alice, components):
     ws = create_stopped(client, alice)
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
     components.driver.destroy(domain_name(ws["id"]))
-    components.service.recover()
+    components.services.reconciler.recover()
     after = client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()
     assert after["status"] == "stopped" and after["startedAt"] is None
 
@@ -60,7 +60,7 @@ def test_a_domain_that_died_is_recorded_stopped(client, alice, components):
 def test_an_interrupted_delete_is_finished(client, alice, components):
     ws = create_stopped(client, alice)
     _force_row(components, ws["id"], deleted_at="2026-01-01T00:00:00Z")
-    components.service.recover()
+    components.services.reconciler.recover()
     assert components.driver.list_domains() == {}
     assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).status_code == 404
 
@@ -68,7 +68,7 @@ def test_an_interrupted_delete_is_finished(client, alice, components):
 def test_a_vanished_domain_puts_the_workstation_in_error(client, alice, components):
     ws = create_stopped(client, alice)
     components.driver.delete(domain_name(ws["id"]))
-    components.service.recover()
+    components.services.reconciler.recover()
     after = client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()
     assert after["status"] == "error"
     assert "no longer exists" in after["statusMessage"]
@@ -78,7 +78,7 @@ def test_a_vanished_domain_puts_the_workstation_in_error(client, alice, componen
 def test_foreign_domains_are_left_alone(components, caplog):
     components.driver.define(DomainSpec("someone-elses-vm", "theirs", 1, 1, 1))
     with caplog.at_level(logging.WARNING):
-        components.service.recover()
+        components.services.reconciler.recover()
     assert components.driver.list_domains() == {"someone-elses-vm": DomainState.STOPPED}
     assert any("someone-elses-vm" in r.getMessage() for r in caplog.records)
 
@@ -87,7 +87,8 @@ def test_reconciliation_runs_periodically_without_a_restart(client, alice, compo
     ws = create_stopped(client, alice)
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
     stop = threading.Event()
-    loop = threading.Thread(target=components.service.reconcile_periodically, args=(stop, 0.05))
+    services = components.services
+    loop = threading.Thread(target=services.reconciler.run, args=(stop, 0.05, services.enforcer.enforce))
     loop.start()
     try:
         components.driver.destroy(domain_name(ws["id"]))  # the VM died on its own
@@ -104,10 +105,10 @@ def test_reconciliation_runs_periodically_without_a_restart(client, alice, compo
 def test_a_workstation_in_transition_is_left_to_its_transition(client, alice, components):
     ws = create_stopped(client, alice)
     components.driver.start(domain_name(ws["id"]))  # as if a launch were half-way
-    with components.service._locked(ws["id"]):
-        components.service.reconcile()
+    with components.services.lifecycle.locks.held(ws["id"]):
+        components.services.reconciler.reconcile()
         assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()["status"] == "stopped"
-    components.service.reconcile()
+    components.services.reconciler.reconcile()
     assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()["status"] == "running"
 
 
@@ -115,5 +116,5 @@ def test_a_foreign_domain_is_reported_once(components, caplog):
     components.driver.define(DomainSpec("someone-elses-vm", "theirs", 1, 1, 1))
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
-            components.service.reconcile()
+            components.services.reconciler.reconcile()
     assert len([r for r in caplog.records if "someone-elses-vm" in r.getMessage()]) == 1

@@ -12,7 +12,8 @@ import pytest
 from cwhost.auth import Principal, ensure_account
 from cwhost.db import Database
 from cwhost.sampler import Sampler
-from cwhost.service import WorkstationService, domain_name
+from cwhost.app import build_services
+from cwhost.workstations.model import domain_name
 from cwhost.usage import GB
 from drivers.base import HostInfo
 from drivers.fake import FakeDriver, GuestLoad
@@ -34,28 +35,30 @@ def burning(tmp_path):
         HostInfo(fake.cpu_cores, fake.memory_gb, fake.storage_gb, fake.gpus),
         GuestLoad(cpu_share=0.5, memory_mb=64),
     )
-    service = WorkstationService(db, driver, config)
+    services = build_services(db, driver, config)
     principal = Principal(ensure_account(db, "alice"), "key-test", admin=False)
-    ws = service.create(principal, "burn", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"})
+    ws = services.lifecycle.create(
+        principal, "burn", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"}
+    )
     deadline = time.monotonic() + 10
-    while service.get(principal, ws.id).status != "stopped":
+    while services.store.load(principal, ws.id).status != "stopped":
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    service.launch(principal, ws.id)
-    yield db, driver, service, principal, ws.id
-    service.wait_idle()
+    services.lifecycle.launch(principal, ws.id)
+    yield db, driver, services, principal, ws.id
+    services.lifecycle.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 
 def test_cpu_and_memory_match_what_the_kernel_accounted(burning):
-    db, driver, service, principal, ws_id = burning
+    db, driver, services, principal, ws_id = burning
     sampler = Sampler(db, driver, interval_seconds=0.1, retention_seconds=86400)
     guest = psutil.Process(driver.pid(domain_name(ws_id)))
     while guest.memory_info().rss < 64 * 1024 * 1024:
         time.sleep(0.01)
     sampler.sample()
-    start = service.ledger.report(ws_id).total
-    started_at = service.ledger.report(ws_id).last_updated
+    start = services.ledger.report(ws_id).total
+    started_at = services.ledger.report(ws_id).last_updated
 
     # Ground truth for memory: the guest's RSS read every 10 ms and integrated.
     truth_gb_seconds, last = 0.0, (started_at, guest.memory_info().rss)
@@ -71,7 +74,7 @@ def test_cpu_and_memory_match_what_the_kernel_accounted(burning):
     cpu_before = sum(guest.cpu_times()[:2])
     sampler.sample()
     cpu_after = sum(guest.cpu_times()[:2])
-    end = service.ledger.report(ws_id)
+    end = services.ledger.report(ws_id)
 
     assert cpu_after > 1.0  # it really burned: about half of 3 s
     assert cpu_before - 0.01 <= end.total.cpu_seconds <= cpu_after + 0.01

@@ -91,7 +91,7 @@ def test_a_type_whose_image_is_missing_is_422_naming_the_file(tmp_path):
     wait_for_status(client, alice, created.get_json()["id"], "stopped")
     domain = "cwhost-" + created.get_json()["id"]
     assert app.extensions["cwhost"].driver.describe(domain).boot.image == str(image)
-    app.extensions["cwhost"].service.wait_idle()
+    app.extensions["cwhost"].services.lifecycle.wait_idle()
 
 
 def test_types_check_names_what_is_broken(tmp_path):
@@ -133,7 +133,7 @@ def test_a_type_sets_the_auto_stop_defaults(tmp_path):
     alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
     created = client.post("/v1/workstations", json={"name": "s", "type": "short"}, headers=alice).get_json()
     assert created["runningTimeoutMinutes"] == 30 and created["idleTimeoutMinutes"] == 0
-    app.extensions["cwhost"].service.wait_idle()
+    app.extensions["cwhost"].services.lifecycle.wait_idle()
 
 
 @pytest.mark.parametrize("bad", [{"cpu_cores": 0, "memory_gb": 1, "storage_gb": 1}, {"memory_gb": 1, "storage_gb": 1}])

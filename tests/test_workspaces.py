@@ -77,7 +77,7 @@ def test_files_written_for_one_workstation_are_there_for_the_next(client, alice,
     }
     launched = client.post(f"/v1/workstations/{first['id']}/launch", headers=alice)
     assert launched.status_code == 200
-    directory = components.service.workspaces.directory(workspace["id"])
+    directory = components.services.workspaces.directory(workspace["id"])
     assert components.driver.shared_directory(f"cwhost-{first['id']}") == directory
     assert upload(client, alice, workspace["id"], "notes/day1.txt", b"written while first ran").status_code == 201
     client.post(f"/v1/workstations/{first['id']}/stop", headers=alice)
@@ -113,7 +113,7 @@ def test_a_workspace_held_by_a_running_workstation_can_be_neither_deleted_nor_ar
         assert attempt.status_code == 400 and attempt.get_json()["error"] == "invalid_state"
         assert ws["id"] in attempt.get_json()["message"]
     assert client.get(f"/v1/workspaces/{workspace['id']}", headers=alice).get_json()["status"] == "active"
-    assert components.service.workspaces.directory(workspace["id"]).is_dir()
+    assert components.services.workspaces.directory(workspace["id"]).is_dir()
 
 
 def test_archiving_detaches_makes_read_only_and_refuses_attachment(client, alice, components):
@@ -142,7 +142,7 @@ def test_deleting_a_workspace_removes_its_files_but_never_a_workstation(client, 
     workspace = create_workspace(client, alice)
     upload(client, alice, workspace["id"], "deep/er/file.bin", os.urandom(1000))
     ws = create_with_workspace(client, alice, workspace["id"])
-    directory = components.service.workspaces.directory(workspace["id"])
+    directory = components.services.workspaces.directory(workspace["id"])
     assert client.delete(f"/v1/workspaces/{workspace['id']}", headers=alice).status_code == 204
     assert not directory.exists()
     assert client.get(f"/v1/workspaces/{workspace['id']}", headers=alice).status_code == 404
@@ -197,14 +197,14 @@ def test_uploads_create_directories_replace_files_and_take_any_content_type(clie
     assert 'filename=main.py' in content.headers["Content-Disposition"]
     on_dir = upload(client, alice, workspace["id"], "src/app", b"not a directory")
     assert on_dir.status_code == 400 and "directory" in on_dir.get_json()["message"]
-    assert not list(components.service.workspaces.root.joinpath(".staging").iterdir())
+    assert not list(components.services.workspaces.root.joinpath(".staging").iterdir())
 
 
 def test_listing_is_recursive_sorted_paged_and_shows_only_regular_files(client, alice, components, tmp_path):
     workspace = create_workspace(client, alice)
     for path in ("b.txt", "a/z.txt", "a/b/c.txt", "c.txt"):
         upload(client, alice, workspace["id"], path, path.encode())
-    directory = components.service.workspaces.directory(workspace["id"])
+    directory = components.services.workspaces.directory(workspace["id"])
     # What a guest might leave in its share: links out, and special files.
     (directory / "link-to-etc").symlink_to("/etc")
     (directory / "link-to-file").symlink_to("/etc/hostname")
@@ -236,7 +236,7 @@ def test_an_upload_over_the_limit_is_413_and_leaves_nothing(tmp_path):
     assert declared.status_code == 413 and declared.get_json()["error"] == "payload_too_large"
     assert "4096" in declared.get_json()["message"]
 
-    workspaces = app.extensions["cwhost"].service.workspaces
+    workspaces = app.extensions["cwhost"].services.workspaces
     assert sorted(p.name for p in workspaces.directory(workspace["id"]).iterdir()) == ["fits.bin"]
     assert not list(workspaces.root.joinpath(".staging").iterdir())
 
@@ -244,12 +244,12 @@ def test_an_upload_over_the_limit_is_413_and_leaves_nothing(tmp_path):
 def test_a_deletion_interrupted_by_a_crash_is_finished_at_start_up(client, alice, components):
     workspace = create_workspace(client, alice)
     upload(client, alice, workspace["id"], "left/behind.txt", b"x")
-    directory = components.service.workspaces.directory(workspace["id"])
+    directory = components.services.workspaces.directory(workspace["id"])
     # As if the process died after committing the deletion, before removing the files.
     with components.db.write() as tx:
         tx["workspaces"].update(workspace["id"], {"deleted_at": "2026-01-01T00:00:00Z"})
-    staged = components.service.workspaces.root / ".staging" / "upload-crashed"
+    staged = components.services.workspaces.root / ".staging" / "upload-crashed"
     staged.write_bytes(b"half an upload")
     assert client.get(f"/v1/workspaces/{workspace['id']}", headers=alice).status_code == 404
-    components.service.recover()
+    components.services.reconciler.recover()
     assert not directory.exists() and not staged.exists()

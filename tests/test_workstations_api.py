@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cwhost import auth
-from cwhost.service import domain_name
+from cwhost.workstations.model import domain_name
 from drivers.base import DomainState, ProvisioningError
 from tests.conftest import GOOD_CONFIGURATION, bearer, create_stopped, wait_for_status
 
@@ -349,7 +349,7 @@ def test_unexpected_exceptions_are_500_json_and_logged(client, alice, components
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(components.service, "list", explode)
+    monkeypatch.setattr(components.services.store, "list", explode)
     with caplog.at_level(logging.ERROR):
         response = client.get("/v1/workstations", headers=alice)
     body = assert_error(response, 500, "internal")

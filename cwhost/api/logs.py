@@ -17,8 +17,8 @@ CONSOLE = "console"
 _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-def _service():
-    return current_app.extensions["cwhost"].service
+def _services():
+    return current_app.extensions["cwhost"].services
 
 
 def _url(workstation_id: str, log_id: str) -> str:
@@ -33,9 +33,11 @@ def _url(workstation_id: str, log_id: str) -> str:
 def logs(args, workstation_id):
     """Its log: the serial console (when there is one) first, then events, oldest first."""
     after = int(args["after"]) if "after" in args else None
-    ws, rows, next_cursor = _service().events(g.principal, workstation_id, args["limit"], after)
+    services = _services()
+    ws = services.store.load(g.principal, workstation_id)
+    rows, next_cursor = services.store.events(ws.id, args["limit"], after)
     data = []
-    console = _service().console_log(g.principal, workstation_id) if after is None else None
+    console = services.lifecycle.console_log(ws) if after is None else None
     if console is not None:
         data.append(
             {
@@ -67,13 +69,15 @@ def logs(args, workstation_id):
 @blp.doc(operationId="downloadWorkstationLog")
 def log_content(workstation_id, log_id):
     """Download one log's text."""
+    services = _services()
+    ws = services.store.load(g.principal, workstation_id)
     if log_id == CONSOLE:
-        path = _service().console_log(g.principal, workstation_id)
+        path = services.lifecycle.console_log(ws)
         if path is None:
             raise NotFound(f"Workstation {workstation_id} has no console log.")
         return flask.send_file(path, mimetype="text/plain", max_age=0)
     if not log_id.startswith("log-") or not log_id[4:].isdigit() or len(log_id) > 22:
         raise NotFound(f"No log {log_id!r}.")
-    row = _service().event(g.principal, workstation_id, int(log_id[4:]))
+    row = services.store.event(ws.id, int(log_id[4:]))
     text = f"{unix_to_rfc3339(row['at'])} {row['level'].upper()} {row['message']}\n"
     return flask.Response(text, mimetype="text/plain")

@@ -49,10 +49,10 @@ def make_preflight(app: Flask):
         if endpoint != _UPLOAD_ENDPOINT:
             return None
         try:
-            components.service.workspaces.writable(principal, arguments["workspace_id"])
+            components.services.workspaces.writable(principal, arguments["workspace_id"])
         except ServiceError as error:
             return Refusal(error.status, error.message)
-        limit = components.service.workspaces.max_upload_bytes
+        limit = components.services.workspaces.max_upload_bytes
         if declared is not None and declared > limit:
             return Refusal(413, f"The file is larger than this server's upload limit of {limit} bytes.")
         return None

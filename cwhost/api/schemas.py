@@ -8,8 +8,9 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from cwhost.accounts import MAX_BALANCE_USD
+from cwhost.ids import unix_to_rfc3339
 from cwhost.patterns import FullMatch
-from cwhost.service import STATUSES
+from cwhost.workstations.model import STATUSES
 from cwhost.workspaces import FILE_ID_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
@@ -48,6 +49,16 @@ class Timestamp(fields.String):
 
     def __init__(self, metadata=None, **kwargs):
         super().__init__(metadata={"format": "date-time", **(metadata or {})}, **kwargs)
+
+
+class UnixTime(fields.Field):
+    """A moment held as UNIX seconds, shown as RFC 3339 UTC text like Timestamp."""
+
+    def __init__(self, metadata=None, **kwargs):
+        super().__init__(metadata={"type": "string", "format": "date-time", **(metadata or {})}, **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else unix_to_rfc3339(value)
 
 
 def _size(maximum: int, description: str, **kwargs) -> WholeNumber:
@@ -173,6 +184,11 @@ class UsageArgsSchema(StrictSchema):
     from_ = fields.AwareDateTime(data_key="from", default_timezone=None, validate=_within_calendar)
     to = fields.AwareDateTime(validate=_within_calendar)
     granularity = fields.String(validate=validate.OneOf(["hour", "day"]))
+
+    @ma.validates_schema
+    def _window_is_not_empty(self, data, **kwargs):
+        if "from_" in data and "to" in data and data["from_"] >= data["to"]:
+            raise ma.ValidationError("Must be before 'to'.", field_name="from")
 
 
 # -- responses ----------------------------------------------------------------
@@ -365,7 +381,7 @@ class AccountSchema(ma.Schema):
         required=True,
         metadata={"description": "What its workstations cost per hour now, the running ones fully busy."},
     )
-    exhausted_at = Timestamp(
+    exhausted_at = UnixTime(
         data_key="exhaustedAt",
         allow_none=True,
         required=True,

@@ -28,7 +28,7 @@ def healthz():
 @blp.doc(operationId="getHost")
 def host():
     """Capacity of this server, the regions it serves, and its GPUs with who holds them."""
-    view = current_app.extensions["cwhost"].service.host_view()
+    view = current_app.extensions["cwhost"].services.allocation.host_view()
     principal = g.principal
     return {
         "cpu_cores": view.info.cpu_cores,

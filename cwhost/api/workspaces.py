@@ -22,23 +22,14 @@ from cwhost.api.schemas import (
 )
 from cwhost.errors import InvalidRequest
 from cwhost.ids import unix_to_rfc3339
-from cwhost.workspaces import FileInfo, FilePage, Workspace, Workspaces
+from cwhost.workspaces import FileInfo, FilePage, Workspaces
 
 blp = ApiBlueprint("workspaces", __name__, url_prefix="/v1", description="Workspaces and their files.")
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def _workspaces() -> Workspaces:
-    return current_app.extensions["cwhost"].service.workspaces
-
-
-def present(workspace: Workspace) -> dict:
-    return {
-        "id": workspace.id,
-        "name": workspace.name,
-        "status": workspace.status,
-        "created_at": workspace.created_at,
-    }
+    return current_app.extensions["cwhost"].services.workspaces
 
 
 def _present_file(workspace_id: str, info: FileInfo) -> dict:
@@ -65,7 +56,7 @@ class WorkspaceCollection(MethodView):
         """The caller's workspaces, oldest first."""
         after = int(args["after"]) if "after" in args else None
         items, next_cursor = _workspaces().list(g.principal, args["limit"], after)
-        return list_body([present(w) for w in items], next_cursor)
+        return list_body(items, next_cursor)
 
     @idempotent
     @blp.arguments(WorkspaceCreateSchema, required=False)
@@ -88,7 +79,7 @@ class WorkspaceCollection(MethodView):
         """Create an empty workspace; give its id as `workspaceId` when creating workstations."""
         workspace = _workspaces().create(g.principal, body.get("name"))
         location = url_for("workspaces.WorkspaceById", workspace_id=workspace.id)
-        return present(workspace), 201, {"Location": location}
+        return workspace, 201, {"Location": location}
 
 
 @blp.route("/workspaces/<string:workspace_id>")
@@ -98,7 +89,7 @@ class WorkspaceById(MethodView):
     @blp.doc(operationId="getWorkspace")
     def get(self, workspace_id):
         """One workspace."""
-        return present(_workspaces().get(g.principal, workspace_id))
+        return _workspaces().get(g.principal, workspace_id)
 
     @blp.response(204)
     @error_responses(blp, 400, 404)
@@ -117,7 +108,7 @@ class WorkspaceById(MethodView):
 @blp.doc(operationId="archiveWorkspace")
 def archive(workspace_id):
     """Make a workspace read-only and attached to nothing; refused while a running workstation has it."""
-    return present(_workspaces().archive(g.principal, workspace_id))
+    return _workspaces().archive(g.principal, workspace_id)
 
 
 @blp.route("/workspaces/<string:workspace_id>/files")
@@ -209,9 +200,9 @@ def _require_utf8_path() -> None:
 @blp.doc(operationId="listWorkstationFiles")
 def workstation_files(args, workstation_id):
     """The files of the workstation's workspace; an empty list when it has none."""
-    service = current_app.extensions["cwhost"].service
-    workspace = service.workspace_of(service.get(g.principal, workstation_id))
+    services = current_app.extensions["cwhost"].services
+    workspace = services.lifecycle.workspace_of(services.store.load(g.principal, workstation_id))
     if workspace is None:
         return list_body([])
-    page = service.workspaces.list_directory(workspace, args["limit"], args.get("after"))
+    page = services.workspaces.list_directory(workspace, args["limit"], args.get("after"))
     return _file_list(workspace.id, page)

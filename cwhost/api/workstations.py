@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import current_app, g, url_for
 from flask.views import MethodView
 
@@ -18,10 +20,11 @@ from cwhost.api.schemas import (
     WorkstationPatchSchema,
     WorkstationSchema,
 )
-from cwhost.api.workspaces import present as present_workspace
 from cwhost.config import Pricing
 from cwhost.ids import unix_to_rfc3339
-from cwhost.service import Workstation, WorkstationService
+from cwhost.workspaces import Workspace
+from cwhost.workstations.model import Workstation
+from drivers.base import Access
 from cwhost.usage import HOUR, Figures
 
 blp = ApiBlueprint(
@@ -46,50 +49,26 @@ def _next(blp_status: int, *names: str):
     return links(blp, blp_status, "workstation_id", {name: _NEXT[name] for name in names})
 
 
-def _service() -> WorkstationService:
-    return current_app.extensions["cwhost"].service
+def _services():
+    return current_app.extensions["cwhost"].services
 
 
-def present(ws: Workstation) -> dict:
-    c = ws.configuration
-    access = _service().access(ws)
-    workspace = _service().workspace_of(ws)
-    return {
-        "id": ws.id,
-        "name": ws.name,
-        "status": ws.status,
-        "type": ws.type,
-        "workspace": present_workspace(workspace) if workspace else None,
-        "configuration": {
-            "cpu_cores": c.cpu_cores,
-            "memory_gb": c.memory_gb,
-            "gpu": c.gpu,
-            "storage_gb": c.storage_gb,
-            "region": c.region,
-        },
-        "created_at": ws.created_at,
-        "started_at": ws.started_at,
-        "status_message": ws.status_message,
-        "access": (
-            {
-                "console": (
-                    {
-                        "protocol": access.console.protocol,
-                        "host": access.console.host,
-                        "port": access.console.port,
-                        "password": access.console.password,
-                    }
-                    if access.console
-                    else None
-                ),
-                "ip_addresses": list(access.ip_addresses),
-            }
-            if access
-            else None
-        ),
-        "idle_timeout_minutes": ws.idle_timeout_minutes,
-        "running_timeout_minutes": ws.running_timeout_minutes,
-    }
+@dataclass(frozen=True)
+class Shown:
+    """A workstation as its JSON shows it, for WorkstationSchema to serialize: the record, its
+    workspace, and how to reach it. Every other field is the record's own (hence ``__getattr__``)."""
+
+    workstation: Workstation
+    workspace: Workspace | None
+    access: Access | None
+
+    def __getattr__(self, name):
+        return getattr(self.workstation, name)
+
+
+def shown(ws: Workstation) -> Shown:
+    lifecycle = _services().lifecycle
+    return Shown(ws, lifecycle.workspace_of(ws), lifecycle.access(ws))
 
 
 @blp.route("")
@@ -100,14 +79,14 @@ class Workstations(MethodView):
     @blp.doc(operationId="listWorkstations")
     def get(self, args):
         """List the caller's workstations, oldest first."""
-        page = _service().list(
+        page = _services().store.list(
             g.principal,
             limit=args["limit"],
             after=int(args["after"]) if "after" in args else None,
             status=args.get("status"),
             type_id=args.get("type"),
         )
-        return list_body([present(ws) for ws in page.items], page.next_cursor)
+        return list_body([shown(ws) for ws in page.items], page.next_cursor)
 
     @idempotent
     @blp.arguments(WorkstationCreateSchema)
@@ -118,7 +97,7 @@ class Workstations(MethodView):
     @blp.doc(operationId="createWorkstation")
     def post(self, body):
         """Create a workstation; it answers at once as `provisioning`, then becomes `stopped`."""
-        ws = _service().create(
+        ws = _services().lifecycle.create(
             g.principal,
             name=body["name"],
             configuration=body.get("configuration"),
@@ -128,7 +107,7 @@ class Workstations(MethodView):
             running_timeout_minutes=body.get("running_timeout_minutes"),
         )
         location = url_for("workstations.WorkstationById", workstation_id=ws.id)
-        return present(ws), 201, {"Location": location}
+        return shown(ws), 201, {"Location": location}
 
 
 @blp.route("/<string:workstation_id>")
@@ -138,7 +117,7 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="getWorkstation")
     def get(self, workstation_id):
         """One workstation."""
-        return present(_service().get(g.principal, workstation_id))
+        return shown(_services().store.load(g.principal, workstation_id))
 
     @blp.arguments(WorkstationPatchSchema)
     @blp.response(200, WorkstationSchema)
@@ -147,8 +126,8 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="updateWorkstation")
     def patch(self, body, workstation_id):
         """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
-        return present(
-            _service().patch(
+        return shown(
+            _services().lifecycle.patch(
                 g.principal,
                 workstation_id,
                 name=body.get("name"),
@@ -163,7 +142,7 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="deleteWorkstation")
     def delete(self, workstation_id):
         """Delete a stopped or failed workstation with its disk; its usage stays readable."""
-        _service().delete(g.principal, workstation_id)
+        _services().lifecycle.delete(g.principal, workstation_id)
 
 
 
@@ -176,7 +155,7 @@ class WorkstationById(MethodView):
 @blp.doc(operationId="launchWorkstation")
 def launch(workstation_id):
     """Boot a stopped workstation; 503 when the host lacks the GPU, cores or memory now."""
-    return present(_service().launch(g.principal, workstation_id))
+    return shown(_services().lifecycle.launch(g.principal, workstation_id))
 
 
 @blp.route("/<string:workstation_id>/stop", methods=["POST"])
@@ -189,7 +168,7 @@ def launch(workstation_id):
 @blp.doc(operationId="stopWorkstation")
 def stop(args, workstation_id):
     """Stop a running workstation: ACPI power-off, forced after the configured timeout."""
-    return present(_service().stop(g.principal, workstation_id, force=args["force"]))
+    return shown(_services().lifecycle.stop(g.principal, workstation_id, force=args["force"]))
 
 
 @blp.route("/<string:workstation_id>/usage")
@@ -202,12 +181,13 @@ def usage(args, workstation_id):
 
     Answers for deleted workstations too, so that their usage can still be billed.
     """
-    ws, report = _service().usage(
-        g.principal,
-        workstation_id,
-        start=args["from_"].timestamp() if "from_" in args else None,
-        end=args["to"].timestamp() if "to" in args else None,
-        granularity=args.get("granularity"),
+    services = _services()
+    ws = services.store.load(g.principal, workstation_id, include_deleted=True)
+    report = services.ledger.report(
+        ws.id,
+        args["from_"].timestamp() if "from_" in args else None,
+        args["to"].timestamp() if "to" in args else None,
+        args.get("granularity"),
     )
     pricing = current_app.extensions["cwhost"].config.pricing
     return {

@@ -1,0 +1,138 @@
+"""What the host gives out: CPU cores, memory, GPUs, workspaces and storage.
+
+Everything here happens under one allocation lock, so two launches never count
+the same free GPU, core or gigabyte, two creates never take the last place of
+a quota, and a workspace cannot be deleted between a launch's check and its
+start. The GPU a launch takes is written to the database before the domain
+starts; a unique index makes a double assignment impossible even so.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from cwhost.accounts import Accounts
+from cwhost.config import Config
+from cwhost.errors import Unavailable
+from cwhost.workspaces import Workspace
+from cwhost.workstations.model import Workstation
+from cwhost.workstations.store import WorkstationStore
+from drivers.base import GpuDevice, HostInfo
+
+
+@dataclass(frozen=True)
+class GpuSlot:
+    device: GpuDevice
+    holder: Workstation | None
+
+
+@dataclass(frozen=True)
+class HostView:
+    info: HostInfo
+    regions: tuple[str, ...]
+    cpu_cores_allocated: int
+    memory_gb_allocated: int
+    gpus: tuple[GpuSlot, ...]
+
+
+class Allocation:
+    def __init__(
+        self,
+        store: WorkstationStore,
+        accounts: Accounts,
+        config: Config,
+        host_info: Callable[[], HostInfo],
+        find_workspace: Callable[[str], Workspace | None],
+    ):
+        self._store = store
+        self._accounts = accounts
+        self._config = config
+        self._host_info = host_info
+        self._find_workspace = find_workspace
+        self.lock = threading.Lock()
+        # What launches whose domain is still starting will use, by workstation.
+        self._launching: dict[str, Workstation] = {}
+
+    def reserve(self, ws: Workstation) -> tuple[GpuDevice | None, Workspace | None]:
+        """Take what a launch needs: capacity, a GPU, its workspace. ``release`` or ``launched`` ends it."""
+        self._accounts.require_credit(ws.account_id)
+        host = self._host_info()
+        with self.lock:
+            self._accounts.require_quota_to_run(
+                ws.account_id,
+                ws.configuration.cpu_cores,
+                ws.configuration.memory_gb,
+                1 if ws.configuration.gpu else 0,
+                [w.configuration for w in self._launching.values() if w.account_id == ws.account_id],
+            )
+            self._require_capacity(host, ws)
+            gpu = self._take_gpu(host, ws)
+            # Read again under the lock: archiving or deleting a workspace
+            # detaches it, under this same lock.
+            workspace_id = self._store.reload(ws.id).workspace_id
+            workspace = self._find_workspace(workspace_id) if workspace_id else None
+            self._launching[ws.id] = replace(ws, workspace_id=workspace_id)
+            return gpu, workspace
+
+    def _require_capacity(self, host: HostInfo, ws: Workstation) -> None:
+        cpu, memory = self._store.running_totals()
+        for starting in self._launching.values():
+            cpu += starting.configuration.cpu_cores
+            memory += starting.configuration.memory_gb
+        want = ws.configuration
+        if cpu + want.cpu_cores > host.cpu_cores:
+            raise Unavailable(
+                f"The host has {host.cpu_cores - cpu} of {host.cpu_cores} CPU cores free;"
+                f" this workstation needs {want.cpu_cores}.",
+                retry_after=60,
+            )
+        if memory + want.memory_gb > host.memory_gb:
+            raise Unavailable(
+                f"The host has {host.memory_gb - memory} of {host.memory_gb} GB of memory free;"
+                f" this workstation needs {want.memory_gb}.",
+                retry_after=60,
+            )
+
+    def _take_gpu(self, host: HostInfo, ws: Workstation) -> GpuDevice | None:
+        model = ws.configuration.gpu
+        if model is None:
+            return None
+        held = self._store.held_gpu_addresses()
+        free = [g for g in host.gpus if g.model == model and g.pci_address not in held]
+        if not free:
+            raise Unavailable(f"No {model} GPU is free on this host right now.", retry_after=60)
+        self._store.set(ws.id, gpu_address=free[0].pci_address)
+        return free[0]
+
+    def launched(self, ws: Workstation) -> None:
+        """The launch is recorded (or failed and released): it no longer counts as starting."""
+        with self.lock:
+            self._launching.pop(ws.id, None)
+
+    def release(self, ws: Workstation) -> None:
+        """Give back what ``reserve`` took for a launch that did not happen."""
+        with self.lock:
+            self._launching.pop(ws.id, None)
+            self._store.set(ws.id, gpu_address=None)
+
+    def workstation_holding(self, workspace_id: str) -> str | None:
+        """The running or launching workstation a workspace is attached to; under the lock."""
+        for launching in self._launching.values():
+            if launching.workspace_id == workspace_id:
+                return launching.id
+        return self._store.running_with_workspace(workspace_id)
+
+    def host_view(self) -> HostView:
+        info = self._host_info()
+        rows = self._store.running_or_holding_a_gpu()
+        running = [w for w in rows if w.status == "running"]
+        holders = {w.gpu_address: w for w in rows if w.gpu_address}
+        return HostView(
+            info=info,
+            regions=self._config.regions,
+            cpu_cores_allocated=sum(w.configuration.cpu_cores for w in running),
+            memory_gb_allocated=sum(w.configuration.memory_gb for w in running),
+            gpus=tuple(GpuSlot(g, holders.get(g.pci_address)) for g in info.gpus),
+        )

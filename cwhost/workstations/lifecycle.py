@@ -1,0 +1,428 @@
+"""The workstation state machine: create, provision, launch, stop, patch, delete.
+
+States: ``provisioning`` → ``stopped`` ⇄ ``running``; ``error`` when provisioning
+fails or the hypervisor lost the domain. The order of effects is chosen so
+that a crash at any point leaves something the reconciler can finish:
+
+- create commits the row as ``provisioning`` before the driver is called;
+  recovery provisions such rows again (``define`` is idempotent).
+- launch commits the GPU it takes before starting the domain, so no other
+  launch can take the same card; recovery frees a GPU whose domain is not
+  running and marks running a domain the database thought stopped.
+- delete commits ``deleted_at`` before removing the domain; recovery removes
+  the domain of a deleted row that is still there.
+
+All transitions of one workstation are serialised by a per-workstation lock,
+which is enough because one process owns the database (cwhost.serverlock).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from cwhost.accounts import Accounts
+from cwhost.allocation import Allocation
+from cwhost.auth import Principal
+from cwhost.config import Config
+from cwhost.errors import InvalidRequest, InvalidState, StorageUnavailable, Unavailable
+from cwhost.ids import new_id, unix_to_rfc3339
+from cwhost.storage_budget import GIB, StorageBudget
+from cwhost.workspaces import Workspace, Workspaces
+from cwhost.workstations import sizing
+from cwhost.workstations.model import (
+    ERROR,
+    PROVISIONING,
+    RUNNING,
+    STOPPED,
+    CONFIGURATION_FIELDS,
+    Configuration,
+    Workstation,
+    describe_change,
+    from_row,
+)
+from cwhost.workstations.store import WorkstationStore
+from drivers.base import (
+    Access,
+    DomainState,
+    DriverError,
+    HostInfo,
+    HypervisorDriver,
+    HypervisorUnavailable,
+    InvalidDomainState,
+)
+
+log = logging.getLogger(__name__)
+
+PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
+# How often a stopping guest's process is read while it shuts down.
+STOP_READING_SECONDS = 0.1
+
+
+class WorkstationLocks:
+    """One lock per workstation: its transitions, and the reconciler's look at it, one at a time."""
+
+    def __init__(self):
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def of(self, workstation_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks[workstation_id]
+
+    @contextmanager
+    def held(self, workstation_id: str):
+        with self.of(workstation_id):
+            yield
+
+    def forget(self, workstation_id: str) -> None:
+        with self._guard:
+            self._locks.pop(workstation_id, None)
+
+
+@contextmanager
+def hypervisor(action: str):
+    """Turn the hypervisor's absence into an answer a client can act on."""
+    try:
+        yield
+    except HypervisorUnavailable as exc:
+        log.warning("hypervisor unavailable during %s: %s", action, exc)
+        raise Unavailable("The hypervisor is unreachable right now; try again shortly.") from exc
+
+
+def read_host(driver: HypervisorDriver) -> HostInfo:
+    with hypervisor("host query"):
+        return driver.host()
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: WorkstationStore,
+        allocation: Allocation,
+        accounts: Accounts,
+        workspaces: Workspaces,
+        storage: StorageBudget,
+        driver: HypervisorDriver,
+        config: Config,
+        clock=time.time,
+    ):
+        self._store = store
+        self._allocation = allocation
+        self._accounts = accounts
+        self._workspaces = workspaces
+        self._storage = storage
+        self._driver = driver
+        self._config = config
+        self._clock = clock
+        self.locks = WorkstationLocks()
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
+        # The sampler of this process: asked for a last reading before a domain powers off.
+        self._sampler = None
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def attach_sampler(self, sampler) -> None:
+        self._sampler = sampler
+
+    def _final_reading(self, ws: Workstation) -> None:
+        if self._sampler is not None:
+            try:
+                self._sampler.sample(only={ws.id})
+            except Exception:
+                log.exception("final reading of %s failed; the next tick has what it missed", ws.id)
+
+    def host_info(self) -> HostInfo:
+        return read_host(self._driver)
+
+    def submit(self, work, *args) -> None:
+        """Run ``work`` in the background (provisioning, stops cwhost decides on)."""
+        self._executor.submit(work, *args)
+
+    def wait_idle(self) -> None:
+        """Finish background work; used at shut-down."""
+        self._executor.shutdown(wait=True)
+
+    # -- reads that need the hypervisor ------------------------------------------------
+
+    def access(self, ws: Workstation) -> Access | None:
+        """How to reach a running workstation; None when that is unknown right now.
+
+        A read of a workstation must not fail because the hypervisor is away:
+        the database answers, and access is left out until it is back.
+        """
+        if ws.status != RUNNING:
+            return None
+        try:
+            return self._driver.access(ws.domain_name)
+        except DriverError as exc:
+            log.warning("no access details for %s: %s", ws.id, exc)
+            return None
+
+    def console_log(self, ws: Workstation) -> Path | None:
+        """The serial console's log file, if the driver keeps one and it exists yet."""
+        path = self._driver.console_log(ws.domain_name)
+        return path if path is not None and path.is_file() else None
+
+    def workspace_of(self, ws: Workstation) -> Workspace | None:
+        return self._workspaces.find(ws.workspace_id) if ws.workspace_id else None
+
+    # -- create ------------------------------------------------------------------------
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        configuration: dict | None,
+        type_id: str | None = None,
+        workspace_id: str | None = None,
+        idle_timeout_minutes: int | None = None,
+        running_timeout_minutes: int | None = None,
+    ) -> Workstation:
+        """Create a workstation; a type's defaults fill what the request leaves out."""
+        request = sizing.resolve(self._config, configuration, type_id, idle_timeout_minutes, running_timeout_minutes)
+        if workspace_id is not None:
+            self._workspaces.attachable(principal, workspace_id)
+        sizing.validate(self._config, self.host_info(), request.configuration)
+        self._accounts.require_credit(principal.account_id)
+        now = self._clock()
+        row = _new_row(principal, name, type_id, workspace_id, request, now)
+        # Under the allocation lock, so that two creates cannot both take the last place.
+        with self._allocation.lock:
+            self._accounts.require_quota_for_another_workstation(principal.account_id)
+            self._storage.require(principal.account_id, request.configuration.storage_gb * GIB)
+            self._store.insert(row, now, "Created; provisioning its disk and virtual machine.")
+        self.submit(self.provision, row["id"])
+        return from_row(row)
+
+    def provision(self, workstation_id: str) -> None:
+        """Define the domain and its disk, retrying while the hypervisor is away."""
+        with self.locks.held(workstation_id):
+            ws = self._store.reload(workstation_id)
+            if ws.status != PROVISIONING:
+                return
+            failure = self._define(ws)
+            if failure is None:
+                self._store.record(workstation_id, ("info", "Provisioned; it is stopped."), status=STOPPED)
+                log.info("workstation %s provisioned", workstation_id)
+                return
+            log.error("workstation %s: %s", workstation_id, failure)
+            # No disk exists, so nothing is billed from here on.
+            self._store.transition(ws, self._clock(), None, ("error", failure), status=ERROR, status_message=failure)
+
+    def _define(self, ws: Workstation) -> str | None:
+        """None once the domain is defined; else why provisioning failed."""
+        for delay in (*PROVISION_RETRY_DELAYS, None):
+            try:
+                self._driver.define(ws.spec())
+                return None
+            except HypervisorUnavailable as exc:
+                if delay is None:
+                    return f"Provisioning failed: the hypervisor stayed unreachable ({exc})."
+                time.sleep(delay)
+            except DriverError as exc:
+                return f"Provisioning failed: {exc}"
+            except Exception:
+                log.exception("provisioning %s failed unexpectedly", ws.id)
+                return "Provisioning failed because of an internal error."
+        return "Provisioning failed."
+
+    # -- launch ------------------------------------------------------------------------
+
+    def launch(self, principal: Principal, workstation_id: str) -> Workstation:
+        with self.locks.held(workstation_id):
+            ws = self._store.load(principal, workstation_id)
+            if ws.status != STOPPED:
+                raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a stopped workstation can be launched.")
+            gpu, workspace = self._allocation.reserve(ws)
+            share = self._workspaces.directory(workspace.id) if workspace else None
+            try:
+                with hypervisor("launch"):
+                    self._driver.start(ws.domain_name, gpu, share)
+            except BaseException:
+                self._allocation.release(ws)
+                raise
+            try:
+                now = self._clock()
+                launched = "Launched" + (f" with the GPU at {gpu.pci_address}" if gpu else "")
+                launched += f" and workspace {workspace.id} shared." if workspace else "."
+                self._store.transition(
+                    ws, now, RUNNING, ("info", launched),
+                    status=RUNNING, started_at=unix_to_rfc3339(now), status_message=None,
+                )
+            except StorageUnavailable:
+                # Unrecorded, the VM would run unbilled until the reconciler
+                # adopted it, after the client was told the launch failed.
+                self._power_off_unrecorded(ws)
+                raise
+            finally:
+                self._allocation.launched(ws)
+            log.info("workstation %s launched (gpu %s)", ws.id, gpu.pci_address if gpu else None)
+            return self._store.reload(ws.id)
+
+    def _power_off_unrecorded(self, ws: Workstation) -> None:
+        try:
+            self._driver.destroy(ws.domain_name)
+        except DriverError as exc:
+            log.error("workstation %s runs unrecorded and could not be powered off: %s", ws.id, exc)
+        try:
+            self._allocation.release(ws)
+        except StorageUnavailable:
+            pass  # a GPU still marked held on a stopped workstation is freed by the reconciler
+
+    # -- stop --------------------------------------------------------------------------
+
+    def stop(self, principal: Principal, workstation_id: str, force: bool = False, reason: str | None = None):
+        """Stop a running workstation; ``reason`` says why when cwhost itself stops it."""
+        with self.locks.held(workstation_id):
+            ws = self._store.load(principal, workstation_id)
+            if ws.status != RUNNING:
+                raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation can be stopped.")
+            self._final_reading(ws)
+            with hypervisor("stop"):
+                how = self._power_off(ws, force)
+            event = ("warning", f"Stopped because {reason}. {how}") if reason else ("info", f"Stopped. {how}")
+            self._store.transition(ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, gpu_address=None)
+            log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
+            return self._store.reload(ws.id)
+
+    def _power_off(self, ws: Workstation, force: bool) -> str:
+        """Power the domain off, gracefully unless ``force``; the log's sentence for how it went."""
+        timeout = self._config.driver.stop_timeout_seconds
+        try:
+            if force:
+                self._driver.destroy(ws.domain_name)
+                return "It was powered off at once, as asked."
+            if self._shut_down_metering(ws, timeout):
+                return "The guest powered off when asked."
+            self._driver.destroy(ws.domain_name)
+            return f"The guest did not power off within {timeout:g} s, so it was forced."
+        except InvalidDomainState:
+            return "It had already powered off."
+
+    def _shut_down_metering(self, ws: Workstation, timeout: float) -> bool:
+        """Ask the guest to power off and read its process until it is gone; True if it went in time.
+
+        The CPU a guest burns while it shuts down is billable like any other:
+        reading it every STOP_READING_SECONDS loses at most that much per vCPU
+        when the process exits between two readings.
+        """
+        deadline = time.monotonic() + timeout
+        self._driver.shutdown(ws.domain_name, 0)
+        while True:
+            self._final_reading(ws)
+            if self._driver.state(ws.domain_name) != DomainState.RUNNING:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(STOP_READING_SECONDS, left))
+
+    # -- patch -------------------------------------------------------------------------
+
+    def patch(
+        self,
+        principal: Principal,
+        workstation_id: str,
+        name: str | None,
+        configuration: dict,
+        idle_timeout_minutes: int | None = None,
+        running_timeout_minutes: int | None = None,
+    ) -> Workstation:
+        with self.locks.held(workstation_id):
+            ws = self._store.load(principal, workstation_id)
+            if ws.status != STOPPED:
+                raise InvalidState(f"Workstation {ws.id} is {ws.status}; it can be changed only when stopped.")
+            new = self._reconfigured(ws, configuration)
+            updated = replace(ws, name=name or ws.name, configuration=new)
+            if updated.spec() != ws.spec():
+                with hypervisor("update"):
+                    self._driver.update(updated.spec())
+            columns = {
+                "name": updated.name,
+                **{field: getattr(new, field) for field in CONFIGURATION_FIELDS},
+                "idle_timeout_minutes": _given_or(idle_timeout_minutes, ws.idle_timeout_minutes),
+                "running_timeout_minutes": _given_or(running_timeout_minutes, ws.running_timeout_minutes),
+            }
+            try:
+                event = ("info", describe_change(ws, updated))
+                self._store.transition(ws, self._clock(), STOPPED, event, configuration=new, **columns)
+            except Exception:
+                # The domain changed but the record did not: put the domain back
+                # (a disk that grew stays grown, which only wastes space).
+                if updated.spec() != ws.spec():
+                    self._driver.update(replace(ws.spec(), storage_gb=new.storage_gb))
+                raise
+            return self._store.reload(ws.id)
+
+    def _reconfigured(self, ws: Workstation, changes: dict) -> Configuration:
+        """The configuration a PATCH asks for, checked: storage only grows, all fits the host and quotas."""
+        old = ws.configuration
+        new = replace(old, **{key: value for key, value in changes.items() if key in CONFIGURATION_FIELDS})
+        if new.storage_gb < old.storage_gb:
+            raise InvalidRequest(
+                f"Storage can grow but never shrink (it is {old.storage_gb} GB).",
+                details={"configuration": {"storageGB": [f"Must be at least {old.storage_gb}."]}},
+            )
+        sizing.validate(self._config, self.host_info(), new)
+        with self._allocation.lock:
+            self._storage.require(ws.account_id, (new.storage_gb - old.storage_gb) * GIB)
+        return new
+
+    # -- delete ------------------------------------------------------------------------
+
+    def delete(self, principal: Principal, workstation_id: str) -> None:
+        with self.locks.held(workstation_id):
+            ws = self._store.load(principal, workstation_id)
+            if ws.status not in (STOPPED, ERROR):
+                raise InvalidState(
+                    f"Workstation {ws.id} is {ws.status}; only a stopped or failed workstation can be deleted."
+                )
+            self._store.set(ws.id, deleted_at=unix_to_rfc3339(self._clock()))
+            try:
+                with hypervisor("delete"):
+                    self._driver.delete(ws.domain_name)
+            except BaseException:
+                self._store.set(ws.id, deleted_at=None)
+                raise
+            self._store.transition(ws, self._clock(), None, ("info", "Deleted, with its disk."))
+        self.locks.forget(ws.id)
+        log.info("workstation %s deleted", ws.id)
+
+
+def _given_or(value, current):
+    return current if value is None else value
+
+
+def _new_row(principal: Principal, name: str, type_id, workspace_id, request: sizing.Request, now: float) -> dict:
+    c, boot = request.configuration, request.boot
+    return {
+        "id": new_id("ws"),
+        "account_id": principal.account_id,
+        "name": name,
+        "status": PROVISIONING,
+        "type": type_id,
+        "workspace_id": workspace_id,
+        "cpu_cores": c.cpu_cores,
+        "memory_gb": c.memory_gb,
+        "gpu": c.gpu,
+        "storage_gb": c.storage_gb,
+        "region": c.region,
+        "created_at": unix_to_rfc3339(now),
+        "started_at": None,
+        "status_message": None,
+        "idle_timeout_minutes": request.idle_timeout_minutes,
+        "running_timeout_minutes": request.running_timeout_minutes,
+        "gpu_address": None,
+        "deleted_at": None,
+        "boot_image": boot.image,
+        "boot_kernel": boot.kernel,
+        "boot_initrd": boot.initrd,
+        "boot_cmdline": boot.cmdline,
+    }

@@ -1,0 +1,98 @@
+"""What a workstation is: its states, its configuration, its row in the database, its domain's name.
+
+A leaf: it imports nothing of cwhost's but identifiers, so that the sampler,
+the schemas and every layer can use it without cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drivers.base import BootSource, DomainSpec
+
+PROVISIONING, STOPPED, RUNNING, ERROR = "provisioning", "stopped", "running", "error"
+STATUSES = (PROVISIONING, STOPPED, RUNNING, ERROR)
+DOMAIN_PREFIX = "cwhost-"
+CONFIGURATION_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "gpu", "region")
+
+
+def domain_name(workstation_id: str) -> str:
+    return DOMAIN_PREFIX + workstation_id
+
+
+@dataclass(frozen=True)
+class Configuration:
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
+    gpu: str | None
+    region: str
+
+
+@dataclass(frozen=True)
+class Workstation:
+    id: str
+    account_id: str
+    name: str
+    status: str
+    type: str | None
+    workspace_id: str | None
+    configuration: Configuration
+    created_at: str
+    started_at: str | None
+    status_message: str | None
+    idle_timeout_minutes: int
+    running_timeout_minutes: int
+    gpu_address: str | None
+    boot: BootSource = BootSource()
+
+    @property
+    def domain_name(self) -> str:
+        return domain_name(self.id)
+
+    def spec(self) -> DomainSpec:
+        c = self.configuration
+        return DomainSpec(
+            name=self.domain_name,
+            title=self.name,
+            cpu_cores=c.cpu_cores,
+            memory_gb=c.memory_gb,
+            storage_gb=c.storage_gb,
+            boot=self.boot,
+        )
+
+
+def from_row(row: dict) -> Workstation:
+    return Workstation(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        status=row["status"],
+        type=row["type"],
+        workspace_id=row["workspace_id"],
+        configuration=Configuration(**{name: row[name] for name in CONFIGURATION_FIELDS}),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        status_message=row["status_message"],
+        idle_timeout_minutes=row["idle_timeout_minutes"],
+        running_timeout_minutes=row["running_timeout_minutes"],
+        gpu_address=row["gpu_address"],
+        boot=BootSource(
+            image=row.get("boot_image"),
+            kernel=row.get("boot_kernel"),
+            initrd=row.get("boot_initrd"),
+            cmdline=row.get("boot_cmdline"),
+        ),
+    )
+
+
+def describe_change(old: Workstation, new: Workstation) -> str:
+    """The log's sentence for a PATCH: what changed, from what to what."""
+    changes = []
+    if new.name != old.name:
+        changes.append(f"name {old.name} -> {new.name}")
+    for field in CONFIGURATION_FIELDS:
+        before, after = getattr(old.configuration, field), getattr(new.configuration, field)
+        if before != after:
+            changes.append(f"{field} {before} -> {after}")
+    return "Reconfigured: " + (", ".join(changes) if changes else "nothing changed") + "."

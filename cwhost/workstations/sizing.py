@@ -1,0 +1,98 @@
+"""What a request asks for, checked against what this server offers: types, sizes, regions, GPU models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cwhost.config import Config, WorkstationType
+from cwhost.errors import InvalidRequest, UnknownAsset
+from cwhost.workstations.model import CONFIGURATION_FIELDS, Configuration
+from drivers.base import BootSource, HostInfo
+
+_REQUIRED = {"cpu_cores": "cpuCores", "memory_gb": "memoryGB", "storage_gb": "storageGB"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """A create, resolved: its configuration, its auto-stop rules and what it boots."""
+
+    configuration: Configuration
+    idle_timeout_minutes: int
+    running_timeout_minutes: int
+    boot: BootSource
+
+
+def usable_type(config: Config, type_id: str) -> WorkstationType:
+    wtype = config.workstation_type(type_id)
+    if wtype is None:
+        raise UnknownAsset(f"This server offers no workstation type {type_id!r}; GET /v1/workstation-types lists them.")
+    missing = wtype.missing_files()
+    if missing:
+        raise UnknownAsset(
+            f"Workstation type {type_id!r} cannot be used: its file {missing[0]} is missing"
+            " on the server (an operator's fix: see 'cwhost types check')."
+        )
+    return wtype
+
+
+def resolve(
+    config: Config,
+    configuration: dict | None,
+    type_id: str | None,
+    idle_timeout_minutes: int | None,
+    running_timeout_minutes: int | None,
+) -> Request:
+    """A type's defaults for whatever the request leaves out; InvalidRequest if sizes are still missing."""
+    wtype = usable_type(config, type_id) if type_id is not None else None
+    settings = dict(configuration or {})
+    if wtype is not None:
+        for key in CONFIGURATION_FIELDS:
+            settings.setdefault(key, getattr(wtype, key))
+    absent = [key for key in _REQUIRED if key not in settings]
+    if absent:
+        raise InvalidRequest(
+            "A configuration is required unless a type gives one.",
+            details={"configuration": {_REQUIRED[k]: ["Missing data for required field."] for k in absent}},
+        )
+    return Request(
+        configuration=Configuration(
+            cpu_cores=settings["cpu_cores"],
+            memory_gb=settings["memory_gb"],
+            storage_gb=settings["storage_gb"],
+            gpu=settings.get("gpu"),
+            region=settings.get("region") or config.regions[0],
+        ),
+        idle_timeout_minutes=(
+            idle_timeout_minutes if idle_timeout_minutes is not None else (wtype.idle_timeout_minutes if wtype else 0)
+        ),
+        running_timeout_minutes=(
+            running_timeout_minutes
+            if running_timeout_minutes is not None
+            else (wtype.running_timeout_minutes if wtype else 0)
+        ),
+        boot=wtype.boot if wtype else BootSource(),
+    )
+
+
+def validate(config: Config, host: HostInfo, configuration: Configuration) -> None:
+    """InvalidRequest for sizes beyond this host or the configured limits, or a region not served;
+    UnknownAsset for a GPU model the host does not have."""
+    limits = config.workstation
+    errors: dict[str, list[str]] = {}
+    for field, value, host_max, limit in (
+        ("cpuCores", configuration.cpu_cores, host.cpu_cores, limits.max_cpu_cores),
+        ("memoryGB", configuration.memory_gb, host.memory_gb, limits.max_memory_gb),
+        ("storageGB", configuration.storage_gb, host.storage_gb, limits.max_storage_gb),
+    ):
+        ceiling = min(host_max, limit)
+        if value > ceiling:
+            errors[field] = [f"Must be at most {ceiling} on this server."]
+    if configuration.region not in config.regions:
+        errors["region"] = ["Must be one of the regions this server serves: " + ", ".join(config.regions) + "."]
+    if errors:
+        raise InvalidRequest("The configuration does not fit this server.", details={"configuration": errors})
+    models = {g.model for g in host.gpus}
+    if configuration.gpu is not None and configuration.gpu not in models:
+        raise UnknownAsset(
+            f"This host has no GPU model {configuration.gpu!r}; it has: {', '.join(sorted(models) or ['none'])}."
+        )

@@ -1,0 +1,181 @@
+"""All SQL on workstations and their events.
+
+``transition`` is the one way a workstation changes state: it writes the row,
+closes the usage segment and opens the next, and logs the event, in one
+transaction, so billing and the record can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from cwhost.auth import Principal
+from cwhost.db import Database, split_page
+from cwhost.errors import NotFound
+from cwhost.usage import close_segment, open_segment
+from cwhost.workstations.model import DOMAIN_PREFIX, RUNNING, Configuration, Workstation, from_row
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Workstation]
+    next_cursor: str | None
+
+
+def log_event(tx, workstation_id: str, at: float, level: str, message: str) -> None:
+    tx["workstation_events"].insert({"workstation_id": workstation_id, "at": at, "level": level, "message": message})
+
+
+class WorkstationStore:
+    def __init__(self, db: Database, clock=time.time):
+        self._db = db
+        self._clock = clock
+
+    # -- reading -------------------------------------------------------------------
+
+    def load(self, principal: Principal, workstation_id: str, include_deleted: bool = False) -> Workstation:
+        """The caller's workstation (any, for an admin); NotFound as for one that does not exist."""
+        row = self._db.query_one(
+            "SELECT * FROM workstations WHERE id = ? AND (deleted_at IS NULL OR ?) AND (account_id = ? OR ?)",
+            [workstation_id, include_deleted, principal.account_id, principal.admin],
+        )
+        if row is None:
+            raise NotFound(f"No workstation {workstation_id!r}.")
+        return from_row(row)
+
+    def reload(self, workstation_id: str) -> Workstation:
+        return from_row(self._db.query_one("SELECT * FROM workstations WHERE id = ?", [workstation_id]))
+
+    def list(
+        self, principal: Principal, limit: int, after: int | None = None, status: str | None = None, type_id=None
+    ) -> Page:
+        """One page in creation order; the cursor is the last row's rowid."""
+        clauses = ["deleted_at IS NULL", "rowid > ?", "(account_id = ? OR ?)"]
+        params: list = [after or 0, principal.account_id, principal.admin]
+        for column, value in (("status", status), ("type", type_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        rows = self._db.query(
+            "SELECT rowid AS cursor, * FROM workstations WHERE " + " AND ".join(clauses) + " ORDER BY rowid LIMIT ?",
+            [*params, limit + 1],
+        )
+        rows, next_cursor = split_page(rows, limit, "cursor")
+        return Page(items=[from_row(r) for r in rows], next_cursor=next_cursor)
+
+    def running(self) -> list[Workstation]:
+        return [
+            from_row(row)
+            for row in self._db.query("SELECT * FROM workstations WHERE status = ? AND deleted_at IS NULL", [RUNNING])
+        ]
+
+    def running_or_holding_a_gpu(self) -> list[Workstation]:
+        rows = self._db.query(
+            "SELECT * FROM workstations WHERE deleted_at IS NULL AND (status = ? OR gpu_address IS NOT NULL)",
+            [RUNNING],
+        )
+        return [from_row(r) for r in rows]
+
+    def running_totals(self) -> tuple[int, int]:
+        """Cores and GB of memory of every running workstation."""
+        row = self._db.query_one(
+            "SELECT COALESCE(SUM(cpu_cores), 0) AS cpu, COALESCE(SUM(memory_gb), 0) AS mem"
+            " FROM workstations WHERE status = ? AND deleted_at IS NULL",
+            [RUNNING],
+        )
+        return row["cpu"], row["mem"]
+
+    def held_gpu_addresses(self) -> set[str]:
+        rows = self._db.query("SELECT gpu_address FROM workstations WHERE gpu_address IS NOT NULL")
+        return {r["gpu_address"] for r in rows}
+
+    def running_with_workspace(self, workspace_id: str) -> str | None:
+        row = self._db.query_one(
+            "SELECT id FROM workstations WHERE workspace_id = ? AND status = ? AND deleted_at IS NULL",
+            [workspace_id, RUNNING],
+        )
+        return row["id"] if row else None
+
+    def running_ids_of(self, account_id: str) -> list[str]:
+        rows = self._db.query(
+            "SELECT id FROM workstations WHERE account_id = ? AND status = ? AND deleted_at IS NULL",
+            [account_id, RUNNING],
+        )
+        return [r["id"] for r in rows]
+
+    def to_reconcile(self, domain_names) -> list[tuple[Workstation, str | None]]:
+        """Every live workstation, and deleted ones whose domain is still there; with their deletion time."""
+        ids = [name.removeprefix(DOMAIN_PREFIX) for name in domain_names if name.startswith(DOMAIN_PREFIX)]
+        rows = self._db.query(
+            "SELECT * FROM workstations WHERE deleted_at IS NULL OR id IN (SELECT value FROM json_each(?))",
+            [json.dumps(ids)],
+        )
+        return [(from_row(r), r["deleted_at"]) for r in rows]
+
+    def events(self, workstation_id: str, limit: int, after: int | None):
+        """A page of a workstation's log events, oldest first, and the next cursor."""
+        rows = self._db.query(
+            "SELECT * FROM workstation_events WHERE workstation_id = ? AND id > ? ORDER BY id LIMIT ?",
+            [workstation_id, after or 0, limit + 1],
+        )
+        return split_page(rows, limit, "id")
+
+    def event(self, workstation_id: str, event_id: int) -> dict:
+        row = self._db.query_one(
+            "SELECT * FROM workstation_events WHERE workstation_id = ? AND id = ?", [workstation_id, event_id]
+        )
+        if row is None:
+            raise NotFound(f"No log {event_id} for workstation {workstation_id}.")
+        return row
+
+    # -- writing -------------------------------------------------------------------
+
+    def set(self, workstation_id: str, **columns) -> None:
+        with self._db.write() as tx:
+            tx["workstations"].update(workstation_id, columns)
+
+    def insert(self, row: dict, at: float, event: str) -> None:
+        """A new workstation, its first (stopped) segment and its first event."""
+        with self._db.write() as tx:
+            tx["workstations"].insert(row)
+            open_segment(tx, row["id"], at, running=False, storage_gb=row["storage_gb"], gpu=None)
+            log_event(tx, row["id"], at, "info", event)
+
+    def transition(
+        self,
+        ws: Workstation,
+        at: float,
+        next_segment: str | None,
+        event: tuple[str, str],
+        configuration: Configuration | None = None,
+        **columns,
+    ) -> None:
+        """Change a workstation, its billing segment and its log in one transaction.
+
+        ``next_segment`` is RUNNING or STOPPED for the segment that starts now,
+        or None when billing ends (failure, deletion). ``event`` is the
+        (level, message) the workstation's log records.
+        """
+        configuration = configuration or ws.configuration
+        with self._db.write() as tx:
+            log_event(tx, ws.id, self._clock(), *event)
+            if columns:
+                tx["workstations"].update(ws.id, columns)
+            close_segment(tx, ws.id, at)
+            if next_segment is not None:
+                open_segment(
+                    tx,
+                    ws.id,
+                    at,
+                    running=next_segment == RUNNING,
+                    storage_gb=configuration.storage_gb,
+                    gpu=configuration.gpu,
+                )
+
+    def record(self, workstation_id: str, event: tuple[str, str], **columns) -> None:
+        """Change columns and log an event, billing untouched (provisioning done)."""
+        with self._db.write() as tx:
+            tx["workstations"].update(workstation_id, columns)
+            log_event(tx, workstation_id, self._clock(), *event)
