@@ -1,23 +1,28 @@
 """Configuration: a TOML file, then environment overrides, validated once at start.
 
-Every setting has an embedded default, so ``cwhost serve`` with no file at all
-runs the fake driver on a data directory of its own. Validation reuses
-marshmallow (already needed by the API) so that a bad value is reported with
-its dotted name, e.g. ``server.port: Must be greater than or equal to 1``.
+Every setting is declared once, as a field of a frozen dataclass with its
+default and its rule (cwhost.settings); the validating schema is made from
+those declarations. So ``cwhost serve`` with no file at all runs the fake
+driver on a data directory of its own, and a bad value is reported with its
+dotted name, e.g. ``server.port: Must be greater than or equal to 1``.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields as dataclass_fields
 from pathlib import Path
 
 import marshmallow as ma
-from marshmallow import fields, validate
+from marshmallow import fields
+from marshmallow.validate import Length, OneOf, Range
 
 from cwhost.patterns import FullMatch
+from cwhost.settings import flatten_errors, schema_for, setting
 from drivers.base import BootSource, GpuDevice
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
 class ConfigError(Exception):
@@ -32,289 +37,122 @@ def default_data_dir(environ=os.environ) -> str:
     return os.path.join(xdg, "cwhost")
 
 
-class _Section(ma.Schema):
-    class Meta:
-        unknown = ma.RAISE
-
-
-class ServerSchema(_Section):
-    host = fields.String(load_default="127.0.0.1")
-    idempotency_key_hours = fields.Float(load_default=24.0, validate=validate.Range(0.01, 24 * 365))
-    rate_limit_per_minute = fields.Integer(load_default=600, strict=True, validate=validate.Range(1))
-    port = fields.Integer(load_default=8080, strict=True, validate=validate.Range(1, 65535))
-    threads = fields.Integer(load_default=16, strict=True, validate=validate.Range(2, 256))
-    max_in_flight = fields.Integer(load_default=12, strict=True, validate=validate.Range(1, 255))
-    max_body_bytes = fields.Integer(
-        load_default=1024 * 1024, strict=True, validate=validate.Range(1024, 1024**3)
-    )
-    connection_limit = fields.Integer(load_default=1024, strict=True, validate=validate.Range(16, 65536))
-    max_connections_per_peer = fields.Integer(load_default=64, strict=True, validate=validate.Range(1, 65536))
-    idle_connection_seconds = fields.Integer(load_default=60, strict=True, validate=validate.Range(1, 3600))
-
-
-class FakeGpuSchema(_Section):
-    model = fields.String(required=True, validate=validate.Length(1, 128))
-    pci_address = fields.String(
-        required=True,
-        validate=FullMatch(
-            r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$",
-            error="must be a PCI address like 0000:65:00.0",
-        ),
-    )
-
-
-class FakeDriverSchema(_Section):
-    cpu_cores = fields.Integer(load_default=32, strict=True, validate=validate.Range(1))
-    memory_gb = fields.Integer(load_default=128, strict=True, validate=validate.Range(1))
-    storage_gb = fields.Integer(load_default=4096, strict=True, validate=validate.Range(1))
-    guest_cpu_share = fields.Float(load_default=0.02, validate=validate.Range(0, 1))
-    guest_memory_mb = fields.Integer(load_default=8, strict=True, validate=validate.Range(1, 65536))
-    gpus = fields.List(
-        fields.Nested(FakeGpuSchema),
-        load_default=lambda: [
-            {"model": "NVIDIA RTX A5000", "pci_address": "0000:65:00.0"},
-            {"model": "NVIDIA RTX A5000", "pci_address": "0000:b3:00.0"},
-            {"model": "NVIDIA L40S", "pci_address": "0000:ca:00.0"},
-        ],
-    )
-
-
-class LibvirtDriverSchema(_Section):
-    uri = fields.String(load_default="qemu:///system")
-    domain_type = fields.String(load_default="kvm", validate=validate.OneOf(["kvm", "qemu"]))
-    network = fields.String(load_default="default")
-    graphics = fields.String(load_default="vnc", validate=validate.OneOf(["vnc", "spice", ""]))
-    graphics_listen = fields.String(load_default="127.0.0.1")
-    disk_dir = fields.String(load_default="")
-    base_image = fields.String(load_default="")
-    kernel = fields.String(load_default="")
-    initrd = fields.String(load_default="")
-    cmdline = fields.String(load_default="")
-    pid_dir = fields.String(load_default="/run/libvirt/qemu")
-    gpu_vendors = fields.List(
-        fields.String(validate=FullMatch(r"^0x[0-9a-fA-F]{4}$", error="must be like 0x10de")),
-        load_default=lambda: ["0x10de"],
-    )
-
-
-class DriverSchema(_Section):
-    name = fields.String(load_default="fake", validate=validate.OneOf(["fake", "libvirt"]))
-    stop_timeout_seconds = fields.Float(load_default=60.0, validate=validate.Range(0, 3600))
-    reconcile_interval_seconds = fields.Float(load_default=30.0, validate=validate.Range(0.1, 86400))
-    fake = fields.Nested(FakeDriverSchema, load_default=lambda: FakeDriverSchema().load({}))
-    libvirt = fields.Nested(LibvirtDriverSchema, load_default=lambda: LibvirtDriverSchema().load({}))
-
-
-class WorkstationSizeSchema(_Section):
-    max_cpu_cores = fields.Integer(load_default=64, strict=True, validate=validate.Range(1))
-    max_memory_gb = fields.Integer(load_default=512, strict=True, validate=validate.Range(1))
-    max_storage_gb = fields.Integer(load_default=16384, strict=True, validate=validate.Range(1))
-    storage_overcommit = fields.Float(load_default=1.0, validate=validate.Range(0.1, 100))
-
-
-class SamplerSchema(_Section):
-    interval_seconds = fields.Float(load_default=10.0, validate=validate.Range(0.05, 3600))
-    idle_cpu_share = fields.Float(load_default=0.05, validate=validate.Range(0, 1))
-    retention_days = fields.Integer(load_default=30, strict=True, validate=validate.Range(1, 3650))
-
-
-class PricingSchema(_Section):
-    cpu_hour_usd = fields.Float(load_default=0.02, validate=validate.Range(0))
-    memory_gb_hour_usd = fields.Float(load_default=0.005, validate=validate.Range(0))
-    storage_gb_hour_usd = fields.Float(load_default=0.0002, validate=validate.Range(0))
-    default_gpu_hour_usd = fields.Float(load_default=1.0, validate=validate.Range(0))
-    gpu_hour_usd = fields.Dict(
-        keys=fields.String(validate=validate.Length(1, 128)),
-        values=fields.Float(validate=validate.Range(0)),
-        load_default=dict,
-    )
-
-
-class AccountLimitsSchema(_Section):
-    max_workstations = fields.Integer(strict=True, validate=validate.Range(0))
-    max_running_cpu_cores = fields.Integer(strict=True, validate=validate.Range(0))
-    max_running_memory_gb = fields.Integer(strict=True, validate=validate.Range(0))
-    max_running_gpus = fields.Integer(strict=True, validate=validate.Range(0))
-    max_storage_gb = fields.Integer(strict=True, validate=validate.Range(0))
-
-
-class LimitsSchema(_Section):
-    max_workstations = fields.Integer(load_default=20, strict=True, validate=validate.Range(0))
-    max_running_cpu_cores = fields.Integer(load_default=64, strict=True, validate=validate.Range(0))
-    max_running_memory_gb = fields.Integer(load_default=256, strict=True, validate=validate.Range(0))
-    max_running_gpus = fields.Integer(load_default=4, strict=True, validate=validate.Range(0))
-    max_storage_gb = fields.Integer(load_default=2048, strict=True, validate=validate.Range(0))
-    accounts = fields.Dict(
-        keys=fields.String(validate=validate.Length(1, 128)),
-        values=fields.Nested(AccountLimitsSchema),
-        load_default=dict,
-    )
-
-
-class CreditsSchema(_Section):
-    when_exhausted = fields.String(load_default="stop", validate=validate.OneOf(["stop", "refuse"]))
-
-
-class WorkspacesSchema(_Section):
-    dir = fields.String(load_default="")
-    max_upload_bytes = fields.Integer(
-        load_default=1024**3, strict=True, validate=validate.Range(1024, 1024**4)
-    )
-
-
-class WorkstationTypeSchema(_Section):
-    description = fields.String(load_default="")
-    cpu_cores = fields.Integer(required=True, strict=True, validate=validate.Range(1))
-    memory_gb = fields.Integer(required=True, strict=True, validate=validate.Range(1))
-    storage_gb = fields.Integer(required=True, strict=True, validate=validate.Range(1))
-    gpu = fields.String(load_default="")
-    region = fields.String(load_default="")
-    idle_timeout_minutes = fields.Integer(load_default=0, strict=True, validate=validate.Range(0))
-    running_timeout_minutes = fields.Integer(load_default=0, strict=True, validate=validate.Range(0))
-    image = fields.String(load_default="")
-    kernel = fields.String(load_default="")
-    initrd = fields.String(load_default="")
-    cmdline = fields.String(load_default="")
-
-
-def _seed_types() -> dict:
-    """The second seed's types, with sizes for what each is for; no images, for the fake driver."""
-    sizes = {
-        "python": ("Python development", 4, 8, 64, 120),
-        "nodejs": ("Node.js development", 4, 8, 64, 120),
-        "golang": ("Go development", 4, 8, 64, 120),
-        "chromium": ("A Chromium browser", 2, 4, 32, 60),
-        "zoom-chromium": ("Chromium for Zoom calls", 4, 8, 32, 60),
-        "meet-chromium": ("Chromium for Google Meet calls", 4, 8, 32, 60),
-        "voip": ("A VoIP softphone", 2, 4, 16, 60),
-        "voip-chromium": ("A VoIP softphone with Chromium", 4, 8, 32, 60),
-        "max": ("The largest workstation this server offers", 16, 64, 512, 0),
-    }
-    return {
-        type_id: WorkstationTypeSchema().load(
-            {
-                "description": description,
-                "cpu_cores": cores,
-                "memory_gb": memory,
-                "storage_gb": storage,
-                "idle_timeout_minutes": idle,
-            }
-        )
-        for type_id, (description, cores, memory, storage, idle) in sizes.items()
-    }
-
-
-class ConfigSchema(_Section):
-    data_dir = fields.String(load_default=default_data_dir)
-    regions = fields.List(
-        fields.String(validate=FullMatch(r"^[a-z0-9][a-z0-9-]{0,62}$")),
-        load_default=lambda: ["local"],
-        validate=validate.Length(min=1),
-    )
-    log_level = fields.String(
-        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
-    )
-    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
-    driver = fields.Nested(DriverSchema, load_default=lambda: DriverSchema().load({}))
-    workstation = fields.Nested(
-        WorkstationSizeSchema, load_default=lambda: WorkstationSizeSchema().load({})
-    )
-    sampler = fields.Nested(SamplerSchema, load_default=lambda: SamplerSchema().load({}))
-    pricing = fields.Nested(PricingSchema, load_default=lambda: PricingSchema().load({}))
-    limits = fields.Nested(LimitsSchema, load_default=lambda: LimitsSchema().load({}))
-    credits = fields.Nested(CreditsSchema, load_default=lambda: CreditsSchema().load({}))
-    workspaces = fields.Nested(WorkspacesSchema, load_default=lambda: WorkspacesSchema().load({}))
-    types = fields.Dict(
-        keys=fields.String(validate=FullMatch(r"^[a-z0-9][a-z0-9-]{0,62}$")),
-        values=fields.Nested(WorkstationTypeSchema),
-        load_default=_seed_types,
-    )
+def _strict_table(**declared: fields.Field) -> type[ma.Schema]:
+    schema = ma.Schema.from_dict(declared)
+    schema.Meta.unknown = ma.RAISE  # type: ignore[attr-defined]
+    return schema
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str
-    idempotency_key_hours: float
-    rate_limit_per_minute: int
-    port: int
-    threads: int
+    host: str = setting("127.0.0.1")
+    port: int = setting(8080, validate=Range(1, 65535))
+    threads: int = setting(16, validate=Range(2, 256))
     # API requests handled at once; more are shed with 503. Fewer than threads,
     # so that /healthz and the 503s themselves always find a thread.
-    max_in_flight: int
-    max_body_bytes: int
+    max_in_flight: int = setting(12, validate=Range(1, 255))
+    rate_limit_per_minute: int = setting(600, validate=Range(1))
+    max_body_bytes: int = setting(1024 * 1024, validate=Range(1024, 1024**3))
+    idempotency_key_hours: float = setting(24.0, validate=Range(0.01, 24 * 365))
     # Open sockets in all; and per client address, so that one host holding
     # idle or slow connections cannot lock the others out.
-    connection_limit: int
-    max_connections_per_peer: int
+    connection_limit: int = setting(1024, validate=Range(16, 65536))
+    max_connections_per_peer: int = setting(64, validate=Range(1, 65536))
     # An idle connection is closed after this long.
-    idle_connection_seconds: int
+    idle_connection_seconds: int = setting(60, validate=Range(1, 3600))
+
+
+_GPU_TABLE = _strict_table(
+    model=fields.String(required=True, validate=Length(1, 128)),
+    pci_address=fields.String(
+        required=True,
+        validate=FullMatch(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", error="must be a PCI address like 0000:65:00.0"),
+    ),
+)
 
 
 @dataclass(frozen=True)
 class FakeDriverConfig:
-    cpu_cores: int
-    memory_gb: int
-    storage_gb: int
-    guest_cpu_share: float
-    guest_memory_mb: int
-    gpus: tuple[GpuDevice, ...]
+    cpu_cores: int = setting(32, validate=Range(1))
+    memory_gb: int = setting(128, validate=Range(1))
+    storage_gb: int = setting(4096, validate=Range(1))
+    # Each running fake guest is a real process burning this share of a CPU and holding this memory.
+    guest_cpu_share: float = setting(0.02, validate=Range(0, 1))
+    guest_memory_mb: int = setting(8, validate=Range(1, 65536))
+    gpus: tuple[GpuDevice, ...] = setting(
+        (
+            GpuDevice("NVIDIA RTX A5000", "0000:65:00.0"),
+            GpuDevice("NVIDIA RTX A5000", "0000:b3:00.0"),
+            GpuDevice("NVIDIA L40S", "0000:ca:00.0"),
+        ),
+        field=fields.List(fields.Nested(_GPU_TABLE)),
+        convert=lambda tables: tuple(GpuDevice(t["model"], t["pci_address"]) for t in tables),
+    )
 
 
 @dataclass(frozen=True)
 class LibvirtDriverConfig:
     """Empty strings mean "none": no network (user-mode networking), no graphics, no base image."""
 
-    uri: str
-    domain_type: str
-    network: str
-    graphics: str
-    graphics_listen: str
-    disk_dir: str
-    base_image: str
-    kernel: str
-    initrd: str
-    cmdline: str
-    pid_dir: str
-    gpu_vendors: tuple[int, ...]
+    uri: str = setting("qemu:///system")
+    domain_type: str = setting("kvm", validate=OneOf(["kvm", "qemu"]))
+    network: str = setting("default")
+    graphics: str = setting("vnc", validate=OneOf(["vnc", "spice", ""]))
+    graphics_listen: str = setting("127.0.0.1")
+    disk_dir: str = setting("")
+    base_image: str = setting("")
+    kernel: str = setting("")
+    initrd: str = setting("")
+    cmdline: str = setting("")
+    pid_dir: str = setting("/run/libvirt/qemu")
+    gpu_vendors: tuple[int, ...] = setting(
+        (0x10DE,),
+        field=fields.List(fields.String(validate=FullMatch(r"^0x[0-9a-fA-F]{4}$", error="must be like 0x10de"))),
+        convert=lambda vendors: tuple(int(v, 16) for v in vendors),
+    )
 
 
 @dataclass(frozen=True)
 class DriverConfig:
-    name: str
-    stop_timeout_seconds: float
-    reconcile_interval_seconds: float
-    fake: FakeDriverConfig
-    libvirt: LibvirtDriverConfig
+    name: str = setting("fake", validate=OneOf(["fake", "libvirt"]))
+    stop_timeout_seconds: float = setting(60.0, validate=Range(0, 3600))
+    reconcile_interval_seconds: float = setting(30.0, validate=Range(0.1, 86400))
+    fake: FakeDriverConfig = setting(FakeDriverConfig)
+    libvirt: LibvirtDriverConfig = setting(LibvirtDriverConfig)
 
 
 @dataclass(frozen=True)
 class WorkstationSizeConfig:
-    """Largest single workstation an account may ask for, whatever the host has."""
+    """The largest single workstation an account may ask for, whatever the host has."""
 
-    max_cpu_cores: int
-    max_memory_gb: int
-    max_storage_gb: int
+    max_cpu_cores: int = setting(64, validate=Range(1))
+    max_memory_gb: int = setting(512, validate=Range(1))
+    max_storage_gb: int = setting(16384, validate=Range(1))
     # Storage promised to all workstations and workspaces, as a multiple of the host's.
-    storage_overcommit: float
+    storage_overcommit: float = setting(1.0, validate=Range(0.1, 100))
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    interval_seconds: float
+    interval_seconds: float = setting(10.0, validate=Range(0.05, 3600))
     # A workstation is idle while its VM uses less than this share of its cores.
-    idle_cpu_share: float
-    retention_days: int
+    idle_cpu_share: float = setting(0.05, validate=Range(0, 1))
+    retention_days: int = setting(30, validate=Range(1, 3650))
 
 
 @dataclass(frozen=True)
 class Pricing:
     """Rates in USD; a GPU model without its own rate costs ``default_gpu_hour_usd``."""
 
-    cpu_hour_usd: float
-    memory_gb_hour_usd: float
-    storage_gb_hour_usd: float
-    default_gpu_hour_usd: float
-    gpu_hour_usd: tuple[tuple[str, float], ...]
+    cpu_hour_usd: float = setting(0.02, validate=Range(0))
+    memory_gb_hour_usd: float = setting(0.005, validate=Range(0))
+    storage_gb_hour_usd: float = setting(0.0002, validate=Range(0))
+    default_gpu_hour_usd: float = setting(1.0, validate=Range(0))
+    gpu_hour_usd: tuple[tuple[str, float], ...] = setting(
+        (),
+        field=fields.Dict(keys=fields.String(validate=Length(1, 128)), values=fields.Float(validate=Range(0))),
+        convert=lambda rates: tuple(sorted(rates.items())),
+    )
 
     def gpu_rate(self, model: str) -> float:
         return dict(self.gpu_hour_usd).get(model, self.default_gpu_hour_usd)
@@ -330,22 +168,62 @@ class AccountLimits:
     max_storage_gb: int
 
 
+_LIMIT_OVERRIDES = _strict_table(
+    **{spec.name: fields.Integer(strict=True, validate=Range(0)) for spec in dataclass_fields(AccountLimits)}
+)
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
-    defaults: AccountLimits
-    accounts: tuple[tuple[str, dict], ...]
+    """Per account: these defaults, with what ``accounts.NAME`` sets for one account."""
+
+    max_workstations: int = setting(20, validate=Range(0))
+    max_running_cpu_cores: int = setting(64, validate=Range(0))
+    max_running_memory_gb: int = setting(256, validate=Range(0))
+    max_running_gpus: int = setting(4, validate=Range(0))
+    max_storage_gb: int = setting(2048, validate=Range(0))
+    accounts: tuple[tuple[str, dict], ...] = setting(
+        (),
+        field=fields.Dict(keys=fields.String(validate=Length(1, 128)), values=fields.Nested(_LIMIT_OVERRIDES)),
+        convert=lambda accounts: tuple(sorted(accounts.items())),
+    )
 
     def for_account(self, name: str) -> AccountLimits:
-        """The defaults, with what the configuration sets for this account by name."""
-        return replace(self.defaults, **dict(self.accounts).get(name, {}))
+        defaults = {spec.name: getattr(self, spec.name) for spec in dataclass_fields(AccountLimits)}
+        return AccountLimits(**{**defaults, **dict(self.accounts).get(name, {})})
+
+
+@dataclass(frozen=True)
+class CreditsConfig:
+    # "stop": an account out of credit has its workstations stopped; "refuse":
+    # only new creates and launches are refused.
+    when_exhausted: str = setting("stop", validate=OneOf(["stop", "refuse"]))
 
 
 @dataclass(frozen=True)
 class WorkspacesConfig:
     # Where workspaces live: empty means <data_dir>/workspaces. It must be one
     # file system, since uploads are staged in it and then renamed into place.
-    dir: str
-    max_upload_bytes: int
+    dir: str = setting("")
+    max_upload_bytes: int = setting(1024**3, validate=Range(1024, 1024**4))
+
+
+@dataclass(frozen=True)
+class TypeSettings:
+    """A workstation type as the file declares it (``[types.ID]``)."""
+
+    cpu_cores: int = setting(validate=Range(1))
+    memory_gb: int = setting(validate=Range(1))
+    storage_gb: int = setting(validate=Range(1))
+    description: str = setting("")
+    gpu: str = setting("")
+    region: str = setting("")
+    idle_timeout_minutes: int = setting(0, validate=Range(0))
+    running_timeout_minutes: int = setting(0, validate=Range(0))
+    image: str = setting("")
+    kernel: str = setting("")
+    initrd: str = setting("")
+    cmdline: str = setting("")
 
 
 @dataclass(frozen=True)
@@ -361,28 +239,70 @@ class WorkstationType:
     running_timeout_minutes: int
     boot: BootSource
 
+    @classmethod
+    def declared(cls, type_id: str, t: TypeSettings) -> WorkstationType:
+        return cls(
+            id=type_id,
+            description=t.description,
+            cpu_cores=t.cpu_cores,
+            memory_gb=t.memory_gb,
+            storage_gb=t.storage_gb,
+            gpu=t.gpu or None,
+            region=t.region or None,
+            idle_timeout_minutes=t.idle_timeout_minutes,
+            running_timeout_minutes=t.running_timeout_minutes,
+            boot=BootSource(image=t.image or None, kernel=t.kernel or None, initrd=t.initrd or None, cmdline=t.cmdline or None),
+        )
+
     def missing_files(self) -> list[str]:
         """The boot files this type names that are not on disk."""
         named = (self.boot.image, self.boot.kernel, self.boot.initrd)
         return [path for path in named if path and not os.path.isfile(path)]
 
 
+# The second seed's types, with sizes for what each is for; no images, for the fake driver.
+_SEED_TYPES = {
+    "python": ("Python development", 4, 8, 64, 120),
+    "nodejs": ("Node.js development", 4, 8, 64, 120),
+    "golang": ("Go development", 4, 8, 64, 120),
+    "chromium": ("A Chromium browser", 2, 4, 32, 60),
+    "zoom-chromium": ("Chromium for Zoom calls", 4, 8, 32, 60),
+    "meet-chromium": ("Chromium for Google Meet calls", 4, 8, 32, 60),
+    "voip": ("A VoIP softphone", 2, 4, 16, 60),
+    "voip-chromium": ("A VoIP softphone with Chromium", 4, 8, 32, 60),
+    "max": ("The largest workstation this server offers", 16, 64, 512, 0),
+}
+
+
+def _types(declared: dict) -> tuple[WorkstationType, ...]:
+    return tuple(WorkstationType.declared(type_id, t) for type_id, t in sorted(declared.items()))
+
+
 @dataclass(frozen=True)
 class Config:
-    data_dir: Path
-    regions: tuple[str, ...]
-    log_level: str
-    server: ServerConfig
-    driver: DriverConfig
-    workstation: WorkstationSizeConfig
-    sampler: SamplerConfig
-    pricing: Pricing
-    limits: LimitsConfig
-    # "stop": an account out of credit has its workstations stopped; "refuse":
-    # only new creates and launches are refused.
-    credits_when_exhausted: str
-    types: tuple[WorkstationType, ...]
-    workspaces: WorkspacesConfig
+    data_dir: Path = setting(field=fields.String(required=True), convert=lambda text: Path(text).expanduser().resolve())
+    regions: tuple[str, ...] = setting(
+        ("local",), field=fields.List(fields.String(validate=FullMatch(SLUG)), validate=Length(min=1)), convert=tuple
+    )
+    log_level: str = setting("INFO", validate=OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
+    server: ServerConfig = setting(ServerConfig)
+    driver: DriverConfig = setting(DriverConfig)
+    workstation: WorkstationSizeConfig = setting(WorkstationSizeConfig)
+    sampler: SamplerConfig = setting(SamplerConfig)
+    pricing: Pricing = setting(Pricing)
+    limits: LimitsConfig = setting(LimitsConfig)
+    credits: CreditsConfig = setting(CreditsConfig)
+    workspaces: WorkspacesConfig = setting(WorkspacesConfig)
+    # Defining any type replaces the seed's nine.
+    types: tuple[WorkstationType, ...] = setting(
+        lambda: _types({k: TypeSettings(*v[1:4], description=v[0], idle_timeout_minutes=v[4]) for k, v in _SEED_TYPES.items()}),
+        field=fields.Dict(keys=fields.String(validate=FullMatch(SLUG)), values=fields.Nested(schema_for(TypeSettings))),
+        convert=_types,
+    )
+
+    @property
+    def credits_when_exhausted(self) -> str:
+        return self.credits.when_exhausted
 
     def workstation_type(self, type_id: str) -> WorkstationType | None:
         return next((t for t in self.types if t.id == type_id), None)
@@ -408,84 +328,18 @@ ENV_OVERRIDES = {
 _INTEGER_SETTINGS = {("server", "port")}
 
 
-def _flatten_errors(messages, prefix=""):
-    for key, value in messages.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten_errors(value, f"{name}.")
-        else:
-            yield f"{name}: {' '.join(str(v) for v in value)}"
-
-
 def build_config(raw: dict) -> Config:
     """Validate a configuration mapping (as read from TOML) into a Config."""
     try:
-        loaded = ConfigSchema().load(raw)
+        config = schema_for(Config).load(raw)
     except ma.ValidationError as exc:
-        raise ConfigError("invalid configuration: " + "; ".join(_flatten_errors(exc.messages)))
-    if loaded["server"]["max_in_flight"] >= loaded["server"]["threads"]:
+        raise ConfigError("invalid configuration: " + "; ".join(flatten_errors(exc.messages))) from None
+    if config.server.max_in_flight >= config.server.threads:
         raise ConfigError(
             "invalid configuration: server.max_in_flight must be less than server.threads"
             " (so that /healthz and shed requests are still answered)"
         )
-    fake = loaded["driver"]["fake"]
-    return Config(
-        data_dir=Path(loaded["data_dir"]).expanduser().resolve(),
-        regions=tuple(loaded["regions"]),
-        log_level=loaded["log_level"],
-        server=ServerConfig(**loaded["server"]),
-        driver=DriverConfig(
-            name=loaded["driver"]["name"],
-            stop_timeout_seconds=loaded["driver"]["stop_timeout_seconds"],
-            reconcile_interval_seconds=loaded["driver"]["reconcile_interval_seconds"],
-            fake=FakeDriverConfig(
-                cpu_cores=fake["cpu_cores"],
-                memory_gb=fake["memory_gb"],
-                storage_gb=fake["storage_gb"],
-                guest_cpu_share=fake["guest_cpu_share"],
-                guest_memory_mb=fake["guest_memory_mb"],
-                gpus=tuple(GpuDevice(g["model"], g["pci_address"]) for g in fake["gpus"]),
-            ),
-            libvirt=LibvirtDriverConfig(
-                **{
-                    **loaded["driver"]["libvirt"],
-                    "gpu_vendors": tuple(int(v, 16) for v in loaded["driver"]["libvirt"]["gpu_vendors"]),
-                }
-            ),
-        ),
-        workstation=WorkstationSizeConfig(**loaded["workstation"]),
-        sampler=SamplerConfig(**loaded["sampler"]),
-        pricing=Pricing(
-            **{k: v for k, v in loaded["pricing"].items() if k != "gpu_hour_usd"},
-            gpu_hour_usd=tuple(sorted(loaded["pricing"]["gpu_hour_usd"].items())),
-        ),
-        limits=LimitsConfig(
-            defaults=AccountLimits(**{k: v for k, v in loaded["limits"].items() if k != "accounts"}),
-            accounts=tuple(sorted(loaded["limits"]["accounts"].items())),
-        ),
-        credits_when_exhausted=loaded["credits"]["when_exhausted"],
-        workspaces=WorkspacesConfig(**loaded["workspaces"]),
-        types=tuple(
-            WorkstationType(
-                id=type_id,
-                description=t["description"],
-                cpu_cores=t["cpu_cores"],
-                memory_gb=t["memory_gb"],
-                storage_gb=t["storage_gb"],
-                gpu=t["gpu"] or None,
-                region=t["region"] or None,
-                idle_timeout_minutes=t["idle_timeout_minutes"],
-                running_timeout_minutes=t["running_timeout_minutes"],
-                boot=BootSource(
-                    image=t["image"] or None,
-                    kernel=t["kernel"] or None,
-                    initrd=t["initrd"] or None,
-                    cmdline=t["cmdline"] or None,
-                ),
-            )
-            for type_id, t in sorted(loaded["types"].items())
-        ),
-    )
+    return config
 
 
 def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Config:
@@ -502,16 +356,18 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     raw.setdefault("data_dir", default_data_dir(environ))
     for variable, keys in ENV_OVERRIDES.items():
-        if variable not in environ:
-            continue
-        value: object = environ[variable]
-        if keys in _INTEGER_SETTINGS:
-            try:
-                value = int(value)
-            except ValueError:
-                raise ConfigError(f"{variable} must be an integer, got {value!r}") from None
-        section = raw
-        for key in keys[:-1]:
-            section = section.setdefault(key, {})
-        section[keys[-1]] = value
+        if variable in environ:
+            section = raw
+            for key in keys[:-1]:
+                section = section.setdefault(key, {})
+            section[keys[-1]] = _env_value(variable, environ[variable], keys)
     return build_config(raw)
+
+
+def _env_value(variable: str, value: str, keys: tuple[str, ...]):
+    if keys not in _INTEGER_SETTINGS:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{variable} must be an integer, got {value!r}") from None
