@@ -30,7 +30,8 @@ from cwhost.reconciler import Reconciler
 from cwhost.storage_budget import StorageBudget
 from cwhost.usage import UsageLedger
 from cwhost.workspaces import Workspaces
-from cwhost.workstations.lifecycle import Lifecycle, read_host
+from cwhost.workstations.guards import read_host
+from cwhost.workstations.lifecycle import Lifecycle
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import HostInfo, HypervisorDriver
 from drivers.fake import FakeDriver, GuestLoad

@@ -17,21 +17,15 @@ workspace as it was.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
-import threading
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 
 from cwhost.auth import Principal
 from cwhost.db import Database, split_page
@@ -39,28 +33,29 @@ from cwhost.errors import (
     InvalidRequest,
     InvalidState,
     NotFound,
-    PayloadTooLarge,
-    StorageUnavailable,
     UnknownAsset,
 )
 from cwhost.ids import new_id, unix_to_rfc3339
+from cwhost.workspace_paths import (
+    COPY_CHUNK_BYTES,
+    OPEN_DIRECTORY,
+    WriteGate,
+    closing_directory,
+    walk_to_directory,
+    disk_faults,
+    display_name,
+    file_id,
+    outside,
+    path_of_file_id,
+    split_path,
+    too_large,
+    tree_bytes,
+)
 
 log = logging.getLogger(__name__)
 
 ACTIVE, ARCHIVED = "active", "archived"
 # Linux's own limits: NAME_MAX per component, PATH_MAX for the whole path.
-MAX_NAME_BYTES = 255
-MAX_PATH_BYTES = 4096
-MAX_DEPTH = 64
-COPY_CHUNK_BYTES = 1024 * 1024
-_FILE_ID_PREFIX = "f-"
-# Unpadded URL-safe base64 of at most 6 KiB (a path is at most 4096 bytes):
-# every text of this shape decodes, so the document's pattern is the server's rule.
-FILE_ID_PATTERN = _FILE_ID_PREFIX + r"(?:[A-Za-z0-9_-]{4}){0,2048}(?:[A-Za-z0-9_-]{2,3})?"
-_FILE_ID = re.compile(f"^{FILE_ID_PATTERN}$")
-_OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 @dataclass(frozen=True)
 class Workspace:
     id: str
@@ -85,77 +80,6 @@ class FilePage:
 
 
 # Faults of the disk under the workspaces, not of the request: the client may retry later.
-_DISK_FAULTS = {
-    errno.ENOSPC: "The server's disk is full",
-    errno.EDQUOT: "The server's disk quota is used up",
-    errno.EROFS: "The server's disk is read-only",
-    errno.EIO: "The server's disk is failing",
-}
-
-
-@contextmanager
-def _disk_faults() -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _DISK_FAULTS:
-            raise
-        raise StorageUnavailable(
-            f"{_DISK_FAULTS[exc.errno]}; nothing was stored. Try again once an operator has fixed it.",
-            retry_after=30,
-        ) from exc
-
-
-def split_path(text: str) -> list[str]:
-    """A client's file path as its components, or InvalidRequest saying what is wrong with it."""
-
-    def refuse(reason: str) -> InvalidRequest:
-        return InvalidRequest(f"Invalid file path: {reason}.", details={"path": [reason]})
-
-    if not text:
-        raise refuse("it is empty")
-    if "\x00" in text:
-        raise refuse("it contains a NUL byte")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise refuse("it contains control characters")
-    if "\\" in text:
-        raise refuse("it contains a backslash; separate directories with '/'")
-    try:
-        encoded = os.fsencode(text)
-    except UnicodeEncodeError:
-        raise refuse("it is not valid UTF-8") from None
-    if len(encoded) > MAX_PATH_BYTES:
-        raise refuse(f"it is longer than {MAX_PATH_BYTES} bytes")
-    if text.startswith("/"):
-        raise refuse("it must be relative to the workspace, not absolute")
-    parts = text.split("/")
-    if len(parts) > MAX_DEPTH:
-        raise refuse(f"it is more than {MAX_DEPTH} directories deep")
-    for part in parts:
-        if part == "":
-            raise refuse("it has an empty component ('//' or a trailing '/')")
-        if part in (".", ".."):
-            raise refuse("'.' and '..' are not allowed")
-        if len(os.fsencode(part)) > MAX_NAME_BYTES:
-            raise refuse(f"a name in it is longer than {MAX_NAME_BYTES} bytes")
-    return parts
-
-
-def file_id(path: str) -> str:
-    """A file's id: its path, reversibly and URL-safely encoded (the files themselves are the record)."""
-    return _FILE_ID_PREFIX + base64.urlsafe_b64encode(os.fsencode(path)).decode("ascii").rstrip("=")
-
-
-def path_of_file_id(identifier: str) -> str:
-    if not _FILE_ID.fullmatch(identifier):
-        raise NotFound(f"No file {identifier!r}.")
-    encoded = identifier[len(_FILE_ID_PREFIX) :]
-    try:
-        return os.fsdecode(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (binascii.Error, ValueError):
-        raise NotFound(f"No file {identifier!r}.") from None
-
-
 def _from_row(row: dict) -> Workspace:
     return Workspace(
         id=row["id"],
@@ -165,87 +89,6 @@ def _from_row(row: dict) -> Workspace:
         created_at=row["created_at"],
     )
 
-
-def _tree_bytes(top: Path) -> int:
-    """The bytes of the regular files under ``top``, links not followed."""
-    total = 0
-    for _directory_path, _dirs, files, dir_fd in os.fwalk(top):
-        for name in files:
-            try:
-                status = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(status.st_mode):
-                total += status.st_size
-    return total
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The file is larger than this server's upload limit of {limit} bytes.")
-
-
-def _outside(path: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid file path {path!r}: it passes through a link or something that is not a directory.",
-        details={"path": ["It must name a place inside the workspace through directories only."]},
-    )
-
-
-class _WriteGate:
-    """Orders uploads and deletion per workspace: uploads share it, a deletion takes it alone.
-
-    An upload therefore either completes before a deletion starts (and is
-    deleted with the workspace) or starts after it and finds no workspace;
-    a deletion never races files appearing in the tree it removes.
-    """
-
-    def __init__(self):
-        self._changed = threading.Condition()
-        self._uploads: Counter[str] = Counter()
-        self._deleting: set[str] = set()
-
-    @contextmanager
-    def upload(self, workspace_id: str) -> Iterator[None]:
-        with self._changed:
-            self._changed.wait_for(lambda: workspace_id not in self._deleting)
-            self._uploads[workspace_id] += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._uploads[workspace_id] -= 1
-                if not self._uploads[workspace_id]:
-                    del self._uploads[workspace_id]
-                self._changed.notify_all()
-
-    @contextmanager
-    def deletion(self, workspace_id: str) -> Iterator[None]:
-        with self._changed:
-            self._changed.wait_for(lambda: workspace_id not in self._deleting)
-            self._deleting.add(workspace_id)
-            self._changed.wait_for(lambda: not self._uploads[workspace_id])
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._deleting.discard(workspace_id)
-                self._changed.notify_all()
-
-
-def display_name(relative: bytes) -> str:
-    """A path as text; bytes that are not UTF-8 (a guest can write such names) show as ``\\xff``.
-
-    Never U+FFFD: two different names must never look the same.
-    """
-    return relative.decode("utf-8", "backslashreplace")
-
-
-@contextmanager
-def _directory(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
 
 
 class Workspaces:
@@ -275,7 +118,7 @@ class Workspaces:
         self._workstation_holding = workstation_holding
         self._clock = clock
         self._require_storage = require_storage
-        self._gate = _WriteGate()
+        self._gate = WriteGate()
         self._staging.mkdir(parents=True, exist_ok=True)
 
     def directory(self, workspace_id: str) -> Path:
@@ -389,7 +232,7 @@ class Workspaces:
             "SELECT id FROM workspaces WHERE deleted_at IS NULL AND (account_id = ? OR ? IS NULL)",
             [account_id, account_id],
         )
-        return sum(_tree_bytes(self.directory(row["id"])) for row in rows)
+        return sum(tree_bytes(self.directory(row["id"])) for row in rows)
 
     def recover(self) -> None:
         """Finish what a crash interrupted: removals of deleted workspaces, half-done uploads."""
@@ -417,35 +260,9 @@ class Workspaces:
 
     def _open_root(self, workspace: Workspace) -> int:
         try:
-            return os.open(self.directory(workspace.id), _OPEN_DIRECTORY)
+            return os.open(self.directory(workspace.id), OPEN_DIRECTORY)
         except FileNotFoundError:
             raise NotFound(f"No workspace {workspace.id!r}.") from None
-
-    @staticmethod
-    def _walk(root_fd: int, parts: list[str], path: str, create: bool) -> int:
-        """A descriptor of the directory ``parts`` names below ``root_fd``, refusing any link."""
-        fd = os.dup(root_fd)
-        try:
-            for part in parts:
-                if create:
-                    try:
-                        os.mkdir(part, 0o770, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                try:
-                    child = os.open(part, _OPEN_DIRECTORY, dir_fd=fd)
-                except FileNotFoundError:
-                    raise NotFound(f"No file {path!r} in this workspace.") from None
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise _outside(path) from None
-                    raise
-                os.close(fd)
-                fd = child
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
 
     def open_file(self, principal: Principal, workspace_id: str, identifier: str) -> tuple[BinaryIO, FileInfo]:
         """A file to download, opened; the caller closes it."""
@@ -456,8 +273,8 @@ class Workspaces:
         except InvalidRequest:
             # No file can have such a path: an id nobody issued.
             raise NotFound(f"No file {identifier!r}.") from None
-        with _directory(self._open_root(workspace)) as root:
-            with _directory(self._walk(root, parts[:-1], path, create=False)) as parent:
+        with closing_directory(self._open_root(workspace)) as root:
+            with closing_directory(walk_to_directory(root, parts[:-1], path, create=False)) as parent:
                 try:
                     # O_NONBLOCK: opening a FIFO a guest left there must not hang the request.
                     fd = os.open(
@@ -467,7 +284,7 @@ class Workspaces:
                     raise NotFound(f"No file {path!r} in this workspace.") from None
                 except OSError as exc:
                     if exc.errno == errno.ELOOP:
-                        raise _outside(path) from None
+                        raise outside(path) from None
                     raise
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
@@ -533,10 +350,10 @@ class Workspaces:
         parts = split_path(path)
         limit = self.max_upload_bytes
         if declared_length is not None and declared_length > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         with self._gate.upload(workspace_id):
             workspace = self.writable(principal, workspace_id)
-            with _disk_faults():
+            with disk_faults():
                 return self._store(workspace, path, parts, body, declared_length)
 
     def _store(
@@ -551,21 +368,21 @@ class Workspaces:
                 while chunk := body.read(COPY_CHUNK_BYTES):
                     written += len(chunk)
                     if written > limit:
-                        raise _too_large(limit)
+                        raise too_large(limit)
                     out.write(chunk)
                 if declared_length is not None and written != declared_length:
                     raise InvalidRequest("The request body ended before its Content-Length; nothing was stored.")
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(staged, 0o660)
-            with _directory(self._open_root(workspace)) as root:
-                with _directory(self._walk(root, parts[:-1], path, create=True)) as parent:
+            with closing_directory(self._open_root(workspace)) as root:
+                with closing_directory(walk_to_directory(root, parts[:-1], path, create=True)) as parent:
                     try:
                         existing = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
                     except FileNotFoundError:
                         existing = None
                     if existing is not None and stat.S_ISLNK(existing.st_mode):
-                        raise _outside(path)
+                        raise outside(path)
                     if existing is not None and stat.S_ISDIR(existing.st_mode):
                         raise InvalidRequest(
                             f"{path!r} is a directory in this workspace; a file cannot replace it.",

@@ -29,7 +29,6 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # The tag a guest mounts its workspace by (mount -t virtiofs workspace /mnt).
 SHARE_TAG = "workspace"
 

@@ -14,11 +14,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,9 +36,9 @@ from drivers.base import (
     ProvisioningError,
     require_shared_directory,
 )
+from drivers.fake_processes import launch_guest, live_guest, owner_of, stop_guest
 
 GIB = 1024**3
-GUEST_EXIT_TIMEOUT_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -69,35 +66,11 @@ class _Domain:
     share: str | None = None
 
 
-def _exited(process: psutil.Process, timeout: float) -> bool:
-    """Wait for a process that is not our child; a zombie has exited too.
-
-    The guest's parent is whatever adopted it, which may never reap it, so
-    psutil's own wait() could wait for a zombie until the timeout.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _mark_stopped(domain: _Domain) -> None:
     """Stopped, with nothing left of its last run."""
     domain.state = DomainState.STOPPED.value
     domain.gpu = domain.pid = domain.pid_started = domain.share = None
     domain.console_port = domain.console_password = None
-
-
-def _owner_of(cmdline: list[str]) -> str | None:
-    try:
-        return cmdline[cmdline.index("--owner") + 1]
-    except (ValueError, IndexError):
-        return None
 
 
 class FakeDriver(HypervisorDriver):
@@ -182,7 +155,7 @@ class FakeDriver(HypervisorDriver):
         owner = str(self._state_dir.resolve())
         for process in psutil.process_iter(["cmdline"]):
             cmdline = process.info["cmdline"] or []
-            if "drivers.fake_guest" in cmdline and _owner_of(cmdline) == owner and process.pid not in recorded:
+            if "drivers.fake_guest" in cmdline and owner_of(cmdline) == owner and process.pid not in recorded:
                 try:
                     process.terminate()
                 except psutil.Error:
@@ -190,50 +163,15 @@ class FakeDriver(HypervisorDriver):
 
     @staticmethod
     def _guest_process(domain: _Domain) -> psutil.Process | None:
-        if domain.pid is None:
-            return None
-        try:
-            process = psutil.Process(domain.pid)
-            if process.create_time() != domain.pid_started or process.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return process
-        except psutil.Error:
-            return None
+        return live_guest(domain.pid, domain.pid_started)
 
     def _start_guest(self, domain: _Domain) -> None:
-        try:
-            launcher = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "drivers.fake_guest",
-                    "--cpu-share",
-                    str(self._guest.cpu_share),
-                    "--memory-mb",
-                    str(self._guest.memory_mb),
-                    "--detach",
-                    "--owner",
-                    str(self._state_dir.resolve()),
-                ],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=True,
-            )
-            domain.pid = int(launcher.stdout)
-            domain.pid_started = psutil.Process(domain.pid).create_time()
-        except (OSError, ValueError, subprocess.SubprocessError, psutil.Error) as exc:
-            raise ProvisioningError(f"cannot start the guest process: {exc}") from exc
+        domain.pid, domain.pid_started = launch_guest(self._guest, str(self._state_dir.resolve()))
 
     def _stop_guest(self, domain: _Domain) -> None:
         process = self._guest_process(domain)
-        if process is None:
-            return
-        process.terminate()
-        if not _exited(process, GUEST_EXIT_TIMEOUT_SECONDS):
-            process.kill()
-            _exited(process, GUEST_EXIT_TIMEOUT_SECONDS)
+        if process is not None:
+            stop_guest(process)
 
     def disk_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.img"

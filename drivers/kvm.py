@@ -15,7 +15,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,11 +31,11 @@ from drivers.base import (
     GpuDevice,
     HostInfo,
     HypervisorDriver,
-    HypervisorUnavailable,
     InvalidDomainState,
     ProvisioningError,
     require_shared_directory,
 )
+from drivers.libvirt_connection import LibvirtConnection
 from drivers.libvirt_xml import (
     DomainXml,
     Graphics,
@@ -51,13 +50,6 @@ from drivers.libvirt_xml import (
 GIB = 1024**3
 NVIDIA = 0x10DE
 SHUTDOWN_POLL_SECONDS = 0.2
-_UNREACHABLE = {
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_RPC,
-    libvirt.VIR_ERR_AUTH_FAILED,
-}
 
 # Keep libvirt from printing every error to stderr; each is raised as an exception.
 libvirt.registerErrorHandler(lambda context, error: None, None)
@@ -79,7 +71,7 @@ class LibvirtDriver(HypervisorDriver):
         gpu_vendors: tuple[int, ...] = (NVIDIA,),
         gpu_names: dict[str, str] | None = None,
     ):
-        self._uri = uri
+        self._libvirt = LibvirtConnection(uri)
         self._disk_dir = Path(disk_dir)
         self._console_dir = Path(console_dir)
         self._domain_type = domain_type
@@ -92,56 +84,17 @@ class LibvirtDriver(HypervisorDriver):
         self._gpu_vendors = gpu_vendors
         # PCI address -> model name, from NVML where the host sees the card.
         self._gpu_names = gpu_names or {}
-        self._connection: libvirt.virConnect | None = None
-        self._lock = threading.Lock()
         self._disk_dir.mkdir(parents=True, exist_ok=True)
         # qemu runs as libvirt-qemu and must reach its disk here (libvirt gives
         # it the file itself); traverse, not list, whatever the umask made.
         self._disk_dir.chmod(0o711)
         self._console_dir.mkdir(parents=True, exist_ok=True)
 
-    # -- connection and errors -------------------------------------------------
-
-    def _conn(self) -> libvirt.virConnect:
-        with self._lock:
-            if self._connection is not None:
-                try:
-                    if self._connection.isAlive():
-                        return self._connection
-                except libvirt.libvirtError:
-                    pass
-                self._drop()
-            try:
-                self._connection = libvirt.open(self._uri)
-            except libvirt.libvirtError as exc:
-                raise HypervisorUnavailable(f"cannot connect to {self._uri}: {exc}") from exc
-            return self._connection
-
-    def _drop(self) -> None:
-        try:
-            self._connection.close()
-        except libvirt.libvirtError:
-            pass
-        self._connection = None
-
-    def _error(self, exc: libvirt.libvirtError, name: str | None = None) -> Exception:
-        code = exc.get_error_code()
-        if code == libvirt.VIR_ERR_NO_DOMAIN:
-            return DomainNotFound(name or str(exc))
-        if code == libvirt.VIR_ERR_OPERATION_INVALID:
-            return InvalidDomainState(str(exc))
-        if code in _UNREACHABLE:
-            with self._lock:
-                if self._connection is not None:
-                    self._drop()
-            return HypervisorUnavailable(str(exc))
-        return ProvisioningError(str(exc))
-
     def _domain(self, name: str) -> libvirt.virDomain:
         try:
-            return self._conn().lookupByName(name)
+            return self._libvirt.get().lookupByName(name)
         except libvirt.libvirtError as exc:
-            raise self._error(exc, name) from exc
+            raise self._libvirt.error(exc, name) from exc
 
     # -- files -----------------------------------------------------------------
 
@@ -208,9 +161,9 @@ class LibvirtDriver(HypervisorDriver):
 
     def _define_xml(self, xml: str) -> None:
         try:
-            self._conn().defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            self._libvirt.get().defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
-            raise self._error(exc) from exc
+            raise self._libvirt.error(exc) from exc
 
     def _inactive(self, domain: libvirt.virDomain) -> DomainXml:
         return from_xml(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -234,7 +187,7 @@ class LibvirtDriver(HypervisorDriver):
     # -- HypervisorDriver ------------------------------------------------------
 
     def host(self) -> HostInfo:
-        conn = self._conn()
+        conn = self._libvirt.get()
         try:
             _, memory_mib, cpus, *_ = conn.getInfo()
             devices = conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
@@ -246,7 +199,7 @@ class LibvirtDriver(HypervisorDriver):
                 address = str(gpu.address)
                 gpus.append(GpuDevice(self._gpu_names.get(address, gpu.product), address, gpu.iommu_group))
         except libvirt.libvirtError as exc:
-            raise self._error(exc) from exc
+            raise self._libvirt.error(exc) from exc
         return HostInfo(
             cpu_cores=cpus,
             memory_gb=memory_mib // 1024,
@@ -299,21 +252,21 @@ class LibvirtDriver(HypervisorDriver):
         try:
             domain.create()
         except libvirt.libvirtError as exc:
-            raise self._error(exc, name) from exc
+            raise self._libvirt.error(exc, name) from exc
 
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
         domain = self._domain(name)
         try:
             domain.shutdown()
         except libvirt.libvirtError as exc:
-            raise self._error(exc, name) from exc
+            raise self._libvirt.error(exc, name) from exc
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             try:
                 if not domain.isActive():
                     return True
             except libvirt.libvirtError as exc:
-                raise self._error(exc, name) from exc
+                raise self._libvirt.error(exc, name) from exc
             time.sleep(SHUTDOWN_POLL_SECONDS)
         return not domain.isActive()
 
@@ -321,7 +274,7 @@ class LibvirtDriver(HypervisorDriver):
         try:
             self._domain(name).destroy()
         except libvirt.libvirtError as exc:
-            raise self._error(exc, name) from exc
+            raise self._libvirt.error(exc, name) from exc
 
     def delete(self, name: str) -> None:
         try:
@@ -334,7 +287,7 @@ class LibvirtDriver(HypervisorDriver):
             try:
                 domain.undefine()
             except libvirt.libvirtError as exc:
-                raise self._error(exc, name) from exc
+                raise self._libvirt.error(exc, name) from exc
         self.disk_path(name).unlink(missing_ok=True)
         # Nothing of a deleted workstation stays behind: its serial console log goes too.
         self.console_log(name).unlink(missing_ok=True)
@@ -343,7 +296,7 @@ class LibvirtDriver(HypervisorDriver):
         try:
             active = self._domain(name).isActive()
         except libvirt.libvirtError as exc:
-            raise self._error(exc, name) from exc
+            raise self._libvirt.error(exc, name) from exc
         return DomainState.RUNNING if active else DomainState.STOPPED
 
     def describe(self, name: str) -> DomainSpec:
@@ -351,12 +304,12 @@ class LibvirtDriver(HypervisorDriver):
 
     def list_domains(self) -> dict[str, DomainState]:
         try:
-            domains = self._conn().listAllDomains()
+            domains = self._libvirt.get().listAllDomains()
             return {
                 d.name(): DomainState.RUNNING if d.isActive() else DomainState.STOPPED for d in domains
             }
         except libvirt.libvirtError as exc:
-            raise self._error(exc) from exc
+            raise self._libvirt.error(exc) from exc
 
     def access(self, name: str) -> Access | None:
         domain = self._domain(name)
@@ -365,7 +318,7 @@ class LibvirtDriver(HypervisorDriver):
                 return None
             console = live_console(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
         except libvirt.libvirtError as exc:
-            raise self._error(exc, name) from exc
+            raise self._libvirt.error(exc, name) from exc
         return Access(
             console=(
                 ConsoleAccess(console.kind, console.listen, console.port, console.password)
@@ -403,7 +356,7 @@ class LibvirtDriver(HypervisorDriver):
                 return None
             share = from_xml(domain.XMLDesc(0)).share
         except libvirt.libvirtError as exc:
-            raise self._error(exc, name) from exc
+            raise self._libvirt.error(exc, name) from exc
         return Path(share) if share else None
 
     def pid(self, name: str) -> int | None:

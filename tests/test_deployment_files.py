@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import configparser
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 

@@ -6,7 +6,7 @@ place in this test makes it fail rather than go unchecked.
 
 from __future__ import annotations
 
-from cwhost.workspaces import file_id
+from cwhost.workspace_paths import file_id
 from tests.conftest import create_stopped
 
 BODIES = {

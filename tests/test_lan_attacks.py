@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from cwhost.workspaces import file_id
+from cwhost.workspace_paths import file_id
 from tests.conftest import cli, power_off_fake_guests, start_server
 
 ATTACKER = "127.0.0.1"

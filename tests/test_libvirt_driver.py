@@ -100,7 +100,7 @@ def test_an_unreachable_libvirtd_is_503_not_500(tmp_path):
 def test_a_dropped_connection_is_reopened_by_the_next_call(tmp_path):
     driver = _driver(tmp_path)
     driver.host()
-    driver._connection.close()  # what a restart of libvirtd does to our end
+    driver._libvirt._connection.close()  # what a restart of libvirtd does to our end
     assert len(driver.host().gpus) == 2
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from drivers.libvirt_xml import DomainXml, Graphics, KernelBoot, PciAddress, from_xml, parse_pci_device, to_xml
+from drivers.libvirt_xml import (
+    DomainXml,
+    Graphics,
+    KernelBoot,
+    PciAddress,
+    from_xml,
+    parse_pci_device,
+    to_xml,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 

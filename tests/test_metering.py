@@ -8,12 +8,12 @@ import time
 
 import pytest
 
+from cwhost.app import build_services
 from cwhost.auth import Principal, create_key, ensure_account
 from cwhost.db import Database
 from cwhost.sampler import GpuReader, ProcessReading, Sampler, normalize_pci_address
-from cwhost.app import build_services
-from cwhost.workstations.model import domain_name
 from cwhost.usage import DAY, GB, HOUR
+from cwhost.workstations.model import domain_name
 from drivers.base import HostInfo
 from drivers.fake import FakeDriver
 from tests.conftest import make_config, power_off_fake_guests

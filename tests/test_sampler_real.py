@@ -9,12 +9,12 @@ import time
 import psutil
 import pytest
 
+from cwhost.app import build_services
 from cwhost.auth import Principal, ensure_account
 from cwhost.db import Database
 from cwhost.sampler import Sampler
-from cwhost.app import build_services
-from cwhost.workstations.model import domain_name
 from cwhost.usage import GB
+from cwhost.workstations.model import domain_name
 from drivers.base import HostInfo
 from drivers.fake import FakeDriver, GuestLoad
 from tests.conftest import (

@@ -19,7 +19,6 @@ import psutil
 import pytest
 import requests
 
-from cwhost.workstations.model import domain_name
 from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
 
 CONFIGURATION = {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}

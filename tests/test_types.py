@@ -6,7 +6,7 @@ import pytest
 
 from cwhost.app import create_app
 from cwhost.db import Database
-from tests.conftest import bearer, cli, make_config, start_server, wait_for_status
+from tests.conftest import bearer, cli, make_config, wait_for_status
 
 SEED_TYPES = {"python", "nodejs", "golang", "chromium", "zoom-chromium", "meet-chromium", "voip", "voip-chromium", "max"}
 

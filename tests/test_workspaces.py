@@ -9,7 +9,7 @@ import pytest
 from cwhost import auth
 from cwhost.app import create_app
 from cwhost.db import Database
-from cwhost.workspaces import file_id
+from cwhost.workspace_paths import file_id
 from tests.conftest import GOOD_CONFIGURATION, make_config, wait_for_status
 
 

@@ -25,7 +25,7 @@ from werkzeug.routing import BaseConverter, PathConverter
 from cwhost.api.idempotency import IdempotencyHeaderPlugin
 from cwhost.api.schemas import ErrorSchema
 from cwhost.errors import ServiceError
-from cwhost.workspaces import FILE_ID_PATTERN
+from cwhost.workspace_paths import FILE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,13 @@ import functools
 import flask
 from flask import Flask, g, request
 
-from cwhost.api.common import AUTHENTICATED_PREFIXES, MESSAGES, bearer_token, error_response, request_id
+from cwhost.api.common import (
+    AUTHENTICATED_PREFIXES,
+    MESSAGES,
+    bearer_token,
+    error_response,
+    request_id,
+)
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 

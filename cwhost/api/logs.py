@@ -8,7 +8,10 @@ import flask
 from flask import current_app, g, url_for
 
 from cwhost.api.common import ApiBlueprint, error_responses, list_body
-from cwhost.api.schemas import LogListSchema, PageArgsSchema
+from cwhost.api.query_args import PageArgsSchema
+from cwhost.api.schemas import (
+    LogListSchema,
+)
 from cwhost.errors import NotFound
 from cwhost.ids import unix_to_rfc3339
 

@@ -2,84 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import marshmallow as ma
 from marshmallow import fields, validate
 
 from cwhost.accounts import MAX_BALANCE_USD
-from cwhost.ids import unix_to_rfc3339
+from cwhost.api.fields import (
+    MAX_CPU_CORES,
+    MAX_MEMORY_GB,
+    MAX_STORAGE_GB,
+    NAME_PATTERN,
+    JsonNumber,
+    StrictSchema,
+    Timestamp,
+    UnixTime,
+    list_schema,
+    size_field,
+    timeout_field,
+)
 from cwhost.patterns import FullMatch
 from cwhost.workstations.model import STATUSES
-from cwhost.workspaces import FILE_ID_PATTERN
-
-NAME_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
-TYPE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-# Generous schema-level ceilings: they keep absurd numbers out before the
-# service compares a request with this host's real capacity.
-MAX_CPU_CORES = 4096
-MAX_MEMORY_GB = 1024 * 1024
-MAX_STORAGE_GB = 1024 * 1024
-MAX_TIMEOUT_MINUTES = 60 * 24 * 366
-
-
-class WholeNumber(fields.Integer):
-    """An integer in JSON: never a string, a float or a boolean."""
-
-    def __init__(self, **kwargs):
-        super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value):
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._validated(value)
-
-
-class JsonNumber(fields.Float):
-    """A number in JSON: never a string or a boolean."""
-
-    def _validated(self, value):
-        if isinstance(value, (str, bool)):
-            raise self.make_error("invalid")
-        return super()._validated(value)
-
-
-class Timestamp(fields.String):
-    """An RFC 3339 UTC time, stored and shown as text such as 2025-09-11T12:00:00Z."""
-
-    def __init__(self, metadata=None, **kwargs):
-        super().__init__(metadata={"format": "date-time", **(metadata or {})}, **kwargs)
-
-
-class UnixTime(fields.Field):
-    """A moment held as UNIX seconds, shown as RFC 3339 UTC text like Timestamp."""
-
-    def __init__(self, metadata=None, **kwargs):
-        super().__init__(metadata={"type": "string", "format": "date-time", **(metadata or {})}, **kwargs)
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        return None if value is None else unix_to_rfc3339(value)
-
-
-def _size(maximum: int, description: str, **kwargs) -> WholeNumber:
-    return WholeNumber(
-        validate=validate.Range(min=1, max=maximum), metadata={"description": description}, **kwargs
-    )
-
-
-def _timeout(description: str, **kwargs) -> WholeNumber:
-    return WholeNumber(
-        validate=validate.Range(min=0, max=MAX_TIMEOUT_MINUTES),
-        metadata={"description": description + " 0 turns it off."},
-        **kwargs,
-    )
-
-
-class StrictSchema(ma.Schema):
-    class Meta:
-        unknown = ma.RAISE
-        ordered = True
-
 
 # -- requests -----------------------------------------------------------------
 
@@ -87,9 +28,9 @@ class StrictSchema(ma.Schema):
 class ConfigurationInSchema(StrictSchema):
     """A configuration in a request: on create, what a type does not give; on PATCH, what changes."""
 
-    cpu_cores = _size(MAX_CPU_CORES, "Virtual CPU cores.", data_key="cpuCores")
-    memory_gb = _size(MAX_MEMORY_GB, "Memory in GB.", data_key="memoryGB")
-    storage_gb = _size(
+    cpu_cores = size_field(MAX_CPU_CORES, "Virtual CPU cores.", data_key="cpuCores")
+    memory_gb = size_field(MAX_MEMORY_GB, "Memory in GB.", data_key="memoryGB")
+    storage_gb = size_field(
         MAX_STORAGE_GB, "Disk size in GB; by PATCH it may grow, never shrink.", data_key="storageGB"
     )
     gpu = fields.String(
@@ -135,10 +76,10 @@ class WorkstationCreateSchema(StrictSchema):
         metadata={"description": "A workstation type id (GET /v1/workstation-types)."},
     )
     workspace_id = fields.String(data_key="workspaceId", validate=validate.Length(1, 63))
-    idle_timeout_minutes = _timeout(
+    idle_timeout_minutes = timeout_field(
         "Stop after this many idle minutes; default: the type's, else 0.", data_key="idleTimeoutMinutes"
     )
-    running_timeout_minutes = _timeout(
+    running_timeout_minutes = timeout_field(
         "Stop after this many running minutes; default: the type's, else 0.",
         data_key="runningTimeoutMinutes",
     )
@@ -147,48 +88,10 @@ class WorkstationCreateSchema(StrictSchema):
 class WorkstationPatchSchema(StrictSchema):
     name = fields.String(**_name_field_kwargs)
     configuration = fields.Nested(ConfigurationInSchema, load_default=dict)
-    idle_timeout_minutes = _timeout("Stop after this many idle minutes.", data_key="idleTimeoutMinutes")
-    running_timeout_minutes = _timeout(
+    idle_timeout_minutes = timeout_field("Stop after this many idle minutes.", data_key="idleTimeoutMinutes")
+    running_timeout_minutes = timeout_field(
         "Stop after this many running minutes.", data_key="runningTimeoutMinutes"
     )
-
-
-class PageArgsSchema(StrictSchema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
-    after = fields.String(
-        validate=FullMatch(r"^[0-9]{1,18}$", error="Not a cursor this server issued."),
-        metadata={"description": "The nextCursor of the previous page."},
-    )
-
-
-class WorkstationListArgsSchema(PageArgsSchema):
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    type = fields.String(validate=validate.Length(1, 63))
-
-
-class StopArgsSchema(StrictSchema):
-    force = fields.Boolean(
-        load_default=False, metadata={"description": "Power off at once instead of asking the guest."}
-    )
-
-
-def _within_calendar(moment: datetime) -> None:
-    """The instant must be a UTC time of years 1 to 9999, the range timestamps are written in."""
-    try:
-        moment.astimezone(timezone.utc)
-    except OverflowError:
-        raise ma.ValidationError("Must fall within the years 1 to 9999 in UTC.") from None
-
-
-class UsageArgsSchema(StrictSchema):
-    from_ = fields.AwareDateTime(data_key="from", default_timezone=None, validate=_within_calendar)
-    to = fields.AwareDateTime(validate=_within_calendar)
-    granularity = fields.String(validate=validate.OneOf(["hour", "day"]))
-
-    @ma.validates_schema
-    def _window_is_not_empty(self, data, **kwargs):
-        if "from_" in data and "to" in data and data["from_"] >= data["to"]:
-            raise ma.ValidationError("Must be before 'to'.", field_name="from")
 
 
 # -- responses ----------------------------------------------------------------
@@ -255,19 +158,6 @@ class WorkstationSchema(ma.Schema):
     access = fields.Nested(AccessSchema, allow_none=True, required=True)
     idle_timeout_minutes = fields.Integer(data_key="idleTimeoutMinutes", required=True)
     running_timeout_minutes = fields.Integer(data_key="runningTimeoutMinutes", required=True)
-
-
-def list_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
-    """The list envelope of API.md for ``item_schema``."""
-    return ma.Schema.from_dict(
-        {
-            "object": fields.String(required=True, validate=validate.Equal("list")),
-            "data": fields.List(fields.Nested(item_schema), required=True),
-            "has_more": fields.Boolean(data_key="hasMore", required=True),
-            "next_cursor": fields.String(data_key="nextCursor", allow_none=True, required=True),
-        },
-        name=name,
-    )
 
 
 WorkstationListSchema = list_schema(WorkstationSchema, "WorkstationList")
@@ -415,14 +305,6 @@ class WorkstationTypeSchema(ma.Schema):
     missing_files = fields.List(fields.String(), data_key="missingFiles", required=True)
 
 
-class TypeListArgsSchema(StrictSchema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
-    after = fields.String(
-        validate=FullMatch(TYPE_ID_PATTERN, error="Not a cursor this server issued."),
-        metadata={"description": "The nextCursor of the previous page."},
-    )
-
-
 WorkstationTypeListSchema = list_schema(WorkstationTypeSchema, "WorkstationTypeList")
 
 
@@ -461,14 +343,6 @@ class WorkspaceSchema(ma.Schema):
 
 
 WorkspaceListSchema = list_schema(WorkspaceSchema, "WorkspaceList")
-
-
-class FileListArgsSchema(StrictSchema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    after = fields.String(
-        validate=FullMatch(f"^{FILE_ID_PATTERN}$", error="Not a cursor this server issued."),
-        metadata={"description": "The nextCursor of the previous page."},
-    )
 
 
 class WorkspaceFileSchema(ma.Schema):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from flask import current_app
 
 from cwhost.api.common import ApiBlueprint, error_responses, list_body
-from cwhost.api.schemas import TypeListArgsSchema, WorkstationTypeListSchema
+from cwhost.api.query_args import TypeListArgsSchema
+from cwhost.api.schemas import (
+    WorkstationTypeListSchema,
+)
 
 blp = ApiBlueprint("types", __name__, description="Workstation types: defaults and boot images.")
 

@@ -11,12 +11,11 @@ from flask.views import MethodView
 from cwhost.api.common import ApiBlueprint, error_responses, links, list_body, raw_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
+from cwhost.api.query_args import FileListArgsSchema, PageArgsSchema
 from cwhost.api.schemas import (
-    FileListArgsSchema,
+    WorkspaceCreateSchema,
     WorkspaceFileListSchema,
     WorkspaceFileSchema,
-    PageArgsSchema,
-    WorkspaceCreateSchema,
     WorkspaceListSchema,
     WorkspaceSchema,
 )

@@ -10,22 +10,24 @@ from flask.views import MethodView
 from cwhost.api.common import ApiBlueprint, error_responses, links, list_body
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
-from cwhost.api.schemas import (
+from cwhost.api.query_args import (
     StopArgsSchema,
     UsageArgsSchema,
+    WorkstationListArgsSchema,
+)
+from cwhost.api.schemas import (
     UsageSchema,
     WorkstationCreateSchema,
-    WorkstationListArgsSchema,
     WorkstationListSchema,
     WorkstationPatchSchema,
     WorkstationSchema,
 )
 from cwhost.config import Pricing
 from cwhost.ids import unix_to_rfc3339
+from cwhost.usage import HOUR, Figures
 from cwhost.workspaces import Workspace
 from cwhost.workstations.model import Workstation
 from drivers.base import Access
-from cwhost.usage import HOUR, Figures
 
 blp = ApiBlueprint(
     "workstations", __name__, url_prefix="/v1/workstations", description="Workstations and their life cycle."

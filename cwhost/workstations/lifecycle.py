@@ -19,11 +19,8 @@ which is enough because one process owns the database (cwhost.serverlock).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from cwhost.accounts import Accounts
 from cwhost.allocation import Allocation
 from cwhost.auth import Principal
 from cwhost.config import Config
-from cwhost.errors import InvalidRequest, InvalidState, StorageUnavailable, Unavailable
+from cwhost.errors import InvalidRequest, InvalidState, StorageUnavailable
 from cwhost.ids import new_id, unix_to_rfc3339
 from cwhost.storage_budget import GIB, StorageBudget
 from cwhost.workspaces import Workspace, Workspaces
@@ -47,6 +44,7 @@ from cwhost.workstations.model import (
     describe_change,
     from_row,
 )
+from cwhost.workstations.guards import WorkstationLocks, hypervisor, read_host
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import (
     Access,
@@ -63,42 +61,6 @@ log = logging.getLogger(__name__)
 PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
 # How often a stopping guest's process is read while it shuts down.
 STOP_READING_SECONDS = 0.1
-
-
-class WorkstationLocks:
-    """One lock per workstation: its transitions, and the reconciler's look at it, one at a time."""
-
-    def __init__(self):
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._guard = threading.Lock()
-
-    def of(self, workstation_id: str) -> threading.Lock:
-        with self._guard:
-            return self._locks[workstation_id]
-
-    @contextmanager
-    def held(self, workstation_id: str):
-        with self.of(workstation_id):
-            yield
-
-    def forget(self, workstation_id: str) -> None:
-        with self._guard:
-            self._locks.pop(workstation_id, None)
-
-
-@contextmanager
-def hypervisor(action: str):
-    """Turn the hypervisor's absence into an answer a client can act on."""
-    try:
-        yield
-    except HypervisorUnavailable as exc:
-        log.warning("hypervisor unavailable during %s: %s", action, exc)
-        raise Unavailable("The hypervisor is unreachable right now; try again shortly.") from exc
-
-
-def read_host(driver: HypervisorDriver) -> HostInfo:
-    with hypervisor("host query"):
-        return driver.host()
 
 
 class Lifecycle:
