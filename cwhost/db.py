@@ -50,6 +50,11 @@ def _initial(db: sqlite_utils.Database) -> None:
         foreign_keys=[("account_id", "accounts", "id")],
     )
     db["api_keys"].create_index(["token_hash"], unique=True)
+    _create_workstations(db)
+
+
+def _create_workstations(db: sqlite_utils.Database) -> None:
+    """Part of 0001 (a helper of an applied migration: what it creates must never change)."""
     db["workstations"].create(
         {
             "id": str,
@@ -124,6 +129,11 @@ def _usage_ledger(db: sqlite_utils.Database) -> None:
     )
     db["usage_samples"].create_index(["workstation_id", "sampled_at"])
     db["usage_samples"].create_index(["sampled_at"])
+    _create_rollups_and_meter_state(db)
+
+
+def _create_rollups_and_meter_state(db: sqlite_utils.Database) -> None:
+    """Part of 0002 (a helper of an applied migration: what it creates must never change)."""
     # Rollups of the samples per UTC hour and per UTC day, kept forever.
     # WITHOUT ROWID keeps a workstation's rows together in key order, so a
     # window's range scan reads contiguous pages (3x faster for a year of

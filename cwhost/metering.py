@@ -33,57 +33,65 @@ class MeterRecorder:
 
     def record(self, now: float, readings) -> None:
         """Record ``readings``: (workstation id, ProcessReading, GPU utilisation or None) each."""
-        samples, states = [], []
+        samples: list = []
+        states: list = []
         rollups: dict[str, list] = {table: [] for table in ROLLUP_TABLES}
         with self._db.write() as tx:
-            # A workstation whose stop committed while this tick read it has had
-            # its final reading: once it shows as stopped its usage is settled,
-            # so a reading that arrives later is dropped.
-            still_running = {
-                row["id"]
-                for row in self._db.query(
-                    "SELECT id FROM workstations WHERE status = ? AND id IN (SELECT value FROM json_each(?))",
-                    [RUNNING, json.dumps([workstation_id for workstation_id, _, _ in readings])],
-                )
-            }
-            readings = [r for r in readings if r[0] in still_running]
-            ids = [workstation_id for workstation_id, _, _ in readings]
-            previous = {
-                row["workstation_id"]: row
-                for row in self._db.query(
-                    "SELECT * FROM meter_state WHERE workstation_id IN (SELECT value FROM json_each(?))",
-                    [json.dumps(ids)],
-                )
-            }
+            readings = self._of_running(readings)
+            previous = self._meter_states([workstation_id for workstation_id, _, _ in readings])
             for workstation_id, reading, utilization in readings:
                 _account(
-                    now, workstation_id, reading, utilization, previous.get(workstation_id),
-                    samples, rollups, states,
+                    now, workstation_id, reading, utilization, previous.get(workstation_id), samples, rollups, states
                 )
-            conn = tx.conn
-            conn.executemany(
-                "INSERT INTO usage_samples (workstation_id, since, sampled_at, cpu_seconds,"
-                " memory_gb_seconds, gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                samples,
+            _insert(tx.conn, samples, rollups, states)
+            tx.conn.execute("DELETE FROM usage_samples WHERE sampled_at < ?", [now - self._retention])
+
+    def _of_running(self, readings) -> list:
+        """Drop readings of workstations whose stop committed while the tick read them.
+
+        Such a workstation had its final reading; once it shows as stopped
+        its usage is settled, so a reading that arrives later is not counted.
+        """
+        ids = json.dumps([workstation_id for workstation_id, _, _ in readings])
+        still_running = {
+            row["id"]
+            for row in self._db.query(
+                "SELECT id FROM workstations WHERE status = ? AND id IN (SELECT value FROM json_each(?))",
+                [RUNNING, ids],
             )
-            for table, rows in rollups.items():
-                conn.executemany(
-                    f"""INSERT INTO {table}
-                           (workstation_id, start, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds)
-                       VALUES (?, ?, ?, ?, ?)
-                       ON CONFLICT (workstation_id, start) DO UPDATE SET
-                           cpu_seconds = cpu_seconds + excluded.cpu_seconds,
-                           memory_gb_seconds = memory_gb_seconds + excluded.memory_gb_seconds,
-                           gpu_utilized_seconds = gpu_utilized_seconds + excluded.gpu_utilized_seconds""",
-                    rows,
-                )
-            conn.executemany(
-                "INSERT OR REPLACE INTO meter_state (workstation_id, pid, process_started,"
-                " cpu_seconds_counter, rss_bytes, sampled_at, cpu_seconds, memory_gb_seconds,"
-                " gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                states,
-            )
-            conn.execute("DELETE FROM usage_samples WHERE sampled_at < ?", [now - self._retention])
+        }
+        return [r for r in readings if r[0] in still_running]
+
+    def _meter_states(self, ids: list[str]) -> dict[str, dict]:
+        rows = self._db.query(
+            "SELECT * FROM meter_state WHERE workstation_id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
+        )
+        return {row["workstation_id"]: row for row in rows}
+
+
+def _insert(conn, samples: list, rollups: dict[str, list], states: list) -> None:
+    conn.executemany(
+        "INSERT INTO usage_samples (workstation_id, since, sampled_at, cpu_seconds,"
+        " memory_gb_seconds, gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?)",
+        samples,
+    )
+    for table, rows in rollups.items():
+        conn.executemany(
+            f"""INSERT INTO {table}
+                   (workstation_id, start, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (workstation_id, start) DO UPDATE SET
+                   cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+                   memory_gb_seconds = memory_gb_seconds + excluded.memory_gb_seconds,
+                   gpu_utilized_seconds = gpu_utilized_seconds + excluded.gpu_utilized_seconds""",
+            rows,
+        )
+    conn.executemany(
+        "INSERT OR REPLACE INTO meter_state (workstation_id, pid, process_started,"
+        " cpu_seconds_counter, rss_bytes, sampled_at, cpu_seconds, memory_gb_seconds,"
+        " gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        states,
+    )
 
 
 def _account(now, workstation_id, reading, utilization, previous, samples, rollups, states) -> None:

@@ -79,15 +79,40 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes) ->
 
 def to_xml(domain: DomainXml) -> str:
     root = ET.Element("domain", type=domain.domain_type)
+    _write_identity(root, domain)
+    _write_resources(root, domain)
+    _write_os(_sub(root, "os"), domain.kernel_boot)
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+    devices = _sub(root, "devices")
+    _write_disk(devices, domain.disk_path)
+    _write_interface(devices, domain.network)
+    _write_serial_console(devices, domain.console_log)
+    if domain.graphics:
+        _write_graphics(devices, domain.graphics)
+    if domain.share:
+        _write_filesystem(devices, domain.share, domain.share_tag)
+    if domain.gpu:
+        _write_hostdev(devices, domain.gpu)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _write_identity(root: ET.Element, domain: DomainXml) -> None:
     _sub(root, "name", domain.name)
     _sub(root, "uuid", domain.uuid)
     _sub(root, "title", domain.title)
     metadata = _sub(root, "metadata")
-    workstation = ET.SubElement(
-        metadata, f"{{{METADATA_NAMESPACE}}}workstation", storageGB=str(domain.storage_gb)
-    )
+    workstation = ET.SubElement(metadata, f"{{{METADATA_NAMESPACE}}}workstation", storageGB=str(domain.storage_gb))
     if domain.base_image:
         workstation.set("baseImage", domain.base_image)
+
+
+def _write_resources(root: ET.Element, domain: DomainXml) -> None:
     _sub(root, "memory", str(domain.memory_mib), unit="MiB")
     if domain.share:
         # virtiofsd maps guest memory, so it must be shared, file-backed memory.
@@ -95,63 +120,69 @@ def to_xml(domain: DomainXml) -> str:
         _sub(backing, "source", type="memfd")
         _sub(backing, "access", mode="shared")
     _sub(root, "vcpu", str(domain.vcpus))
-    os_element = _sub(root, "os")
-    _sub(os_element, "type", "hvm", arch="x86_64")
-    if domain.kernel_boot:
-        _sub(os_element, "kernel", domain.kernel_boot.kernel)
-        if domain.kernel_boot.initrd:
-            _sub(os_element, "initrd", domain.kernel_boot.initrd)
-        if domain.kernel_boot.cmdline:
-            _sub(os_element, "cmdline", domain.kernel_boot.cmdline)
-    else:
-        _sub(os_element, "boot", dev="hd")
-    features = _sub(root, "features")
-    _sub(features, "acpi")
-    _sub(features, "apic")
-    _sub(root, "on_poweroff", "destroy")
-    _sub(root, "on_reboot", "restart")
-    _sub(root, "on_crash", "destroy")
 
-    devices = _sub(root, "devices")
+
+def _write_os(os_element: ET.Element, kernel_boot: KernelBoot | None) -> None:
+    _sub(os_element, "type", "hvm", arch="x86_64")
+    if kernel_boot is None:
+        _sub(os_element, "boot", dev="hd")
+        return
+    _sub(os_element, "kernel", kernel_boot.kernel)
+    if kernel_boot.initrd:
+        _sub(os_element, "initrd", kernel_boot.initrd)
+    if kernel_boot.cmdline:
+        _sub(os_element, "cmdline", kernel_boot.cmdline)
+
+
+def _write_disk(devices: ET.Element, path: str) -> None:
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type="qcow2")
-    _sub(disk, "source", file=domain.disk_path)
+    _sub(disk, "source", file=path)
     _sub(disk, "target", dev="vda", bus="virtio")
-    if domain.network:
+
+
+def _write_interface(devices: ET.Element, network: str | None) -> None:
+    if network:
         interface = _sub(devices, "interface", type="network")
-        _sub(interface, "source", network=domain.network)
+        _sub(interface, "source", network=network)
     else:
         interface = _sub(devices, "interface", type="user")
     _sub(interface, "model", type="virtio")
+
+
+def _write_serial_console(devices: ET.Element, log_path: str) -> None:
     serial = _sub(devices, "serial", type="pty")
-    _sub(serial, "log", file=domain.console_log, append="on")
+    _sub(serial, "log", file=log_path, append="on")
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
-    if domain.graphics:
-        graphics_attributes = {"type": domain.graphics.kind, "autoport": "yes"}
-        if domain.graphics.password:
-            graphics_attributes["passwd"] = domain.graphics.password
-        graphics = _sub(devices, "graphics", **graphics_attributes)
-        _sub(graphics, "listen", type="address", address=domain.graphics.listen)
-    if domain.share:
-        filesystem = _sub(devices, "filesystem", type="mount", accessmode="passthrough")
-        _sub(filesystem, "driver", type="virtiofs")
-        _sub(filesystem, "source", dir=domain.share)
-        _sub(filesystem, "target", dir=domain.share_tag)
-    if domain.gpu:
-        hostdev = _sub(devices, "hostdev", mode="subsystem", type="pci", managed="yes")
-        source = _sub(hostdev, "source")
-        _sub(
-            source,
-            "address",
-            domain=f"0x{domain.gpu.domain:04x}",
-            bus=f"0x{domain.gpu.bus:02x}",
-            slot=f"0x{domain.gpu.slot:02x}",
-            function=f"0x{domain.gpu.function:x}",
-        )
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode")
+
+
+def _write_graphics(devices: ET.Element, graphics: Graphics) -> None:
+    attributes = {"type": graphics.kind, "autoport": "yes"}
+    if graphics.password:
+        attributes["passwd"] = graphics.password
+    element = _sub(devices, "graphics", **attributes)
+    _sub(element, "listen", type="address", address=graphics.listen)
+
+
+def _write_filesystem(devices: ET.Element, share: str, tag: str) -> None:
+    filesystem = _sub(devices, "filesystem", type="mount", accessmode="passthrough")
+    _sub(filesystem, "driver", type="virtiofs")
+    _sub(filesystem, "source", dir=share)
+    _sub(filesystem, "target", dir=tag)
+
+
+def _write_hostdev(devices: ET.Element, gpu: PciAddress) -> None:
+    hostdev = _sub(devices, "hostdev", mode="subsystem", type="pci", managed="yes")
+    _sub(
+        _sub(hostdev, "source"),
+        "address",
+        domain=f"0x{gpu.domain:04x}",
+        bus=f"0x{gpu.bus:02x}",
+        slot=f"0x{gpu.slot:02x}",
+        function=f"0x{gpu.function:x}",
+    )
 
 
 def _memory_mib(element: ET.Element) -> int:
@@ -163,19 +194,9 @@ def _memory_mib(element: ET.Element) -> int:
 def from_xml(text: str) -> DomainXml:
     root = ET.fromstring(text)
     devices = root.find("devices")
-    os_element = root.find("os")
-    kernel = os_element.findtext("kernel")
-    interface = devices.find("interface")
-    graphics = devices.find("graphics")
-    hostdev = devices.find("hostdev[@type='pci']")
     filesystem = next(
-        (fs for fs in devices.findall("filesystem") if fs.find("driver[@type='virtiofs']") is not None),
-        None,
+        (fs for fs in devices.findall("filesystem") if fs.find("driver[@type='virtiofs']") is not None), None
     )
-    gpu = None
-    if hostdev is not None:
-        address = hostdev.find("source/address")
-        gpu = PciAddress(*(int(address.get(part), 16) for part in ("domain", "bus", "slot", "function")))
     workstation = root.find(f"metadata/{{{METADATA_NAMESPACE}}}workstation")
     return DomainXml(
         name=root.findtext("name"),
@@ -187,30 +208,38 @@ def from_xml(text: str) -> DomainXml:
         disk_path=devices.find("disk/source").get("file"),
         storage_gb=int(workstation.get("storageGB")) if workstation is not None else 0,
         console_log=devices.find("serial/log").get("file"),
-        network=(
-            interface.find("source").get("network")
-            if interface is not None and interface.get("type") == "network"
-            else None
-        ),
-        graphics=(
-            Graphics(
-                kind=graphics.get("type"),
-                listen=graphics.find("listen").get("address"),
-                password=graphics.get("passwd"),
-            )
-            if graphics is not None
-            else None
-        ),
-        kernel_boot=(
-            KernelBoot(kernel, os_element.findtext("initrd"), os_element.findtext("cmdline"))
-            if kernel
-            else None
-        ),
-        gpu=gpu,
+        network=_read_network(devices.find("interface")),
+        graphics=_read_graphics(devices.find("graphics")),
+        kernel_boot=_read_kernel_boot(root.find("os")),
+        gpu=_read_hostdev(devices.find("hostdev[@type='pci']")),
         share=filesystem.find("source").get("dir") if filesystem is not None else None,
         share_tag=filesystem.find("target").get("dir") if filesystem is not None else SHARE_TAG,
         base_image=workstation.get("baseImage") if workstation is not None else None,
     )
+
+
+def _read_network(interface: ET.Element | None) -> str | None:
+    if interface is None or interface.get("type") != "network":
+        return None
+    return interface.find("source").get("network")
+
+
+def _read_graphics(graphics: ET.Element | None) -> Graphics | None:
+    if graphics is None:
+        return None
+    return Graphics(kind=graphics.get("type"), listen=graphics.find("listen").get("address"), password=graphics.get("passwd"))
+
+
+def _read_kernel_boot(os_element: ET.Element) -> KernelBoot | None:
+    kernel = os_element.findtext("kernel")
+    return KernelBoot(kernel, os_element.findtext("initrd"), os_element.findtext("cmdline")) if kernel else None
+
+
+def _read_hostdev(hostdev: ET.Element | None) -> PciAddress | None:
+    if hostdev is None:
+        return None
+    address = hostdev.find("source/address")
+    return PciAddress(*(int(address.get(part), 16) for part in ("domain", "bus", "slot", "function")))
 
 
 @dataclass(frozen=True)
