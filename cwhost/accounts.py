@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cwhost.config import AccountLimits, Config
 from cwhost.db import Database
@@ -71,7 +71,7 @@ class Accounts:
         return self._config.limits.for_account(self._row(account_id)["name"])
 
     def use(self, account_id: str) -> AccountUse:
-        row = self._db.query_one(
+        row = self._db.query_row(
             """SELECT COUNT(*) AS workstations,
                       COALESCE(SUM(CASE WHEN status = 'running' THEN cpu_cores END), 0) AS cpu,
                       COALESCE(SUM(CASE WHEN status = 'running' THEN memory_gb END), 0) AS memory,
@@ -141,7 +141,7 @@ class Accounts:
         if row is None:
             raise NotFound(f"No account named {name!r}.")
         with self._db.write() as tx:
-            tx["accounts"].update(row["id"], {"credits_usd": balance_usd + self.spent_usd(row["id"])})
+            tx.table("accounts").update(row["id"], {"credits_usd": balance_usd + self.spent_usd(row["id"])})
         return self.view(row["id"])
 
     def exhausted(self) -> list[str]:
@@ -149,7 +149,7 @@ class Accounts:
         return [
             row["id"]
             for row in self._db.query("SELECT id FROM accounts WHERE credits_usd IS NOT NULL")
-            if self.balance_usd(row["id"]) <= 0
+            if (self.balance_usd(row["id"]) or 0.0) <= 0
         ]
 
     # -- checks ------------------------------------------------------------------
@@ -169,9 +169,7 @@ class Accounts:
                 f"The account may have at most {limit} workstations (max_workstations); it has {count}."
             )
 
-    def require_quota_to_run(
-        self, account_id: str, cpu_cores: int, memory_gb: int, gpus: int, launching: list
-    ) -> None:
+    def require_quota_to_run(self, account_id: str, cpu_cores: int, memory_gb: int, gpus: int, launching: list) -> None:
         """Whether the account may run this much more, counting launches still starting."""
         limits, use = self.limits(account_id), self.use(account_id)
         for name, limit, current, more in (
@@ -196,6 +194,5 @@ class Accounts:
         ):
             if current + more > limit:
                 raise QuotaExceeded(
-                    f"Launching needs {more} more against the account's {name} of {limit};"
-                    f" {current} are in use."
+                    f"Launching needs {more} more against the account's {name} of {limit}; {current} are in use."
                 )

@@ -10,8 +10,8 @@ starts; a unique index makes a double assignment impossible even so.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from cwhost.accounts import Accounts
 from cwhost.config import Config

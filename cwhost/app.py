@@ -16,17 +16,17 @@ from pathlib import Path
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
+from cwhost.accounts import Accounts
+from cwhost.allocation import Allocation
 from cwhost.api import init_api
 from cwhost.api.ratelimit import RateLimiter
 from cwhost.auth import TokenVerifier
 from cwhost.config import Config, ConfigError
 from cwhost.db import Database
-from cwhost.metrics import SamplerMetrics, build_registry
-from cwhost.sampler import GpuReader, Sampler
-from cwhost.accounts import Accounts
-from cwhost.allocation import Allocation
 from cwhost.enforcer import Enforcer
+from cwhost.metrics import SamplerMetrics, build_registry
 from cwhost.reconciler import Reconciler
+from cwhost.sampler import GpuReader, Sampler
 from cwhost.storage_budget import StorageBudget
 from cwhost.usage import UsageLedger
 from cwhost.workspaces import Workspaces
@@ -142,9 +142,7 @@ def _libvirt_driver(config: Config) -> HypervisorDriver:
         graphics=settings.graphics or None,
         graphics_listen=settings.graphics_listen,
         kernel_boot=(
-            KernelBoot(settings.kernel, settings.initrd or None, settings.cmdline or None)
-            if settings.kernel
-            else None
+            KernelBoot(settings.kernel, settings.initrd or None, settings.cmdline or None) if settings.kernel else None
         ),
         base_image=Path(settings.base_image) if settings.base_image else None,
         pid_dir=Path(settings.pid_dir),

@@ -55,7 +55,7 @@ def ensure_account(db: Database, name: str) -> str:
         if row:
             return row["id"]
         account_id = new_id("acct")
-        tx["accounts"].insert({"id": account_id, "name": name, "created_at": utc_now()})
+        tx.table("accounts").insert({"id": account_id, "name": name, "created_at": utc_now()})
         return account_id
 
 
@@ -64,7 +64,7 @@ def create_key(db: Database, account_name: str, admin: bool = False) -> NewKey:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     key_id = new_id("key")
     with db.write() as tx:
-        tx["api_keys"].insert(
+        tx.table("api_keys").insert(
             {
                 "id": key_id,
                 "account_id": account_id,
@@ -133,8 +133,7 @@ class TokenVerifier:
 
     def _read(self, digest: str) -> Principal | None:
         row = self._db.query_one(
-            "SELECT id, account_id, admin, token_hash FROM api_keys"
-            " WHERE token_hash = ? AND revoked_at IS NULL",
+            "SELECT id, account_id, admin, token_hash FROM api_keys WHERE token_hash = ? AND revoked_at IS NULL",
             [digest],
         )
         if row is None or not hmac.compare_digest(row["token_hash"], digest):

@@ -31,7 +31,10 @@ from drivers.base import HypervisorUnavailable
 log = logging.getLogger("cwhost")
 
 
-_DESCRIPTION = "cwhost: private cloud workstations on one GPU server. Serve the API, and manage tokens, accounts and workstation types."
+_DESCRIPTION = (
+    "cwhost: private cloud workstations on one GPU server."
+    " Serve the API, and manage tokens, accounts and workstation types."
+)
 
 
 def _account_name(text: str) -> str:
@@ -206,7 +209,9 @@ def _serve(config, args) -> int:
         try:
             server = _listen(app, config)
         except OSError as exc:
-            print(f"cwhost: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr)
+            print(
+                f"cwhost: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}", file=sys.stderr
+            )
             return 1
         components = app.extensions["cwhost"]
         stop, threads = _start_background(components, config)
@@ -243,9 +248,7 @@ def _bootstrap_admin_key(db: Database) -> None:
     standard output goes to the journal, and a token must never be logged.
     """
     if not sys.stdout.isatty():
-        log.warning(
-            "no API tokens exist; create one with: cwhost keys create --account admin --admin"
-        )
+        log.warning("no API tokens exist; create one with: cwhost keys create --account admin --admin")
         return
     key = auth.create_key(db, "admin", admin=True)
     print("No API tokens existed, so an admin token was created. It is shown only once:")
@@ -344,4 +347,3 @@ def _accounts(config, args) -> int:
             f" {view.burn_rate_usd_per_hour:>9.2f} {view.use.workstations}"
         )
     return 0
-

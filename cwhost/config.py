@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import marshmallow as ma
@@ -66,7 +67,9 @@ _GPU_TABLE = _strict_table(
     model=fields.String(required=True, validate=Length(1, 128)),
     pci_address=fields.String(
         required=True,
-        validate=FullMatch(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", error="must be a PCI address like 0000:65:00.0"),
+        validate=FullMatch(
+            r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", error="must be a PCI address like 0000:65:00.0"
+        ),
     ),
 )
 
@@ -251,7 +254,9 @@ class WorkstationType:
             region=t.region or None,
             idle_timeout_minutes=t.idle_timeout_minutes,
             running_timeout_minutes=t.running_timeout_minutes,
-            boot=BootSource(image=t.image or None, kernel=t.kernel or None, initrd=t.initrd or None, cmdline=t.cmdline or None),
+            boot=BootSource(
+                image=t.image or None, kernel=t.kernel or None, initrd=t.initrd or None, cmdline=t.cmdline or None
+            ),
         )
 
     def missing_files(self) -> list[str]:
@@ -295,7 +300,9 @@ class Config:
     workspaces: WorkspacesConfig = setting(WorkspacesConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
-        lambda: _types({k: TypeSettings(*v[1:4], description=v[0], idle_timeout_minutes=v[4]) for k, v in _SEED_TYPES.items()}),
+        lambda: _types(
+            {k: TypeSettings(*v[1:4], description=v[0], idle_timeout_minutes=v[4]) for k, v in _SEED_TYPES.items()}
+        ),
         field=fields.Dict(keys=fields.String(validate=FullMatch(SLUG)), values=fields.Nested(schema_for(TypeSettings))),
         convert=_types,
     )

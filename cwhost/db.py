@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -30,13 +30,13 @@ ROLLUP_TABLES = {"usage_daily": 86400, "usage_hourly": 3600}
 
 @migrations(name="0001_accounts_keys_workstations")
 def _initial(db: sqlite_utils.Database) -> None:
-    db["accounts"].create(
+    db.table("accounts").create(
         {"id": str, "name": str, "created_at": str},
         pk="id",
         not_null={"name", "created_at"},
     )
-    db["accounts"].create_index(["name"], unique=True)
-    db["api_keys"].create(
+    db.table("accounts").create_index(["name"], unique=True)
+    db.table("api_keys").create(
         {
             "id": str,
             "account_id": str,
@@ -49,13 +49,13 @@ def _initial(db: sqlite_utils.Database) -> None:
         not_null={"account_id", "token_hash", "admin", "created_at"},
         foreign_keys=[("account_id", "accounts", "id")],
     )
-    db["api_keys"].create_index(["token_hash"], unique=True)
+    db.table("api_keys").create_index(["token_hash"], unique=True)
     _create_workstations(db)
 
 
 def _create_workstations(db: sqlite_utils.Database) -> None:
     """Part of 0001 (a helper of an applied migration: what it creates must never change)."""
-    db["workstations"].create(
+    db.table("workstations").create(
         {
             "id": str,
             "account_id": str,
@@ -94,14 +94,14 @@ def _create_workstations(db: sqlite_utils.Database) -> None:
         },
         foreign_keys=[("account_id", "accounts", "id")],
     )
-    db["workstations"].create_index(["account_id", "deleted_at"])
-    db["workstations"].create_index(["gpu_address"], unique=True)
+    db.table("workstations").create_index(["account_id", "deleted_at"])
+    db.table("workstations").create_index(["gpu_address"], unique=True)
 
 
 @migrations(name="0002_usage_ledger")
 def _usage_ledger(db: sqlite_utils.Database) -> None:
     # Intervals of constant billable configuration; times are UNIX seconds.
-    db["usage_segments"].create(
+    db.table("usage_segments").create(
         {
             "id": int,
             "workstation_id": str,
@@ -114,9 +114,9 @@ def _usage_ledger(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"workstation_id", "started_at", "running", "storage_gb"},
     )
-    db["usage_segments"].create_index(["workstation_id", "started_at"])
+    db.table("usage_segments").create_index(["workstation_id", "started_at"])
     # One row per sampler reading: what was used over (since, sampled_at].
-    db["usage_samples"].create(
+    db.table("usage_samples").create(
         {
             "workstation_id": str,
             "since": float,
@@ -127,8 +127,8 @@ def _usage_ledger(db: sqlite_utils.Database) -> None:
         },
         not_null={"workstation_id", "since", "sampled_at"},
     )
-    db["usage_samples"].create_index(["workstation_id", "sampled_at"])
-    db["usage_samples"].create_index(["sampled_at"])
+    db.table("usage_samples").create_index(["workstation_id", "sampled_at"])
+    db.table("usage_samples").create_index(["sampled_at"])
     _create_rollups_and_meter_state(db)
 
 
@@ -151,7 +151,7 @@ def _create_rollups_and_meter_state(db: sqlite_utils.Database) -> None:
         )
     # The last counter values read (so a restart neither loses nor repeats an
     # interval) and the running totals.
-    db["meter_state"].create(
+    db.table("meter_state").create(
         {
             "workstation_id": str,
             "pid": int,
@@ -169,7 +169,7 @@ def _create_rollups_and_meter_state(db: sqlite_utils.Database) -> None:
 
 @migrations(name="0003_idempotency_keys")
 def _idempotency_keys(db: sqlite_utils.Database) -> None:
-    db["idempotency_keys"].create(
+    db.table("idempotency_keys").create(
         {
             "account_id": str,
             "key": str,
@@ -182,14 +182,14 @@ def _idempotency_keys(db: sqlite_utils.Database) -> None:
         pk=("account_id", "key"),
         not_null={"fingerprint", "status", "body", "created_at"},
     )
-    db["idempotency_keys"].create_index(["created_at"])
+    db.table("idempotency_keys").create_index(["created_at"])
 
 
 @migrations(name="0004_account_credits")
 def _account_credits(db: sqlite_utils.Database) -> None:
     # Credit granted in total; the balance is this less the ledger's cost of
     # the account's workstations. NULL: no credit limit.
-    db["accounts"].add_column("credits_usd", float)
+    db.table("accounts").add_column("credits_usd", float)
 
 
 @migrations(name="0005_workstation_boot_source")
@@ -197,24 +197,24 @@ def _workstation_boot_source(db: sqlite_utils.Database) -> None:
     # Copied from the workstation's type when it is created, so that an
     # operator re-mapping a type later does not change existing workstations.
     for column in ("boot_image", "boot_kernel", "boot_initrd", "boot_cmdline"):
-        db["workstations"].add_column(column, str)
+        db.table("workstations").add_column(column, str)
 
 
 @migrations(name="0006_workstation_events")
 def _workstation_events(db: sqlite_utils.Database) -> None:
-    db["workstation_events"].create(
+    db.table("workstation_events").create(
         {"id": int, "workstation_id": str, "at": float, "level": str, "message": str},
         pk="id",
         not_null={"workstation_id", "at", "level", "message"},
     )
-    db["workstation_events"].create_index(["workstation_id", "id"])
+    db.table("workstation_events").create_index(["workstation_id", "id"])
 
 
 @migrations(name="0007_workspaces")
 def _workspaces(db: sqlite_utils.Database) -> None:
     # A deleted workspace keeps its row (with deleted_at) until its directory
     # is gone, so that a crash half-way through the removal is finished at start-up.
-    db["workspaces"].create(
+    db.table("workspaces").create(
         {
             "id": str,
             "account_id": str,
@@ -227,8 +227,8 @@ def _workspaces(db: sqlite_utils.Database) -> None:
         not_null={"account_id", "status", "created_at"},
         foreign_keys=[("account_id", "accounts", "id")],
     )
-    db["workspaces"].create_index(["account_id"])
-    db["workstations"].create_index(["workspace_id"])
+    db.table("workspaces").create_index(["account_id"])
+    db.table("workstations").create_index(["workspace_id"])
 
 
 # What a client is told when SQLite cannot do its part; nothing was changed.
@@ -330,11 +330,18 @@ class Database:
             cursor = self.db.conn.execute(sql, params)
             rows = cursor.fetchall()
         columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row)) for row in rows]
+        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def query_one(self, sql: str, params=()) -> dict | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None
+
+    def query_row(self, sql: str, params=()) -> dict:
+        """The one row a query always has (an aggregate, a row known to exist)."""
+        rows = self.query(sql, params)
+        if not rows:
+            raise LookupError(f"no row for: {sql}")
+        return rows[0]
 
     def migrate(self) -> None:
         """Create or upgrade the schema; run once by the process that owns the database."""

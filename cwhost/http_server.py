@@ -23,12 +23,12 @@ Three things waitress does not do by itself:
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
 import resource
 import threading
 import uuid
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
+from http import HTTPStatus
 
 import waitress
 from flask import Flask
@@ -39,7 +39,6 @@ from waitress.utilities import Error
 
 from cwhost.api.common import error_body
 from cwhost.api.preflight import Refusal
-
 
 # A body this small is read like any other: it costs nothing to take, and
 # closing a socket with unread data resets it, so a client sending a small

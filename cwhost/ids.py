@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -16,22 +16,22 @@ def new_id(prefix: str) -> str:
 
 def rfc3339(moment: datetime) -> str:
     """An aware datetime as RFC 3339 UTC with a ``Z`` suffix, to the second."""
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     # strftime's %Y does not pad years before 1000 on glibc ("391-02-11").
     return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%SZ}"
 
 
 def unix_to_rfc3339(seconds: float) -> str:
-    return rfc3339(datetime.fromtimestamp(seconds, timezone.utc))
+    return rfc3339(datetime.fromtimestamp(seconds, UTC))
 
 
 def rfc3339_to_unix(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def utc_now() -> str:
-    return rfc3339(datetime.now(timezone.utc))
+    return rfc3339(datetime.now(UTC))
 
 
 # The last instant RFC 3339 (four-digit years) can write.
-LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()

@@ -97,9 +97,7 @@ def _insert(conn, samples: list, rollups: dict[str, list], states: list) -> None
 def _account(now, workstation_id, reading, utilization, previous, samples, rollups, states) -> None:
     """Turn one reading into its sample, its shares of each rollup slot, and new meter state."""
     same_process = (
-        previous is not None
-        and previous["pid"] == reading.pid
-        and previous["process_started"] == reading.started
+        previous is not None and previous["pid"] == reading.pid and previous["process_started"] == reading.started
     )
     if same_process:
         since = previous["sampled_at"]
@@ -118,13 +116,9 @@ def _account(now, workstation_id, reading, utilization, previous, samples, rollu
     samples.append((workstation_id, since, now, *figures))
     for table, step in ROLLUP_TABLES.items():
         for slot, overlap in split_by_step(since, now, step):
-            rollups[table].append(
-                (workstation_id, slot, *(value * overlap / seconds for value in figures))
-            )
+            rollups[table].append((workstation_id, slot, *(value * overlap / seconds for value in figures)))
     totals = (
         (previous[key] if previous else 0.0) + value
-        for key, value in zip(("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds"), figures)
+        for key, value in zip(("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds"), figures, strict=True)
     )
-    states.append(
-        (workstation_id, reading.pid, reading.started, reading.cpu_seconds, reading.rss_bytes, now, *totals)
-    )
+    states.append((workstation_id, reading.pid, reading.started, reading.cpu_seconds, reading.rss_bytes, now, *totals))

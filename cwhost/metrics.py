@@ -45,9 +45,7 @@ class UsageCollector:
 
     def collect(self):
         labels = ["workstation", "account"]
-        cpu = CounterMetricFamily(
-            "cwhost_workstation_cpu_seconds", "CPU time its VM process used.", labels=labels
-        )
+        cpu = CounterMetricFamily("cwhost_workstation_cpu_seconds", "CPU time its VM process used.", labels=labels)
         memory = CounterMetricFamily(
             "cwhost_workstation_memory_gb_seconds",
             "Resident memory of its VM process integrated over time.",

@@ -14,7 +14,7 @@ from marshmallow import validate
 class FullMatch(validate.Regexp):
     """marshmallow's Regexp, but the whole value must match."""
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value):
         if self.regex.fullmatch(value) is None:
             raise validate.ValidationError(self._format_error(value))
         return value

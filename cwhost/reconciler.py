@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from cwhost.errors import StorageUnavailable
 from cwhost.ids import unix_to_rfc3339
@@ -80,16 +80,24 @@ class Reconciler:
             log.warning("workstation %s is running on the hypervisor; recording it", ws.id)
             now = self._clock()
             self._store.transition(
-                ws, now, RUNNING, ("warning", "Found running on the hypervisor; recorded as running."),
-                status=RUNNING, started_at=ws.started_at or unix_to_rfc3339(now),
+                ws,
+                now,
+                RUNNING,
+                ("warning", "Found running on the hypervisor; recorded as running."),
+                status=RUNNING,
+                started_at=ws.started_at or unix_to_rfc3339(now),
             )
         elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address):
             log.warning("workstation %s is not running on the hypervisor; recording it", ws.id)
             at = self._last_seen(ws) if ws.status == RUNNING else self._clock()
             self._store.transition(
-                ws, at, STOPPED,
+                ws,
+                at,
+                STOPPED,
                 ("warning", "Found not running on the hypervisor (its VM stopped); recorded as stopped."),
-                status=STOPPED, started_at=None, gpu_address=None,
+                status=STOPPED,
+                started_at=None,
+                gpu_address=None,
             )
 
     def _finish_deletion(self, ws: Workstation, state: DomainState) -> None:
@@ -103,8 +111,14 @@ class Reconciler:
         log.error("workstation %s has no domain on the hypervisor", ws.id)
         gone = "Its virtual machine no longer exists on the hypervisor."
         self._store.transition(
-            ws, self._last_seen(ws), None, ("error", gone),
-            status=ERROR, started_at=None, gpu_address=None, status_message=gone,
+            ws,
+            self._last_seen(ws),
+            None,
+            ("error", gone),
+            status=ERROR,
+            started_at=None,
+            gpu_address=None,
+            status_message=gone,
         )
 
     def _last_seen(self, ws: Workstation) -> float:

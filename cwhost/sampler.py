@@ -88,7 +88,9 @@ class GpuReader:
 
     def __init__(self, nvml=None):
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         self._nvml = nvml
         self._ready: bool | None = None
         self._failures_logged: set[str] = set()

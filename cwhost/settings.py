@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields
 
-_SIMPLE = {
+_SIMPLE: dict[type, Callable[[], fields.Field]] = {
     int: lambda: fields.Integer(strict=True),
     float: lambda: fields.Float(allow_nan=False),
     str: fields.String,
@@ -39,8 +40,10 @@ def setting(
     A nested section's default is its dataclass; a mutable default is given as a factory.
     """
     metadata = {"validate": validate, "field": field, "convert": convert}
-    if dataclasses.is_dataclass(default) and isinstance(default, type) or (
-        callable(default) and not isinstance(default, type)
+    if (
+        dataclasses.is_dataclass(default)
+        and isinstance(default, type)
+        or (callable(default) and not isinstance(default, type))
     ):
         return dataclasses.field(default_factory=default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -51,13 +54,13 @@ def _field_for(kind: Any, spec: dataclasses.Field) -> fields.Field:
     if given is not None:
         return given
     validate = spec.metadata.get("validate")
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return fields.Nested(schema_for(kind))
     origin = typing.get_origin(kind)
     if origin is tuple:
         item = typing.get_args(kind)[0]
         return fields.List(_SIMPLE[item](), validate=validate)
-    made = _SIMPLE[kind]()
+    made: fields.Field = _SIMPLE[kind]()
     if validate is not None:
         made.validators.append(validate)
     # A setting without a default must be given.

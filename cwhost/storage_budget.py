@@ -11,7 +11,7 @@ take the last gigabyte.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from cwhost.config import Config
 from cwhost.db import Database
@@ -36,7 +36,7 @@ class StorageBudget:
         self._account_limit_gb = account_limit_gb
 
     def _disks_gb(self, account_id: str | None) -> int:
-        row = self._db.query_one(
+        row = self._db.query_row(
             "SELECT COALESCE(SUM(storage_gb), 0) AS gb FROM workstations"
             " WHERE deleted_at IS NULL AND (account_id = ? OR ? IS NULL)",
             [account_id, account_id],

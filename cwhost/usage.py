@@ -82,7 +82,7 @@ def open_segment(
     storage_gb: int,
     gpu: str | None,
 ) -> None:
-    tx["usage_segments"].insert(
+    tx.table("usage_segments").insert(
         {
             "workstation_id": workstation_id,
             "started_at": at,
@@ -96,8 +96,7 @@ def open_segment(
 
 def close_segment(tx: sqlite_utils.Database, workstation_id: str, at: float) -> None:
     tx.execute(
-        "UPDATE usage_segments SET ended_at = MAX(started_at, ?)"
-        " WHERE workstation_id = ? AND ended_at IS NULL",
+        "UPDATE usage_segments SET ended_at = MAX(started_at, ?) WHERE workstation_id = ? AND ended_at IS NULL",
         [at, workstation_id],
     )
 
@@ -136,7 +135,7 @@ class UsageLedger:
 
     def busiest_over(self, workstation_id: str, since: float) -> float | None:
         """The most cores the VM used in any reading since ``since``; None unless readings cover all of it."""
-        window = self._db.query_one(
+        window = self._db.query_row(
             "SELECT MIN(since) AS since, MAX(cpu_seconds / (sampled_at - since)) AS busiest"
             " FROM usage_samples WHERE workstation_id = ? AND sampled_at > ?",
             [workstation_id, since],
@@ -154,9 +153,7 @@ class UsageLedger:
     ) -> UsageReport:
         now = self._clock()
         end = now if end is None else min(end, now)
-        state = self._db.query_one(
-            "SELECT * FROM meter_state WHERE workstation_id = ?", [workstation_id]
-        )
+        state = self._db.query_one("SELECT * FROM meter_state WHERE workstation_id = ?", [workstation_id])
         step = BUCKET_SECONDS.get(granularity or "")
         buckets: dict[int, Figures] = defaultdict(Figures)
         total = Figures()
@@ -170,7 +167,7 @@ class UsageLedger:
                 total.add_metered(state)
         else:
             self._add_metered(workstation_id, start, end, total, bucket_for, step)
-        ordered = [(slot, buckets[slot]) for slot in sorted(buckets)] if step else []
+        ordered: list[tuple[float, Figures]] = [(slot, buckets[slot]) for slot in sorted(buckets)] if step else []
         return UsageReport(
             total=total,
             last_updated=state["sampled_at"] if state else None,
@@ -205,9 +202,7 @@ class UsageLedger:
         A level coarser than the buckets asked for is skipped, so that each
         bucket is summed from rows no larger than itself.
         """
-        levels = [
-            (table, size) for table, size in ROLLUP_TABLES.items() if step is None or size <= step
-        ]
+        levels = [(table, size) for table, size in ROLLUP_TABLES.items() if step is None or size <= step]
         self._resolve(workstation_id, start, end, levels, total, bucket_for, step)
 
     def _resolve(self, workstation_id, start, end, levels, total, bucket_for, step) -> None:
@@ -263,8 +258,7 @@ class UsageLedger:
             [workstation_id, start if start is not None else float("-inf"), end],
         )
         straddling = self._db.query(
-            "SELECT * FROM usage_samples WHERE workstation_id = ? AND sampled_at > ?"
-            " ORDER BY sampled_at LIMIT 1",
+            "SELECT * FROM usage_samples WHERE workstation_id = ? AND sampled_at > ? ORDER BY sampled_at LIMIT 1",
             [workstation_id, end],
         )
         return inside + straddling

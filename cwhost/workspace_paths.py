@@ -17,9 +17,9 @@ import re
 import stat
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from cwhost.errors import InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
 

@@ -23,9 +23,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import IO
 
 from cwhost.auth import Principal
 from cwhost.db import Database, split_page
@@ -41,7 +42,6 @@ from cwhost.workspace_paths import (
     OPEN_DIRECTORY,
     WriteGate,
     closing_directory,
-    walk_to_directory,
     disk_faults,
     display_name,
     file_id,
@@ -50,11 +50,14 @@ from cwhost.workspace_paths import (
     split_path,
     too_large,
     tree_bytes,
+    walk_to_directory,
 )
 
 log = logging.getLogger(__name__)
 
 ACTIVE, ARCHIVED = "active", "archived"
+
+
 # Linux's own limits: NAME_MAX per component, PATH_MAX for the whole path.
 @dataclass(frozen=True)
 class Workspace:
@@ -88,7 +91,6 @@ def _from_row(row: dict) -> Workspace:
         status=row["status"],
         created_at=row["created_at"],
     )
-
 
 
 class Workspaces:
@@ -127,8 +129,9 @@ class Workspaces:
     # -- workspaces ------------------------------------------------------------
 
     def create(self, principal: Principal, name: str | None) -> Workspace:
+        workspace_id = new_id("wsp")
         row = {
-            "id": new_id("wsp"),
+            "id": workspace_id,
             "account_id": principal.account_id,
             "name": name,
             "status": ACTIVE,
@@ -137,12 +140,12 @@ class Workspaces:
         }
         # The directory first: a crash before the row is committed leaves an
         # empty directory nobody refers to, never a workspace with no directory.
-        self.directory(row["id"]).mkdir(mode=0o770)
+        self.directory(workspace_id).mkdir(mode=0o770)
         try:
             with self._db.write() as tx:
-                tx["workspaces"].insert(row)
+                tx.table("workspaces").insert(row)
         except BaseException:
-            self.directory(row["id"]).rmdir()
+            self.directory(workspace_id).rmdir()
             raise
         return _from_row(row)
 
@@ -157,12 +160,10 @@ class Workspaces:
 
     def find(self, workspace_id: str) -> Workspace | None:
         """A workspace that exists, whoever owns it; for showing it on a workstation."""
-        row = self._db.query_one(
-            "SELECT * FROM workspaces WHERE id = ? AND deleted_at IS NULL", [workspace_id]
-        )
+        row = self._db.query_one("SELECT * FROM workspaces WHERE id = ? AND deleted_at IS NULL", [workspace_id])
         return _from_row(row) if row else None
 
-    def list(self, principal: Principal, limit: int, after: int | None) -> tuple[list[Workspace], str | None]:
+    def page(self, principal: Principal, limit: int, after: int | None) -> tuple[list[Workspace], str | None]:
         rows = self._db.query(
             "SELECT rowid AS cursor, * FROM workspaces WHERE deleted_at IS NULL AND rowid > ?"
             " AND (account_id = ? OR ?) ORDER BY rowid LIMIT ?",
@@ -199,13 +200,13 @@ class Workspaces:
             now = self._clock()
             with self._db.write() as tx:
                 changes = {"deleted_at": unix_to_rfc3339(now)} if delete else {"status": ARCHIVED}
-                tx["workspaces"].update(workspace.id, changes)
+                tx.table("workspaces").update(workspace.id, changes)
                 for row in tx.query(
                     "SELECT id FROM workstations WHERE workspace_id = ? AND deleted_at IS NULL",
                     [workspace.id],
                 ):
-                    tx["workstations"].update(row["id"], {"workspace_id": None})
-                    tx["workstation_events"].insert(
+                    tx.table("workstations").update(row["id"], {"workspace_id": None})
+                    tx.table("workstation_events").insert(
                         {
                             "workstation_id": row["id"],
                             "at": now,
@@ -251,9 +252,7 @@ class Workspaces:
             raise UnknownAsset(f"This account has no workspace {workspace_id!r}.")
         workspace = _from_row(row)
         if workspace.status != ACTIVE:
-            raise InvalidState(
-                f"Workspace {workspace.id} is archived; an archived workspace cannot be attached."
-            )
+            raise InvalidState(f"Workspace {workspace.id} is archived; an archived workspace cannot be attached.")
         return workspace
 
     # -- files -----------------------------------------------------------------
@@ -264,7 +263,7 @@ class Workspaces:
         except FileNotFoundError:
             raise NotFound(f"No workspace {workspace.id!r}.") from None
 
-    def open_file(self, principal: Principal, workspace_id: str, identifier: str) -> tuple[BinaryIO, FileInfo]:
+    def open_file(self, principal: Principal, workspace_id: str, identifier: str) -> tuple[IO[bytes], FileInfo]:
         """A file to download, opened; the caller closes it."""
         workspace = self.get(principal, workspace_id)
         path = path_of_file_id(identifier)
@@ -277,9 +276,7 @@ class Workspaces:
             with closing_directory(walk_to_directory(root, parts[:-1], path, create=False)) as parent:
                 try:
                     # O_NONBLOCK: opening a FIFO a guest left there must not hang the request.
-                    fd = os.open(
-                        parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent
-                    )
+                    fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
                 except FileNotFoundError:
                     raise NotFound(f"No file {path!r} in this workspace.") from None
                 except OSError as exc:
@@ -293,9 +290,7 @@ class Workspaces:
         info = FileInfo(file_id(path), display_name(os.fsencode(path)), status.st_size, status.st_mtime)
         return os.fdopen(fd, "rb"), info
 
-    def list_files(
-        self, principal: Principal, workspace_id: str, limit: int, after: str | None
-    ) -> FilePage:
+    def list_files(self, principal: Principal, workspace_id: str, limit: int, after: str | None) -> FilePage:
         """Regular files anywhere in the workspace, by path; links and special files are not shown."""
         workspace = self.get(principal, workspace_id)
         return self.list_directory(workspace, limit, after)
@@ -344,7 +339,7 @@ class Workspaces:
         return workspace
 
     def upload(
-        self, principal: Principal, workspace_id: str, path: str, body: BinaryIO, declared_length: int | None
+        self, principal: Principal, workspace_id: str, path: str, body: IO[bytes], declared_length: int | None
     ) -> tuple[FileInfo, bool]:
         """Store ``body`` at ``path``; returns the file and whether it is new."""
         parts = split_path(path)
@@ -357,7 +352,7 @@ class Workspaces:
                 return self._store(workspace, path, parts, body, declared_length)
 
     def _store(
-        self, workspace: Workspace, path: str, parts: list[str], body: BinaryIO, declared_length: int | None
+        self, workspace: Workspace, path: str, parts: list[str], body: IO[bytes], declared_length: int | None
     ) -> tuple[FileInfo, bool]:
         """Stream to a staging file, fsync, rename into place: a failure anywhere leaves nothing."""
         limit = self.max_upload_bytes

@@ -343,7 +343,7 @@ class FakeDriver(HypervisorDriver):
         with self._lock:
             self._check_available()
             domain = self._get(name)
-            if domain.state != DomainState.RUNNING.value:
+            if domain.state != DomainState.RUNNING.value or domain.console_port is None:
                 return None
             return Access(
                 ConsoleAccess("vnc", self._console_host, domain.console_port, domain.console_password),

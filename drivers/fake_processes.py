@@ -59,10 +59,16 @@ def launch_guest(load, owner: str) -> tuple[int, float]:
     try:
         launcher = subprocess.run(
             [
-                sys.executable, "-m", "drivers.fake_guest",
-                "--cpu-share", str(load.cpu_share),
-                "--memory-mb", str(load.memory_mb),
-                "--detach", "--owner", owner,
+                sys.executable,
+                "-m",
+                "drivers.fake_guest",
+                "--cpu-share",
+                str(load.cpu_share),
+                "--memory-mb",
+                str(load.memory_mb),
+                "--detach",
+                "--owner",
+                owner,
             ],
             stdin=subprocess.DEVNULL,
             capture_output=True,

@@ -245,9 +245,7 @@ class LibvirtDriver(HypervisorDriver):
         # A new console password at every launch; the GPU and the share are in
         # the definition only for the run that has them.
         self._define_xml(
-            self._xml(
-                self._spec(current), current.uuid, gpu, password=secrets.token_urlsafe(6)[:8], share=share
-            )
+            self._xml(self._spec(current), current.uuid, gpu, password=secrets.token_urlsafe(6)[:8], share=share)
         )
         try:
             domain.create()
@@ -305,9 +303,7 @@ class LibvirtDriver(HypervisorDriver):
     def list_domains(self) -> dict[str, DomainState]:
         try:
             domains = self._libvirt.get().listAllDomains()
-            return {
-                d.name(): DomainState.RUNNING if d.isActive() else DomainState.STOPPED for d in domains
-            }
+            return {d.name(): DomainState.RUNNING if d.isActive() else DomainState.STOPPED for d in domains}
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc) from exc
 

@@ -49,10 +49,11 @@ class LibvirtConnection:
             return self._connection
 
     def drop(self) -> None:
-        try:
-            self._connection.close()
-        except libvirt.libvirtError:
-            pass
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except libvirt.libvirtError:
+                pass
         self._connection = None
 
     def error(self, exc: libvirt.libvirtError, name: str | None = None) -> Exception:

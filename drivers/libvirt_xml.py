@@ -24,7 +24,7 @@ class PciAddress:
     function: int
 
     @classmethod
-    def parse(cls, text: str) -> "PciAddress":
+    def parse(cls, text: str) -> PciAddress:
         """``0000:65:00.0``"""
         domain, bus, slot_function = text.split(":")
         slot, function = slot_function.split(".")
@@ -185,35 +185,54 @@ def _write_hostdev(devices: ET.Element, gpu: PciAddress) -> None:
     )
 
 
+def _child(element: ET.Element, path: str) -> ET.Element:
+    """The element at ``path``; a definition without it is not one cwhost wrote."""
+    found = element.find(path)
+    if found is None:
+        raise ValueError(f"domain XML has no {path} under <{element.tag}>")
+    return found
+
+
+def _attribute(element: ET.Element, name: str) -> str:
+    value = element.get(name)
+    if value is None:
+        raise ValueError(f"domain XML's <{element.tag}> has no {name}")
+    return value
+
+
+def _text(element: ET.Element, path: str) -> str:
+    return _child(element, path).text or ""
+
+
 def _memory_mib(element: ET.Element) -> int:
-    value = int(element.text)
+    value = int(element.text or "0")
     factor = {"KiB": 1 / 1024, "k": 1 / 1024, "MiB": 1, "M": 1, "GiB": 1024, "G": 1024}
     return int(value * factor[element.get("unit", "KiB")])
 
 
 def from_xml(text: str) -> DomainXml:
     root = ET.fromstring(text)
-    devices = root.find("devices")
+    devices = _child(root, "devices")
     filesystem = next(
         (fs for fs in devices.findall("filesystem") if fs.find("driver[@type='virtiofs']") is not None), None
     )
     workstation = root.find(f"metadata/{{{METADATA_NAMESPACE}}}workstation")
     return DomainXml(
-        name=root.findtext("name"),
-        uuid=root.findtext("uuid"),
+        name=_text(root, "name"),
+        uuid=_text(root, "uuid"),
         title=root.findtext("title") or "",
-        domain_type=root.get("type"),
-        vcpus=int(root.findtext("vcpu")),
-        memory_mib=_memory_mib(root.find("memory")),
-        disk_path=devices.find("disk/source").get("file"),
-        storage_gb=int(workstation.get("storageGB")) if workstation is not None else 0,
-        console_log=devices.find("serial/log").get("file"),
+        domain_type=_attribute(root, "type"),
+        vcpus=int(_text(root, "vcpu")),
+        memory_mib=_memory_mib(_child(root, "memory")),
+        disk_path=_attribute(_child(devices, "disk/source"), "file"),
+        storage_gb=int(_attribute(workstation, "storageGB")) if workstation is not None else 0,
+        console_log=_attribute(_child(devices, "serial/log"), "file"),
         network=_read_network(devices.find("interface")),
         graphics=_read_graphics(devices.find("graphics")),
-        kernel_boot=_read_kernel_boot(root.find("os")),
+        kernel_boot=_read_kernel_boot(_child(root, "os")),
         gpu=_read_hostdev(devices.find("hostdev[@type='pci']")),
-        share=filesystem.find("source").get("dir") if filesystem is not None else None,
-        share_tag=filesystem.find("target").get("dir") if filesystem is not None else SHARE_TAG,
+        share=_attribute(_child(filesystem, "source"), "dir") if filesystem is not None else None,
+        share_tag=_attribute(_child(filesystem, "target"), "dir") if filesystem is not None else SHARE_TAG,
         base_image=workstation.get("baseImage") if workstation is not None else None,
     )
 
@@ -221,13 +240,17 @@ def from_xml(text: str) -> DomainXml:
 def _read_network(interface: ET.Element | None) -> str | None:
     if interface is None or interface.get("type") != "network":
         return None
-    return interface.find("source").get("network")
+    return _attribute(_child(interface, "source"), "network")
 
 
 def _read_graphics(graphics: ET.Element | None) -> Graphics | None:
     if graphics is None:
         return None
-    return Graphics(kind=graphics.get("type"), listen=graphics.find("listen").get("address"), password=graphics.get("passwd"))
+    return Graphics(
+        kind=_attribute(graphics, "type"),
+        listen=_attribute(_child(graphics, "listen"), "address"),
+        password=graphics.get("passwd"),
+    )
 
 
 def _read_kernel_boot(os_element: ET.Element) -> KernelBoot | None:
@@ -238,8 +261,8 @@ def _read_kernel_boot(os_element: ET.Element) -> KernelBoot | None:
 def _read_hostdev(hostdev: ET.Element | None) -> PciAddress | None:
     if hostdev is None:
         return None
-    address = hostdev.find("source/address")
-    return PciAddress(*(int(address.get(part), 16) for part in ("domain", "bus", "slot", "function")))
+    address = _child(hostdev, "source/address")
+    return PciAddress(*(int(_attribute(address, part), 16) for part in ("domain", "bus", "slot", "function")))
 
 
 @dataclass(frozen=True)
@@ -260,12 +283,10 @@ def parse_pci_device(text: str) -> NodeGpu | None:
         return None
     group = capability.find("iommuGroup")
     return NodeGpu(
-        address=PciAddress(
-            *(int(capability.findtext(part)) for part in ("domain", "bus", "slot", "function"))
-        ),
-        vendor_id=int(capability.find("vendor").get("id"), 16),
+        address=PciAddress(*(int(_text(capability, part)) for part in ("domain", "bus", "slot", "function"))),
+        vendor_id=int(_attribute(_child(capability, "vendor"), "id"), 16),
         product=capability.findtext("product") or "",
-        iommu_group=int(group.get("number")) if group is not None else None,
+        iommu_group=int(_attribute(group, "number")) if group is not None else None,
     )
 
 
@@ -285,8 +306,8 @@ def live_console(text: str) -> LiveConsole | None:
     listen = graphics.find("listen")
     port = int(graphics.get("port", "-1"))
     return LiveConsole(
-        kind=graphics.get("type"),
-        listen=listen.get("address") if listen is not None else graphics.get("listen", ""),
+        kind=_attribute(graphics, "type"),
+        listen=listen.get("address", "") if listen is not None else graphics.get("listen", ""),
         port=port if port > 0 else None,
         password=graphics.get("passwd"),
     )

@@ -62,14 +62,14 @@ def test_requests_past_the_in_flight_bound_are_shed_and_health_still_answers(tmp
     alice = bearer(auth.create_key(components.db, "alice").token)
     release = threading.Event()
     inside = threading.Semaphore(0)
-    original = components.services.store.list
+    original = components.services.store.page
 
     def slow_list(*args, **kwargs):
         inside.release()
         release.wait(5)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(components.services.store, "list", slow_list)
+    monkeypatch.setattr(components.services.store, "page", slow_list)
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(app.test_client().get, "/v1/workstations", headers=alice) for _ in range(2)]
         assert inside.acquire(timeout=5) and inside.acquire(timeout=5)

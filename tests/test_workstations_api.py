@@ -349,7 +349,7 @@ def test_unexpected_exceptions_are_500_json_and_logged(client, alice, components
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(components.services.store, "list", explode)
+    monkeypatch.setattr(components.services.store, "page", explode)
     with caplog.at_level(logging.ERROR):
         response = client.get("/v1/workstations", headers=alice)
     body = assert_error(response, 500, "internal")

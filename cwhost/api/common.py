@@ -75,7 +75,7 @@ class JsonParser(FlaskParser):
         except (RecursionError, ValueError) as exc:
             # Deep nesting and integers of thousands of digits escape
             # json.JSONDecodeError; they are malformed input all the same.
-            return self._handle_invalid_json_error(exc, req)
+            return self._handle_invalid_json_error(exc, req)  # type: ignore[arg-type]  # any decode failure
 
 
 class FileIdConverter(BaseConverter):
@@ -260,9 +260,7 @@ class CwhostApi(Api):
     def __init__(self, app: Flask):
         super().__init__(
             app,
-            spec_kwargs={
-                "extra_plugins": [RequestIdHeaderPlugin(), IdempotencyHeaderPlugin(), SchemaExtraPlugin()]
-            },
+            spec_kwargs={"extra_plugins": [RequestIdHeaderPlugin(), IdempotencyHeaderPlugin(), SchemaExtraPlugin()]},
         )
 
     def _register_responses(self):
@@ -274,15 +272,15 @@ class CwhostApi(Api):
         for name, header in _HEADERS.items():
             self.spec.components.header(name, header, lazy=True)
         for status in http.HTTPStatus:
-            response = {"description": status.phrase}
+            response: dict[str, object] = {"description": status.phrase}
             if status >= 200 and status not in (204, 304):
                 response["schema"] = self.ERROR_SCHEMA
-            self._registererror_response(status.name, response, _ERROR_HEADERS.get(status, {}))
-        self._registererror_response(
+            self._register_error_response(status.name, response, _ERROR_HEADERS.get(status, {}))
+        self._register_error_response(
             "DEFAULT_ERROR", {"description": "Default error response", "schema": self.ERROR_SCHEMA}, {}
         )
 
-    def _registererror_response(self, name: str, response: dict, headers: dict) -> None:
+    def _register_error_response(self, name: str, response: dict, headers: dict) -> None:
         prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
         response["headers"] = {"X-Request-Id": "X_REQUEST_ID", **headers}
         self.spec.components.response(name, response, lazy=True)
@@ -300,8 +298,9 @@ class CwhostApi(Api):
         else:
             message = MESSAGES.get(status) or (error.description or http.HTTPStatus(status).phrase)
         headers = {}
-        if status == 405 and getattr(error, "valid_methods", None):
-            headers["Allow"] = ", ".join(error.valid_methods)
+        valid_methods = getattr(error, "valid_methods", None)
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(valid_methods)
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return error_response(status, message, details, headers)
@@ -312,10 +311,10 @@ def handle_service_error(error: ServiceError):
     if error.status >= 500:
         # A 503 (no capacity, hypervisor or disk away) is the client's to retry,
         # with its reason in the answer; only a 500 is a fault of ours.
-        log.log(logging.WARNING if error.status == 503 else logging.ERROR, "request %s: %s", request_id(), error.message)
-    return error_response(
-        error.status, error.message, error.details, headers, code=error.code, extra=error.extra
-    )
+        log.log(
+            logging.WARNING if error.status == 503 else logging.ERROR, "request %s: %s", request_id(), error.message
+        )
+    return error_response(error.status, error.message, error.details, headers, code=error.code, extra=error.extra)
 
 
 def handle_unexpected(error: Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import marshmallow as ma
 from marshmallow import fields, validate
@@ -58,9 +58,7 @@ class UnixTime(fields.Field):
 
 
 def size_field(maximum: int, description: str, **kwargs) -> WholeNumber:
-    return WholeNumber(
-        validate=validate.Range(min=1, max=maximum), metadata={"description": description}, **kwargs
-    )
+    return WholeNumber(validate=validate.Range(min=1, max=maximum), metadata={"description": description}, **kwargs)
 
 
 def timeout_field(description: str, **kwargs) -> WholeNumber:
@@ -80,7 +78,7 @@ class StrictSchema(ma.Schema):
 def within_calendar(moment: datetime) -> None:
     """The instant must be a UTC time of years 1 to 9999, the range timestamps are written in."""
     try:
-        moment.astimezone(timezone.utc)
+        moment.astimezone(UTC)
     except OverflowError:
         raise ma.ValidationError("Must fall within the years 1 to 9999 in UTC.") from None
 

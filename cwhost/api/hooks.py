@@ -76,7 +76,7 @@ def refuse_unknown_query():
 
     Operations that take some refuse the unknown ones through their schemas.
     """
-    if not _authenticated_path() or not request.args or request.routing_exception is not None:
+    if not _authenticated_path() or not request.args or request.endpoint is None:
         return None
     if _takes_query(flask.current_app.view_functions[request.endpoint], request.method):
         return None
@@ -95,7 +95,7 @@ def require_json_body():
         and request.method in _BODY_METHODS
         and _has_body()
         and not request.is_json
-        and not getattr(flask.current_app.view_functions.get(request.endpoint), "raw_body", False)
+        and not getattr(flask.current_app.view_functions.get(request.endpoint or ""), "raw_body", False)
     ):
         return error_response(415, MESSAGES[415])
     return None

@@ -61,15 +61,11 @@ def idempotent(view):
         with _locks[hash((account, key)) % len(_locks)]:
             with db.write() as tx:
                 tx.execute("DELETE FROM idempotency_keys WHERE created_at < ?", [time.time() - ttl])
-            stored = db.query_one(
-                "SELECT * FROM idempotency_keys WHERE account_id = ? AND key = ?", [account, key]
-            )
+            stored = db.query_one("SELECT * FROM idempotency_keys WHERE account_id = ? AND key = ?", [account, key])
             fingerprint = _fingerprint()
             if stored is not None:
                 if stored["fingerprint"] != fingerprint:
-                    raise IdempotencyKeyReused(
-                        f"This {HEADER} was used for a different request; use a new key."
-                    )
+                    raise IdempotencyKeyReused(f"This {HEADER} was used for a different request; use a new key.")
                 replay = flask.make_response(stored["body"], stored["status"])
                 replay.mimetype = "application/json"
                 if stored["location"]:
@@ -82,7 +78,7 @@ def idempotent(view):
                 response = flask.make_response(current_app.handle_user_exception(error))
             if response.status_code < 500 and response.status_code != 429:
                 with db.write() as tx:
-                    tx["idempotency_keys"].insert(
+                    tx.table("idempotency_keys").insert(
                         {
                             "account_id": account,
                             "key": key,

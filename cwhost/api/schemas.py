@@ -44,12 +44,14 @@ class ConfigurationInSchema(StrictSchema):
     )
 
 
-_name_field_kwargs = {
-    "validate": FullMatch(
-        NAME_PATTERN, error="Must be 1 to 63 characters of A-Z, a-z, 0-9, '.', '_' or '-'."
-    ),
-    "metadata": {"pattern": NAME_PATTERN},
-}
+def name_field(description: str | None = None, **kwargs) -> fields.String:
+    """A name: 1 to 63 of A-Za-z0-9._- (the pattern is also the document's)."""
+    metadata = {"pattern": NAME_PATTERN, **({"description": description} if description else {})}
+    return fields.String(
+        validate=FullMatch(NAME_PATTERN, error="Must be 1 to 63 characters of A-Z, a-z, 0-9, '.', '_' or '-'."),
+        metadata=metadata,
+        **kwargs,
+    )
 
 
 class WorkstationCreateSchema(StrictSchema):
@@ -63,7 +65,7 @@ class WorkstationCreateSchema(StrictSchema):
             "properties": {"configuration": {"required": ["cpuCores", "memoryGB", "storageGB"]}},
         },
     }
-    name = fields.String(required=True, **_name_field_kwargs)
+    name = name_field(required=True)
     configuration = fields.Nested(
         ConfigurationInSchema,
         metadata={
@@ -86,12 +88,10 @@ class WorkstationCreateSchema(StrictSchema):
 
 
 class WorkstationPatchSchema(StrictSchema):
-    name = fields.String(**_name_field_kwargs)
+    name = name_field()
     configuration = fields.Nested(ConfigurationInSchema, load_default=dict)
     idle_timeout_minutes = timeout_field("Stop after this many idle minutes.", data_key="idleTimeoutMinutes")
-    running_timeout_minutes = timeout_field(
-        "Stop after this many running minutes.", data_key="runningTimeoutMinutes"
-    )
+    running_timeout_minutes = timeout_field("Stop after this many running minutes.", data_key="runningTimeoutMinutes")
 
 
 # -- responses ----------------------------------------------------------------
@@ -102,9 +102,7 @@ class ErrorSchema(ma.Schema):
     message = fields.String(required=True, metadata={"description": "One human sentence."})
     request_id = fields.String(data_key="requestId", required=True)
     details = fields.Dict(metadata={"description": "Validation messages by field."})
-    balance_usd = fields.Float(
-        data_key="balanceUSD", metadata={"description": "With 402: the account's balance."}
-    )
+    balance_usd = fields.Float(data_key="balanceUSD", metadata={"description": "With 402: the account's balance."})
 
 
 class ConfigurationSchema(ma.Schema):
@@ -125,9 +123,7 @@ class ConsoleSchema(ma.Schema):
     protocol = fields.String(required=True, validate=validate.OneOf(["vnc", "spice"]))
     host = fields.String(required=True)
     port = fields.Integer(required=True)
-    password = fields.String(
-        allow_none=True, required=True, metadata={"description": "Made anew at every launch."}
-    )
+    password = fields.String(allow_none=True, required=True, metadata={"description": "Made anew at every launch."})
 
 
 class AccessSchema(ma.Schema):
@@ -173,12 +169,8 @@ class UsageFiguresSchema(ma.Schema):
     gpu_utilized_hours = _quantity(
         "gpuUtilizedHours", "GPU hours weighted by utilisation, where the host's NVML sees the GPU; else 0."
     )
-    memory_gb_hours = _quantity(
-        "memoryGBHours", "Resident memory of the VM process integrated over time, GB x h."
-    )
-    storage_gb_hours = _quantity(
-        "storageGBHours", "Provisioned disk times the time the workstation existed, GB x h."
-    )
+    memory_gb_hours = _quantity("memoryGBHours", "Resident memory of the VM process integrated over time, GB x h.")
+    storage_gb_hours = _quantity("storageGBHours", "Provisioned disk times the time the workstation existed, GB x h.")
     cost_usd = fields.Float(data_key="costUSD", required=True)
 
 
@@ -275,7 +267,9 @@ class AccountSchema(ma.Schema):
         data_key="exhaustedAt",
         allow_none=True,
         required=True,
-        metadata={"description": "When the balance runs out at that rate; null if never, or not before the year 10000."},
+        metadata={
+            "description": "When the balance runs out at that rate; null if never, or not before the year 10000."
+        },
     )
     limits = fields.Nested(AccountLimitsSchema, required=True)
     use = fields.Nested(AccountUseSchema, required=True)
@@ -325,10 +319,7 @@ LogListSchema = list_schema(LogSchema, "LogList")
 
 
 class WorkspaceCreateSchema(StrictSchema):
-    name = fields.String(
-        metadata={"description": "A label for people; optional.", "pattern": NAME_PATTERN},
-        validate=_name_field_kwargs["validate"],
-    )
+    name = name_field("A label for people; optional.")
 
 
 class WorkspaceSchema(ma.Schema):

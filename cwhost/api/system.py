@@ -46,8 +46,7 @@ def host():
                 # Another account's workstation id is not the caller's to know.
                 "holder": (
                     slot.holder.id
-                    if slot.holder
-                    and (principal.admin or slot.holder.account_id == principal.account_id)
+                    if slot.holder and (principal.admin or slot.holder.account_id == principal.account_id)
                     else None
                 ),
             }

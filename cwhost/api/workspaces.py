@@ -54,7 +54,7 @@ class WorkspaceCollection(MethodView):
     def get(self, args):
         """The caller's workspaces, oldest first."""
         after = int(args["after"]) if "after" in args else None
-        items, next_cursor = _workspaces().list(g.principal, args["limit"], after)
+        items, next_cursor = _workspaces().page(g.principal, args["limit"], after)
         return list_body(items, next_cursor)
 
     @idempotent
@@ -147,7 +147,10 @@ def file_content(workspace_id, file_id):
         "content": _BINARY,
     },
     responses={
-        200: {"description": "The file replaced one at that path.", "content": {"application/json": {"schema": WorkspaceFileSchema}}},
+        200: {
+            "description": "The file replaced one at that path.",
+            "content": {"application/json": {"schema": WorkspaceFileSchema}},
+        },
         201: {"description": "The file is new.", "content": {"application/json": {"schema": WorkspaceFileSchema}}},
     },
 )
@@ -170,9 +173,7 @@ def upload_file(workspace_id, file_path):
     if chunked and not request.environ.get("wsgi.input_terminated"):
         # werkzeug would read such a body as empty, and an empty file would be stored.
         raise InvalidRequest("This server cannot take a chunked upload; send a Content-Length.")
-    info, created = workspaces.upload(
-        g.principal, workspace_id, file_path, request.stream, request.content_length
-    )
+    info, created = workspaces.upload(g.principal, workspace_id, file_path, request.stream, request.content_length)
     body = WorkspaceFileSchema().dump(_present_file(workspace_id, info))
     return flask.jsonify(body), 201 if created else 200
 

@@ -81,7 +81,7 @@ class Workstations(MethodView):
     @blp.doc(operationId="listWorkstations")
     def get(self, args):
         """List the caller's workstations, oldest first."""
-        page = _services().store.list(
+        page = _services().store.page(
             g.principal,
             limit=args["limit"],
             after=int(args["after"]) if "after" in args else None,
@@ -147,7 +147,6 @@ class WorkstationById(MethodView):
         _services().lifecycle.delete(g.principal, workstation_id)
 
 
-
 @blp.route("/<string:workstation_id>/launch", methods=["POST"])
 @idempotent
 @blp.response(200, WorkstationSchema)
@@ -198,8 +197,7 @@ def usage(args, workstation_id):
         "from_": unix_to_rfc3339(report.start) if report.start is not None else ws.created_at,
         "to": unix_to_rfc3339(report.end),
         "buckets": [
-            {"start": unix_to_rfc3339(start), **present_figures(figures, pricing)}
-            for start, figures in report.buckets
+            {"start": unix_to_rfc3339(start), **present_figures(figures, pricing)} for start, figures in report.buckets
         ],
     }
 

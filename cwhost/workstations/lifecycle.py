@@ -33,18 +33,18 @@ from cwhost.ids import new_id, unix_to_rfc3339
 from cwhost.storage_budget import GIB, StorageBudget
 from cwhost.workspaces import Workspace, Workspaces
 from cwhost.workstations import sizing
+from cwhost.workstations.guards import WorkstationLocks, hypervisor, read_host
 from cwhost.workstations.model import (
+    CONFIGURATION_FIELDS,
     ERROR,
     PROVISIONING,
     RUNNING,
     STOPPED,
-    CONFIGURATION_FIELDS,
     Configuration,
     Workstation,
     describe_change,
     from_row,
 )
-from cwhost.workstations.guards import WorkstationLocks, hypervisor, read_host
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import (
     Access,
@@ -215,8 +215,13 @@ class Lifecycle:
                 launched = "Launched" + (f" with the GPU at {gpu.pci_address}" if gpu else "")
                 launched += f" and workspace {workspace.id} shared." if workspace else "."
                 self._store.transition(
-                    ws, now, RUNNING, ("info", launched),
-                    status=RUNNING, started_at=unix_to_rfc3339(now), status_message=None,
+                    ws,
+                    now,
+                    RUNNING,
+                    ("info", launched),
+                    status=RUNNING,
+                    started_at=unix_to_rfc3339(now),
+                    status_message=None,
                 )
             except StorageUnavailable:
                 # Unrecorded, the VM would run unbilled until the reconciler

@@ -25,7 +25,9 @@ class Page:
 
 
 def log_event(tx, workstation_id: str, at: float, level: str, message: str) -> None:
-    tx["workstation_events"].insert({"workstation_id": workstation_id, "at": at, "level": level, "message": message})
+    tx.table("workstation_events").insert(
+        {"workstation_id": workstation_id, "at": at, "level": level, "message": message}
+    )
 
 
 class WorkstationStore:
@@ -46,9 +48,9 @@ class WorkstationStore:
         return from_row(row)
 
     def reload(self, workstation_id: str) -> Workstation:
-        return from_row(self._db.query_one("SELECT * FROM workstations WHERE id = ?", [workstation_id]))
+        return from_row(self._db.query_row("SELECT * FROM workstations WHERE id = ?", [workstation_id]))
 
-    def list(
+    def page(
         self, principal: Principal, limit: int, after: int | None = None, status: str | None = None, type_id=None
     ) -> Page:
         """One page in creation order; the cursor is the last row's rowid."""
@@ -80,7 +82,7 @@ class WorkstationStore:
 
     def running_totals(self) -> tuple[int, int]:
         """Cores and GB of memory of every running workstation."""
-        row = self._db.query_one(
+        row = self._db.query_row(
             "SELECT COALESCE(SUM(cpu_cores), 0) AS cpu, COALESCE(SUM(memory_gb), 0) AS mem"
             " FROM workstations WHERE status = ? AND deleted_at IS NULL",
             [RUNNING],
@@ -134,12 +136,12 @@ class WorkstationStore:
 
     def set(self, workstation_id: str, **columns) -> None:
         with self._db.write() as tx:
-            tx["workstations"].update(workstation_id, columns)
+            tx.table("workstations").update(workstation_id, columns)
 
     def insert(self, row: dict, at: float, event: str) -> None:
         """A new workstation, its first (stopped) segment and its first event."""
         with self._db.write() as tx:
-            tx["workstations"].insert(row)
+            tx.table("workstations").insert(row)
             open_segment(tx, row["id"], at, running=False, storage_gb=row["storage_gb"], gpu=None)
             log_event(tx, row["id"], at, "info", event)
 
@@ -162,7 +164,7 @@ class WorkstationStore:
         with self._db.write() as tx:
             log_event(tx, ws.id, self._clock(), *event)
             if columns:
-                tx["workstations"].update(ws.id, columns)
+                tx.table("workstations").update(ws.id, columns)
             close_segment(tx, ws.id, at)
             if next_segment is not None:
                 open_segment(
@@ -177,5 +179,5 @@ class WorkstationStore:
     def record(self, workstation_id: str, event: tuple[str, str], **columns) -> None:
         """Change columns and log an event, billing untouched (provisioning done)."""
         with self._db.write() as tx:
-            tx["workstations"].update(workstation_id, columns)
+            tx.table("workstations").update(workstation_id, columns)
             log_event(tx, workstation_id, self._clock(), *event)
