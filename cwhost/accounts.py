@@ -135,7 +135,7 @@ class Accounts:
         if not (math.isfinite(balance_usd) and -MAX_BALANCE_USD <= balance_usd <= MAX_BALANCE_USD):
             raise InvalidRequest(
                 f"A balance must be a finite number of USD between {-MAX_BALANCE_USD:g} and {MAX_BALANCE_USD:g}.",
-                details={"balanceUSD": [f"Must be finite and between {-MAX_BALANCE_USD:g} and {MAX_BALANCE_USD:g}."]},
+                details={"balance_usd": [f"Must be finite and between {-MAX_BALANCE_USD:g} and {MAX_BALANCE_USD:g}."]},
             )
         row = self._db.query_one("SELECT id FROM accounts WHERE name = ?", [name])
         if row is None:

@@ -32,7 +32,7 @@ class PaymentRequired(ServiceError):
 
     def __init__(self, message: str, balance_usd: float):
         super().__init__(message)
-        self.extra = {"balanceUSD": round(balance_usd, 6)}
+        self.extra = {"balance_usd": round(balance_usd, 6)}
 
 
 class QuotaExceeded(ServiceError):

@@ -104,7 +104,7 @@ def test_an_account_out_of_credit_gets_402_and_its_workstations_stop(metered):
     assert balance < 0
     with pytest.raises(PaymentRequired) as refused:
         metered.services.lifecycle.launch(metered.principal, other)
-    assert refused.value.extra["balanceUSD"] == pytest.approx(balance, abs=1e-6)
+    assert refused.value.extra["balance_usd"] == pytest.approx(balance, abs=1e-6)
     with pytest.raises(PaymentRequired):
         metered.services.lifecycle.create(
             metered.principal, "x", {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"}

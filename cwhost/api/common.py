@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, PathConverter
 
 from cwhost.api.idempotency import IdempotencyHeaderPlugin
-from cwhost.api.schemas import ErrorSchema
+from cwhost.api.schemas import CLIENT_FIELD_NAMES, ErrorSchema
 from cwhost.errors import ServiceError
 from cwhost.workspace_paths import FILE_ID_PATTERN
 
@@ -306,6 +306,13 @@ class CwhostApi(Api):
         return error_response(status, message, details, headers)
 
 
+def _client_names(details):
+    """The domain names fields as the code does (``cpu_cores``); clients know them as the API does (``cpuCores``)."""
+    if not isinstance(details, dict):
+        return details
+    return {CLIENT_FIELD_NAMES.get(key, key): _client_names(value) for key, value in details.items()}
+
+
 def handle_service_error(error: ServiceError):
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
     if error.status >= 500:
@@ -314,7 +321,9 @@ def handle_service_error(error: ServiceError):
         log.log(
             logging.WARNING if error.status == 503 else logging.ERROR, "request %s: %s", request_id(), error.message
         )
-    return error_response(error.status, error.message, error.details, headers, code=error.code, extra=error.extra)
+    details = _client_names(error.details)
+    extra = _client_names(error.extra)
+    return error_response(error.status, error.message, details, headers, code=error.code, extra=extra)
 
 
 def handle_unexpected(error: Exception):

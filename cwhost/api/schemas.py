@@ -347,3 +347,12 @@ class WorkspaceFileSchema(ma.Schema):
 
 
 WorkspaceFileListSchema = list_schema(WorkspaceFileSchema, "WorkspaceFileList")
+
+
+# Field names as the code spells them, and as clients see them, from the schemas themselves.
+CLIENT_FIELD_NAMES = {
+    name: field.data_key
+    for schema in (ConfigurationInSchema, CreditsSchema)
+    for name, field in schema().fields.items()
+    if field.data_key
+}

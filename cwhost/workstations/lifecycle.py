@@ -335,7 +335,7 @@ class Lifecycle:
         if new.storage_gb < old.storage_gb:
             raise InvalidRequest(
                 f"Storage can grow but never shrink (it is {old.storage_gb} GB).",
-                details={"configuration": {"storageGB": [f"Must be at least {old.storage_gb}."]}},
+                details={"configuration": {"storage_gb": [f"Must be at least {old.storage_gb}."]}},
             )
         sizing.validate(self._config, self.host_info(), new)
         with self._allocation.lock:

@@ -9,7 +9,7 @@ from cwhost.errors import InvalidRequest, UnknownAsset
 from cwhost.workstations.model import CONFIGURATION_FIELDS, Configuration
 from drivers.base import BootSource, HostInfo
 
-_REQUIRED = {"cpu_cores": "cpuCores", "memory_gb": "memoryGB", "storage_gb": "storageGB"}
+_SIZES = ("cpu_cores", "memory_gb", "storage_gb")
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ def resolve(
     if wtype is not None:
         for key in CONFIGURATION_FIELDS:
             settings.setdefault(key, getattr(wtype, key))
-    absent = [key for key in _REQUIRED if key not in settings]
+    absent = [key for key in _SIZES if key not in settings]
     if absent:
         raise InvalidRequest(
             "A configuration is required unless a type gives one.",
-            details={"configuration": {_REQUIRED[k]: ["Missing data for required field."] for k in absent}},
+            details={"configuration": {key: ["Missing data for required field."] for key in absent}},
         )
     return Request(
         configuration=Configuration(
@@ -80,9 +80,9 @@ def validate(config: Config, host: HostInfo, configuration: Configuration) -> No
     limits = config.workstation
     errors: dict[str, list[str]] = {}
     for field, value, host_max, limit in (
-        ("cpuCores", configuration.cpu_cores, host.cpu_cores, limits.max_cpu_cores),
-        ("memoryGB", configuration.memory_gb, host.memory_gb, limits.max_memory_gb),
-        ("storageGB", configuration.storage_gb, host.storage_gb, limits.max_storage_gb),
+        ("cpu_cores", configuration.cpu_cores, host.cpu_cores, limits.max_cpu_cores),
+        ("memory_gb", configuration.memory_gb, host.memory_gb, limits.max_memory_gb),
+        ("storage_gb", configuration.storage_gb, host.storage_gb, limits.max_storage_gb),
     ):
         ceiling = min(host_max, limit)
         if value > ceiling:
