@@ -27,6 +27,7 @@ from cwhost.enforcer import Enforcer
 from cwhost.metrics import SamplerMetrics, build_registry
 from cwhost.reconciler import Reconciler
 from cwhost.sampler import GpuReader, Sampler
+from cwhost.ssh_keys import SshKeys
 from cwhost.storage_budget import StorageBudget
 from cwhost.usage import UsageLedger
 from cwhost.workspaces import Workspaces
@@ -50,6 +51,7 @@ class Services:
     lifecycle: Lifecycle
     reconciler: Reconciler
     enforcer: Enforcer
+    ssh_keys: SshKeys
 
 
 def build_services(db: Database, driver: HypervisorDriver, config: Config, clock=time.time) -> Services:
@@ -80,7 +82,9 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
     lifecycle = Lifecycle(store, allocation, accounts, workspaces, storage, driver, config, clock)
     reconciler = Reconciler(store, lifecycle, workspaces, ledger, driver, clock)
     enforcer = Enforcer(store, accounts, ledger, lifecycle, config, clock)
-    return Services(store, ledger, accounts, workspaces, storage, allocation, lifecycle, reconciler, enforcer)
+    return Services(
+        store, ledger, accounts, workspaces, storage, allocation, lifecycle, reconciler, enforcer, SshKeys(db, clock)
+    )
 
 
 @dataclass

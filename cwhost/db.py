@@ -210,6 +210,18 @@ def _workstation_events(db: sqlite_utils.Database) -> None:
     db.table("workstation_events").create_index(["workstation_id", "id"])
 
 
+@migrations(name="0007_ssh_keys")
+def _ssh_keys(db: sqlite_utils.Database) -> None:
+    # An account's SSH public keys, each once (by fingerprint).
+    db.table("ssh_keys").create(
+        {"id": str, "account_id": str, "name": str, "public_key": str, "fingerprint": str, "created_at": str},
+        pk="id",
+        not_null={"account_id", "name", "public_key", "fingerprint", "created_at"},
+        foreign_keys=[("account_id", "accounts", "id")],
+    )
+    db.table("ssh_keys").create_index(["account_id", "fingerprint"], unique=True)
+
+
 @migrations(name="0007_workspaces")
 def _workspaces(db: sqlite_utils.Database) -> None:
     # A deleted workspace keeps its row (with deleted_at) until its directory

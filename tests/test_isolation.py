@@ -16,10 +16,10 @@ BODIES = {
 ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("get", "/metrics")}
 # The same for every account: health, and the catalogue of types.
 UNSCOPED = {("get", "/healthz"), ("get", "/v1/workstation-types")}
-LISTS = {("get", "/v1/workstations"), ("get", "/v1/workspaces")}
+LISTS = {("get", "/v1/workstations"), ("get", "/v1/workspaces"), ("get", "/v1/account/ssh-keys")}
 OWN_ACCOUNT = {("get", "/v1/account")}
 SHARED_HOST = {("get", "/v1/host")}
-CREATES = {("post", "/v1/workstations"), ("post", "/v1/workspaces")}
+CREATES = {("post", "/v1/workstations"), ("post", "/v1/workspaces"), ("post", "/v1/account/ssh-keys")}
 
 
 def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components):
@@ -28,7 +28,10 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     client.put(f"/v1/workspaces/{workspace['id']}/files/a.txt", data=b"alice's", headers=alice)
     ws = create_stopped(client, alice, gpu="NVIDIA L40S")
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+    public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM"
+    key = client.post("/v1/account/ssh-keys", json={"name": "a", "publicKey": public_key}, headers=alice).get_json()
     values = {
+        "key_id": key["id"],
         "workstation_id": ws["id"],
         "workspace_id": workspace["id"],
         "name": "alice",
@@ -47,7 +50,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
             response = getattr(client, method)(url, json=BODIES.get(operation), headers=bob)
             if operation in ADMIN_ONLY:
                 assert response.status_code == 403, operation
-            elif "{workstation_id}" in path or "{workspace_id}" in path:
+            elif "{workstation_id}" in path or "{workspace_id}" in path or "{key_id}" in path:
                 assert response.status_code == 404, operation
                 assert response.get_json()["error"] == "not_found"
             elif operation in LISTS:
@@ -73,6 +76,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     assert client.get("/v1/account", headers=alice).get_json()["balanceUSD"] is None
     # Nor A's workspace and its file.
     assert client.get(f"/v1/workspaces/{workspace['id']}", headers=alice).get_json()["status"] == "active"
+    assert [k["id"] for k in client.get("/v1/account/ssh-keys", headers=alice).get_json()["data"]] == [key["id"]]
     with client.get(f"/v1/workspaces/{workspace['id']}/files/{file_id('a.txt')}/content", headers=alice) as kept:
         assert kept.get_data() == b"alice's"
     assert {("put", "/v1/workspaces/{workspace_id}/files/{file_path}")} <= checked

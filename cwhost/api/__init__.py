@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
-from cwhost.api import accounts, hooks, logs, system, types, workspaces, workstations
+from cwhost.api import accounts, hooks, logs, ssh_keys, system, types, workspaces, workstations
 from cwhost.api.common import (
     AnyPathConverter,
     CwhostApi,
@@ -64,5 +64,6 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(types.blp)
     api.register_blueprint(logs.blp)
     api.register_blueprint(workspaces.blp)
+    api.register_blueprint(ssh_keys.blp)
     system.register_swagger_assets(app)
     return api

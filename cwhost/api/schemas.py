@@ -349,10 +349,31 @@ class WorkspaceFileSchema(ma.Schema):
 WorkspaceFileListSchema = list_schema(WorkspaceFileSchema, "WorkspaceFileList")
 
 
+class SshKeyCreateSchema(StrictSchema):
+    name = name_field(required=True)
+    public_key = fields.String(
+        data_key="publicKey",
+        required=True,
+        validate=validate.Length(1, 16 * 1024),
+        metadata={"description": "One OpenSSH public key line, as in a .pub file: type, key, optional comment."},
+    )
+
+
+class SshKeySchema(ma.Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    public_key = fields.String(data_key="publicKey", required=True)
+    fingerprint = fields.String(required=True, metadata={"description": "As ssh-keygen -lf shows it: SHA256:…"})
+    created_at = Timestamp(data_key="createdAt", required=True)
+
+
+SshKeyListSchema = list_schema(SshKeySchema, "SshKeyList")
+
+
 # Field names as the code spells them, and as clients see them, from the schemas themselves.
 CLIENT_FIELD_NAMES = {
     name: field.data_key
-    for schema in (ConfigurationInSchema, CreditsSchema)
+    for schema in (ConfigurationInSchema, CreditsSchema, SshKeyCreateSchema)
     for name, field in schema().fields.items()
     if field.data_key
 }

@@ -1,0 +1,105 @@
+"""An account's SSH public keys: real keys accepted with OpenSSH's fingerprint, anything else refused saying why."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+URL = "/v1/account/ssh-keys"
+
+
+def _openssh(private_key) -> str:
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+@pytest.fixture
+def ed25519_key() -> str:
+    return _openssh(ed25519.Ed25519PrivateKey.generate()) + " alice@laptop"
+
+
+def _fingerprint(line: str) -> str:
+    """What ssh-keygen -lf prints, computed here independently of the server."""
+    blob = base64.b64decode(line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def test_a_key_is_added_listed_and_removed(client, alice, ed25519_key):
+    added = client.post(URL, json={"name": "laptop", "publicKey": ed25519_key}, headers=alice)
+    assert added.status_code == 201, added.get_json()
+    key = added.get_json()
+    assert key["name"] == "laptop" and key["publicKey"] == ed25519_key
+    assert key["fingerprint"] == _fingerprint(ed25519_key) and key["createdAt"].endswith("Z")
+    listed = client.get(URL, headers=alice).get_json()
+    assert [k["id"] for k in listed["data"]] == [key["id"]]
+    assert client.delete(f"{URL}/{key['id']}", headers=alice).status_code == 204
+    assert client.get(URL, headers=alice).get_json()["data"] == []
+    assert client.delete(f"{URL}/{key['id']}", headers=alice).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _openssh(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        lambda: _openssh(ec.generate_private_key(ec.SECP256R1())),
+    ],
+    ids=["rsa", "ecdsa"],
+)
+def test_other_key_types_are_taken(client, alice, make):
+    line = make()
+    added = client.post(URL, json={"name": "k", "publicKey": "  " + line + "\n"}, headers=alice)
+    assert added.status_code == 201, added.get_json()
+    assert added.get_json()["publicKey"] == line and added.get_json()["fingerprint"] == _fingerprint(line)
+
+
+def _private(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("", "Length must be between 1 and"),
+        ("   ", "empty"),
+        ("ssh-ed25519", "key type and the key"),
+        ("ssh-ed25519 not*base64", "base64"),
+        ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH", ""),
+        ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM", ""),
+        ("ssh-ed25519 AAAA\nssh-ed25519 BBBB", "one line"),
+        (None, "private key"),
+    ],
+    ids=["empty", "blank", "no-key", "not-base64", "truncated", "type-mismatch", "two-lines", "private"],
+)
+def test_what_is_not_a_public_key_is_400_and_says_why(client, alice, text, reason):
+    if text is None:
+        text = _private(ed25519.Ed25519PrivateKey.generate())
+    refused = client.post(URL, json={"name": "bad", "publicKey": text}, headers=alice)
+    assert refused.status_code == 400, refused.get_json()
+    body = refused.get_json()
+    assert body["error"] == "invalid_request" and "publicKey" in body["details"]
+    assert reason in body["message"] + " ".join(body["details"]["publicKey"])
+    assert client.get(URL, headers=alice).get_json()["data"] == []
+
+
+def test_a_key_is_registered_once(client, alice, ed25519_key):
+    assert client.post(URL, json={"name": "a", "publicKey": ed25519_key}, headers=alice).status_code == 201
+    again = client.post(URL, json={"name": "b", "publicKey": ed25519_key.rsplit(" ", 1)[0]}, headers=alice)
+    assert again.status_code == 400 and "already registered" in again.get_json()["message"]
+
+
+def test_keys_belong_to_their_account(client, alice, bob, ed25519_key):
+    key = client.post(URL, json={"name": "a", "publicKey": ed25519_key}, headers=alice).get_json()
+    assert client.get(URL, headers=bob).get_json()["data"] == []
+    assert client.delete(f"{URL}/{key['id']}", headers=bob).status_code == 404
+    assert [k["id"] for k in client.get(URL, headers=alice).get_json()["data"]] == [key["id"]]
+    # Bob may register the same public key for himself.
+    assert client.post(URL, json={"name": "b", "publicKey": ed25519_key}, headers=bob).status_code == 201
