@@ -79,12 +79,11 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
         host_storage_gb=lambda: read_host(driver).storage_gb,
         account_limit_gb=lambda account: accounts.limits(account).max_storage_gb,
     )
-    lifecycle = Lifecycle(store, allocation, accounts, workspaces, storage, driver, config, clock)
+    ssh_keys = SshKeys(db, clock)
+    lifecycle = Lifecycle(store, allocation, accounts, workspaces, storage, ssh_keys, driver, config, clock)
     reconciler = Reconciler(store, lifecycle, workspaces, ledger, driver, clock)
     enforcer = Enforcer(store, accounts, ledger, lifecycle, config, clock)
-    return Services(
-        store, ledger, accounts, workspaces, storage, allocation, lifecycle, reconciler, enforcer, SshKeys(db, clock)
-    )
+    return Services(store, ledger, accounts, workspaces, storage, allocation, lifecycle, reconciler, enforcer, ssh_keys)
 
 
 @dataclass

@@ -212,6 +212,12 @@ class WorkspacesConfig:
 
 
 @dataclass(frozen=True)
+class GuestConfig:
+    # The user cloud-init makes in every guest, with the account's SSH keys and sudo.
+    user: str = setting("dev", validate=FullMatch(r"^[a-z_][a-z0-9_-]{0,31}$", error="must be a Linux user name"))
+
+
+@dataclass(frozen=True)
 class TypeSettings:
     """A workstation type as the file declares it (``[types.ID]``)."""
 
@@ -298,6 +304,7 @@ class Config:
     limits: LimitsConfig = setting(LimitsConfig)
     credits: CreditsConfig = setting(CreditsConfig)
     workspaces: WorkspacesConfig = setting(WorkspacesConfig)
+    guest: GuestConfig = setting(GuestConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         lambda: _types(

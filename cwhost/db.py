@@ -222,6 +222,12 @@ def _ssh_keys(db: sqlite_utils.Database) -> None:
     db.table("ssh_keys").create_index(["account_id", "fingerprint"], unique=True)
 
 
+@migrations(name="0008_workstation_ssh_keys")
+def _workstation_ssh_keys(db: sqlite_utils.Database) -> None:
+    # Keys a create gave for that workstation alone (a JSON list), besides its account's.
+    db.table("workstations").add_column("ssh_public_keys", str)
+
+
 @migrations(name="0007_workspaces")
 def _workspaces(db: sqlite_utils.Database) -> None:
     # A deleted workspace keeps its row (with deleted_at) until its directory

@@ -66,6 +66,21 @@ def parse_public_key(text: str) -> tuple[str, str]:
     return " ".join(parts), fingerprint
 
 
+def authorized_lines(keys: list[str]) -> list[str]:
+    """Each key as one authorized_keys line; InvalidRequest naming the first that is not an OpenSSH public key."""
+    lines = []
+    for index, key in enumerate(keys):
+        try:
+            lines.append(parse_public_key(key)[0])
+        except InvalidRequest as error:
+            reason = error.details["public_key"] if error.details else [error.message]
+            raise InvalidRequest(
+                f"SSH key {index + 1} of the request: {error.message}",
+                details={"ssh_public_keys": {str(index): reason}},
+            ) from None
+    return lines
+
+
 def _from_row(row: dict) -> SshKey:
     return SshKey(
         id=row["id"],
@@ -120,3 +135,8 @@ class SshKeys:
             removed = tx.execute("DELETE FROM ssh_keys WHERE id = ? AND account_id = ?", [key_id, principal.account_id])
             if removed.rowcount != 1:
                 raise NotFound(f"No SSH key {key_id!r}.")
+
+    def of_account(self, account_id: str) -> list[str]:
+        """The account's keys as authorized_keys lines, oldest first: what its workstations receive."""
+        rows = self._db.query("SELECT public_key FROM ssh_keys WHERE account_id = ? ORDER BY rowid", [account_id])
+        return [r["public_key"] for r in rows]

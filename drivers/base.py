@@ -109,6 +109,17 @@ class BootSource:
 
 
 @dataclass(frozen=True)
+class GuestSeed:
+    """What the guest is told when it boots (cloud-init): its name, its user, that user's keys, its share."""
+
+    hostname: str
+    user: str
+    ssh_keys: tuple[str, ...] = ()
+    # Mount the share (SHARE_TAG) at the user's ~/workspace.
+    mount_share: bool = False
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything a driver needs to define a domain.
 
@@ -140,11 +151,18 @@ class HypervisorDriver(abc.ABC):
         """Redefine a stopped domain; raises ProvisioningError if the disk would shrink."""
 
     @abc.abstractmethod
-    def start(self, name: str, gpu: GpuDevice | None = None, share: Path | None = None) -> None:
+    def start(
+        self, name: str, gpu: GpuDevice | None = None, share: Path | None = None, seed: GuestSeed | None = None
+    ) -> None:
         """Boot a stopped domain, passing ``gpu`` through whole and sharing the directory ``share``.
 
-        The guest sees ``share`` as the file system tagged ``SHARE_TAG``.
+        The guest sees ``share`` as the file system tagged ``SHARE_TAG``, and
+        ``seed`` as a cloud-init NoCloud seed, for this run only.
         """
+
+    @abc.abstractmethod
+    def guest_seed(self, name: str) -> GuestSeed | None:
+        """The seed the running domain was started with; None when stopped or none."""
 
     @abc.abstractmethod
     def shared_directory(self, name: str) -> Path | None:

@@ -29,6 +29,7 @@ from drivers.base import (
     DomainSpec,
     DomainState,
     GpuDevice,
+    GuestSeed,
     HostInfo,
     HypervisorDriver,
     HypervisorUnavailable,
@@ -64,12 +65,14 @@ class _Domain:
     console_password: str | None = None
     boot: dict | None = None
     share: str | None = None
+    # The GuestSeed of this run, as a dict (the state file is JSON).
+    seed: dict | None = None
 
 
 def _mark_stopped(domain: _Domain) -> None:
     """Stopped, with nothing left of its last run."""
     domain.state = DomainState.STOPPED.value
-    domain.gpu = domain.pid = domain.pid_started = domain.share = None
+    domain.gpu = domain.pid = domain.pid_started = domain.share = domain.seed = None
     domain.console_port = domain.console_password = None
 
 
@@ -247,7 +250,9 @@ class FakeDriver(HypervisorDriver):
             domain.boot = asdict(spec.boot)
             self._save()
 
-    def start(self, name: str, gpu: GpuDevice | None = None, share: Path | None = None) -> None:
+    def start(
+        self, name: str, gpu: GpuDevice | None = None, share: Path | None = None, seed: GuestSeed | None = None
+    ) -> None:
         with self._lock:
             self._check_available()
             domain = self._get(name)
@@ -263,6 +268,7 @@ class FakeDriver(HypervisorDriver):
             domain.state = DomainState.RUNNING.value
             domain.gpu = gpu.pci_address if gpu else None
             domain.share = str(share) if share else None
+            domain.seed = asdict(seed) if seed else None
             try:
                 self._save()
             except HypervisorUnavailable:
@@ -352,6 +358,14 @@ class FakeDriver(HypervisorDriver):
 
     def console_log(self, name: str) -> Path | None:
         return None  # a fake guest has no serial console
+
+    def guest_seed(self, name: str) -> GuestSeed | None:
+        with self._lock:
+            self._check_available()
+            domain = self._get(name)
+            if domain.state != DomainState.RUNNING.value or domain.seed is None:
+                return None
+            return GuestSeed(**{**domain.seed, "ssh_keys": tuple(domain.seed["ssh_keys"])})
 
     def shared_directory(self, name: str) -> Path | None:
         with self._lock:

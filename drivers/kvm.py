@@ -29,12 +29,14 @@ from drivers.base import (
     DomainSpec,
     DomainState,
     GpuDevice,
+    GuestSeed,
     HostInfo,
     HypervisorDriver,
     InvalidDomainState,
     ProvisioningError,
     require_shared_directory,
 )
+from drivers.cloud_init import read_seed_iso, seed_of, write_seed_iso
 from drivers.libvirt_connection import LibvirtConnection
 from drivers.libvirt_xml import (
     DomainXml,
@@ -138,6 +140,7 @@ class LibvirtDriver(HypervisorDriver):
         gpu: GpuDevice | None = None,
         password: str | None = None,
         share: Path | None = None,
+        seed_iso: Path | None = None,
     ) -> str:
         return to_xml(
             DomainXml(
@@ -156,6 +159,7 @@ class LibvirtDriver(HypervisorDriver):
                 gpu=PciAddress.parse(gpu.pci_address) if gpu else None,
                 share=str(share) if share else None,
                 base_image=spec.boot.image,
+                seed_iso=str(seed_iso) if seed_iso else None,
             )
         )
 
@@ -236,16 +240,29 @@ class LibvirtDriver(HypervisorDriver):
             self._qemu_img("resize", "-q", str(self.disk_path(spec.name)), f"{spec.storage_gb}G")
         self._define_xml(self._xml(spec, current.uuid))
 
-    def start(self, name: str, gpu: GpuDevice | None = None, share: Path | None = None) -> None:
+    def start(
+        self, name: str, gpu: GpuDevice | None = None, share: Path | None = None, seed: GuestSeed | None = None
+    ) -> None:
         domain = self._domain(name)
         if domain.isActive():
             raise InvalidDomainState(f"domain {name} is already running")
         require_shared_directory(share)
         current = self._inactive(domain)
-        # A new console password at every launch; the GPU and the share are in
-        # the definition only for the run that has them.
+        seed_iso = None
+        if seed is not None:
+            seed_iso = self.seed_path(name)
+            write_seed_iso(seed_iso, seed, name)
+        # A new console password at every launch; the GPU, the share and the
+        # seed are in the definition only for the run that has them.
         self._define_xml(
-            self._xml(self._spec(current), current.uuid, gpu, password=secrets.token_urlsafe(6)[:8], share=share)
+            self._xml(
+                self._spec(current),
+                current.uuid,
+                gpu,
+                password=secrets.token_urlsafe(6)[:8],
+                share=share,
+                seed_iso=seed_iso,
+            )
         )
         try:
             domain.create()
@@ -287,8 +304,9 @@ class LibvirtDriver(HypervisorDriver):
             except libvirt.libvirtError as exc:
                 raise self._libvirt.error(exc, name) from exc
         self.disk_path(name).unlink(missing_ok=True)
-        # Nothing of a deleted workstation stays behind: its serial console log goes too.
+        # Nothing of a deleted workstation stays behind: its console log and seed go too.
         self.console_log(name).unlink(missing_ok=True)
+        self.seed_path(name).unlink(missing_ok=True)
 
     def state(self, name: str) -> DomainState:
         try:
@@ -344,6 +362,19 @@ class LibvirtDriver(HypervisorDriver):
             if found:
                 return found
         return ()
+
+    def seed_path(self, name: str) -> Path:
+        return self._disk_dir / f"{name}.seed.iso"
+
+    def guest_seed(self, name: str) -> GuestSeed | None:
+        domain = self._domain(name)
+        try:
+            if not domain.isActive():
+                return None
+            seed_iso = from_xml(domain.XMLDesc(0)).seed_iso
+        except libvirt.libvirtError as exc:
+            raise self._libvirt.error(exc, name) from exc
+        return seed_of(read_seed_iso(Path(seed_iso))) if seed_iso else None
 
     def shared_directory(self, name: str) -> Path | None:
         domain = self._domain(name)

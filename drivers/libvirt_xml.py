@@ -68,6 +68,8 @@ class DomainXml:
     share_tag: str = SHARE_TAG
     # The image the disk was made from, kept in cwhost's metadata.
     base_image: str | None = None
+    # A cloud-init NoCloud seed image, as a CD-ROM on the SATA bus (where cloud-init looks on q35).
+    seed_iso: str | None = None
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes) -> ET.Element:
@@ -96,6 +98,8 @@ def to_xml(domain: DomainXml) -> str:
         _write_graphics(devices, domain.graphics)
     if domain.share:
         _write_filesystem(devices, domain.share, domain.share_tag)
+    if domain.seed_iso:
+        _write_cdrom(devices, domain.seed_iso)
     if domain.gpu:
         _write_hostdev(devices, domain.gpu)
     ET.indent(root)
@@ -139,6 +143,14 @@ def _write_disk(devices: ET.Element, path: str) -> None:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=path)
     _sub(disk, "target", dev="vda", bus="virtio")
+
+
+def _write_cdrom(devices: ET.Element, path: str) -> None:
+    cdrom = _sub(devices, "disk", type="file", device="cdrom")
+    _sub(cdrom, "driver", name="qemu", type="raw")
+    _sub(cdrom, "source", file=path)
+    _sub(cdrom, "target", dev="sda", bus="sata")
+    _sub(cdrom, "readonly")
 
 
 def _write_interface(devices: ET.Element, network: str | None) -> None:
@@ -224,7 +236,7 @@ def from_xml(text: str) -> DomainXml:
         domain_type=_attribute(root, "type"),
         vcpus=int(_text(root, "vcpu")),
         memory_mib=_memory_mib(_child(root, "memory")),
-        disk_path=_attribute(_child(devices, "disk/source"), "file"),
+        disk_path=_attribute(_child(devices, "disk[@device='disk']/source"), "file"),
         storage_gb=int(_attribute(workstation, "storageGB")) if workstation is not None else 0,
         console_log=_attribute(_child(devices, "serial/log"), "file"),
         network=_read_network(devices.find("interface")),
@@ -234,7 +246,12 @@ def from_xml(text: str) -> DomainXml:
         share=_attribute(_child(filesystem, "source"), "dir") if filesystem is not None else None,
         share_tag=_attribute(_child(filesystem, "target"), "dir") if filesystem is not None else SHARE_TAG,
         base_image=workstation.get("baseImage") if workstation is not None else None,
+        seed_iso=_read_cdrom(devices.find("disk[@device='cdrom']")),
     )
+
+
+def _read_cdrom(cdrom: ET.Element | None) -> str | None:
+    return _attribute(_child(cdrom, "source"), "file") if cdrom is not None else None
 
 
 def _read_network(interface: ET.Element | None) -> str | None:

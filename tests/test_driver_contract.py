@@ -8,6 +8,7 @@ import psutil
 import pytest
 
 from drivers.base import (
+    GuestSeed,
     BootSource,
     DomainNotFound,
     DomainSpec,
@@ -253,3 +254,15 @@ def test_a_shutdown_without_waiting_only_asks(driver):
     stopped = driver.shutdown("cwhost-ws-test0001", 0)
     # Whether the guest is gone at once is the guest's affair; the answer says which.
     assert stopped == (driver.state("cwhost-ws-test0001") == DomainState.STOPPED)
+
+
+def test_a_seed_is_given_for_one_run_only(driver):
+    seed = GuestSeed("my-box", "dev", ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM a",))
+    driver.define(spec())
+    assert driver.guest_seed("cwhost-ws-test0001") is None
+    driver.start("cwhost-ws-test0001", seed=seed)
+    assert driver.guest_seed("cwhost-ws-test0001") == seed
+    driver.destroy("cwhost-ws-test0001")
+    assert driver.guest_seed("cwhost-ws-test0001") is None
+    driver.start("cwhost-ws-test0001")
+    assert driver.guest_seed("cwhost-ws-test0001") is None

@@ -39,6 +39,11 @@ KINDS = {
     "gpu-workspace": DomainXml(
         **BASE, gpu=PciAddress.parse("0000:65:00.0"), share="/var/lib/cwhost/workspaces/wsp-1a2b3c4d"
     ),
+    "workspace-seed": DomainXml(
+        **BASE,
+        share="/var/lib/cwhost/workspaces/wsp-1a2b3c4d",
+        seed_iso="/var/lib/cwhost/disks/cwhost-ws-8f3k2m9q.seed.iso",
+    ),
     "kernel-boot": DomainXml(
         **{**BASE, "domain_type": "qemu", "network": None, "graphics": None},
         kernel_boot=KernelBoot("/srv/guest/vmlinuz", "/srv/guest/initrd.img", "console=ttyS0 quiet"),

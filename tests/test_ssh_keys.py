@@ -103,3 +103,33 @@ def test_keys_belong_to_their_account(client, alice, bob, ed25519_key):
     assert [k["id"] for k in client.get(URL, headers=alice).get_json()["data"]] == [key["id"]]
     # Bob may register the same public key for himself.
     assert client.post(URL, json={"name": "b", "publicKey": ed25519_key}, headers=bob).status_code == 201
+
+
+def test_a_launch_gives_the_guest_the_accounts_keys_and_the_workstations_own(client, alice, components, ed25519_key):
+    from tests.conftest import GOOD_CONFIGURATION, wait_for_status
+
+    client.post(URL, json={"name": "laptop", "publicKey": ed25519_key}, headers=alice)
+    own = _openssh(ed25519.Ed25519PrivateKey.generate())
+    created = client.post(
+        "/v1/workstations",
+        json={"name": "My_Box", "configuration": GOOD_CONFIGURATION, "sshPublicKeys": [own]},
+        headers=alice,
+    ).get_json()
+    wait_for_status(client, alice, created["id"], "stopped")
+    assert client.post(f"/v1/workstations/{created['id']}/launch", headers=alice).status_code == 200
+    seed = components.driver.guest_seed(f"cwhost-{created['id']}")
+    assert seed.hostname == "my-box" and seed.user == components.config.guest.user
+    assert seed.ssh_keys == (ed25519_key, own) and seed.mount_share is False
+
+
+def test_a_bad_key_at_create_is_400_naming_it(client, alice, components, ed25519_key):
+    from tests.conftest import GOOD_CONFIGURATION
+
+    refused = client.post(
+        "/v1/workstations",
+        json={"name": "x", "configuration": GOOD_CONFIGURATION, "sshPublicKeys": [ed25519_key, "ssh-rsa nope"]},
+        headers=alice,
+    )
+    assert refused.status_code == 400, refused.get_json()
+    assert refused.get_json()["details"]["sshPublicKeys"]["1"]
+    assert components.db.query("SELECT id FROM workstations") == []

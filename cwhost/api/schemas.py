@@ -78,6 +78,12 @@ class WorkstationCreateSchema(StrictSchema):
         metadata={"description": "A workstation type id (GET /v1/workstation-types)."},
     )
     workspace_id = fields.String(data_key="workspaceId", validate=validate.Length(1, 63))
+    ssh_public_keys = fields.List(
+        fields.String(validate=validate.Length(1, 16 * 1024)),
+        data_key="sshPublicKeys",
+        validate=validate.Length(max=20),
+        metadata={"description": "OpenSSH public keys for this workstation alone, besides the account's."},
+    )
     idle_timeout_minutes = timeout_field(
         "Stop after this many idle minutes; default: the type's, else 0.", data_key="idleTimeoutMinutes"
     )
@@ -373,7 +379,7 @@ SshKeyListSchema = list_schema(SshKeySchema, "SshKeyList")
 # Field names as the code spells them, and as clients see them, from the schemas themselves.
 CLIENT_FIELD_NAMES = {
     name: field.data_key
-    for schema in (ConfigurationInSchema, CreditsSchema, SshKeyCreateSchema)
+    for schema in (ConfigurationInSchema, CreditsSchema, SshKeyCreateSchema, WorkstationCreateSchema)
     for name, field in schema().fields.items()
     if field.data_key
 }

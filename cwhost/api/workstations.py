@@ -107,6 +107,7 @@ class Workstations(MethodView):
             workspace_id=body.get("workspace_id"),
             idle_timeout_minutes=body.get("idle_timeout_minutes"),
             running_timeout_minutes=body.get("running_timeout_minutes"),
+            ssh_public_keys=body.get("ssh_public_keys"),
         )
         location = url_for("workstations.WorkstationById", workstation_id=ws.id)
         return shown(ws), 201, {"Location": location}

@@ -29,7 +29,8 @@ from cwhost.allocation import Allocation
 from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.errors import InvalidRequest, InvalidState, StorageUnavailable
-from cwhost.ids import new_id, unix_to_rfc3339
+from cwhost.ids import unix_to_rfc3339
+from cwhost.ssh_keys import SshKeys, authorized_lines
 from cwhost.storage_budget import GIB, StorageBudget
 from cwhost.workspaces import Workspace, Workspaces
 from cwhost.workstations import sizing
@@ -50,11 +51,13 @@ from drivers.base import (
     Access,
     DomainState,
     DriverError,
+    GuestSeed,
     HostInfo,
     HypervisorDriver,
     HypervisorUnavailable,
     InvalidDomainState,
 )
+from drivers.cloud_init import hostname_of
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,12 @@ class Lifecycle:
         accounts: Accounts,
         workspaces: Workspaces,
         storage: StorageBudget,
+        ssh_keys: SshKeys,
         driver: HypervisorDriver,
         config: Config,
         clock=time.time,
     ):
+        self._ssh_keys = ssh_keys
         self._store = store
         self._allocation = allocation
         self._accounts = accounts
@@ -146,15 +151,17 @@ class Lifecycle:
         workspace_id: str | None = None,
         idle_timeout_minutes: int | None = None,
         running_timeout_minutes: int | None = None,
+        ssh_public_keys: list[str] | None = None,
     ) -> Workstation:
         """Create a workstation; a type's defaults fill what the request leaves out."""
         request = sizing.resolve(self._config, configuration, type_id, idle_timeout_minutes, running_timeout_minutes)
+        keys = authorized_lines(ssh_public_keys or [])
         if workspace_id is not None:
             self._workspaces.attachable(principal, workspace_id)
         sizing.validate(self._config, self.host_info(), request.configuration)
         self._accounts.require_credit(principal.account_id)
         now = self._clock()
-        row = _new_row(principal, name, type_id, workspace_id, request, now)
+        row = request.row(principal.account_id, name, type_id, workspace_id, keys, now)
         # Under the allocation lock, so that two creates cannot both take the last place.
         with self._allocation.lock:
             self._accounts.require_quota_for_another_workstation(principal.account_id)
@@ -205,8 +212,9 @@ class Lifecycle:
             gpu, workspace = self._allocation.reserve(ws)
             share = self._workspaces.directory(workspace.id) if workspace else None
             try:
+                seed = self._seed(ws, workspace is not None)
                 with hypervisor("launch"):
-                    self._driver.start(ws.domain_name, gpu, share)
+                    self._driver.start(ws.domain_name, gpu, share, seed)
             except BaseException:
                 self._allocation.release(ws)
                 raise
@@ -232,6 +240,11 @@ class Lifecycle:
                 self._allocation.launched(ws)
             log.info("workstation %s launched (gpu %s)", ws.id, gpu.pci_address if gpu else None)
             return self._store.reload(ws.id)
+
+    def _seed(self, ws: Workstation, with_share: bool) -> GuestSeed:
+        """What the guest is told at this boot: the account's keys as they are now, then the workstation's own."""
+        keys = list(dict.fromkeys([*self._ssh_keys.of_account(ws.account_id), *ws.ssh_public_keys]))
+        return GuestSeed(hostname_of(ws.name), self._config.guest.user, tuple(keys), mount_share=with_share)
 
     def _power_off_unrecorded(self, ws: Workstation) -> None:
         try:
@@ -365,31 +378,3 @@ class Lifecycle:
 
 def _given_or(value, current):
     return current if value is None else value
-
-
-def _new_row(principal: Principal, name: str, type_id, workspace_id, request: sizing.Request, now: float) -> dict:
-    c, boot = request.configuration, request.boot
-    return {
-        "id": new_id("ws"),
-        "account_id": principal.account_id,
-        "name": name,
-        "status": PROVISIONING,
-        "type": type_id,
-        "workspace_id": workspace_id,
-        "cpu_cores": c.cpu_cores,
-        "memory_gb": c.memory_gb,
-        "gpu": c.gpu,
-        "storage_gb": c.storage_gb,
-        "region": c.region,
-        "created_at": unix_to_rfc3339(now),
-        "started_at": None,
-        "status_message": None,
-        "idle_timeout_minutes": request.idle_timeout_minutes,
-        "running_timeout_minutes": request.running_timeout_minutes,
-        "gpu_address": None,
-        "deleted_at": None,
-        "boot_image": boot.image,
-        "boot_kernel": boot.kernel,
-        "boot_initrd": boot.initrd,
-        "boot_cmdline": boot.cmdline,
-    }

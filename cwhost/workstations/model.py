@@ -6,6 +6,7 @@ the schemas and every layer can use it without cycles.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from drivers.base import BootSource, DomainSpec
@@ -45,6 +46,8 @@ class Workstation:
     running_timeout_minutes: int
     gpu_address: str | None
     boot: BootSource = BootSource()
+    # Keys given for this workstation alone, besides its account's.
+    ssh_public_keys: tuple[str, ...] = ()
 
     @property
     def domain_name(self) -> str:
@@ -83,6 +86,7 @@ def from_row(row: dict) -> Workstation:
             initrd=row.get("boot_initrd"),
             cmdline=row.get("boot_cmdline"),
         ),
+        ssh_public_keys=tuple(json.loads(row.get("ssh_public_keys") or "[]")),
     )
 
 

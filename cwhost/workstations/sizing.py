@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from cwhost.config import Config, WorkstationType
 from cwhost.errors import InvalidRequest, UnknownAsset
-from cwhost.workstations.model import CONFIGURATION_FIELDS, Configuration
+from cwhost.ids import new_id, unix_to_rfc3339
+from cwhost.workstations.model import CONFIGURATION_FIELDS, PROVISIONING, Configuration
 from drivers.base import BootSource, HostInfo
 
 _SIZES = ("cpu_cores", "memory_gb", "storage_gb")
@@ -20,6 +22,35 @@ class Request:
     idle_timeout_minutes: int
     running_timeout_minutes: int
     boot: BootSource
+
+    def row(self, account_id: str, name: str, type_id, workspace_id, ssh_keys: list[str], now: float) -> dict:
+        """The new workstation's row, as it is first stored: provisioning."""
+        c, boot = self.configuration, self.boot
+        return {
+            "id": new_id("ws"),
+            "account_id": account_id,
+            "name": name,
+            "status": PROVISIONING,
+            "type": type_id,
+            "workspace_id": workspace_id,
+            "cpu_cores": c.cpu_cores,
+            "memory_gb": c.memory_gb,
+            "gpu": c.gpu,
+            "storage_gb": c.storage_gb,
+            "region": c.region,
+            "created_at": unix_to_rfc3339(now),
+            "started_at": None,
+            "status_message": None,
+            "idle_timeout_minutes": self.idle_timeout_minutes,
+            "running_timeout_minutes": self.running_timeout_minutes,
+            "gpu_address": None,
+            "deleted_at": None,
+            "boot_image": boot.image,
+            "boot_kernel": boot.kernel,
+            "boot_initrd": boot.initrd,
+            "boot_cmdline": boot.cmdline,
+            "ssh_public_keys": json.dumps(ssh_keys),
+        }
 
 
 def usable_type(config: Config, type_id: str) -> WorkstationType:

@@ -1,0 +1,105 @@
+"""What a guest is told at boot: a cloud-init NoCloud seed, as an ISO image labelled ``cidata``.
+
+The seed carries the hostname, ``locale: C.UTF-8`` (without the ``locales``
+package cloud-init ends in ``error`` otherwise), one user with the SSH keys
+and sudo, the workspace share mounted at ``~/workspace`` over virtiofs, and
+the guest agent enabled. Network configuration is left to the image
+(systemd-networkd does DHCP; cloud-init's would fight it). Everything is
+written with a YAML dumper and ``pycdlib``, never by formatting text, and read
+back the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+
+import pycdlib
+import yaml
+
+from drivers.base import SHARE_TAG, GuestSeed
+
+VOLUME_LABEL = "cidata"
+_FILES = ("meta-data", "user-data", "network-config")
+
+
+def hostname_of(name: str) -> str:
+    """A workstation's name made a valid hostname: lower case letters, digits and inner hyphens, 63 at most."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
+    return label or "workstation"
+
+
+def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
+    """meta-data, user-data and network-config of a NoCloud seed for the domain ``name``.
+
+    The instance id changes when the user-data does, so that cloud-init
+    applies a changed seed (new keys) at the next boot, and only then (a new
+    instance would also get new SSH host keys).
+    """
+    home = f"/home/{seed.user}"
+    config: dict = {
+        "hostname": seed.hostname,
+        "locale": "C.UTF-8",
+        "users": [
+            {
+                "name": seed.user,
+                "shell": "/bin/bash",
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "lock_passwd": True,
+                "ssh_authorized_keys": list(seed.ssh_keys),
+            }
+        ],
+        "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
+    }
+    if seed.mount_share:
+        config["mounts"] = [[SHARE_TAG, f"{home}/workspace", "virtiofs", "defaults,nofail", "0", "0"]]
+        config["runcmd"].insert(0, ["install", "-d", "-o", seed.user, "-g", seed.user, f"{home}/workspace"])
+    user_data = b"#cloud-config\n" + yaml.safe_dump(config, sort_keys=False).encode()
+    instance_id = f"{name}-{hashlib.sha256(user_data).hexdigest()[:12]}"
+    return {
+        "meta-data": yaml.safe_dump({"instance-id": instance_id, "local-hostname": seed.hostname}).encode(),
+        "user-data": user_data,
+        "network-config": yaml.safe_dump({"network": {"config": "disabled"}}).encode(),
+    }
+
+
+def write_seed_iso(path: Path, seed: GuestSeed, name: str) -> None:
+    """The seed as an ISO 9660 image with Joliet and Rock Ridge names, labelled ``cidata``."""
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
+    for file_name, data in seed_files(seed, name).items():
+        short = "/" + re.sub(r"[^A-Z0-9_]", "_", file_name.upper()) + ".;1"
+        iso.add_fp(io.BytesIO(data), len(data), short, rr_name=file_name, joliet_path="/" + file_name)
+    partial = path.with_suffix(".partial")
+    iso.write(str(partial))
+    iso.close()
+    partial.replace(path)
+
+
+def read_seed_iso(path: Path) -> dict[str, bytes]:
+    """The files of a seed image, by their long names."""
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        files = {}
+        for name in _FILES:
+            out = io.BytesIO()
+            iso.get_file_from_iso_fp(out, joliet_path="/" + name)
+            files[name] = out.getvalue()
+        return files
+    finally:
+        iso.close()
+
+
+def seed_of(files: dict[str, bytes]) -> GuestSeed:
+    """The GuestSeed a seed's files say."""
+    config = yaml.safe_load(files["user-data"])
+    user = config["users"][0]
+    return GuestSeed(
+        hostname=config["hostname"],
+        user=user["name"],
+        ssh_keys=tuple(user.get("ssh_authorized_keys") or ()),
+        mount_share="mounts" in config,
+    )

@@ -1,0 +1,65 @@
+"""The cloud-init NoCloud seed: an ISO labelled cidata whose files say what the guest must be."""
+
+from __future__ import annotations
+
+import pycdlib
+import pytest
+import yaml
+
+from drivers.base import SHARE_TAG, GuestSeed
+from drivers.cloud_init import hostname_of, read_seed_iso, seed_files, seed_of, write_seed_iso
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM alice@laptop"
+
+
+@pytest.mark.parametrize(
+    "name,hostname",
+    [("My-New-Workstation", "my-new-workstation"), ("a.b_c", "a-b-c"), ("---", "workstation"), ("x" * 70, "x" * 63)],
+)
+def test_names_become_hostnames(name, hostname):
+    assert hostname_of(name) == hostname
+
+
+def test_the_seed_is_an_iso_labelled_cidata_that_reads_back(tmp_path):
+    seed = GuestSeed("box", "dev", (KEY,), mount_share=True)
+    path = tmp_path / "seed.iso"
+    write_seed_iso(path, seed, "cwhost-ws-1")
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        assert iso.pvd.volume_identifier.decode().strip() == "cidata"
+    finally:
+        iso.close()
+    files = read_seed_iso(path)
+    assert seed_of(files) == seed
+    assert files["user-data"].startswith(b"#cloud-config\n")
+
+
+def test_user_data_gives_the_user_keys_sudo_locale_agent_and_the_workspace(tmp_path):
+    files = seed_files(GuestSeed("box", "dev", (KEY,), mount_share=True), "cwhost-ws-1")
+    config = yaml.safe_load(files["user-data"])
+    assert config["hostname"] == "box" and config["locale"] == "C.UTF-8"
+    (user,) = config["users"]
+    assert user["name"] == "dev" and user["ssh_authorized_keys"] == [KEY] and "NOPASSWD" in user["sudo"]
+    assert [SHARE_TAG, "/home/dev/workspace", "virtiofs", "defaults,nofail", "0", "0"] in config["mounts"]
+    assert ["systemctl", "enable", "--now", "qemu-guest-agent"] in config["runcmd"]
+    assert yaml.safe_load(files["network-config"]) == {"network": {"config": "disabled"}}
+    without_share = yaml.safe_load(seed_files(GuestSeed("box", "dev"), "cwhost-ws-1")["user-data"])
+    assert "mounts" not in without_share
+
+
+def test_the_instance_changes_when_the_keys_do_and_only_then():
+    def instance(seed):
+        return yaml.safe_load(seed_files(seed, "cwhost-ws-1")["meta-data"])["instance-id"]
+
+    first = instance(GuestSeed("box", "dev", (KEY,)))
+    assert instance(GuestSeed("box", "dev", (KEY,))) == first
+    assert instance(GuestSeed("box", "dev", ())) != first
+
+
+def test_hostile_text_stays_data(tmp_path):
+    seed = GuestSeed("box", "dev", ("ssh-ed25519 AAAA\n#cloud-config\nruncmd: [rm -rf /]",))
+    files = seed_files(seed, "cwhost-ws-1")
+    config = yaml.safe_load(files["user-data"])
+    assert config["users"][0]["ssh_authorized_keys"] == list(seed.ssh_keys)
+    assert config["runcmd"] == [["systemctl", "enable", "--now", "qemu-guest-agent"]]
