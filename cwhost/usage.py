@@ -71,6 +71,54 @@ class UsageReport:
     buckets: list[tuple[float, Figures]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Priced:
+    """Figures as a bill shows them: hours, and their cost at the configured rates."""
+
+    cpu_hours: float
+    gpu_hours: float
+    gpu_utilized_hours: float
+    memory_gb_hours: float
+    storage_gb_hours: float
+    cost_usd: float
+
+    @staticmethod
+    def figures(figures: Figures, pricing: Pricing) -> dict:
+        return {
+            "cpu_hours": figures.cpu_seconds / HOUR,
+            "gpu_hours": figures.gpu_seconds / HOUR,
+            "gpu_utilized_hours": figures.gpu_utilized_seconds / HOUR,
+            "memory_gb_hours": figures.memory_gb_seconds / HOUR,
+            "storage_gb_hours": figures.storage_gb_seconds / HOUR,
+            "cost_usd": figures.cost_usd(pricing),
+        }
+
+
+@dataclass(frozen=True)
+class PricedBucket(Priced):
+    start: float
+
+
+@dataclass(frozen=True)
+class PricedReport(Priced):
+    """A usage report as the API answers it (UsageSchema serializes it)."""
+
+    last_updated: float | None
+    from_: float
+    to: float
+    buckets: list[PricedBucket]
+
+    @classmethod
+    def of(cls, report: UsageReport, pricing: Pricing, created_at: float) -> PricedReport:
+        return cls(
+            **Priced.figures(report.total, pricing),
+            last_updated=report.last_updated,
+            from_=report.start if report.start is not None else created_at,
+            to=report.end,
+            buckets=[PricedBucket(**Priced.figures(f, pricing), start=start) for start, f in report.buckets],
+        )
+
+
 # -- segments (written by the service inside its transactions) ----------------
 
 

@@ -181,22 +181,22 @@ class UsageFiguresSchema(ma.Schema):
 
 
 class UsageBucketSchema(UsageFiguresSchema):
-    start = Timestamp(required=True)
+    start = UnixTime(required=True)
 
 
 class UsageSchema(UsageFiguresSchema):
-    last_updated = Timestamp(
+    last_updated = UnixTime(
         data_key="lastUpdated",
         allow_none=True,
         required=True,
         metadata={"description": "The last sample that saw the workstation; null if none yet."},
     )
-    from_ = Timestamp(
+    from_ = UnixTime(
         data_key="from",
         required=True,
         metadata={"description": "Start of the window; the workstation's creation when none was asked."},
     )
-    to = Timestamp(required=True, metadata={"description": "End of the window; now when none was asked."})
+    to = UnixTime(required=True, metadata={"description": "End of the window; now when none was asked."})
     buckets = fields.List(fields.Nested(UsageBucketSchema), required=True)
 
 

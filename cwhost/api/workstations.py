@@ -22,9 +22,8 @@ from cwhost.api.schemas import (
     WorkstationPatchSchema,
     WorkstationSchema,
 )
-from cwhost.config import Pricing
-from cwhost.ids import unix_to_rfc3339
-from cwhost.usage import HOUR, Figures
+from cwhost.ids import rfc3339_to_unix
+from cwhost.usage import PricedReport
 from cwhost.workspaces import Workspace
 from cwhost.workstations.model import Workstation
 from drivers.base import Access
@@ -192,23 +191,4 @@ def usage(args, workstation_id):
         args.get("granularity"),
     )
     pricing = current_app.extensions["cwhost"].config.pricing
-    return {
-        **present_figures(report.total, pricing),
-        "last_updated": unix_to_rfc3339(report.last_updated) if report.last_updated else None,
-        "from_": unix_to_rfc3339(report.start) if report.start is not None else ws.created_at,
-        "to": unix_to_rfc3339(report.end),
-        "buckets": [
-            {"start": unix_to_rfc3339(start), **present_figures(figures, pricing)} for start, figures in report.buckets
-        ],
-    }
-
-
-def present_figures(figures: Figures, pricing: Pricing) -> dict:
-    return {
-        "cpu_hours": figures.cpu_seconds / HOUR,
-        "gpu_hours": figures.gpu_seconds / HOUR,
-        "gpu_utilized_hours": figures.gpu_utilized_seconds / HOUR,
-        "memory_gb_hours": figures.memory_gb_seconds / HOUR,
-        "storage_gb_hours": figures.storage_gb_seconds / HOUR,
-        "cost_usd": figures.cost_usd(pricing),
-    }
+    return PricedReport.of(report, pricing, created_at=rfc3339_to_unix(ws.created_at))
