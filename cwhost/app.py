@@ -16,6 +16,7 @@ from pathlib import Path
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
+from cwhost.account_usage import AccountUsageReports
 from cwhost.accounts import Accounts
 from cwhost.allocation import Allocation
 from cwhost.api import init_api
@@ -52,6 +53,7 @@ class Services:
     reconciler: Reconciler
     enforcer: Enforcer
     ssh_keys: SshKeys
+    account_usage: AccountUsageReports
 
 
 def build_services(db: Database, driver: HypervisorDriver, config: Config, clock=time.time) -> Services:
@@ -83,7 +85,20 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
     lifecycle = Lifecycle(store, allocation, accounts, workspaces, storage, ssh_keys, driver, config, clock)
     reconciler = Reconciler(store, lifecycle, workspaces, ledger, driver, clock)
     enforcer = Enforcer(store, accounts, ledger, lifecycle, config, clock)
-    return Services(store, ledger, accounts, workspaces, storage, allocation, lifecycle, reconciler, enforcer, ssh_keys)
+    account_usage = AccountUsageReports(db, ledger, clock)
+    return Services(
+        store,
+        ledger,
+        accounts,
+        workspaces,
+        storage,
+        allocation,
+        lifecycle,
+        reconciler,
+        enforcer,
+        ssh_keys,
+        account_usage,
+    )
 
 
 @dataclass

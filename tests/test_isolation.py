@@ -18,6 +18,7 @@ ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("get", "/metrics")}
 UNSCOPED = {("get", "/healthz"), ("get", "/v1/workstation-types")}
 LISTS = {("get", "/v1/workstations"), ("get", "/v1/workspaces"), ("get", "/v1/account/ssh-keys")}
 OWN_ACCOUNT = {("get", "/v1/account")}
+OWN_USAGE = {("get", "/v1/account/usage")}
 SHARED_HOST = {("get", "/v1/host")}
 CREATES = {("post", "/v1/workstations"), ("post", "/v1/workspaces"), ("post", "/v1/account/ssh-keys")}
 
@@ -58,6 +59,8 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
                 assert response.get_json()["data"] == [], operation
             elif operation in OWN_ACCOUNT:
                 assert response.get_json()["name"] == "bob"
+            elif operation in OWN_USAGE:
+                assert response.status_code == 200 and response.get_json()["workstations"] == []
             elif operation in SHARED_HOST:
                 held = [g for g in response.get_json()["gpus"] if g["state"] == "assigned"]
                 assert held and all(g["holder"] is None for g in held)

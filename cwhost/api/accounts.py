@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from flask import current_app, g
 
+from cwhost.account_usage import PricedAccountUsage
 from cwhost.api.common import ApiBlueprint, error_responses
-from cwhost.api.schemas import AccountSchema, CreditsSchema
+from cwhost.api.query_args import AccountUsageArgsSchema
+from cwhost.api.schemas import AccountSchema, AccountUsageSchema, CreditsSchema
 from cwhost.errors import Forbidden
 
 blp = ApiBlueprint("accounts", __name__, description="Accounts: credit, burn rate, limits and use.")
@@ -34,3 +36,20 @@ def set_credits(body, name):
     if not g.principal.admin:
         raise Forbidden("Setting credits needs an admin token.")
     return _accounts().set_balance(name, body["balance_usd"])
+
+
+@blp.route("/v1/account/usage")
+@blp.arguments(AccountUsageArgsSchema, location="query")
+@blp.response(200, AccountUsageSchema)
+@error_responses(blp, 400)
+@blp.doc(operationId="getAccountUsage")
+def account_usage(args):
+    """The account's usage and cost over a window, per workstation (deleted ones too) and per day or month."""
+    components = current_app.extensions["cwhost"]
+    usage = components.services.account_usage.report(
+        g.principal.account_id,
+        args["from_"].timestamp() if "from_" in args else None,
+        args["to"].timestamp() if "to" in args else None,
+        args.get("granularity"),
+    )
+    return PricedAccountUsage.of(usage, components.config.pricing)

@@ -41,6 +41,19 @@ class UsageArgsSchema(StrictSchema):
             raise ma.ValidationError("Must be before 'to'.", field_name="from")
 
 
+class AccountUsageArgsSchema(StrictSchema):
+    from_ = fields.AwareDateTime(data_key="from", default_timezone=None, validate=within_calendar)
+    to = fields.AwareDateTime(validate=within_calendar)
+    granularity = fields.String(
+        validate=validate.OneOf(["day", "month"]), metadata={"description": "Add periods: UTC days or calendar months."}
+    )
+
+    @ma.validates_schema
+    def _window_is_not_empty(self, data, **kwargs):
+        if "from_" in data and "to" in data and data["from_"] >= data["to"]:
+            raise ma.ValidationError("Must be before 'to'.", field_name="from")
+
+
 class TypeListArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
     after = fields.String(

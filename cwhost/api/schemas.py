@@ -200,6 +200,21 @@ class UsageSchema(UsageFiguresSchema):
     buckets = fields.List(fields.Nested(UsageBucketSchema), required=True)
 
 
+class WorkstationUsageSchema(UsageFiguresSchema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    deleted = fields.Boolean(required=True, metadata={"description": "Deleted since; its usage stays billable."})
+
+
+class AccountUsageSchema(UsageFiguresSchema):
+    from_ = UnixTime(data_key="from", required=True, metadata={"description": "Start of the window."})
+    to = UnixTime(required=True, metadata={"description": "End of the window; now when none was asked."})
+    workstations = fields.List(fields.Nested(WorkstationUsageSchema), required=True)
+    periods = fields.List(
+        fields.Nested(UsageBucketSchema), required=True, metadata={"description": "With granularity: per period."}
+    )
+
+
 class GpuSchema(ma.Schema):
     model = fields.String(required=True)
     pci_address = fields.String(data_key="pciAddress", required=True)

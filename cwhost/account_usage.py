@@ -1,0 +1,111 @@
+"""An account's usage and cost over a window: per workstation, and per day or per calendar month.
+
+What a team lead asks first. Each workstation's figures come from the usage
+ledger exactly as its own usage endpoint reports them (deleted workstations
+included), so the two always agree; periods are UTC days, or UTC calendar
+months made of those days.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+from cwhost.config import Pricing
+from cwhost.db import Database
+from cwhost.ids import rfc3339_to_unix
+from cwhost.usage import Figures, Priced, PricedBucket, UsageLedger
+
+
+@dataclass(frozen=True)
+class WorkstationUsage:
+    id: str
+    name: str
+    deleted: bool
+    figures: Figures
+
+
+@dataclass(frozen=True)
+class AccountUsage:
+    start: float
+    end: float
+    total: Figures
+    workstations: list[WorkstationUsage]
+    periods: list[tuple[float, Figures]]
+
+
+def add(into: Figures, more: Figures) -> None:
+    for spec in fields(Figures):
+        setattr(into, spec.name, getattr(into, spec.name) + getattr(more, spec.name))
+
+
+def month_of(moment: float) -> float:
+    day = datetime.fromtimestamp(moment, UTC)
+    return datetime(day.year, day.month, 1, tzinfo=UTC).timestamp()
+
+
+class AccountUsageReports:
+    def __init__(self, db: Database, ledger: UsageLedger, clock=time.time):
+        self._db = db
+        self._ledger = ledger
+        self._clock = clock
+
+    def report(self, account_id: str, start: float | None, end: float | None, granularity: str | None) -> AccountUsage:
+        """Usage over [start, end) (from the account's first workstation to now by default)."""
+        rows = self._db.query(
+            "SELECT id, name, created_at, deleted_at FROM workstations WHERE account_id = ? ORDER BY rowid",
+            [account_id],
+        )
+        now = self._clock()
+        end = now if end is None else min(end, now)
+        if start is None:
+            start = min((rfc3339_to_unix(r["created_at"]) for r in rows), default=end)
+        total, periods = Figures(), dict[float, Figures]()
+        workstations = []
+        for row in rows:
+            if not _existed_within(row, start, end):
+                continue
+            report = self._ledger.report(row["id"], start, end, "day" if granularity else None)
+            add(total, report.total)
+            workstations.append(WorkstationUsage(row["id"], row["name"], row["deleted_at"] is not None, report.total))
+            for day, figures in report.buckets:
+                period = month_of(day) if granularity == "month" else day
+                add(periods.setdefault(period, Figures()), figures)
+        return AccountUsage(start, end, total, workstations, sorted(periods.items()))
+
+
+def _existed_within(row: dict, start: float, end: float) -> bool:
+    created = rfc3339_to_unix(row["created_at"])
+    deleted = rfc3339_to_unix(row["deleted_at"]) if row["deleted_at"] else None
+    return created < end and (deleted is None or deleted > start)
+
+
+@dataclass(frozen=True)
+class PricedWorkstationUsage(Priced):
+    id: str
+    name: str
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class PricedAccountUsage(Priced):
+    """An account's usage as the API answers it (AccountUsageSchema serializes it)."""
+
+    from_: float
+    to: float
+    workstations: list[PricedWorkstationUsage]
+    periods: list[PricedBucket]
+
+    @classmethod
+    def of(cls, usage: AccountUsage, pricing: Pricing) -> PricedAccountUsage:
+        return cls(
+            **Priced.figures(usage.total, pricing),
+            from_=usage.start,
+            to=usage.end,
+            workstations=[
+                PricedWorkstationUsage(**Priced.figures(w.figures, pricing), id=w.id, name=w.name, deleted=w.deleted)
+                for w in usage.workstations
+            ],
+            periods=[PricedBucket(**Priced.figures(f, pricing), start=start) for start, f in usage.periods],
+        )
