@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cwhost.accounts import Accounts
+from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.errors import Unavailable
 from cwhost.workspaces import Workspace
@@ -24,13 +25,19 @@ from drivers.base import GpuDevice, HostInfo
 
 @dataclass(frozen=True)
 class GpuSlot:
-    device: GpuDevice
-    holder: Workstation | None
+    model: str
+    pci_address: str
+    iommu_group: int | None
+    state: str  # "free" or "assigned"
+    # The workstation holding it, when the caller may know it (its own, or any for an admin).
+    holder: str | None
 
 
 @dataclass(frozen=True)
 class HostView:
-    info: HostInfo
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
     regions: tuple[str, ...]
     cpu_cores_allocated: int
     memory_gb_allocated: int
@@ -124,15 +131,27 @@ class Allocation:
                 return launching.id
         return self._store.running_with_workspace(workspace_id)
 
-    def host_view(self) -> HostView:
+    def host_view(self, principal: Principal) -> HostView:
+        """The host as ``principal`` may see it: another account's workstation id is not theirs to know."""
         info = self._host_info()
         rows = self._store.running_or_holding_a_gpu()
         running = [w for w in rows if w.status == "running"]
         holders = {w.gpu_address: w for w in rows if w.gpu_address}
+
+        def slot(gpu: GpuDevice) -> GpuSlot:
+            holder = holders.get(gpu.pci_address)
+            visible = holder is not None and (principal.admin or holder.account_id == principal.account_id)
+            state = "assigned" if holder else "free"
+            return GpuSlot(
+                gpu.model, gpu.pci_address, gpu.iommu_group, state, holder.id if visible and holder else None
+            )
+
         return HostView(
-            info=info,
+            cpu_cores=info.cpu_cores,
+            memory_gb=info.memory_gb,
+            storage_gb=info.storage_gb,
             regions=self._config.regions,
             cpu_cores_allocated=sum(w.configuration.cpu_cores for w in running),
             memory_gb_allocated=sum(w.configuration.memory_gb for w in running),
-            gpus=tuple(GpuSlot(g, holders.get(g.pci_address)) for g in info.gpus),
+            gpus=tuple(slot(g) for g in info.gpus),
         )

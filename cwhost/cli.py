@@ -318,7 +318,7 @@ def _check_types(config) -> int:
     """Exit 1 if any type names a file that is not there, listing each such file."""
     broken = 0
     for wtype in config.types:
-        missing = wtype.missing_files()
+        missing = wtype.missing_files
         if missing:
             broken += 1
             print(f"{wtype.id}: missing {', '.join(missing)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from marshmallow.validate import Length, OneOf, Range
 
 from cwhost.patterns import FullMatch
 from cwhost.settings import flatten_errors, schema_for, setting
+from cwhost.workstations.model import Configuration
 from drivers.base import BootSource, GpuDevice
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -265,10 +266,20 @@ class WorkstationType:
             ),
         )
 
+    @property
     def missing_files(self) -> list[str]:
         """The boot files this type names that are not on disk."""
         named = (self.boot.image, self.boot.kernel, self.boot.initrd)
         return [path for path in named if path and not os.path.isfile(path)]
+
+    @property
+    def image_present(self) -> bool:
+        return not self.missing_files
+
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration a workstation of this type gets by default."""
+        return Configuration(self.cpu_cores, self.memory_gb, self.storage_gb, self.gpu, self.region or "")
 
 
 # The second seed's types, with sizes for what each is for; no images, for the fake driver.
@@ -348,6 +359,8 @@ def build_config(raw: dict) -> Config:
         config = schema_for(Config).load(raw)
     except ma.ValidationError as exc:
         raise ConfigError("invalid configuration: " + "; ".join(flatten_errors(exc.messages))) from None
+    # A type without a region is offered in the server's first.
+    config = replace(config, types=tuple(replace(t, region=t.region or config.regions[0]) for t in config.types))
     if config.server.max_in_flight >= config.server.threads:
         raise ConfigError(
             "invalid configuration: server.max_in_flight must be less than server.threads"

@@ -71,6 +71,7 @@ class Workspace:
 @dataclass(frozen=True)
 class FileInfo:
     id: str
+    workspace_id: str
     path: str
     size: int
     modified_at: float
@@ -287,7 +288,7 @@ class Workspaces:
         if not stat.S_ISREG(status.st_mode):
             os.close(fd)
             raise NotFound(f"{path!r} in this workspace is not a file.")
-        info = FileInfo(file_id(path), display_name(os.fsencode(path)), status.st_size, status.st_mtime)
+        info = FileInfo(file_id(path), workspace.id, display_name(os.fsencode(path)), status.st_size, status.st_mtime)
         return os.fdopen(fd, "rb"), info
 
     def list_files(self, principal: Principal, workspace_id: str, limit: int, after: str | None) -> FilePage:
@@ -322,6 +323,7 @@ class Workspaces:
         items = [
             FileInfo(
                 id=file_id(os.fsdecode(relative)),
+                workspace_id=workspace.id,
                 path=display_name(relative),
                 size=status.st_size,
                 modified_at=status.st_mtime,
@@ -391,4 +393,4 @@ class Workspaces:
                     status = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
         finally:
             Path(staged).unlink(missing_ok=True)
-        return FileInfo(file_id(path), path, status.st_size, status.st_mtime), existing is None
+        return FileInfo(file_id(path), workspace.id, path, status.st_size, status.st_mtime), existing is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import marshmallow as ma
+from flask import url_for
 from marshmallow import fields, validate
 
 from cwhost.ids import unix_to_rfc3339
@@ -93,4 +94,13 @@ def list_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
             "next_cursor": fields.String(data_key="nextCursor", allow_none=True, required=True),
         },
         name=name,
+    )
+
+
+def url_field(endpoint: str, description: str, **parameters: str) -> fields.Function:
+    """A link to ``endpoint``; each URL parameter is read from the attribute of the object it names."""
+    return fields.Function(
+        lambda obj: url_for(endpoint, **{name: getattr(obj, attribute) for name, attribute in parameters.items()}),
+        required=True,
+        metadata={"type": "string", "description": description},
     )

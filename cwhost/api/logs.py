@@ -14,6 +14,7 @@ from cwhost.api.schemas import (
 )
 from cwhost.errors import NotFound
 from cwhost.ids import unix_to_rfc3339
+from cwhost.workstations.store import LogEntry
 
 blp = ApiBlueprint("logs", __name__, url_prefix="/v1/workstations", description="Workstation logs.")
 CONSOLE = "console"
@@ -38,32 +39,12 @@ def logs(args, workstation_id):
     after = int(args["after"]) if "after" in args else None
     services = _services()
     ws = services.store.load(g.principal, workstation_id)
-    rows, next_cursor = services.store.events(ws.id, args["limit"], after)
-    data = []
+    entries, next_cursor = services.store.events(ws.id, args["limit"], after)
     console = services.lifecycle.console_log(ws) if after is None else None
     if console is not None:
-        data.append(
-            {
-                "id": CONSOLE,
-                "type": "console",
-                "level": "info",
-                "url": _url(ws.id, CONSOLE),
-                "created_at": unix_to_rfc3339(os.stat(console).st_mtime),
-                "message": "The virtual machine's serial console.",
-            }
-        )
-    for row in rows:
-        data.append(
-            {
-                "id": f"log-{row['id']}",
-                "type": "event",
-                "level": row["level"],
-                "url": _url(ws.id, f"log-{row['id']}"),
-                "created_at": unix_to_rfc3339(row["at"]),
-                "message": row["message"],
-            }
-        )
-    return list_body(data, next_cursor)
+        message = "The virtual machine's serial console."
+        entries.insert(0, LogEntry(CONSOLE, ws.id, "console", "info", os.stat(console).st_mtime, message))
+    return list_body(entries, next_cursor)
 
 
 @blp.route("/<string:workstation_id>/logs/<string:log_id>/content")

@@ -18,6 +18,7 @@ from cwhost.api.fields import (
     list_schema,
     size_field,
     timeout_field,
+    url_field,
 )
 from cwhost.patterns import FullMatch
 from cwhost.workstations.model import STATUSES
@@ -331,8 +332,8 @@ class LogSchema(ma.Schema):
         metadata={"description": "event: a state change, error or finding; console: the VM's serial console."},
     )
     level = fields.String(required=True, validate=validate.OneOf(["debug", "info", "warning", "error"]))
-    url = fields.String(required=True, metadata={"description": "Downloads the log's text."})
-    created_at = Timestamp(data_key="createdAt", required=True)
+    url = url_field("logs.log_content", "Downloads the log's text.", workstation_id="workstation_id", log_id="id")
+    created_at = UnixTime(data_key="createdAt", required=True)
     message = fields.String(required=True)
 
 
@@ -359,11 +360,14 @@ WorkspaceListSchema = list_schema(WorkspaceSchema, "WorkspaceList")
 
 class WorkspaceFileSchema(ma.Schema):
     id = fields.String(required=True, metadata={"description": "Stable while the file keeps its path."})
-    name = fields.String(required=True, metadata={"description": "Its path inside the workspace."})
-    url = fields.String(required=True, metadata={"description": "Downloads its content."})
+    name = fields.String(attribute="path", required=True, metadata={"description": "Its path inside the workspace."})
+    url = url_field("workspaces.file_content", "Downloads its content.", workspace_id="workspace_id", file_id="id")
     size = fields.Integer(required=True, metadata={"description": "In bytes."})
-    created_at = Timestamp(
-        data_key="createdAt", required=True, metadata={"description": "When its content was last written."}
+    created_at = UnixTime(
+        attribute="modified_at",
+        data_key="createdAt",
+        required=True,
+        metadata={"description": "When its content was last written."},
     )
 
 

@@ -28,31 +28,7 @@ def healthz():
 @blp.doc(operationId="getHost")
 def host():
     """Capacity of this server, the regions it serves, and its GPUs with who holds them."""
-    view = current_app.extensions["cwhost"].services.allocation.host_view()
-    principal = g.principal
-    return {
-        "cpu_cores": view.info.cpu_cores,
-        "memory_gb": view.info.memory_gb,
-        "storage_gb": view.info.storage_gb,
-        "cpu_cores_allocated": view.cpu_cores_allocated,
-        "memory_gb_allocated": view.memory_gb_allocated,
-        "regions": list(view.regions),
-        "gpus": [
-            {
-                "model": slot.device.model,
-                "pci_address": slot.device.pci_address,
-                "iommu_group": slot.device.iommu_group,
-                "state": "assigned" if slot.holder else "free",
-                # Another account's workstation id is not the caller's to know.
-                "holder": (
-                    slot.holder.id
-                    if slot.holder and (principal.admin or slot.holder.account_id == principal.account_id)
-                    else None
-                ),
-            }
-            for slot in view.gpus
-        ],
-    }
+    return current_app.extensions["cwhost"].services.allocation.host_view(g.principal)
 
 
 @blp.route("/metrics")

@@ -24,24 +24,4 @@ def workstation_types(args):
     after = args.get("after", "")
     offered = [t for t in config.types if t.id > after]
     page = offered[: args["limit"]]
-    data = []
-    for wtype in page:
-        missing = wtype.missing_files()
-        data.append(
-            {
-                "id": wtype.id,
-                "description": wtype.description,
-                "configuration": {
-                    "cpu_cores": wtype.cpu_cores,
-                    "memory_gb": wtype.memory_gb,
-                    "storage_gb": wtype.storage_gb,
-                    "gpu": wtype.gpu,
-                    "region": wtype.region or config.regions[0],
-                },
-                "idle_timeout_minutes": wtype.idle_timeout_minutes,
-                "running_timeout_minutes": wtype.running_timeout_minutes,
-                "image_present": not missing,
-                "missing_files": missing,
-            }
-        )
-    return list_body(data, page[-1].id if len(offered) > len(page) else None)
+    return list_body(page, page[-1].id if len(offered) > len(page) else None)

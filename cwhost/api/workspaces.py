@@ -20,8 +20,7 @@ from cwhost.api.schemas import (
     WorkspaceSchema,
 )
 from cwhost.errors import InvalidRequest
-from cwhost.ids import unix_to_rfc3339
-from cwhost.workspaces import FileInfo, FilePage, Workspaces
+from cwhost.workspaces import Workspaces
 
 blp = ApiBlueprint("workspaces", __name__, url_prefix="/v1", description="Workspaces and their files.")
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -29,20 +28,6 @@ _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "
 
 def _workspaces() -> Workspaces:
     return current_app.extensions["cwhost"].services.workspaces
-
-
-def _present_file(workspace_id: str, info: FileInfo) -> dict:
-    return {
-        "id": info.id,
-        "name": info.path,
-        "url": url_for("workspaces.file_content", workspace_id=workspace_id, file_id=info.id),
-        "size": info.size,
-        "created_at": unix_to_rfc3339(info.modified_at),
-    }
-
-
-def _file_list(workspace_id: str, page: FilePage) -> dict:
-    return list_body([_present_file(workspace_id, info) for info in page.items], page.next_cursor)
 
 
 @blp.route("/workspaces")
@@ -118,7 +103,7 @@ def archive(workspace_id):
 def files(args, workspace_id):
     """Every regular file in the workspace, at any depth, by path; links are not listed."""
     page = _workspaces().list_files(g.principal, workspace_id, args["limit"], args.get("after"))
-    return _file_list(workspace_id, page)
+    return list_body(page.items, page.next_cursor)
 
 
 @blp.route("/workspaces/<string:workspace_id>/files/<fileid:file_id>/content")
@@ -174,7 +159,7 @@ def upload_file(workspace_id, file_path):
         # werkzeug would read such a body as empty, and an empty file would be stored.
         raise InvalidRequest("This server cannot take a chunked upload; send a Content-Length.")
     info, created = workspaces.upload(g.principal, workspace_id, file_path, request.stream, request.content_length)
-    body = WorkspaceFileSchema().dump(_present_file(workspace_id, info))
+    body = WorkspaceFileSchema().dump(info)
     return flask.jsonify(body), 201 if created else 200
 
 
@@ -205,4 +190,4 @@ def workstation_files(args, workstation_id):
     if workspace is None:
         return list_body([])
     page = services.workspaces.list_directory(workspace, args["limit"], args.get("after"))
-    return _file_list(workspace.id, page)
+    return list_body(page.items, page.next_cursor)

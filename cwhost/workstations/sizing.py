@@ -57,7 +57,7 @@ def usable_type(config: Config, type_id: str) -> WorkstationType:
     wtype = config.workstation_type(type_id)
     if wtype is None:
         raise UnknownAsset(f"This server offers no workstation type {type_id!r}; GET /v1/workstation-types lists them.")
-    missing = wtype.missing_files()
+    missing = wtype.missing_files
     if missing:
         raise UnknownAsset(
             f"Workstation type {type_id!r} cannot be used: its file {missing[0]} is missing"

@@ -19,6 +19,18 @@ from cwhost.workstations.model import DOMAIN_PREFIX, RUNNING, Configuration, Wor
 
 
 @dataclass(frozen=True)
+class LogEntry:
+    """One entry of a workstation's log: an event (``log-N``), or its serial console."""
+
+    id: str
+    workstation_id: str
+    type: str
+    level: str
+    created_at: float
+    message: str
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Workstation]
     next_cursor: str | None
@@ -116,13 +128,15 @@ class WorkstationStore:
         )
         return [(from_row(r), r["deleted_at"]) for r in rows]
 
-    def events(self, workstation_id: str, limit: int, after: int | None):
+    def events(self, workstation_id: str, limit: int, after: int | None) -> tuple[list[LogEntry], str | None]:
         """A page of a workstation's log events, oldest first, and the next cursor."""
         rows = self._db.query(
             "SELECT * FROM workstation_events WHERE workstation_id = ? AND id > ? ORDER BY id LIMIT ?",
             [workstation_id, after or 0, limit + 1],
         )
-        return split_page(rows, limit, "id")
+        rows, next_cursor = split_page(rows, limit, "id")
+        entries = [LogEntry(f"log-{r['id']}", workstation_id, "event", r["level"], r["at"], r["message"]) for r in rows]
+        return entries, next_cursor
 
     def event(self, workstation_id: str, event_id: int) -> dict:
         row = self._db.query_one(
