@@ -7,7 +7,11 @@ from flask import current_app, g
 from cwhost.account_usage import PricedAccountUsage
 from cwhost.api.common import ApiBlueprint, error_responses
 from cwhost.api.query_args import AccountUsageArgsSchema
-from cwhost.api.schemas import AccountSchema, AccountUsageSchema, CreditsSchema
+from cwhost.api.schemas import (
+    AccountSchema,
+    CreditsSchema,
+)
+from cwhost.api.usage_schemas import AccountUsageSchema
 from cwhost.errors import Forbidden
 
 blp = ApiBlueprint("accounts", __name__, description="Accounts: credit, burn rate, limits and use.")

@@ -16,12 +16,12 @@ from cwhost.api.query_args import (
     WorkstationListArgsSchema,
 )
 from cwhost.api.schemas import (
-    UsageSchema,
     WorkstationCreateSchema,
     WorkstationListSchema,
     WorkstationPatchSchema,
     WorkstationSchema,
 )
+from cwhost.api.usage_schemas import UsageSchema
 from cwhost.ids import rfc3339_to_unix
 from cwhost.usage import PricedReport
 from cwhost.workspaces import Workspace
