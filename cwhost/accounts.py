@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cwhost.config import AccountLimits, Config
 from cwhost.db import Database
@@ -71,6 +71,12 @@ class Accounts:
         return self._config.limits.for_account(self._row(account_id)["name"])
 
     def use(self, account_id: str) -> AccountUse:
+        """What the account uses now, storage included (which walks its workspaces' files)."""
+        return replace(self._counted_use(account_id), storage_gb=self._storage_used_bytes(account_id) / 1024**3)
+
+    def _counted_use(self, account_id: str) -> AccountUse:
+        """What the database alone says the account uses: for the quota checks of create and
+        launch, which must not walk the account's workspaces to count cores."""
         row = self._db.query_row(
             """SELECT COUNT(*) AS workstations,
                       COALESCE(SUM(CASE WHEN status = 'running' THEN cpu_cores END), 0) AS cpu,
@@ -79,9 +85,7 @@ class Accounts:
                  FROM workstations WHERE account_id = ? AND deleted_at IS NULL""",
             [account_id],
         )
-        return AccountUse(
-            row["workstations"], row["cpu"], row["memory"], row["gpus"], self._storage_used_bytes(account_id) / 1024**3
-        )
+        return AccountUse(row["workstations"], row["cpu"], row["memory"], row["gpus"], storage_gb=0.0)
 
     def spent_usd(self, account_id: str) -> float:
         pricing = self._config.pricing
@@ -163,7 +167,7 @@ class Accounts:
 
     def require_quota_for_another_workstation(self, account_id: str) -> None:
         limit = self.limits(account_id).max_workstations
-        count = self.use(account_id).workstations
+        count = self._counted_use(account_id).workstations
         if count + 1 > limit:
             raise QuotaExceeded(
                 f"The account may have at most {limit} workstations (max_workstations); it has {count}."
@@ -171,7 +175,7 @@ class Accounts:
 
     def require_quota_to_run(self, account_id: str, cpu_cores: int, memory_gb: int, gpus: int, launching: list) -> None:
         """Whether the account may run this much more, counting launches still starting."""
-        limits, use = self.limits(account_id), self.use(account_id)
+        limits, use = self.limits(account_id), self._counted_use(account_id)
         for name, limit, current, more in (
             (
                 "max_running_cpu_cores",
