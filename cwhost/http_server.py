@@ -11,8 +11,8 @@ Three things waitress does not do by itself:
   (answering ``Expect: 100-continue`` at once) before the application sees
   it. A *preflight*, given the request line and headers, can refuse at that
   point, so a request with no valid token never has its body read, nor an
-  upload to a workspace the caller cannot write, nor a JSON body declared
-  over the limit.
+  upload to a workspace the caller cannot write or declared over the upload
+  limit (cwhost.api.preflight).
 - **A cap per peer.** Waitress stops accepting anyone once ``connection_limit``
   sockets are open, so a few hundred idle sockets from one host lock out
   everyone. Each peer address may hold ``max_connections_per_peer``; a

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from cwhost.api.common import AUTHENTICATED_PREFIXES, MESSAGES, bearer_token
 from cwhost.errors import ServiceError
+from cwhost.workspace_paths import too_large
 
 _UPLOAD_ENDPOINT = "workspaces.upload_file"
 
@@ -54,7 +55,7 @@ def make_preflight(app: Flask):
             return Refusal(error.status, error.message)
         limit = components.services.workspaces.max_upload_bytes
         if declared is not None and declared > limit:
-            return Refusal(413, f"The file is larger than this server's upload limit of {limit} bytes.")
+            return Refusal(413, too_large(limit).message)
         return None
 
     return preflight
