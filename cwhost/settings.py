@@ -40,11 +40,8 @@ def setting(
     A nested section's default is its dataclass; a mutable default is given as a factory.
     """
     metadata = {"validate": validate, "field": field, "convert": convert}
-    if (
-        dataclasses.is_dataclass(default)
-        and isinstance(default, type)
-        or (callable(default) and not isinstance(default, type))
-    ):
+    # A dataclass is a type, so callable; other types (int, str) are defaults' kinds, never factories.
+    if callable(default) and (not isinstance(default, type) or dataclasses.is_dataclass(default)):
         return dataclasses.field(default_factory=default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
