@@ -20,9 +20,12 @@ from cwhost.accounts import MAX_BALANCE_USD, Accounts
 from cwhost.api.preflight import make_preflight
 from cwhost.app import create_app, make_sampler
 from cwhost.config import ConfigError, load_config
+from cwhost.console import console_bridge
 from cwhost.db import Database
 from cwhost.errors import NotFound
 from cwhost.http_server import make_server
+from cwhost.images import command as images_command
+from cwhost.images.catalog import ImageCatalog
 from cwhost.patterns import ACCOUNT_NAME_PATTERN
 from cwhost.serverlock import AlreadyServing, hold_data_dir
 from cwhost.usage import UsageLedger
@@ -82,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     types.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     type_commands = types.add_subparsers(dest="types_command", required=True)
     type_commands.add_parser("check", help="check that every type's boot files exist")
+
+    images_command.add_parser(commands)
 
     accounts = commands.add_parser("accounts", help="manage accounts' credit")
     accounts.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
@@ -214,6 +219,7 @@ def _serve(config, args) -> int:
             )
             return 1
         components = app.extensions["cwhost"]
+        bridge = _console_bridge(components, config)
         stop, threads = _start_background(components, config)
         signal.signal(signal.SIGTERM, _interrupt)
         log.info(
@@ -229,11 +235,28 @@ def _serve(config, args) -> int:
             pass
         finally:
             stop.set()
+            if bridge is not None:
+                bridge.shutdown()
+                bridge.server_close()
             for thread in threads:
                 thread.join(timeout=30)
             components.services.lifecycle.wait_idle()
             log.info("cwhost stopped")
     return 0
+
+
+def _console_bridge(components, config):
+    """The browser console's WebSocket listener, serving on a thread; None when it is off."""
+    if components.console is None:
+        return None
+    try:
+        bridge = console_bridge(components.console, config.console.listen, config.console.port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen for the console on {config.console.listen}:{config.console.port}: {exc.strerror}"
+        ) from None
+    threading.Thread(target=bridge.serve_forever, name="console", daemon=True).start()
+    return bridge
 
 
 def _interrupt(signum, frame):
@@ -305,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(config.log_level)
         if args.command == "types":
             return _check_types(config)
+        if args.command == "images":
+            return images_command.run(config, args)
         _prepare_data_dir(config)
         _act_as_data_owner(config)
         command = {"serve": _serve, "accounts": _accounts, "keys": _keys}[args.command]
@@ -317,11 +342,13 @@ def main(argv: list[str] | None = None) -> int:
 def _check_types(config) -> int:
     """Exit 1 if any type names a file that is not there, listing each such file."""
     broken = 0
+    catalog = ImageCatalog(config.images_dir)
     for wtype in config.types:
-        missing = wtype.missing_files
+        missing = catalog.missing_files(wtype)
         if missing:
             broken += 1
-            print(f"{wtype.id}: missing {', '.join(missing)}")
+            build_hint = f" (cwhost images build {wtype.id})" if wtype.boots_built_image else ""
+            print(f"{wtype.id}: missing {', '.join(missing)}{build_hint}")
         else:
             print(f"{wtype.id}: ready")
     return 1 if broken else 0

@@ -10,6 +10,7 @@ dotted name, e.g. ``server.port: Must be greater than or equal to 1``.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
@@ -21,8 +22,8 @@ from marshmallow.validate import Length, OneOf, Range
 
 from cwhost.patterns import FullMatch
 from cwhost.settings import flatten_errors, schema_for, setting
-from cwhost.workstations.model import Configuration
-from drivers.base import BootSource, GpuDevice
+from cwhost.workstation_types import TypeSettings, WorkstationType, declared_types, seed_types
+from drivers.base import GpuDevice
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -100,9 +101,8 @@ class LibvirtDriverConfig:
 
     uri: str = setting("qemu:///system")
     domain_type: str = setting("kvm", validate=OneOf(["kvm", "qemu"]))
-    network: str = setting("default")
+    network: str = setting("")
     graphics: str = setting("vnc", validate=OneOf(["vnc", "spice", ""]))
-    graphics_listen: str = setting("127.0.0.1")
     disk_dir: str = setting("")
     base_image: str = setting("")
     kernel: str = setting("")
@@ -219,85 +219,36 @@ class GuestConfig:
 
 
 @dataclass(frozen=True)
-class TypeSettings:
-    """A workstation type as the file declares it (``[types.ID]``)."""
-
-    cpu_cores: int = setting(validate=Range(1))
-    memory_gb: int = setting(validate=Range(1))
-    storage_gb: int = setting(validate=Range(1))
-    description: str = setting("")
-    gpu: str = setting("")
-    region: str = setting("")
-    idle_timeout_minutes: int = setting(0, validate=Range(0))
-    running_timeout_minutes: int = setting(0, validate=Range(0))
-    image: str = setting("")
-    kernel: str = setting("")
-    initrd: str = setting("")
-    cmdline: str = setting("")
+class AccessConfig:
+    # The server's name as users on the LAN reach it, in ssh commands and
+    # console links; empty means this host's fully qualified name.
+    public_host: str = setting("")
+    # The host address forwarded ports listen on: every address by default.
+    forward_listen: str = setting("0.0.0.0")
+    # Host ports given to running workstations for SSH, each to one at a time.
+    ssh_port_first: int = setting(22000, validate=Range(1024, 65535))
+    ssh_port_last: int = setting(22999, validate=Range(1024, 65535))
 
 
 @dataclass(frozen=True)
-class WorkstationType:
-    id: str
-    description: str
-    cpu_cores: int
-    memory_gb: int
-    storage_gb: int
-    gpu: str | None
-    region: str | None
-    idle_timeout_minutes: int
-    running_timeout_minutes: int
-    boot: BootSource
-
-    @classmethod
-    def declared(cls, type_id: str, t: TypeSettings) -> WorkstationType:
-        return cls(
-            id=type_id,
-            description=t.description,
-            cpu_cores=t.cpu_cores,
-            memory_gb=t.memory_gb,
-            storage_gb=t.storage_gb,
-            gpu=t.gpu or None,
-            region=t.region or None,
-            idle_timeout_minutes=t.idle_timeout_minutes,
-            running_timeout_minutes=t.running_timeout_minutes,
-            boot=BootSource(
-                image=t.image or None, kernel=t.kernel or None, initrd=t.initrd or None, cmdline=t.cmdline or None
-            ),
-        )
-
-    @property
-    def missing_files(self) -> list[str]:
-        """The boot files this type names that are not on disk."""
-        named = (self.boot.image, self.boot.kernel, self.boot.initrd)
-        return [path for path in named if path and not os.path.isfile(path)]
-
-    @property
-    def image_present(self) -> bool:
-        return not self.missing_files
-
-    @property
-    def configuration(self) -> Configuration:
-        """The configuration a workstation of this type gets by default."""
-        return Configuration(self.cpu_cores, self.memory_gb, self.storage_gb, self.gpu, self.region or "")
+class ConsoleConfig:
+    # The WebSocket listener between browsers and the VMs' VNC (which listens
+    # on the host's loopback only); 0, the default, turns the browser console
+    # off (the example configuration turns it on, at 6080).
+    port: int = setting(0, validate=Range(0, 65535))
+    listen: str = setting("0.0.0.0")
+    # noVNC's files, from Debian's novnc package.
+    novnc_dir: str = setting("/usr/share/novnc")
+    # How long a console link, and the WebSocket token it leads to, may wait to be used.
+    link_seconds: float = setting(300.0, validate=Range(5, 3600))
 
 
-# The second seed's types, with sizes for what each is for; no images, for the fake driver.
-_SEED_TYPES = {
-    "python": ("Python development", 4, 8, 64, 120),
-    "nodejs": ("Node.js development", 4, 8, 64, 120),
-    "golang": ("Go development", 4, 8, 64, 120),
-    "chromium": ("A Chromium browser", 2, 4, 32, 60),
-    "zoom-chromium": ("Chromium for Zoom calls", 4, 8, 32, 60),
-    "meet-chromium": ("Chromium for Google Meet calls", 4, 8, 32, 60),
-    "voip": ("A VoIP softphone", 2, 4, 16, 60),
-    "voip-chromium": ("A VoIP softphone with Chromium", 4, 8, 32, 60),
-    "max": ("The largest workstation this server offers", 16, 64, 512, 0),
-}
-
-
-def _types(declared: dict) -> tuple[WorkstationType, ...]:
-    return tuple(WorkstationType.declared(type_id, t) for type_id, t in sorted(declared.items()))
+@dataclass(frozen=True)
+class ImagesConfig:
+    # Where built images live: empty means <data_dir>/images.
+    dir: str = setting("")
+    # The Debian mirror to build from; empty means the host's own apt sources.
+    mirror: str = setting("")
 
 
 @dataclass(frozen=True)
@@ -316,13 +267,14 @@ class Config:
     credits: CreditsConfig = setting(CreditsConfig)
     workspaces: WorkspacesConfig = setting(WorkspacesConfig)
     guest: GuestConfig = setting(GuestConfig)
+    images: ImagesConfig = setting(ImagesConfig)
+    access: AccessConfig = setting(AccessConfig)
+    console: ConsoleConfig = setting(ConsoleConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
-        lambda: _types(
-            {k: TypeSettings(*v[1:4], description=v[0], idle_timeout_minutes=v[4]) for k, v in _SEED_TYPES.items()}
-        ),
+        seed_types,
         field=fields.Dict(keys=fields.String(validate=FullMatch(SLUG)), values=fields.Nested(schema_for(TypeSettings))),
-        convert=_types,
+        convert=declared_types,
     )
 
     @property
@@ -335,6 +287,23 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "cwhost.db"
+
+    @property
+    def public_host(self) -> str:
+        return self.access.public_host or socket.getfqdn()
+
+    @property
+    def ssh_ports(self) -> range:
+        return range(self.access.ssh_port_first, self.access.ssh_port_last + 1)
+
+    @property
+    def disk_dir(self) -> Path:
+        """Where the libvirt driver makes the workstations' disks."""
+        return Path(self.driver.libvirt.disk_dir) if self.driver.libvirt.disk_dir else self.data_dir / "disks"
+
+    @property
+    def images_dir(self) -> Path:
+        return Path(self.images.dir) if self.images.dir else self.data_dir / "images"
 
     @property
     def workspaces_dir(self) -> Path:
@@ -361,6 +330,8 @@ def build_config(raw: dict) -> Config:
         raise ConfigError("invalid configuration: " + "; ".join(flatten_errors(exc.messages))) from None
     # A type without a region is offered in the server's first.
     config = replace(config, types=tuple(replace(t, region=t.region or config.regions[0]) for t in config.types))
+    if config.access.ssh_port_first > config.access.ssh_port_last:
+        raise ConfigError("invalid configuration: access.ssh_port_first must not be above access.ssh_port_last")
     if config.server.max_in_flight >= config.server.threads:
         raise ConfigError(
             "invalid configuration: server.max_in_flight must be less than server.threads"

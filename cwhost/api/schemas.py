@@ -128,23 +128,46 @@ class WorkspaceRefSchema(ma.Schema):
 
 class ConsoleSchema(ma.Schema):
     protocol = fields.String(required=True, validate=validate.OneOf(["vnc", "spice"]))
-    host = fields.String(required=True)
+    host = fields.String(required=True, metadata={"description": "The host's loopback: reach it through `url`."})
     port = fields.Integer(required=True)
     password = fields.String(allow_none=True, required=True, metadata={"description": "Made anew at every launch."})
+    url = fields.String(
+        metadata={
+            "description": "Opens the display in a browser (noVNC). Works once, for a few minutes;"
+            " reading the workstation again gives a fresh one."
+        }
+    )
+    websocket_url = fields.String(
+        data_key="websocketUrl",
+        metadata={"description": "The token-bound WebSocket behind the browser console, for programs embedding noVNC."},
+    )
+
+
+class SshSchema(ma.Schema):
+    host = fields.String(required=True, metadata={"description": "The server's name on the LAN."})
+    port = fields.Integer(required=True, metadata={"description": "A host port forwarded to the guest's port 22."})
+    user = fields.String(required=True)
+    command = fields.String(required=True, metadata={"example": "ssh -p 22014 dev@gpu-server.lan"})
 
 
 class AccessSchema(ma.Schema):
+    ssh = fields.Nested(
+        SshSchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "Null until the guest's address is known, on a bridged network."},
+    )
     console = fields.Nested(
         ConsoleSchema,
         allow_none=True,
         required=True,
-        metadata={"description": "Null when the server offers no console."},
+        metadata={"description": "Null when the server offers no console, or the hypervisor is unreachable."},
     )
     ip_addresses = fields.List(
         fields.String(),
         data_key="ipAddresses",
         required=True,
-        metadata={"description": "The guest's addresses, once the hypervisor knows them."},
+        metadata={"description": "The guest's addresses, once its agent reports them."},
     )
 
 
@@ -255,23 +278,6 @@ class CreditsSchema(StrictSchema):
         validate=validate.Range(min=-MAX_BALANCE_USD, max=MAX_BALANCE_USD),
         metadata={"description": "The balance the account should have from now."},
     )
-
-
-class WorkstationTypeSchema(ma.Schema):
-    id = fields.String(required=True)
-    description = fields.String(required=True)
-    configuration = fields.Nested(ConfigurationSchema, required=True)
-    idle_timeout_minutes = fields.Integer(data_key="idleTimeoutMinutes", required=True)
-    running_timeout_minutes = fields.Integer(data_key="runningTimeoutMinutes", required=True)
-    image_present = fields.Boolean(
-        data_key="imagePresent",
-        required=True,
-        metadata={"description": "Whether every file the type boots from is on the server."},
-    )
-    missing_files = fields.List(fields.String(), data_key="missingFiles", required=True)
-
-
-WorkstationTypeListSchema = list_schema(WorkstationTypeSchema, "WorkstationTypeList")
 
 
 class LogSchema(ma.Schema):

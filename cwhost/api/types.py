@@ -6,9 +6,9 @@ from flask import current_app
 
 from cwhost.api.common import ApiBlueprint, error_responses, list_body
 from cwhost.api.query_args import TypeListArgsSchema
-from cwhost.api.schemas import (
-    WorkstationTypeListSchema,
-)
+from cwhost.api.type_schemas import WorkstationTypeListSchema
+from cwhost.images.catalog import ImageCatalog
+from cwhost.workstation_types import WorkstationType
 
 blp = ApiBlueprint("types", __name__, description="Workstation types: defaults and boot images.")
 
@@ -20,8 +20,34 @@ blp = ApiBlueprint("types", __name__, description="Workstation types: defaults a
 @blp.doc(operationId="listWorkstationTypes")
 def workstation_types(args):
     """The types this server offers, their default configuration, and whether their images are present."""
-    config = current_app.extensions["cwhost"].config
+    components = current_app.extensions["cwhost"]
+    catalog = components.services.lifecycle.images.catalog
     after = args.get("after", "")
-    offered = [t for t in config.types if t.id > after]
+    offered = [t for t in components.config.types if t.id > after]
     page = offered[: args["limit"]]
-    return list_body(page, page[-1].id if len(offered) > len(page) else None)
+    return list_body([_shown(t, catalog) for t in page], page[-1].id if len(offered) > len(page) else None)
+
+
+def _shown(wtype: WorkstationType, catalog: ImageCatalog) -> dict:
+    missing = catalog.missing_files(wtype)
+    built = catalog.current(wtype.id) if wtype.boots_built_image else None
+    image = None
+    if built is not None:
+        versions = built.packages
+        image = {
+            "built_at": built.built_at,
+            "size_bytes": built.size_bytes,
+            "sha256": built.sha256,
+            "packages": [{"name": name, "version": versions.get(name, "")} for name in built.manifest["requested"]],
+        }
+    return {
+        "id": wtype.id,
+        "description": wtype.description,
+        "configuration": wtype.configuration,
+        "idle_timeout_minutes": wtype.idle_timeout_minutes,
+        "running_timeout_minutes": wtype.running_timeout_minutes,
+        "packages": list(wtype.packages),
+        "image_present": not missing,
+        "missing_files": missing,
+        "image": image,
+    }

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from cwhost.config import Config, WorkstationType
+from cwhost.config import Config
 from cwhost.errors import InvalidRequest, UnknownAsset
 from cwhost.ids import new_id, unix_to_rfc3339
+from cwhost.images.catalog import ImageCatalog
+from cwhost.workstation_types import WorkstationType
 from cwhost.workstations.model import CONFIGURATION_FIELDS, PROVISIONING, Configuration
 from drivers.base import BootSource, HostInfo
 
@@ -53,7 +55,16 @@ class Request:
         }
 
 
-def usable_type(config: Config, type_id: str) -> WorkstationType:
+@dataclass(frozen=True)
+class Images:
+    """Where types' images are, and whether this server's driver boots them (the fake driver does not)."""
+
+    catalog: ImageCatalog
+    required: bool
+
+
+def usable_type(config: Config, type_id: str, images: Images) -> tuple[WorkstationType, BootSource]:
+    """The type and what its new workstations boot; UnknownAsset if it is not offered or cannot boot."""
     wtype = config.workstation_type(type_id)
     if wtype is None:
         raise UnknownAsset(f"This server offers no workstation type {type_id!r}; GET /v1/workstation-types lists them.")
@@ -63,7 +74,13 @@ def usable_type(config: Config, type_id: str) -> WorkstationType:
             f"Workstation type {type_id!r} cannot be used: its file {missing[0]} is missing"
             " on the server (an operator's fix: see 'cwhost types check')."
         )
-    return wtype
+    boot = images.catalog.boot_for(wtype)
+    if boot is None and images.required:
+        raise UnknownAsset(
+            f"Workstation type {type_id!r} has no image on this server: {images.catalog.expected_disk(type_id)}"
+            f" is missing. An operator builds it with: cwhost images build {type_id}"
+        )
+    return wtype, boot or BootSource()
 
 
 def resolve(
@@ -72,9 +89,10 @@ def resolve(
     type_id: str | None,
     idle_timeout_minutes: int | None,
     running_timeout_minutes: int | None,
+    images: Images,
 ) -> Request:
     """A type's defaults for whatever the request leaves out; InvalidRequest if sizes are still missing."""
-    wtype = usable_type(config, type_id) if type_id is not None else None
+    wtype, boot = usable_type(config, type_id, images) if type_id is not None else (None, BootSource())
     settings = dict(configuration or {})
     if wtype is not None:
         for key in CONFIGURATION_FIELDS:
@@ -101,7 +119,7 @@ def resolve(
             if running_timeout_minutes is not None
             else (wtype.running_timeout_minutes if wtype else 0)
         ),
-        boot=wtype.boot if wtype else BootSource(),
+        boot=boot,
     )
 
 

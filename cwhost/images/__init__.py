@@ -1,0 +1,1 @@
+"""Workstation types' boot images: their packages, how they are built, and where the built ones are."""

@@ -1,0 +1,188 @@
+"""``cwhost images build``: a type's image from Debian packages, on the host, with no loop device or mount.
+
+mmdebstrap installs the packages into a directory; ``mkfs.ext4 -d`` turns
+that directory into a file system image and ``qemu-img convert`` into
+qcow2. The kernel and initrd the packages installed are copied beside it and
+booted directly (``guest_files.KERNEL_CMDLINE``): no boot loader to install
+and nothing to mount. Each step says what it does as it goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cwhost.images import guest_files
+from cwhost.images.catalog import DISK, INITRD, KERNEL, MANIFEST, BuiltImage, ImageCatalog
+from cwhost.images.packages import SUITE, has_desktop, image_components, image_packages
+from cwhost.workstation_types import WorkstationType
+
+MIB = 1024**2
+# Room to work in on the first boot, beyond what the packages take; cloud-init
+# then grows the file system to the workstation's whole disk.
+HEADROOM_BYTES = 768 * MIB
+
+
+class BuildError(Exception):
+    """A step of the build failed; the message says which and why."""
+
+
+def mmdebstrap_command(wtype: WorkstationType, root: Path, mirror: str) -> list[str]:
+    with_gpu = wtype.gpu is not None
+    command = [
+        "mmdebstrap",
+        "--mode=root",
+        "--variant=important",
+        "--components=" + ",".join(image_components(with_gpu)),
+        "--include=" + ",".join(image_packages(wtype.packages, with_gpu)),
+        SUITE,
+        str(root),
+    ]
+    return command + [mirror] if mirror else command
+
+
+class ImageBuilder:
+    def __init__(self, catalog: ImageCatalog, mirror: str, disk_dir: Path, say: Callable[[str], None] = print):
+        self._catalog = catalog
+        self._mirror = mirror
+        self._disk_dir = disk_dir
+        self._say = say
+
+    def build(self, wtype: WorkstationType) -> BuiltImage:
+        """Build, then make it current; older builds no disk uses are removed."""
+        type_dir = self._catalog.type_dir(wtype.id)
+        type_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        build_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        staging = type_dir / f".building-{build_id}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o755)
+        try:
+            manifest = self._make(wtype, staging)
+            final = type_dir / build_id
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._catalog.set_current(wtype.id, final)
+        self._say(f"{wtype.id}: built {final / DISK} ({manifest['files'][DISK]['size'] / MIB:.0f} MiB)")
+        for old in self._catalog.prune(wtype.id, self._disk_dir):
+            self._say(f"{wtype.id}: removed {old}, which no disk uses any more")
+        return BuiltImage(final, manifest)
+
+    def _make(self, wtype: WorkstationType, out: Path) -> dict:
+        root = out / "root"
+        started = time.time()
+        self._step(wtype, 1, f"installing {len(image_packages(wtype.packages, wtype.gpu is not None))} packages")
+        self._run(mmdebstrap_command(wtype, root, self._mirror), stream=True)
+        self._step(wtype, 2, "adding cwhost's guest files")
+        add_guest_files(root, wtype)
+        packages = installed_packages(root)
+        copy_boot_files(root, out)
+        self._step(wtype, 3, "making the file system and the qcow2 image")
+        raw = out / "disk.raw"
+        size = _filesystem_size(root)
+        self._run(["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(raw), f"{size // MIB}M"])
+        shutil.rmtree(root)
+        self._run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / DISK)])
+        raw.unlink()
+        self._step(wtype, 4, "writing the manifest")
+        manifest = {
+            "type": wtype.id,
+            "builtAt": time.time(),
+            "buildSeconds": round(time.time() - started, 1),
+            "suite": SUITE,
+            "requested": list(image_packages(wtype.packages, wtype.gpu is not None)),
+            "packages": packages,
+            "cmdline": guest_files.KERNEL_CMDLINE,
+            "files": {name: _file_facts(out / name) for name in (DISK, KERNEL, INITRD)},
+        }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        for name in (DISK, KERNEL, INITRD, MANIFEST):
+            (out / name).chmod(0o644)
+        return manifest
+
+    def _step(self, wtype: WorkstationType, number: int, what: str) -> None:
+        self._say(f"{wtype.id}: [{number}/4] {what}")
+
+    def _run(self, command: list[str], stream: bool = False) -> None:
+        """Run one step; its output goes to the terminal as it comes when ``stream``."""
+        try:
+            result = subprocess.run(command, stdout=None if stream else subprocess.PIPE, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise BuildError(f"{command[0]} could not run: {exc.strerror}") from None
+        if result.returncode != 0:
+            output = (result.stdout or b"").decode(errors="replace").strip()[-2000:]
+            raise BuildError(f"{command[0]} failed (exit {result.returncode}){': ' + output if output else ''}")
+
+
+def add_guest_files(root: Path, wtype: WorkstationType) -> None:
+    files = dict(guest_files.BASE_FILES)
+    desktop = has_desktop(wtype.packages)
+    if desktop:
+        files.update(guest_files.DESKTOP_FILES)
+        files["etc/cwhost/start-url"] = (wtype.start_url or "about:blank") + "\n"
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755 if relative in guest_files.EXECUTABLES else 0o644)
+    # Each workstation is its own machine: its own machine id and SSH host
+    # keys, made at its first boot (cloud-init makes the keys).
+    (root / "etc/machine-id").write_text("")
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    if desktop:
+        _in_root(root, "useradd", "--create-home", "--groups", "audio,video", guest_files.DESKTOP_USER)
+        _in_root(root, "systemctl", "enable", "cwhost-desktop.service")
+
+
+def _in_root(root: Path, *command: str) -> None:
+    result = subprocess.run(["chroot", str(root), *command], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"{command[0]} in the image failed: {result.stderr.strip()}")
+
+
+def installed_packages(root: Path) -> dict[str, str]:
+    result = subprocess.run(
+        ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f", "${Package}\t${Version}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(line.split("\t", 1) for line in result.stdout.splitlines() if line)
+
+
+def copy_boot_files(root: Path, out: Path) -> None:
+    """The installed kernel and its initrd, readable by the hypervisor (Debian installs them 0600)."""
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise BuildError("the image has no kernel in /boot (is linux-image-amd64 installed?)")
+    version = kernels[-1].name.removeprefix("vmlinuz-")
+    initrd = root / "boot" / f"initrd.img-{version}"
+    if not initrd.is_file():
+        raise BuildError(f"the image has no initrd for kernel {version}")
+    shutil.copyfile(kernels[-1], out / KERNEL)
+    shutil.copyfile(initrd, out / INITRD)
+
+
+def _filesystem_size(root: Path) -> int:
+    used = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            used += os.lstat(os.path.join(directory, name)).st_blocks * 512
+    wanted = int(used * 1.15) + HEADROOM_BYTES
+    return -(-wanted // (256 * MIB)) * 256 * MIB
+
+
+def _file_facts(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
