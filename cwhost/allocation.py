@@ -9,6 +9,7 @@ starts; a unique index makes a double assignment impossible even so.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,6 +45,15 @@ class HostView:
     gpus: tuple[GpuSlot, ...]
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """What a launch took: a GPU, the workspace to share, the host port forwarded to its SSH."""
+
+    gpu: GpuDevice | None
+    workspace: Workspace | None
+    ssh_port: int | None
+
+
 class Allocation:
     def __init__(
         self,
@@ -52,7 +62,9 @@ class Allocation:
         config: Config,
         host_info: Callable[[], HostInfo],
         find_workspace: Callable[[str], Workspace | None],
+        forwards_ports: bool,
     ):
+        self._forwards_ports = forwards_ports
         self._store = store
         self._accounts = accounts
         self._config = config
@@ -62,8 +74,8 @@ class Allocation:
         # What launches whose domain is still starting will use, by workstation.
         self._launching: dict[str, Workstation] = {}
 
-    def reserve(self, ws: Workstation) -> tuple[GpuDevice | None, Workspace | None]:
-        """Take what a launch needs: capacity, a GPU, its workspace. ``release`` or ``launched`` ends it."""
+    def reserve(self, ws: Workstation) -> Reservation:
+        """Take what a launch needs: capacity, a GPU, its workspace, a port. ``release`` or ``launched`` ends it."""
         self._accounts.require_credit(ws.account_id)
         host = self._host_info()
         with self.lock:
@@ -76,12 +88,13 @@ class Allocation:
             )
             self._require_capacity(host, ws)
             gpu = self._take_gpu(host, ws)
+            ssh_port = self._take_port(ws) if self._forwards_ports else None
             # Read again under the lock: archiving or deleting a workspace
             # detaches it, under this same lock.
             workspace_id = self._store.reload(ws.id).workspace_id
             workspace = self._find_workspace(workspace_id) if workspace_id else None
             self._launching[ws.id] = replace(ws, workspace_id=workspace_id)
-            return gpu, workspace
+            return Reservation(gpu, workspace, ssh_port)
 
     def _require_capacity(self, host: HostInfo, ws: Workstation) -> None:
         cpu, memory = self._store.running_totals()
@@ -113,6 +126,19 @@ class Allocation:
         self._store.set(ws.id, gpu_address=free[0].pci_address)
         return free[0]
 
+    def _take_port(self, ws: Workstation) -> int:
+        held = self._store.held_ssh_ports()
+        listen = self._config.access.forward_listen
+        port = next((p for p in self._config.ssh_ports if p not in held and _bindable(listen, p)), None)
+        if port is None:
+            raise Unavailable(
+                f"No host port is free for SSH in {self._config.access.ssh_port_first}"
+                f"-{self._config.access.ssh_port_last}; a stop frees one.",
+                retry_after=60,
+            )
+        self._store.set(ws.id, ssh_port=port)
+        return port
+
     def launched(self, ws: Workstation) -> None:
         """The launch is recorded (or failed and released): it no longer counts as starting."""
         with self.lock:
@@ -122,7 +148,7 @@ class Allocation:
         """Give back what ``reserve`` took for a launch that did not happen."""
         with self.lock:
             self._launching.pop(ws.id, None)
-            self._store.set(ws.id, gpu_address=None)
+            self._store.set(ws.id, gpu_address=None, ssh_port=None)
 
     def workstation_holding(self, workspace_id: str) -> str | None:
         """The running or launching workstation a workspace is attached to; under the lock."""
@@ -155,3 +181,14 @@ class Allocation:
             memory_gb_allocated=sum(w.configuration.memory_gb for w in running),
             gpus=tuple(slot(g) for g in info.gpus),
         )
+
+
+def _bindable(address: str, port: int) -> bool:
+    """Whether nothing else on the host listens on the port (QEMU would fail to start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True

@@ -249,6 +249,13 @@ def _workspaces(db: sqlite_utils.Database) -> None:
     db.table("workstations").create_index(["workspace_id"])
 
 
+@migrations(name="0009_workstation_ssh_port")
+def _workstation_ssh_port(db: sqlite_utils.Database) -> None:
+    # The host port forwarded to a running workstation's SSH: one holder at a time.
+    db.table("workstations").add_column("ssh_port", int)
+    db.table("workstations").create_index(["ssh_port"], unique=True)
+
+
 # What a client is told when SQLite cannot do its part; nothing was changed.
 _STORAGE_FAULTS = {
     "SQLITE_FULL": "The server's disk is full",

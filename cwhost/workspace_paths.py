@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cwhost.errors import InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
+from drivers.base import GUEST_UID
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -180,6 +181,19 @@ def display_name(relative: bytes) -> str:
     return relative.decode("utf-8", "backslashreplace")
 
 
+def give_to_guest(path: str | Path, dir_fd: int | None = None) -> None:
+    """Make a workspace file or directory the guest user's, as the guest's own files are.
+
+    The service keeps reaching them as root or, under the systemd unit, with
+    CAP_DAC_OVERRIDE; a service run by hand without CAP_CHOWN leaves them its
+    own, and the guest's user can then not write them.
+    """
+    try:
+        os.chown(path, GUEST_UID, GUEST_UID, dir_fd=dir_fd, follow_symlinks=False)
+    except PermissionError:
+        pass
+
+
 @contextmanager
 def closing_directory(fd: int) -> Iterator[int]:
     try:
@@ -196,6 +210,7 @@ def walk_to_directory(root_fd: int, parts: list[str], path: str, create: bool) -
             if create:
                 try:
                     os.mkdir(part, 0o770, dir_fd=fd)
+                    give_to_guest(part, dir_fd=fd)
                 except FileExistsError:
                     pass
             try:

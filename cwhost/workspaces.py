@@ -45,6 +45,7 @@ from cwhost.workspace_paths import (
     disk_faults,
     display_name,
     file_id,
+    give_to_guest,
     outside,
     path_of_file_id,
     split_path,
@@ -142,6 +143,7 @@ class Workspaces:
         # The directory first: a crash before the row is committed leaves an
         # empty directory nobody refers to, never a workspace with no directory.
         self.directory(workspace_id).mkdir(mode=0o770)
+        give_to_guest(self.directory(workspace_id))
         try:
             with self._db.write() as tx:
                 tx.table("workspaces").insert(row)
@@ -372,6 +374,7 @@ class Workspaces:
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(staged, 0o660)
+            give_to_guest(staged)
             with closing_directory(self._open_root(workspace)) as root:
                 with closing_directory(walk_to_directory(root, parts[:-1], path, create=True)) as parent:
                     try:

@@ -31,6 +31,9 @@ from pathlib import Path
 
 # The tag a guest mounts its workspace by (mount -t virtiofs workspace /mnt).
 SHARE_TAG = "workspace"
+# The uid and gid of the guest's user. virtiofs passes ownership through by
+# number, so a workspace's files belong to this uid on the host too.
+GUEST_UID = 1000
 
 
 class DriverError(Exception):
@@ -88,11 +91,22 @@ class ConsoleAccess:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    """A host TCP port that reaches a TCP port of the guest, for one run of the domain."""
+
+    host_port: int
+    guest_port: int
+    # The host address the port listens on; 0.0.0.0 is every one (the LAN).
+    listen: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
 class Access:
     """How a user reaches a running domain."""
 
     console: ConsoleAccess | None
     ip_addresses: tuple[str, ...]
+    forwards: tuple[PortForward, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,12 @@ class DomainSpec:
 class HypervisorDriver(abc.ABC):
     """A hypervisor that runs workstation domains. See the module docstring."""
 
+    # Whether domains really boot the images they are given (a simulation need not).
+    boots_images = True
+    # Whether ``start`` can forward host ports to the guest (with a bridged
+    # network the guest has a LAN address of its own instead).
+    forwards_ports = True
+
     @abc.abstractmethod
     def host(self) -> HostInfo:
         """Capacity of the host and its GPUs that can be passed through."""
@@ -152,12 +172,18 @@ class HypervisorDriver(abc.ABC):
 
     @abc.abstractmethod
     def start(
-        self, name: str, gpu: GpuDevice | None = None, share: Path | None = None, seed: GuestSeed | None = None
+        self,
+        name: str,
+        gpu: GpuDevice | None = None,
+        share: Path | None = None,
+        seed: GuestSeed | None = None,
+        forwards: tuple[PortForward, ...] = (),
     ) -> None:
         """Boot a stopped domain, passing ``gpu`` through whole and sharing the directory ``share``.
 
         The guest sees ``share`` as the file system tagged ``SHARE_TAG``, and
-        ``seed`` as a cloud-init NoCloud seed, for this run only.
+        ``seed`` as a cloud-init NoCloud seed; each of ``forwards`` reaches
+        the guest from the host. All of it for this run only.
         """
 
     @abc.abstractmethod

@@ -2,9 +2,9 @@
 
 The seed carries the hostname, ``locale: C.UTF-8`` (without the ``locales``
 package cloud-init ends in ``error`` otherwise), one user with the SSH keys
-and sudo, the workspace share mounted at ``~/workspace`` over virtiofs, and
-the guest agent enabled. Network configuration is left to the image
-(systemd-networkd does DHCP; cloud-init's would fight it). Everything is
+and sudo, the workspace share mounted at ``~/workspace`` over virtiofs (a
+systemd mount unit), and the guest agent enabled. Network configuration is
+left to the image (ifupdown does DHCP; cloud-init's would fight it). Everything is
 written with a YAML dumper and ``pycdlib``, never by formatting text, and read
 back the same way.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import pycdlib
 import yaml
 
-from drivers.base import SHARE_TAG, GuestSeed
+from drivers.base import GUEST_UID, SHARE_TAG, GuestSeed
 
 VOLUME_LABEL = "cidata"
 _FILES = ("meta-data", "user-data", "network-config")
@@ -45,6 +45,7 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
         "users": [
             {
                 "name": seed.user,
+                "uid": GUEST_UID,
                 "shell": "/bin/bash",
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
@@ -54,8 +55,16 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
         "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
     }
     if seed.mount_share:
-        config["mounts"] = [[SHARE_TAG, f"{home}/workspace", "virtiofs", "defaults,nofail", "0", "0"]]
-        config["runcmd"].insert(0, ["install", "-d", "-o", seed.user, "-g", seed.user, f"{home}/workspace"])
+        # A mount unit started once the user exists, not cloud-init's `mounts`:
+        # that module runs before users are made, and its mkdir would leave
+        # the user a home owned by root.
+        unit = workspace_mount_unit(seed.user)
+        config["write_files"] = [{"path": f"/etc/systemd/system/{unit}", "content": _mount_unit_text(home)}]
+        config["runcmd"][:0] = [
+            ["install", "-d", "-o", seed.user, "-g", seed.user, f"{home}/workspace"],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", unit],
+        ]
     user_data = b"#cloud-config\n" + yaml.safe_dump(config, sort_keys=False).encode()
     instance_id = f"{name}-{hashlib.sha256(user_data).hexdigest()[:12]}"
     return {
@@ -63,6 +72,19 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
         "user-data": user_data,
         "network-config": yaml.safe_dump({"network": {"config": "disabled"}}).encode(),
     }
+
+
+def workspace_mount_unit(user: str) -> str:
+    """systemd's name for the mount of /home/USER/workspace (systemd-escape --path)."""
+    return "home-" + user.replace("-", "\\x2d") + "-workspace.mount"
+
+
+def _mount_unit_text(home: str) -> str:
+    return (
+        "[Unit]\nDescription=The cwhost workspace, shared by the host over virtiofs\n\n"
+        f"[Mount]\nWhat={SHARE_TAG}\nWhere={home}/workspace\nType=virtiofs\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
 
 
 def write_seed_iso(path: Path, seed: GuestSeed, name: str) -> None:
@@ -101,5 +123,5 @@ def seed_of(files: dict[str, bytes]) -> GuestSeed:
         hostname=config["hostname"],
         user=user["name"],
         ssh_keys=tuple(user.get("ssh_authorized_keys") or ()),
-        mount_share="mounts" in config,
+        mount_share=bool(config.get("write_files")),
     )

@@ -16,7 +16,7 @@ import os
 import secrets
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -34,6 +34,7 @@ from drivers.base import (
     HypervisorDriver,
     HypervisorUnavailable,
     InvalidDomainState,
+    PortForward,
     ProvisioningError,
     require_shared_directory,
 )
@@ -67,16 +68,21 @@ class _Domain:
     share: str | None = None
     # The GuestSeed of this run, as a dict (the state file is JSON).
     seed: dict | None = None
+    # This run's PortForwards, as lists of their fields: recorded, never opened on the host.
+    forwards: list | None = None
 
 
 def _mark_stopped(domain: _Domain) -> None:
     """Stopped, with nothing left of its last run."""
     domain.state = DomainState.STOPPED.value
-    domain.gpu = domain.pid = domain.pid_started = domain.share = domain.seed = None
+    domain.gpu = domain.pid = domain.pid_started = domain.share = domain.seed = domain.forwards = None
     domain.console_port = domain.console_password = None
 
 
 class FakeDriver(HypervisorDriver):
+    # Its guests are processes of its own: images are recorded, never booted.
+    boots_images = False
+
     def __init__(
         self,
         state_dir: Path,
@@ -251,7 +257,12 @@ class FakeDriver(HypervisorDriver):
             self._save()
 
     def start(
-        self, name: str, gpu: GpuDevice | None = None, share: Path | None = None, seed: GuestSeed | None = None
+        self,
+        name: str,
+        gpu: GpuDevice | None = None,
+        share: Path | None = None,
+        seed: GuestSeed | None = None,
+        forwards: tuple[PortForward, ...] = (),
     ) -> None:
         with self._lock:
             self._check_available()
@@ -269,6 +280,7 @@ class FakeDriver(HypervisorDriver):
             domain.gpu = gpu.pci_address if gpu else None
             domain.share = str(share) if share else None
             domain.seed = asdict(seed) if seed else None
+            domain.forwards = [astuple(forward) for forward in forwards]
             try:
                 self._save()
             except HypervisorUnavailable:
@@ -354,6 +366,7 @@ class FakeDriver(HypervisorDriver):
             return Access(
                 ConsoleAccess("vnc", self._console_host, domain.console_port, domain.console_password),
                 ip_addresses=(),
+                forwards=tuple(PortForward(*forward) for forward in domain.forwards or ()),
             )
 
     def console_log(self, name: str) -> Path | None:

@@ -33,10 +33,12 @@ from drivers.base import (
     HostInfo,
     HypervisorDriver,
     InvalidDomainState,
+    PortForward,
     ProvisioningError,
     require_shared_directory,
 )
 from drivers.cloud_init import read_seed_iso, seed_of, write_seed_iso
+from drivers.guest_agent import guest_addresses
 from drivers.libvirt_connection import LibvirtConnection
 from drivers.libvirt_xml import (
     DomainXml,
@@ -78,6 +80,8 @@ class LibvirtDriver(HypervisorDriver):
         self._console_dir = Path(console_dir)
         self._domain_type = domain_type
         self._network = network
+        # A libvirt network (a bridge to the LAN, say) gives the guest an address of its own.
+        self.forwards_ports = network is None
         self._graphics = graphics
         self._graphics_listen = graphics_listen
         self._kernel_boot = kernel_boot
@@ -141,6 +145,7 @@ class LibvirtDriver(HypervisorDriver):
         password: str | None = None,
         share: Path | None = None,
         seed_iso: Path | None = None,
+        forwards: tuple[PortForward, ...] = (),
     ) -> str:
         return to_xml(
             DomainXml(
@@ -160,6 +165,7 @@ class LibvirtDriver(HypervisorDriver):
                 share=str(share) if share else None,
                 base_image=spec.boot.image,
                 seed_iso=str(seed_iso) if seed_iso else None,
+                forwards=forwards,
             )
         )
 
@@ -241,11 +247,18 @@ class LibvirtDriver(HypervisorDriver):
         self._define_xml(self._xml(spec, current.uuid))
 
     def start(
-        self, name: str, gpu: GpuDevice | None = None, share: Path | None = None, seed: GuestSeed | None = None
+        self,
+        name: str,
+        gpu: GpuDevice | None = None,
+        share: Path | None = None,
+        seed: GuestSeed | None = None,
+        forwards: tuple[PortForward, ...] = (),
     ) -> None:
         domain = self._domain(name)
         if domain.isActive():
             raise InvalidDomainState(f"domain {name} is already running")
+        if forwards and not self.forwards_ports:
+            raise ProvisioningError("ports are forwarded only on QEMU's user-mode network, not on a libvirt network")
         require_shared_directory(share)
         current = self._inactive(domain)
         seed_iso = None
@@ -262,6 +275,7 @@ class LibvirtDriver(HypervisorDriver):
                 password=secrets.token_urlsafe(6)[:8],
                 share=share,
                 seed_iso=seed_iso,
+                forwards=forwards,
             )
         )
         try:
@@ -330,7 +344,8 @@ class LibvirtDriver(HypervisorDriver):
         try:
             if not domain.isActive():
                 return None
-            console = live_console(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+            description = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+            console = live_console(description)
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc, name) from exc
         return Access(
@@ -339,29 +354,9 @@ class LibvirtDriver(HypervisorDriver):
                 if console and console.port
                 else None
             ),
-            ip_addresses=self._addresses(domain),
+            ip_addresses=guest_addresses(domain),
+            forwards=from_xml(description).forwards,
         )
-
-    @staticmethod
-    def _addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
-        """Guest addresses from the network's DHCP leases, else from the guest agent."""
-        for source in (
-            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-        ):
-            try:
-                interfaces = domain.interfaceAddresses(source)
-            except libvirt.libvirtError:
-                continue
-            found = tuple(
-                address["addr"]
-                for name, interface in sorted(interfaces.items())
-                if name != "lo"
-                for address in interface.get("addrs") or ()
-            )
-            if found:
-                return found
-        return ()
 
     def seed_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.seed.iso"

@@ -10,10 +10,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from drivers.base import SHARE_TAG
+from drivers.base import SHARE_TAG, PortForward
 
 METADATA_NAMESPACE = "https://cwhost.invalid/xmlns/workstation/1"
 ET.register_namespace("cwhost", METADATA_NAMESPACE)
+QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
+ET.register_namespace("qemu", QEMU_NAMESPACE)
+# The user-mode NIC that carries port forwards, by its QEMU id.
+FORWARDING_NETDEV = "cwhostnet0"
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class DomainXml:
     base_image: str | None = None
     # A cloud-init NoCloud seed image, as a CD-ROM on the SATA bus (where cloud-init looks on q35).
     seed_iso: str | None = None
+    # Host ports forwarded to the guest through QEMU's user-mode network (no network or bridge needed).
+    forwards: tuple[PortForward, ...] = ()
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes) -> ET.Element:
@@ -92,8 +99,12 @@ def to_xml(domain: DomainXml) -> str:
     _sub(root, "on_crash", "destroy")
     devices = _sub(root, "devices")
     _write_disk(devices, domain.disk_path)
-    _write_interface(devices, domain.network)
+    if domain.forwards:
+        _write_forwarding_nic(root, domain.forwards)
+    else:
+        _write_interface(devices, domain.network)
     _write_serial_console(devices, domain.console_log)
+    _write_guest_agent_channel(devices)
     if domain.graphics:
         _write_graphics(devices, domain.graphics)
     if domain.share:
@@ -114,6 +125,15 @@ def _write_identity(root: ET.Element, domain: DomainXml) -> None:
     workstation = ET.SubElement(metadata, f"{{{METADATA_NAMESPACE}}}workstation", storageGB=str(domain.storage_gb))
     if domain.base_image:
         workstation.set("baseImage", domain.base_image)
+    # Also kept here, where every libvirt driver keeps it (the test driver drops QEMU's command line).
+    for forward in domain.forwards:
+        ET.SubElement(
+            workstation,
+            f"{{{METADATA_NAMESPACE}}}forward",
+            hostPort=str(forward.host_port),
+            guestPort=str(forward.guest_port),
+            listen=forward.listen,
+        )
 
 
 def _write_resources(root: ET.Element, domain: DomainXml) -> None:
@@ -160,6 +180,26 @@ def _write_interface(devices: ET.Element, network: str | None) -> None:
     else:
         interface = _sub(devices, "interface", type="user")
     _sub(interface, "model", type="virtio")
+
+
+def _write_forwarding_nic(root: ET.Element, forwards: tuple[PortForward, ...]) -> None:
+    """A virtio NIC on QEMU's user-mode network with ``hostfwd`` rules, passed through libvirt's
+    QEMU namespace: libvirt 9.0 forwards ports only with passt, which Debian 12's cannot do."""
+    rules = ",".join(f"hostfwd=tcp:{f.listen}:{f.host_port}-:{f.guest_port}" for f in forwards)
+    commandline = ET.SubElement(root, f"{{{QEMU_NAMESPACE}}}commandline")
+    for value in (
+        "-netdev",
+        f"user,id={FORWARDING_NETDEV},{rules}",
+        "-device",
+        # A slot of its own: libvirt hands out the root bus's slots from 2 up and knows nothing of this NIC.
+        f"virtio-net-pci,netdev={FORWARDING_NETDEV},bus=pci.0,addr=0x1e",
+    ):
+        ET.SubElement(commandline, f"{{{QEMU_NAMESPACE}}}arg", value=value)
+
+
+def _write_guest_agent_channel(devices: ET.Element) -> None:
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
 
 
 def _write_serial_console(devices: ET.Element, log_path: str) -> None:
@@ -247,6 +287,16 @@ def from_xml(text: str) -> DomainXml:
         share_tag=_attribute(_child(filesystem, "target"), "dir") if filesystem is not None else SHARE_TAG,
         base_image=workstation.get("baseImage") if workstation is not None else None,
         seed_iso=_read_cdrom(devices.find("disk[@device='cdrom']")),
+        forwards=_read_forwards(workstation),
+    )
+
+
+def _read_forwards(workstation: ET.Element | None) -> tuple[PortForward, ...]:
+    if workstation is None:
+        return ()
+    return tuple(
+        PortForward(int(_attribute(f, "hostPort")), int(_attribute(f, "guestPort")), _attribute(f, "listen"))
+        for f in workstation.findall(f"{{{METADATA_NAMESPACE}}}forward")
     )
 
 

@@ -136,6 +136,17 @@ def wait_over_http(session, url: str, status: str, timeout: float = 10.0) -> dic
         time.sleep(0.05)
 
 
+def wait_until(predicate, timeout: float, what: str, every: float = 0.5):
+    """``predicate()``'s first true value, asked every ``every`` seconds; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

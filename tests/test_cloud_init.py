@@ -41,11 +41,18 @@ def test_user_data_gives_the_user_keys_sudo_locale_agent_and_the_workspace(tmp_p
     assert config["hostname"] == "box" and config["locale"] == "C.UTF-8"
     (user,) = config["users"]
     assert user["name"] == "dev" and user["ssh_authorized_keys"] == [KEY] and "NOPASSWD" in user["sudo"]
-    assert [SHARE_TAG, "/home/dev/workspace", "virtiofs", "defaults,nofail", "0", "0"] in config["mounts"]
+    (unit,) = config["write_files"]
+    assert unit["path"] == "/etc/systemd/system/home-dev-workspace.mount"
+    assert f"What={SHARE_TAG}\nWhere=/home/dev/workspace\nType=virtiofs" in unit["content"]
+    assert config["runcmd"][:3] == [
+        ["install", "-d", "-o", "dev", "-g", "dev", "/home/dev/workspace"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "home-dev-workspace.mount"],
+    ]
     assert ["systemctl", "enable", "--now", "qemu-guest-agent"] in config["runcmd"]
     assert yaml.safe_load(files["network-config"]) == {"network": {"config": "disabled"}}
     without_share = yaml.safe_load(seed_files(GuestSeed("box", "dev"), "cwhost-ws-1")["user-data"])
-    assert "mounts" not in without_share
+    assert "write_files" not in without_share
 
 
 def test_the_instance_changes_when_the_keys_do_and_only_then():

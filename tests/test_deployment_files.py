@@ -26,7 +26,9 @@ def test_unit_runs_cwhost_serve_as_a_dedicated_hardened_user():
     for setting in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
         assert service[setting] == "yes"
     assert service["ProtectSystem"] == "strict"
-    assert service["CapabilityBoundingSet"] == ""
+    # Only what giving workspace files to the guest's uid and still managing them takes.
+    for setting in ("CapabilityBoundingSet", "AmbientCapabilities"):
+        assert set(service[setting].split()) == {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"}
 
 
 def test_unit_leaves_proc_and_devices_visible_for_metering():

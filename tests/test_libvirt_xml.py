@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.base import PortForward
 from drivers.libvirt_xml import (
     DomainXml,
     Graphics,
@@ -43,6 +44,18 @@ KINDS = {
         **BASE,
         share="/var/lib/cwhost/workspaces/wsp-1a2b3c4d",
         seed_iso="/var/lib/cwhost/disks/cwhost-ws-8f3k2m9q.seed.iso",
+    ),
+    # QEMU's user-mode NIC with SSH forwarded from a host port, and the cloud-init seed.
+    "forwards-seed": DomainXml(
+        **{**BASE, "network": None, "graphics": Graphics("vnc", "127.0.0.1", "s3cretpw")},
+        seed_iso="/var/lib/cwhost/disks/cwhost-ws-8f3k2m9q.seed.iso",
+        forwards=(PortForward(22014, 22, "0.0.0.0"),),
+        kernel_boot=KernelBoot(
+            "/var/lib/cwhost/images/python/20261130T083029Z/vmlinuz",
+            "/var/lib/cwhost/images/python/20261130T083029Z/initrd.img",
+            "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+        ),
+        base_image="/var/lib/cwhost/images/python/20261130T083029Z/disk.qcow2",
     ),
     "kernel-boot": DomainXml(
         **{**BASE, "domain_type": "qemu", "network": None, "graphics": None},

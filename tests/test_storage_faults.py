@@ -39,11 +39,12 @@ def small_disk(tmp_path):
 
 def fill(directory) -> None:
     """Write until the disk refuses, as a runaway log or a big upload would."""
-    with open(directory / "filler", "wb") as filler:
+    # Unbuffered: a buffered file would try to write its rest again on close,
+    # and fail again, depending on how the last block happened to split.
+    with open(directory / "filler", "wb", buffering=0) as filler:
         try:
             while True:
                 filler.write(b"\0" * 65536)
-                filler.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     # Whatever the page cache still held is on the disk now: nothing is left.

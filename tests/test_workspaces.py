@@ -253,3 +253,18 @@ def test_a_deletion_interrupted_by_a_crash_is_finished_at_start_up(client, alice
     assert client.get(f"/v1/workspaces/{workspace['id']}", headers=alice).status_code == 404
     components.services.reconciler.recover()
     assert not directory.exists() and not staged.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another uid needs root or CAP_CHOWN")
+def test_workspace_files_belong_to_the_guests_user_as_virtiofs_shows_them(client, alice, components):
+    from drivers.base import GUEST_UID
+
+    workspace = create_workspace(client, alice)
+    assert upload(client, alice, workspace["id"], "src/deep/main.py", b"print(1)\n").status_code == 201
+    top = components.services.workspaces.directory(workspace["id"])
+    for path in (top, top / "src", top / "src" / "deep", top / "src" / "deep" / "main.py"):
+        status = path.stat()
+        assert (status.st_uid, status.st_gid) == (GUEST_UID, GUEST_UID), path
+    # The service still reads what it gave away.
+    listed = client.get(f"/v1/workspaces/{workspace['id']}/files", headers=alice).get_json()["data"]
+    assert [f["name"] for f in listed] == ["src/deep/main.py"]

@@ -30,10 +30,12 @@ from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.errors import InvalidRequest, InvalidState, StorageUnavailable
 from cwhost.ids import unix_to_rfc3339
+from cwhost.images.catalog import ImageCatalog
 from cwhost.ssh_keys import SshKeys, authorized_lines
 from cwhost.storage_budget import GIB, StorageBudget
 from cwhost.workspaces import Workspace, Workspaces
 from cwhost.workstations import sizing
+from cwhost.workstations.access import reach
 from cwhost.workstations.guards import WorkstationLocks, hypervisor, read_host
 from cwhost.workstations.model import (
     CONFIGURATION_FIELDS,
@@ -42,13 +44,13 @@ from cwhost.workstations.model import (
     RUNNING,
     STOPPED,
     Configuration,
+    Reach,
     Workstation,
     describe_change,
     from_row,
 )
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import (
-    Access,
     DomainState,
     DriverError,
     GuestSeed,
@@ -56,6 +58,7 @@ from drivers.base import (
     HypervisorDriver,
     HypervisorUnavailable,
     InvalidDomainState,
+    PortForward,
 )
 from drivers.cloud_init import hostname_of
 
@@ -88,6 +91,7 @@ class Lifecycle:
         self._driver = driver
         self._config = config
         self._clock = clock
+        self.images = sizing.Images(ImageCatalog(config.images_dir), required=driver.boots_images)
         self.locks = WorkstationLocks()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
         # The sampler of this process: asked for a last reading before a domain powers off.
@@ -118,19 +122,8 @@ class Lifecycle:
 
     # -- reads that need the hypervisor ------------------------------------------------
 
-    def access(self, ws: Workstation) -> Access | None:
-        """How to reach a running workstation; None when that is unknown right now.
-
-        A read of a workstation must not fail because the hypervisor is away:
-        the database answers, and access is left out until it is back.
-        """
-        if ws.status != RUNNING:
-            return None
-        try:
-            return self._driver.access(ws.domain_name)
-        except DriverError as exc:
-            log.warning("no access details for %s: %s", ws.id, exc)
-            return None
+    def access(self, ws: Workstation) -> Reach | None:
+        return reach(ws, self._driver, self._config)
 
     def console_log(self, ws: Workstation) -> Path | None:
         """The serial console's log file, if the driver keeps one and it exists yet."""
@@ -154,7 +147,9 @@ class Lifecycle:
         ssh_public_keys: list[str] | None = None,
     ) -> Workstation:
         """Create a workstation; a type's defaults fill what the request leaves out."""
-        request = sizing.resolve(self._config, configuration, type_id, idle_timeout_minutes, running_timeout_minutes)
+        request = sizing.resolve(
+            self._config, configuration, type_id, idle_timeout_minutes, running_timeout_minutes, self.images
+        )
         keys = authorized_lines(ssh_public_keys or [])
         if workspace_id is not None:
             self._workspaces.attachable(principal, workspace_id)
@@ -209,12 +204,14 @@ class Lifecycle:
             ws = self._store.load(principal, workstation_id)
             if ws.status != STOPPED:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a stopped workstation can be launched.")
-            gpu, workspace = self._allocation.reserve(ws)
+            taken = self._allocation.reserve(ws)
+            gpu, workspace = taken.gpu, taken.workspace
             share = self._workspaces.directory(workspace.id) if workspace else None
+            forwards = (PortForward(taken.ssh_port, 22, self._config.access.forward_listen),) if taken.ssh_port else ()
             try:
                 seed = self._seed(ws, workspace is not None)
                 with hypervisor("launch"):
-                    self._driver.start(ws.domain_name, gpu, share, seed)
+                    self._driver.start(ws.domain_name, gpu, share, seed, forwards)
             except BaseException:
                 self._allocation.release(ws)
                 raise
@@ -268,7 +265,9 @@ class Lifecycle:
             with hypervisor("stop"):
                 how = self._power_off(ws, force)
             event = ("warning", f"Stopped because {reason}. {how}") if reason else ("info", f"Stopped. {how}")
-            self._store.transition(ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, gpu_address=None)
+            self._store.transition(
+                ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, gpu_address=None, ssh_port=None
+            )
             log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
             return self._store.reload(ws.id)
 

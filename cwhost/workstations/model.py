@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from drivers.base import BootSource, DomainSpec
+from drivers.base import BootSource, ConsoleAccess, DomainSpec
 
 PROVISIONING, STOPPED, RUNNING, ERROR = "provisioning", "stopped", "running", "error"
 STATUSES = (PROVISIONING, STOPPED, RUNNING, ERROR)
@@ -48,6 +48,8 @@ class Workstation:
     boot: BootSource = BootSource()
     # Keys given for this workstation alone, besides its account's.
     ssh_public_keys: tuple[str, ...] = ()
+    # The host port forwarded to its SSH while it runs.
+    ssh_port: int | None = None
 
     @property
     def domain_name(self) -> str:
@@ -63,6 +65,26 @@ class Workstation:
             storage_gb=c.storage_gb,
             boot=self.boot,
         )
+
+
+@dataclass(frozen=True)
+class SshAccess:
+    host: str
+    port: int
+    user: str
+
+    @property
+    def command(self) -> str:
+        return f"ssh -p {self.port} {self.user}@{self.host}" if self.port != 22 else f"ssh {self.user}@{self.host}"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How a user reaches a running workstation: SSH, its console, the guest's addresses."""
+
+    ssh: SshAccess | None
+    console: ConsoleAccess | None
+    ip_addresses: tuple[str, ...]
 
 
 def from_row(row: dict) -> Workstation:
@@ -87,6 +109,7 @@ def from_row(row: dict) -> Workstation:
             cmdline=row.get("boot_cmdline"),
         ),
         ssh_public_keys=tuple(json.loads(row.get("ssh_public_keys") or "[]")),
+        ssh_port=row.get("ssh_port"),
     )
 
 

@@ -85,6 +85,15 @@ class WorkstationStore:
             for row in self._db.query("SELECT * FROM workstations WHERE status = ? AND deleted_at IS NULL", [RUNNING])
         ]
 
+    def find(self, workstation_id: str) -> Workstation | None:
+        """A workstation that exists, whoever's it is."""
+        row = self._db.query_one("SELECT * FROM workstations WHERE id = ? AND deleted_at IS NULL", [workstation_id])
+        return from_row(row) if row else None
+
+    def running_one(self, workstation_id: str) -> Workstation | None:
+        found = self.find(workstation_id)
+        return found if found is not None and found.status == RUNNING else None
+
     def running_or_holding_a_gpu(self) -> list[Workstation]:
         rows = self._db.query(
             "SELECT * FROM workstations WHERE deleted_at IS NULL AND (status = ? OR gpu_address IS NOT NULL)",
@@ -100,6 +109,9 @@ class WorkstationStore:
             [RUNNING],
         )
         return row["cpu"], row["mem"]
+
+    def held_ssh_ports(self) -> set[int]:
+        return {r["ssh_port"] for r in self._db.query("SELECT ssh_port FROM workstations WHERE ssh_port IS NOT NULL")}
 
     def held_gpu_addresses(self) -> set[str]:
         rows = self._db.query("SELECT gpu_address FROM workstations WHERE gpu_address IS NOT NULL")
