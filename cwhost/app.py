@@ -23,6 +23,7 @@ from cwhost.api import init_api
 from cwhost.api.ratelimit import RateLimiter
 from cwhost.auth import TokenVerifier
 from cwhost.config import Config, ConfigError
+from cwhost.console import ConsoleTokens
 from cwhost.db import Database
 from cwhost.enforcer import Enforcer
 from cwhost.metrics import SamplerMetrics, build_registry
@@ -35,7 +36,7 @@ from cwhost.workspaces import Workspaces
 from cwhost.workstations.guards import read_host
 from cwhost.workstations.lifecycle import Lifecycle
 from cwhost.workstations.store import WorkstationStore
-from drivers.base import HostInfo, HypervisorDriver
+from drivers.base import DriverError, HostInfo, HypervisorDriver
 from drivers.fake import FakeDriver, GuestLoad
 
 
@@ -63,7 +64,12 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
     ledger = UsageLedger(db, config.pricing, clock)
     accounts = Accounts(db, config, ledger, clock, storage_used_bytes=lambda account: storage.used_bytes(account))
     allocation = Allocation(
-        store, accounts, config, lambda: read_host(driver), find_workspace=lambda wid: workspaces.find(wid)
+        store,
+        accounts,
+        config,
+        lambda: read_host(driver),
+        find_workspace=lambda wid: workspaces.find(wid),
+        forwards_ports=driver.forwards_ports,
     )
     workspaces = Workspaces(
         db,
@@ -113,6 +119,25 @@ class Components:
     in_flight: threading.BoundedSemaphore
     rate_limiter: RateLimiter
     tokens: TokenVerifier
+    # The browser console's links and WebSocket tokens; None when [console] port is 0.
+    console: ConsoleTokens | None
+
+
+def _vnc_address(store: WorkstationStore, driver: HypervisorDriver):
+    """Where a running workstation's VNC listens, for the console bridge; None if it is not running."""
+
+    def address(workstation_id: str) -> tuple[str, int] | None:
+        ws = store.running_one(workstation_id)
+        if ws is None:
+            return None
+        try:
+            access = driver.access(ws.domain_name)
+        except DriverError:
+            return None
+        console = access.console if access else None
+        return (console.host, console.port) if console and console.protocol == "vnc" else None
+
+    return address
 
 
 def make_sampler(components: Components) -> Sampler:
@@ -153,12 +178,11 @@ def _libvirt_driver(config: Config) -> HypervisorDriver:
     settings = config.driver.libvirt
     return LibvirtDriver(
         settings.uri,
-        disk_dir=Path(settings.disk_dir) if settings.disk_dir else config.data_dir / "disks",
+        disk_dir=config.disk_dir,
         console_dir=config.data_dir / "consoles",
         domain_type=settings.domain_type,
         network=settings.network or None,
         graphics=settings.graphics or None,
-        graphics_listen=settings.graphics_listen,
         kernel_boot=(
             KernelBoot(settings.kernel, settings.initrd or None, settings.cmdline or None) if settings.kernel else None
         ),
@@ -188,6 +212,9 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         in_flight=threading.BoundedSemaphore(config.server.max_in_flight),
         rate_limiter=RateLimiter(config.server.rate_limit_per_minute),
         tokens=TokenVerifier(db),
+        console=ConsoleTokens(_vnc_address(services.store, driver), config.console.link_seconds)
+        if config.console.port
+        else None,
     )
     init_api(app)
     return app

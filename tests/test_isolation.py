@@ -21,6 +21,8 @@ OWN_ACCOUNT = {("get", "/v1/account")}
 OWN_USAGE = {("get", "/v1/account/usage")}
 SHARED_HOST = {("get", "/v1/host")}
 CREATES = {("post", "/v1/workstations"), ("post", "/v1/workspaces"), ("post", "/v1/account/ssh-keys")}
+# Reached by a secret link only, which B never sees: any other token is 404.
+SECRET_LINKS = {("get", "/console/{token}")}
 
 
 def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components):
@@ -39,6 +41,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
         "log_id": "log-1",
         "file_id": file_id("a.txt"),
         "file_path": "a.txt",
+        "token": "a-guessed-console-token",
     }
 
     checked = set()
@@ -51,7 +54,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
             response = getattr(client, method)(url, json=BODIES.get(operation), headers=bob)
             if operation in ADMIN_ONLY:
                 assert response.status_code == 403, operation
-            elif "{workstation_id}" in path or "{workspace_id}" in path or "{key_id}" in path:
+            elif "{workstation_id}" in path or "{workspace_id}" in path or "{key_id}" in path or operation in SECRET_LINKS:
                 assert response.status_code == 404, operation
                 assert response.get_json()["error"] == "not_found"
             elif operation in LISTS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
-from cwhost.api import accounts, hooks, logs, ssh_keys, system, types, workspaces, workstations
+from cwhost.api import accounts, console, hooks, logs, ssh_keys, system, types, workspaces, workstations
 from cwhost.api.common import (
     AnyPathConverter,
     CwhostApi,
@@ -65,5 +65,7 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(logs.blp)
     api.register_blueprint(workspaces.blp)
     api.register_blueprint(ssh_keys.blp)
+    api.register_blueprint(console.blp)
     system.register_swagger_assets(app)
+    console.register_novnc_assets(app)
     return api

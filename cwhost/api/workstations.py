@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from flask import current_app, g, url_for
+from flask import current_app, g, request, url_for
 from flask.views import MethodView
 
 from cwhost.api.common import ApiBlueprint, error_responses, links, list_body
@@ -25,8 +25,7 @@ from cwhost.api.usage_schemas import UsageSchema
 from cwhost.ids import rfc3339_to_unix
 from cwhost.usage import PricedReport
 from cwhost.workspaces import Workspace
-from cwhost.workstations.model import Workstation
-from drivers.base import Access
+from cwhost.workstations.model import Reach, Workstation
 
 blp = ApiBlueprint(
     "workstations", __name__, url_prefix="/v1/workstations", description="Workstations and their life cycle."
@@ -61,7 +60,7 @@ class Shown:
 
     workstation: Workstation
     workspace: Workspace | None
-    access: Access | None
+    access: dict | None
 
     def __getattr__(self, name):
         return getattr(self.workstation, name)
@@ -69,7 +68,20 @@ class Shown:
 
 def shown(ws: Workstation) -> Shown:
     lifecycle = _services().lifecycle
-    return Shown(ws, lifecycle.workspace_of(ws), lifecycle.access(ws))
+    return Shown(ws, lifecycle.workspace_of(ws), _access(ws, lifecycle.access(ws)))
+
+
+def _access(ws: Workstation, reach: Reach | None) -> dict | None:
+    """What ``reach`` says, and for a VNC console fresh links to it in the browser and for programs."""
+    if reach is None:
+        return None
+    console = asdict(reach.console) if reach.console else None
+    tokens = current_app.extensions["cwhost"].console
+    if console is not None and tokens is not None and console["protocol"] == "vnc":
+        console["url"] = request.host_url + "console/" + tokens.console_link(ws.account_id, ws.id)
+        bridge = f"ws://{request.host.rsplit(':', 1)[0]}:{current_app.extensions['cwhost'].config.console.port}"
+        console["websocket_url"] = bridge + "/?token=" + tokens.websocket_token(ws.account_id, ws.id)
+    return {"ssh": reach.ssh, "console": console, "ip_addresses": reach.ip_addresses}
 
 
 @blp.route("")

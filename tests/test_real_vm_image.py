@@ -1,0 +1,256 @@
+"""A workstation people can work in, end to end: the `python` image built by `cwhost images build`,
+booted under TCG by the real server, reached over SSH through its forwarded port.
+
+The image is built once per package list and guest files, and kept in
+/var/tmp (about 70 s to build here; the boot to sshd takes about 2 minutes
+under TCG). Everything else happens through cwhost's HTTP API and paramiko,
+on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from cwhost.config import build_config
+from cwhost.images import guest_files
+from cwhost.images.builder import mmdebstrap_command
+from tests.conftest import cli, free_port, start_server, wait_until
+from tests.test_deployment_files import unit_service_section
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+paramiko = pytest.importorskip("paramiko", reason="paramiko is not installed")
+pytestmark = [
+    pytest.mark.skipif(not os.environ.get("CWHOST_REAL_VM_GUEST"), reason="no libvirtd for real VMs (see .ci/run)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="building an image needs root"),
+]
+BOOT_SECONDS = 420
+
+
+def _cached_images_dir() -> Path:
+    """Where the python image is kept between runs, keyed by everything that goes into it."""
+    python = build_config({"data_dir": "/nonexistent"}).workstation_type("python")
+    inputs = {
+        "mmdebstrap": mmdebstrap_command(python, Path("ROOT"), ""),
+        "files": {**guest_files.BASE_FILES, **guest_files.DESKTOP_FILES},
+        "cmdline": guest_files.KERNEL_CMDLINE,
+    }
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(f"/var/tmp/cwhost-ci-images-{key}")
+
+
+@pytest.fixture(scope="module")
+def python_image():
+    images = _cached_images_dir()
+    config = images.with_suffix(".toml")
+    config.write_text(f'[images]\ndir = "{images}"\n')
+    env = {**os.environ, "CWHOST_CONFIG": str(config), "CWHOST_DATA_DIR": tempfile.mkdtemp(prefix="cwhost-img-")}
+    if "python: ready" not in cli(env, "types", "check").stdout:
+        built = subprocess.run(
+            [sys.executable, "-m", "cwhost", "images", "build", "python"], env=env, capture_output=True, text=True
+        )
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        assert "python: [4/4] writing the manifest" in built.stdout
+    return images
+
+
+@pytest.fixture
+def server(python_image, tmp_path):
+    service = unit_service_section()
+    data_dir = Path(tempfile.mkdtemp(prefix="cwhost-realvm-", dir="/var/tmp"))
+    data_dir.chmod(int(service["StateDirectoryMode"], 8))
+    first = free_port()
+    config = f"""
+[driver]
+name = "libvirt"
+stop_timeout_seconds = 90
+[driver.libvirt]
+uri = "qemu:///system"
+domain_type = "qemu"
+network = ""
+[images]
+dir = "{python_image}"
+[console]
+port = {free_port()}
+listen = "127.0.0.1"
+[access]
+public_host = "127.0.0.1"
+forward_listen = "127.0.0.1"
+ssh_port_first = {first}
+ssh_port_last = {first}
+[types.python]
+cpu_cores = 2
+memory_gb = 2
+storage_gb = 8
+"""
+    server = start_server(tmp_path, config, extra_env={"CWHOST_DATA_DIR": str(data_dir)}, umask=0o027)
+    yield server, data_dir
+    if server.process.poll() is None:
+        server.stop()
+
+
+def _ssh(port: int, key) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", port=port, username="dev", pkey=key, timeout=10, banner_timeout=30, auth_timeout=30)
+    return client
+
+
+def _ssh_when_ready(port: int, key) -> paramiko.SSHClient:
+    def attempt():
+        try:
+            return _ssh(port, key)
+        except (OSError, paramiko.SSHException):
+            return None
+
+    return wait_until(attempt, BOOT_SECONDS, "sshd in the guest, with the key in place")
+
+
+def _run(client: paramiko.SSHClient, command: str) -> str:
+    _, stdout, stderr = client.exec_command(command, timeout=60)
+    status = stdout.channel.recv_exit_status()
+    out = stdout.read().decode()
+    assert status == 0, f"{command}: exit {status}: {out} {stderr.read().decode()}"
+    return out
+
+
+def _wait_for_cloud_init(client: paramiko.SSHClient) -> None:
+    result = _run(client, "cloud-init status --wait --long || true")
+    assert "status: done" in result, result
+
+
+def _new_key():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), public.decode() + " ci@test"
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_python_workstation_from_create_to_ssh_and_back(server):
+    server, data_dir = server
+    http = requests.Session()
+    http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", "ci").stdout.split()[-1]
+    key, public_key = _new_key()
+    assert http.post(server.url + "/v1/account/ssh-keys", json={"name": "ci", "publicKey": public_key}).ok
+    workspace = http.post(server.url + "/v1/workspaces", json={"name": "code"}).json()["id"]
+    files = f"{server.url}/v1/workspaces/{workspace}/files"
+    assert http.put(files + "/from-api.txt", data=b"uploaded through the API\n").status_code == 201
+
+    began = time.monotonic()
+    created = http.post(server.url + "/v1/workstations", json={"name": "py", "type": "python", "workspaceId": workspace})
+    assert created.status_code == 201, created.text
+    url = f"{server.url}/v1/workstations/{created.json()['id']}"
+    domain = f"cwhost-{created.json()['id']}"
+    wait_until(lambda: http.get(url).json()["status"] == "stopped", 120, "provisioning")
+    provisioned = time.monotonic()
+    launched = http.post(url + "/launch")
+    assert launched.status_code == 200, launched.text
+    ssh = launched.json()["access"]["ssh"]
+    assert ssh["user"] == "dev" and ssh["command"] == f"ssh -p {ssh['port']} dev@127.0.0.1"
+    started = time.monotonic()
+    guest = _ssh_when_ready(ssh["port"], key)
+    ready = time.monotonic()
+    print(
+        f"\ncreate {provisioned - began:.1f} s, launch {started - provisioned:.1f} s,"
+        f" boot to SSH {ready - started:.1f} s (TCG)"
+    )
+    try:
+        _wait_for_cloud_init(guest)
+        assert _run(guest, "python3 -c 'print(6*7)'").strip() == "42"
+        # The workspace, both ways, in a home of the user's own.
+        assert _run(guest, "findmnt -n -o FSTYPE ~/workspace").strip() == "virtiofs"
+        assert _run(guest, "stat -c %U ~ ~/workspace").split() == ["dev", "dev"]
+        assert _run(guest, "cat ~/workspace/from-api.txt") == "uploaded through the API\n"
+        _run(guest, "echo written in the guest > ~/workspace/from-guest.txt && sync")
+        listed = {f["name"]: f for f in http.get(files).json()["data"]}
+        assert "from-guest.txt" in listed
+        assert http.get(server.url + listed["from-guest.txt"]["url"]).text == "written in the guest\n"
+        _run(guest, "echo kept > ~/kept.txt && sync")
+    finally:
+        guest.close()
+    addresses = wait_until(lambda: http.get(url).json()["access"]["ipAddresses"], 120, "the agent's addresses")
+    assert any("." in address for address in addresses)
+    _console_in_a_browser(http, url)
+
+    # A graceful stop is the guest powering itself off (ACPI), not the plug pulled.
+    stopped = http.post(url + "/stop")
+    assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
+    messages = [entry["message"] for entry in http.get(url + "/logs").json()["data"]]
+    assert any("The guest powered off when asked." in m for m in messages), messages
+    console = (data_dir / "consoles" / f"{domain}.log").read_text(errors="replace")
+    assert "reboot: Power down" in console
+    assert _refused(ssh["port"])
+
+    # What was written in ~ is still there after a new launch.
+    relaunched = http.post(url + "/launch").json()
+    guest = _ssh_when_ready(relaunched["access"]["ssh"]["port"], key)
+    try:
+        assert _run(guest, "cat ~/kept.txt") == "kept\n"
+    finally:
+        guest.close()
+    assert http.post(url + "/stop").json()["status"] == "stopped"
+
+    # Delete leaves no domain, disk, seed or forwarded port behind.
+    assert http.delete(url).status_code == 204
+    conn = libvirt.open("qemu:///system")
+    try:
+        assert domain not in [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+    assert not list((data_dir / "disks").glob(f"{domain}*"))
+    assert _refused(ssh["port"])
+
+
+def _console_in_a_browser(http: requests.Session, url: str) -> None:
+    """The one-time console link, opened by headless Chromium: noVNC connects and shows the VM's screen."""
+    from PIL import Image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    console = http.get(url).json()["access"]["console"]
+    assert console["host"] == "127.0.0.1" and console["websocketUrl"].startswith("ws://127.0.0.1:")
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(argument)
+    options.binary_location = "/usr/bin/chromium"
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        browser.get(console["url"])
+        status = browser.find_element(By.ID, "status")
+        WebDriverWait(browser, 60).until(lambda _: status.text in ("Connected", "Connection failed"))
+        assert status.text == "Connected", browser.get_log("browser") if hasattr(browser, "get_log") else ""
+        canvas = browser.find_element(By.CSS_SELECTOR, "#screen canvas")
+
+        def screen_drawn():
+            image = Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
+            return image if len(image.getcolors(1 << 24) or ()) > 1 else None
+
+        image = wait_until(screen_drawn, 60, "the VM's screen drawn on the canvas")
+        assert image.width > 100 and image.height > 100
+    finally:
+        browser.quit()
+    again = requests.get(console["url"])
+    assert again.status_code == 404 and again.json()["error"] == "not_found"
