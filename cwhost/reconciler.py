@@ -59,7 +59,13 @@ class Reconciler:
             if not lock.acquire(blocking=False):
                 continue
             try:
-                self._reconcile_one(ws, deleted_at, domains.get(ws.domain_name), resume_provisioning)
+                state = domains.get(ws.domain_name)
+                self._reconcile_one(ws, deleted_at, state, resume_provisioning)
+                # The console and the guest's addresses, which reads show without asking the driver.
+                if state == DomainState.RUNNING and not deleted_at:
+                    self._lifecycle.live.refresh(ws)
+                else:
+                    self._lifecycle.live.forget(ws.id)
             finally:
                 lock.release()
         known = {domain_name(ws.id) for ws, _ in found}

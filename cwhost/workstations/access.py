@@ -1,30 +1,61 @@
-"""How a user reaches a running workstation, as its JSON shows it."""
+"""How a user reaches a running workstation, as its JSON shows it, read with no call to the hypervisor.
+
+What only the hypervisor knows (the console, with this run's password, and
+the guest's addresses) is asked of it at launch and by the reconciler's
+rounds, and kept in memory: a list of 200 running workstations makes no
+driver call, and the console password is never written anywhere.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from cwhost.config import Config
 from cwhost.workstations.model import RUNNING, Reach, SshAccess, Workstation
-from drivers.base import DriverError, HypervisorDriver
+from drivers.base import Access, DriverError, HypervisorDriver
 
 log = logging.getLogger(__name__)
 
 
-def reach(ws: Workstation, driver: HypervisorDriver, config: Config) -> Reach | None:
+class LiveAccess:
+    """The driver's Access of each running workstation, by id."""
+
+    def __init__(self, driver: HypervisorDriver):
+        self._driver = driver
+        self._lock = threading.Lock()
+        self._by_id: dict[str, Access] = {}
+
+    def refresh(self, ws: Workstation) -> None:
+        """Ask the driver again; what it cannot say now stays as it was."""
+        try:
+            access = self._driver.access(ws.domain_name)
+        except DriverError as exc:
+            log.warning("no access details for %s: %s", ws.id, exc)
+            return
+        with self._lock:
+            if access is None:
+                self._by_id.pop(ws.id, None)
+            else:
+                self._by_id[ws.id] = access
+
+    def forget(self, workstation_id: str) -> None:
+        with self._lock:
+            self._by_id.pop(workstation_id, None)
+
+    def get(self, workstation_id: str) -> Access | None:
+        with self._lock:
+            return self._by_id.get(workstation_id)
+
+
+def reach(ws: Workstation, live: Access | None, config: Config) -> Reach | None:
     """How to reach a running workstation; None when it is not running.
 
-    A read of a workstation must not fail because the hypervisor is away:
-    SSH is known from the database, and what only the hypervisor knows
-    (the console, the guest's addresses) is left out until it is back.
+    SSH is known from the database; the console and the guest's addresses
+    are left out until the driver has told them (``live``).
     """
     if ws.status != RUNNING:
         return None
-    try:
-        live = driver.access(ws.domain_name)
-    except DriverError as exc:
-        log.warning("no access details for %s: %s", ws.id, exc)
-        live = None
     addresses = live.ip_addresses if live else ()
     user = config.guest.user
     ssh: SshAccess | None

@@ -35,7 +35,7 @@ from cwhost.ssh_keys import SshKeys, authorized_lines
 from cwhost.storage_budget import GIB, StorageBudget
 from cwhost.workspaces import Workspace, Workspaces
 from cwhost.workstations import sizing
-from cwhost.workstations.access import reach
+from cwhost.workstations.access import LiveAccess, reach
 from cwhost.workstations.guards import WorkstationLocks, hypervisor, read_host
 from cwhost.workstations.model import (
     CONFIGURATION_FIELDS,
@@ -93,6 +93,7 @@ class Lifecycle:
         self._clock = clock
         self.images = sizing.Images(ImageCatalog(config.images_dir), required=driver.boots_images)
         self.locks = WorkstationLocks()
+        self.live = LiveAccess(driver)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
         # The sampler of this process: asked for a last reading before a domain powers off.
         self._sampler = None
@@ -123,7 +124,7 @@ class Lifecycle:
     # -- reads that need the hypervisor ------------------------------------------------
 
     def access(self, ws: Workstation) -> Reach | None:
-        return reach(ws, self._driver, self._config)
+        return reach(ws, self.live.get(ws.id), self._config)
 
     def console_log(self, ws: Workstation) -> Path | None:
         """The serial console's log file, if the driver keeps one and it exists yet."""
@@ -236,6 +237,7 @@ class Lifecycle:
             finally:
                 self._allocation.launched(ws)
             log.info("workstation %s launched (gpu %s)", ws.id, gpu.pci_address if gpu else None)
+            self.live.refresh(ws)
             return self._store.reload(ws.id)
 
     def _seed(self, ws: Workstation, with_share: bool) -> GuestSeed:
@@ -268,6 +270,7 @@ class Lifecycle:
             self._store.transition(
                 ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, gpu_address=None, ssh_port=None
             )
+            self.live.forget(ws.id)
             log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
             return self._store.reload(ws.id)
 
@@ -372,6 +375,7 @@ class Lifecycle:
                 raise
             self._store.transition(ws, self._clock(), None, ("info", "Deleted, with its disk."))
         self.locks.forget(ws.id)
+        self.live.forget(ws.id)
         log.info("workstation %s deleted", ws.id)
 
 
