@@ -34,6 +34,7 @@ from cwhost.storage_budget import StorageBudget
 from cwhost.usage import UsageLedger
 from cwhost.workspaces import Workspaces
 from cwhost.workstations.guards import read_host
+from cwhost.workstations.guest_actions import GuestActions
 from cwhost.workstations.lifecycle import Lifecycle
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import DriverError, HostInfo, HypervisorDriver
@@ -55,6 +56,7 @@ class Services:
     enforcer: Enforcer
     ssh_keys: SshKeys
     account_usage: AccountUsageReports
+    guest_actions: GuestActions
 
 
 def build_services(db: Database, driver: HypervisorDriver, config: Config, clock=time.time) -> Services:
@@ -104,6 +106,7 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
         enforcer,
         ssh_keys,
         account_usage,
+        GuestActions(store, driver, config),
     )
 
 

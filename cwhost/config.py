@@ -244,6 +244,12 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class ExecConfig:
+    # POST /v1/workstations/{id}/exec: each of stdout and stderr is cut to this.
+    max_output_bytes: int = setting(1024 * 1024, validate=Range(1024, 16 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
 class ImagesConfig:
     # Where built images live: empty means <data_dir>/images.
     dir: str = setting("")
@@ -270,6 +276,7 @@ class Config:
     images: ImagesConfig = setting(ImagesConfig)
     access: AccessConfig = setting(AccessConfig)
     console: ConsoleConfig = setting(ConsoleConfig)
+    exec: ExecConfig = setting(ExecConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         seed_types,

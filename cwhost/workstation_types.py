@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from marshmallow import fields
 from marshmallow.validate import Range
 
-from cwhost.images.packages import SEED_PACKAGES, SEED_START_URLS
+from cwhost.images.packages import SEED_PACKAGES, SEED_START_URLS, has_desktop
 from cwhost.patterns import FullMatch
 from cwhost.settings import setting
 from cwhost.workstations.model import Configuration
@@ -93,6 +93,22 @@ class WorkstationType:
     @property
     def image_present(self) -> bool:
         return not self.missing_files
+
+    @property
+    def hardware(self) -> list[str]:
+        """What the type's machine offers, in the second seed's words."""
+        audio = ["speaker", "microphone"] if "pulseaudio" in self.packages else []
+        return ["keyboard", "mouse", "display", *audio]
+
+    @property
+    def software(self) -> list[str]:
+        desktop = ["desktop"] if has_desktop(self.packages) else []
+        return ["ssh", "terminal", "vnc", *desktop, *(["chromium"] if "chromium" in self.packages else [])]
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What a program can do in it through cwhost: every image has the guest agent and a display."""
+        return ["exec", "screenshot"]
 
     @property
     def configuration(self) -> Configuration:

@@ -56,6 +56,10 @@ class ProvisioningError(DriverError):
     """The domain or its disk could not be created or changed."""
 
 
+class GuestAgentUnavailable(DriverError):
+    """The guest's agent does not answer (yet): the guest is still booting, or has no agent."""
+
+
 def require_shared_directory(share: Path | None) -> None:
     """What every driver checks of a directory to share before it boots anything."""
     if share is not None and not Path(share).is_dir():
@@ -131,6 +135,31 @@ class GuestSeed:
     ssh_keys: tuple[str, ...] = ()
     # Mount the share (SHARE_TAG) at the user's ~/workspace.
     mount_share: bool = False
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """A command for the guest's agent to run: an argument list, never a shell line."""
+
+    command: tuple[str, ...]
+    # The guest user it runs as, in that user's home unless ``working_directory`` says otherwise.
+    user: str
+    stdin: bytes = b""
+    env: tuple[tuple[str, str], ...] = ()
+    working_directory: str | None = None
+    timeout_seconds: float = 60.0
+    # Each of stdout and stderr is cut to this many bytes.
+    max_output_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    duration_ms: int
+    truncated: bool
+    timed_out: bool
 
 
 @dataclass(frozen=True)
@@ -221,6 +250,18 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def access(self, name: str) -> Access | None:
         """The console (with the password made at this launch) and guest addresses; None when stopped."""
+
+    @abc.abstractmethod
+    def exec(self, name: str, request: ExecRequest) -> ExecResult:
+        """Run a command in the running guest through its agent, killing it inside the guest at its timeout.
+
+        InvalidDomainState when the domain is not running; GuestAgentUnavailable
+        while its agent does not answer.
+        """
+
+    @abc.abstractmethod
+    def screenshot(self, name: str) -> bytes:
+        """The running domain's display as PNG, taken by the hypervisor (nothing runs in the guest)."""
 
     @abc.abstractmethod
     def console_log(self, name: str) -> Path | None:

@@ -28,6 +28,8 @@ from drivers.base import (
     DomainNotFound,
     DomainSpec,
     DomainState,
+    ExecRequest,
+    ExecResult,
     GpuDevice,
     GuestSeed,
     HostInfo,
@@ -38,6 +40,8 @@ from drivers.base import (
     ProvisioningError,
     require_shared_directory,
 )
+from drivers.fake_domain import FakeDomain, mark_stopped
+from drivers.fake_guest_agent import simulate_exec, simulated_screen
 from drivers.fake_processes import launch_guest, live_guest, owner_of, stop_guest
 
 GIB = 1024**3
@@ -49,34 +53,6 @@ class GuestLoad:
 
     cpu_share: float = 0.02
     memory_mb: int = 8
-
-
-@dataclass
-class _Domain:
-    title: str
-    cpu_cores: int
-    memory_gb: int
-    storage_gb: int
-    state: str = DomainState.STOPPED.value
-    gpu: str | None = None
-    ignores_acpi: bool = False
-    pid: int | None = None
-    pid_started: float | None = None
-    console_port: int | None = None
-    console_password: str | None = None
-    boot: dict | None = None
-    share: str | None = None
-    # The GuestSeed of this run, as a dict (the state file is JSON).
-    seed: dict | None = None
-    # This run's PortForwards, as lists of their fields: recorded, never opened on the host.
-    forwards: list | None = None
-
-
-def _mark_stopped(domain: _Domain) -> None:
-    """Stopped, with nothing left of its last run."""
-    domain.state = DomainState.STOPPED.value
-    domain.gpu = domain.pid = domain.pid_started = domain.share = domain.seed = domain.forwards = None
-    domain.console_port = domain.console_password = None
 
 
 class FakeDriver(HypervisorDriver):
@@ -105,15 +81,15 @@ class FakeDriver(HypervisorDriver):
 
     # -- persistence ---------------------------------------------------------
 
-    def _load(self) -> dict[str, _Domain]:
+    def _load(self) -> dict[str, FakeDomain]:
         try:
             raw = json.loads(self._state_file.read_text())
         except FileNotFoundError:
             return {}
-        return {name: _Domain(**fields) for name, fields in raw.items()}
+        return {name: FakeDomain(**fields) for name, fields in raw.items()}
 
     @staticmethod
-    def _same(domain: _Domain, spec: DomainSpec) -> bool:
+    def _same(domain: FakeDomain, spec: DomainSpec) -> bool:
         return (domain.cpu_cores, domain.memory_gb, domain.storage_gb, domain.boot) == (
             spec.cpu_cores,
             spec.memory_gb,
@@ -148,7 +124,7 @@ class FakeDriver(HypervisorDriver):
         changed = False
         for domain in self._domains.values():
             if domain.state == DomainState.RUNNING.value and self._guest_process(domain) is None:
-                _mark_stopped(domain)
+                mark_stopped(domain)
                 changed = True
         if changed:
             self._save()
@@ -171,13 +147,13 @@ class FakeDriver(HypervisorDriver):
                     pass
 
     @staticmethod
-    def _guest_process(domain: _Domain) -> psutil.Process | None:
+    def _guest_process(domain: FakeDomain) -> psutil.Process | None:
         return live_guest(domain.pid, domain.pid_started)
 
-    def _start_guest(self, domain: _Domain) -> None:
+    def _start_guest(self, domain: FakeDomain) -> None:
         domain.pid, domain.pid_started = launch_guest(self._guest, str(self._state_dir.resolve()))
 
-    def _stop_guest(self, domain: _Domain) -> None:
+    def _stop_guest(self, domain: FakeDomain) -> None:
         process = self._guest_process(domain)
         if process is not None:
             stop_guest(process)
@@ -203,7 +179,7 @@ class FakeDriver(HypervisorDriver):
         if not self._available:
             raise HypervisorUnavailable("fake hypervisor is unavailable")
 
-    def _get(self, name: str) -> _Domain:
+    def _get(self, name: str) -> FakeDomain:
         try:
             return self._domains[name]
         except KeyError:
@@ -231,7 +207,7 @@ class FakeDriver(HypervisorDriver):
                     raise ProvisioningError(f"domain {spec.name} exists with another spec")
                 return
             self._size_disk(spec.name, spec.storage_gb)
-            self._domains[spec.name] = _Domain(
+            self._domains[spec.name] = FakeDomain(
                 title=spec.title,
                 cpu_cores=spec.cpu_cores,
                 memory_gb=spec.memory_gb,
@@ -308,7 +284,7 @@ class FakeDriver(HypervisorDriver):
             guest = self._record_powered_off(domain)
         self._stop_guest(guest)
 
-    def _record_powered_off(self, domain: _Domain) -> _Domain:
+    def _record_powered_off(self, domain: FakeDomain) -> FakeDomain:
         """Record a running domain as stopped; returns it as it ran, for its guest to be stopped.
 
         Recorded first: if the record cannot be written the guest runs on, as
@@ -317,7 +293,7 @@ class FakeDriver(HypervisorDriver):
         so that one slow guest does not hold up every other domain.
         """
         guest = replace(domain)
-        _mark_stopped(domain)
+        mark_stopped(domain)
         self._save()
         return guest
 
@@ -357,38 +333,47 @@ class FakeDriver(HypervisorDriver):
             self._check_available()
             return {name: DomainState(d.state) for name, d in self._domains.items()}
 
-    def access(self, name: str) -> Access | None:
+    def _live(self, name: str) -> FakeDomain | None:
+        """A copy of the running domain's record; None when it is stopped."""
         with self._lock:
             self._check_available()
             domain = self._get(name)
-            if domain.state != DomainState.RUNNING.value or domain.console_port is None:
-                return None
-            return Access(
-                ConsoleAccess("vnc", self._console_host, domain.console_port, domain.console_password),
-                ip_addresses=(),
-                forwards=tuple(PortForward(*forward) for forward in domain.forwards or ()),
-            )
+            return replace(domain) if domain.state == DomainState.RUNNING.value else None
+
+    def access(self, name: str) -> Access | None:
+        domain = self._live(name)
+        if domain is None or domain.console_port is None:
+            return None
+        return Access(
+            ConsoleAccess("vnc", self._console_host, domain.console_port, domain.console_password),
+            ip_addresses=(),
+            forwards=tuple(PortForward(*forward) for forward in domain.forwards or ()),
+        )
 
     def console_log(self, name: str) -> Path | None:
         return None  # a fake guest has no serial console
 
     def guest_seed(self, name: str) -> GuestSeed | None:
-        with self._lock:
-            self._check_available()
-            domain = self._get(name)
-            if domain.state != DomainState.RUNNING.value or domain.seed is None:
-                return None
-            return GuestSeed(**{**domain.seed, "ssh_keys": tuple(domain.seed["ssh_keys"])})
+        domain = self._live(name)
+        if domain is None or domain.seed is None:
+            return None
+        return GuestSeed(**{**domain.seed, "ssh_keys": tuple(domain.seed["ssh_keys"])})
 
     def shared_directory(self, name: str) -> Path | None:
-        with self._lock:
-            self._check_available()
-            domain = self._get(name)
-            running = domain.state == DomainState.RUNNING.value
-            return Path(domain.share) if running and domain.share else None
+        domain = self._live(name)
+        return Path(domain.share) if domain and domain.share else None
 
     def pid(self, name: str) -> int | None:
-        with self._lock:
-            self._check_available()
-            domain = self._get(name)
-            return domain.pid if domain.state == DomainState.RUNNING.value else None
+        domain = self._live(name)
+        return domain.pid if domain else None
+
+    def exec(self, name: str, request: ExecRequest) -> ExecResult:
+        if self._live(name) is None:
+            raise InvalidDomainState(f"domain {name} is not running")
+        return simulate_exec(request)
+
+    def screenshot(self, name: str) -> bytes:
+        domain = self._live(name)
+        if domain is None:
+            raise InvalidDomainState(f"domain {name} is not running")
+        return simulated_screen(domain.title)

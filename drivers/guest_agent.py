@@ -1,8 +1,18 @@
-"""What libvirt tells of a running guest from inside it: the QEMU guest agent's answers."""
+"""What libvirt tells of a running guest and does in it: the QEMU guest agent's addresses and
+commands, and the display's screenshot (taken by QEMU, needing nothing in the guest)."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import time
+
 import libvirt
+import libvirt_qemu
+from PIL import Image
+
+from drivers.base import ExecRequest, ExecResult, GuestAgentUnavailable, ProvisioningError
 
 
 def guest_addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
@@ -24,3 +34,111 @@ def guest_addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
         if found:
             return found
     return ()
+
+
+# Polling the agent for a command's end: often enough that a short command answers at once.
+EXEC_POLL_SECONDS = 0.05
+# What the agent's own calls may take, beyond the command's timeout.
+AGENT_CALL_SECONDS = 10
+# `cd` to the working directory, then run the command as it was given (no shell parsing of it).
+_IN_DIRECTORY = 'cd "$1" || exit 126; shift; exec "$@"'
+
+
+def exec_argv(request: ExecRequest) -> list[str]:
+    """The agent runs this: as the guest user, under coreutils' timeout (KILL), in the directory asked."""
+    directory = request.working_directory or f"/home/{request.user}"
+    return [
+        "/usr/sbin/runuser",
+        "-u",
+        request.user,
+        "--",
+        "/usr/bin/timeout",
+        "--signal=KILL",
+        f"{request.timeout_seconds:g}s",
+        "/bin/sh",
+        "-c",
+        _IN_DIRECTORY,
+        "sh",
+        directory,
+        *request.command,
+    ]
+
+
+def exec_environment(request: ExecRequest) -> list[str]:
+    """The command's whole environment (the agent passes no other)."""
+    base = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+        "HOME": f"/home/{request.user}",
+        "USER": request.user,
+        "LANG": "C.UTF-8",
+    }
+    return [f"{key}={value}" for key, value in {**base, **dict(request.env)}.items()]
+
+
+def _agent(domain: libvirt.virDomain, command: str, arguments: dict) -> dict:
+    try:
+        answer = libvirt_qemu.qemuAgentCommand(
+            domain, json.dumps({"execute": command, "arguments": arguments}), AGENT_CALL_SECONDS, 0
+        )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            raise ProvisioningError("this hypervisor cannot reach guest agents") from exc
+        if exc.get_error_code() in (
+            libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+            libvirt.VIR_ERR_AGENT_UNSYNCED,
+            libvirt.VIR_ERR_OPERATION_INVALID,
+        ):
+            raise GuestAgentUnavailable(f"the guest's agent does not answer: {exc.get_error_message()}") from exc
+        raise
+    return json.loads(answer)["return"]
+
+
+def run_command(domain: libvirt.virDomain, request: ExecRequest) -> ExecResult:
+    """guest-exec, then guest-exec-status until the command ends (its timeout kills it in the guest)."""
+    began = time.monotonic()
+    started = _agent(
+        domain,
+        "guest-exec",
+        {
+            "path": "/usr/sbin/runuser",
+            "arg": exec_argv(request)[1:],
+            "env": exec_environment(request),
+            "input-data": base64.b64encode(request.stdin).decode(),
+            "capture-output": True,
+        },
+    )
+    deadline = began + request.timeout_seconds + AGENT_CALL_SECONDS
+    while True:
+        status = _agent(domain, "guest-exec-status", {"pid": started["pid"]})
+        if status.get("exited") or time.monotonic() > deadline:
+            break
+        time.sleep(EXEC_POLL_SECONDS)
+    elapsed = time.monotonic() - began
+    stdout = base64.b64decode(status.get("out-data", ""))
+    stderr = base64.b64decode(status.get("err-data", ""))
+    limit = request.max_output_bytes
+    exit_code = status.get("exitcode")
+    return ExecResult(
+        exit_code=exit_code,
+        stdout=stdout[:limit],
+        stderr=stderr[:limit],
+        duration_ms=round(elapsed * 1000),
+        truncated=len(stdout) > limit
+        or len(stderr) > limit
+        or bool(status.get("out-truncated") or status.get("err-truncated")),
+        # timeout(1) with KILL: the command died of SIGKILL at the deadline (128 + 9).
+        timed_out=not status.get("exited") or (exit_code == 137 and elapsed >= request.timeout_seconds),
+    )
+
+
+def screenshot_png(connection: libvirt.virConnect, domain: libvirt.virDomain) -> bytes:
+    """The display as the hypervisor sees it (QEMU gives PPM), as PNG."""
+    stream = connection.newStream(0)
+    domain.screenshot(stream, 0, 0)
+    received = bytearray()
+    while chunk := stream.recv(256 * 1024):
+        received += chunk
+    stream.finish()
+    out = io.BytesIO()
+    Image.open(io.BytesIO(bytes(received))).save(out, format="PNG")
+    return out.getvalue()

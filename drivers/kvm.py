@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import libvirt
 
+from drivers import qcow2
 from drivers.base import (
     Access,
     BootSource,
@@ -28,6 +28,8 @@ from drivers.base import (
     DomainNotFound,
     DomainSpec,
     DomainState,
+    ExecRequest,
+    ExecResult,
     GpuDevice,
     GuestSeed,
     HostInfo,
@@ -38,7 +40,7 @@ from drivers.base import (
     require_shared_directory,
 )
 from drivers.cloud_init import read_seed_iso, seed_of, write_seed_iso
-from drivers.guest_agent import guest_addresses
+from drivers.guest_agent import guest_addresses, run_command, screenshot_png
 from drivers.libvirt_connection import LibvirtConnection
 from drivers.libvirt_xml import (
     DomainXml,
@@ -110,14 +112,6 @@ class LibvirtDriver(HypervisorDriver):
     def console_log(self, name: str) -> Path:
         return self._console_dir / f"{name}.log"
 
-    def _qemu_img(self, *args: str) -> None:
-        try:
-            subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=True, timeout=120)
-        except subprocess.CalledProcessError as exc:
-            raise ProvisioningError(f"qemu-img {args[0]} failed: {exc.stderr.strip()}") from exc
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ProvisioningError(f"qemu-img {args[0]} failed: {exc}") from exc
-
     def _base_for(self, spec: DomainSpec) -> str | None:
         if spec.boot.image:
             return spec.boot.image
@@ -127,13 +121,6 @@ class LibvirtDriver(HypervisorDriver):
         if spec.boot.kernel:
             return KernelBoot(spec.boot.kernel, spec.boot.initrd, spec.boot.cmdline)
         return self._kernel_boot
-
-    def _create_disk(self, spec: DomainSpec) -> None:
-        args = ["create", "-q", "-f", "qcow2"]
-        base = self._base_for(spec)
-        if base:
-            args += ["-b", base, "-F", "qcow2"]
-        self._qemu_img(*args, str(self.disk_path(spec.name)), f"{spec.storage_gb}G")
 
     # -- XML -------------------------------------------------------------------
 
@@ -228,7 +215,7 @@ class LibvirtDriver(HypervisorDriver):
             return
         disk = self.disk_path(spec.name)
         if not disk.exists():
-            self._create_disk(spec)
+            qcow2.create(disk, spec.storage_gb, self._base_for(spec))
         try:
             self._define_xml(self._xml(spec, str(uuid.uuid4())))
         except Exception:
@@ -243,7 +230,7 @@ class LibvirtDriver(HypervisorDriver):
         if spec.storage_gb < current.storage_gb:
             raise ProvisioningError("a disk can grow but never shrink")
         if spec.storage_gb > current.storage_gb:
-            self._qemu_img("resize", "-q", str(self.disk_path(spec.name)), f"{spec.storage_gb}G")
+            qcow2.grow(self.disk_path(spec.name), spec.storage_gb)
         self._define_xml(self._xml(spec, current.uuid))
 
     def start(
@@ -361,25 +348,39 @@ class LibvirtDriver(HypervisorDriver):
     def seed_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.seed.iso"
 
-    def guest_seed(self, name: str) -> GuestSeed | None:
+    def _live(self, name: str) -> DomainXml | None:
+        """The running domain's definition; None when it is stopped."""
         domain = self._domain(name)
         try:
-            if not domain.isActive():
-                return None
-            seed_iso = from_xml(domain.XMLDesc(0)).seed_iso
+            return from_xml(domain.XMLDesc(0)) if domain.isActive() else None
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc, name) from exc
-        return seed_of(read_seed_iso(Path(seed_iso))) if seed_iso else None
+
+    def guest_seed(self, name: str) -> GuestSeed | None:
+        live = self._live(name)
+        return seed_of(read_seed_iso(Path(live.seed_iso))) if live and live.seed_iso else None
 
     def shared_directory(self, name: str) -> Path | None:
+        live = self._live(name)
+        return Path(live.share) if live and live.share else None
+
+    def _running(self, name: str) -> libvirt.virDomain:
         domain = self._domain(name)
+        if not domain.isActive():
+            raise InvalidDomainState(f"domain {name} is not running")
+        return domain
+
+    def exec(self, name: str, request: ExecRequest) -> ExecResult:
         try:
-            if not domain.isActive():
-                return None
-            share = from_xml(domain.XMLDesc(0)).share
+            return run_command(self._running(name), request)
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc, name) from exc
-        return Path(share) if share else None
+
+    def screenshot(self, name: str) -> bytes:
+        try:
+            return screenshot_png(self._libvirt.get(), self._running(name))
+        except libvirt.libvirtError as exc:
+            raise self._libvirt.error(exc, name) from exc
 
     def pid(self, name: str) -> int | None:
         if self.state(name) != DomainState.RUNNING:

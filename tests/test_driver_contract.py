@@ -266,3 +266,33 @@ def test_a_seed_is_given_for_one_run_only(driver):
     assert driver.guest_seed("cwhost-ws-test0001") is None
     driver.start("cwhost-ws-test0001")
     assert driver.guest_seed("cwhost-ws-test0001") is None
+
+
+def test_a_screenshot_is_a_png_of_a_running_domains_display(driver):
+    import io
+
+    from PIL import Image
+
+    driver.define(spec())
+    with pytest.raises(InvalidDomainState):
+        driver.screenshot("cwhost-ws-test0001")
+    driver.start("cwhost-ws-test0001")
+    image = Image.open(io.BytesIO(driver.screenshot("cwhost-ws-test0001")))
+    assert image.format == "PNG" and image.width > 0 and image.height > 0
+
+
+def test_commands_run_only_in_a_running_guest(driver):
+    from drivers.base import DriverError, ExecRequest
+
+    request = ExecRequest(command=("echo", "hi"), user="dev", timeout_seconds=5)
+    driver.define(spec())
+    with pytest.raises(InvalidDomainState):
+        driver.exec("cwhost-ws-test0001", request)
+    driver.start("cwhost-ws-test0001")
+    try:
+        result = driver.exec("cwhost-ws-test0001", request)
+    except DriverError:
+        # libvirt's test driver has no guest agent to reach; the real VM's agent is in test_real_vm_image.
+        assert not isinstance(driver, FakeDriver)
+        return
+    assert (result.exit_code, result.stdout) == (0, b"hi\n")

@@ -166,6 +166,9 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     provisioned = time.monotonic()
     launched = http.post(url + "/launch")
     assert launched.status_code == 200, launched.text
+    # The guest is still booting: its agent does not answer yet.
+    early = http.post(url + "/exec", json={"command": ["true"]})
+    assert early.status_code == 503 and int(early.headers["Retry-After"]) > 0, early.text
     ssh = launched.json()["access"]["ssh"]
     assert ssh["user"] == "dev" and ssh["command"] == f"ssh -p {ssh['port']} dev@127.0.0.1"
     started = time.monotonic()
@@ -191,6 +194,7 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
         guest.close()
     addresses = wait_until(lambda: http.get(url).json()["access"]["ipAddresses"], 120, "the agent's addresses")
     assert any("." in address for address in addresses)
+    _commands_and_screen_through_the_agent(http, url)
     _console_in_a_browser(http, url)
 
     # A graceful stop is the guest powering itself off (ACPI), not the plug pulled.
@@ -254,3 +258,22 @@ def _console_in_a_browser(http: requests.Session, url: str) -> None:
         browser.quit()
     again = requests.get(console["url"])
     assert again.status_code == 404 and again.json()["error"] == "not_found"
+
+
+def _commands_and_screen_through_the_agent(http: requests.Session, url: str) -> None:
+    """What a program does with no SSH: run commands through the guest agent, take the screen."""
+    from PIL import Image
+
+    ran = http.post(url + "/exec", json={"command": ["python3", "-c", "print(6*7)"]}).json()
+    assert (ran["exitCode"], ran["stdout"], ran["timedOut"]) == (0, "42\n", False), ran
+    assert http.post(url + "/exec", json={"command": ["id", "-un"]}).json()["stdout"] == "dev\n"
+    began = time.monotonic()
+    slept = http.post(url + "/exec", json={"command": ["sleep", "60"], "timeoutSeconds": 2}).json()
+    assert slept["timedOut"] is True and slept["exitCode"] == 137
+    assert time.monotonic() - began < 10
+    flood = http.post(url + "/exec", json={"command": ["python3", "-c", "print('a' * 2000000)"]}).json()
+    assert flood["truncated"] is True and len(flood["stdout"]) == 1024 * 1024
+    shot = http.get(url + "/screenshot")
+    assert shot.status_code == 200 and shot.headers["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(shot.content)).convert("RGB")
+    assert image.width >= 640 and len(image.getcolors(1 << 24) or ()) > 1

@@ -21,6 +21,9 @@ def test_the_seeds_types_are_offered_by_default(client, alice):
     assert python["imagePresent"] is False and python["image"] is None
     assert python["missingFiles"][0].endswith("/images/python/current/disk.qcow2")
     assert {"python3", "python3-venv", "git"} <= set(python["packages"])
+    zoom = next(t for t in listed["data"] if t["id"] == "zoom-chromium")
+    assert {"speaker", "microphone", "display"} <= set(zoom["hardware"])
+    assert {"desktop", "chromium", "ssh"} <= set(zoom["software"])
     assert python["idleTimeoutMinutes"] == 120
 
 
@@ -82,6 +85,9 @@ def test_a_type_whose_image_is_missing_is_422_naming_the_file(tmp_path):
             "idleTimeoutMinutes": 0,
             "runningTimeoutMinutes": 0,
             "packages": [],
+            "hardware": ["keyboard", "mouse", "display"],
+            "software": ["ssh", "terminal", "vnc"],
+            "capabilities": ["exec", "screenshot"],
             "imagePresent": False,
             "missingFiles": [str(image)],
             "image": None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
-from cwhost.api import accounts, console, hooks, logs, ssh_keys, system, types, workspaces, workstations
+from cwhost.api import accounts, console, guest, hooks, logs, ssh_keys, system, types, workspaces, workstations
 from cwhost.api.common import (
     AnyPathConverter,
     CwhostApi,
@@ -66,6 +66,7 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(workspaces.blp)
     api.register_blueprint(ssh_keys.blp)
     api.register_blueprint(console.blp)
+    api.register_blueprint(guest.blp)
     system.register_swagger_assets(app)
     console.register_novnc_assets(app)
     return api

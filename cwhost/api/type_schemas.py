@@ -34,6 +34,13 @@ class WorkstationTypeSchema(ma.Schema):
     packages = fields.List(
         fields.String(), required=True, metadata={"description": "What its image installs beyond the base."}
     )
+    hardware = fields.List(fields.String(), required=True, metadata={"example": ["keyboard", "mouse", "display"]})
+    software = fields.List(fields.String(), required=True, metadata={"example": ["ssh", "terminal", "vnc"]})
+    capabilities = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "What a program can do through cwhost: exec, screenshot.", "example": ["exec"]},
+    )
     image_present = fields.Boolean(
         data_key="imagePresent",
         required=True,

@@ -202,6 +202,11 @@ class WorkstationStore:
                     gpu=configuration.gpu,
                 )
 
+    def log(self, workstation_id: str, event: tuple[str, str]) -> None:
+        """An event in the workstation's log, nothing else."""
+        with self._db.write() as tx:
+            log_event(tx, workstation_id, self._clock(), *event)
+
     def record(self, workstation_id: str, event: tuple[str, str], **columns) -> None:
         """Change columns and log an event, billing untouched (provisioning done)."""
         with self._db.write() as tx:

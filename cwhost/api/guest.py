@@ -1,0 +1,72 @@
+"""A program's way into a running workstation: run a command, see the screen."""
+
+from __future__ import annotations
+
+import base64
+
+from flask import Response, current_app, g
+
+from cwhost.api.common import ApiBlueprint, error_responses
+from cwhost.api.guest_schemas import ExecRequestSchema, ExecResultSchema
+from drivers.base import ExecResult
+
+blp = ApiBlueprint(
+    "guest", __name__, url_prefix="/v1/workstations", description="Commands and the screen of a running workstation."
+)
+
+
+def _actions():
+    return current_app.extensions["cwhost"].services.guest_actions
+
+
+def _text_or_base64(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode(), "base64"
+
+
+def _answer(result: ExecResult) -> dict:
+    stdout, stdout_encoding = _text_or_base64(result.stdout)
+    stderr, stderr_encoding = _text_or_base64(result.stderr)
+    return {
+        "exit_code": result.exit_code,
+        "stdout": stdout,
+        "stdout_encoding": stdout_encoding,
+        "stderr": stderr,
+        "stderr_encoding": stderr_encoding,
+        "duration_ms": result.duration_ms,
+        "truncated": result.truncated,
+        "timed_out": result.timed_out,
+    }
+
+
+@blp.route("/<string:workstation_id>/exec", methods=["POST"])
+@blp.arguments(ExecRequestSchema)
+@blp.response(200, ExecResultSchema)
+@error_responses(blp, 404, 413, 415, 503)
+@blp.doc(operationId="execInWorkstation")
+def exec_command(body, workstation_id):
+    """Run a command in the running guest through its agent (no SSH, no network); 503 while the agent is not up."""
+    result = _actions().run(
+        g.principal,
+        workstation_id,
+        command=body["command"],
+        stdin=body["stdin"].encode(),
+        env=body["env"],
+        working_directory=body.get("working_directory"),
+        timeout_seconds=body["timeout_seconds"],
+    )
+    return _answer(result)
+
+
+@blp.route("/<string:workstation_id>/screenshot")
+@blp.doc(
+    operationId="getWorkstationScreenshot",
+    responses={200: {"description": "The VM's display.", "content": {"image/png": {"schema": {"type": "string"}}}}},
+)
+@error_responses(blp, 404, 503)
+def screenshot(workstation_id):
+    """The VM's display as PNG, taken by the hypervisor: it needs nothing inside the guest."""
+    png = _actions().screenshot(g.principal, workstation_id)
+    return Response(png, content_type="image/png", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,78 @@
+"""What a program does in a running workstation without SSH or network: run commands, see the screen.
+
+Both go through the hypervisor: commands through the QEMU guest agent, the
+screen through QEMU's own screenshot. Each command is logged with its exit
+code, never its output or stdin.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+
+from cwhost.auth import Principal
+from cwhost.config import Config
+from cwhost.errors import InvalidState, Unavailable
+from cwhost.workstations.guards import hypervisor
+from cwhost.workstations.model import RUNNING, Workstation
+from cwhost.workstations.store import WorkstationStore
+from drivers.base import ExecRequest, ExecResult, GuestAgentUnavailable, HypervisorDriver, InvalidDomainState
+
+log = logging.getLogger(__name__)
+
+# How soon to ask again while a guest's agent is not up (a booting guest).
+AGENT_RETRY_SECONDS = 5
+
+
+class GuestActions:
+    def __init__(self, store: WorkstationStore, driver: HypervisorDriver, config: Config):
+        self._store = store
+        self._driver = driver
+        self._config = config
+
+    def _running(self, principal: Principal, workstation_id: str) -> Workstation:
+        ws = self._store.load(principal, workstation_id)
+        if ws.status != RUNNING:
+            raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation can do this.")
+        return ws
+
+    def run(
+        self,
+        principal: Principal,
+        workstation_id: str,
+        command: list[str],
+        stdin: bytes,
+        env: dict[str, str],
+        working_directory: str | None,
+        timeout_seconds: float,
+    ) -> ExecResult:
+        ws = self._running(principal, workstation_id)
+        request = ExecRequest(
+            command=tuple(command),
+            user=self._config.guest.user,
+            stdin=stdin,
+            env=tuple(sorted(env.items())),
+            working_directory=working_directory,
+            timeout_seconds=timeout_seconds,
+            max_output_bytes=self._config.exec.max_output_bytes,
+        )
+        result = self._in_guest(ws, lambda: self._driver.exec(ws.domain_name, request))
+        ending = "killed at its timeout" if result.timed_out else f"exit code {result.exit_code}"
+        self._store.log(ws.id, ("info", f"Ran {shlex.join(command)}: {ending}."))
+        return result
+
+    def screenshot(self, principal: Principal, workstation_id: str) -> bytes:
+        ws = self._running(principal, workstation_id)
+        return self._in_guest(ws, lambda: self._driver.screenshot(ws.domain_name))
+
+    def _in_guest(self, ws: Workstation, action):
+        try:
+            with hypervisor("reach"):
+                return action()
+        except GuestAgentUnavailable as exc:
+            raise Unavailable(
+                f"Workstation {ws.id}'s guest agent does not answer yet (is it still booting?): {exc}",
+                retry_after=AGENT_RETRY_SECONDS,
+            ) from exc
+        except InvalidDomainState as exc:
+            raise InvalidState(f"Workstation {ws.id} is not running on the hypervisor.") from exc

@@ -1,0 +1,63 @@
+"""What a fake guest answers to commands and screenshots: simulated here, never run on the host.
+
+A handful of commands behave as in a real guest (``echo``, ``cat`` of
+stdin, ``true``, ``false``, ``sleep``, which honours the timeout); any other
+is "not found", exit code 127, as a shell would say. The screen is a
+picture drawn with Pillow, with the domain's title on it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+from PIL import Image, ImageDraw
+
+from drivers.base import ExecRequest, ExecResult
+
+SCREEN_SIZE = (1024, 768)
+# timeout(1) with KILL: 128 + 9.
+KILLED = 137
+
+
+def _run(request: ExecRequest) -> tuple[int, bytes, bytes]:
+    program, *args = request.command
+    name = os.path.basename(program)
+    if name == "echo":
+        return 0, (" ".join(args) + "\n").encode(), b""
+    if name == "cat" and not args:
+        return 0, request.stdin, b""
+    if name in ("true", "false"):
+        return int(name == "false"), b"", b""
+    if name == "sleep" and len(args) == 1:
+        seconds = float(args[0])
+        time.sleep(min(seconds, request.timeout_seconds))
+        return (KILLED if seconds > request.timeout_seconds else 0), b"", b""
+    simulated = "echo, cat, true, false and sleep"
+    return 127, b"", f"{program}: command not found (a fake guest runs only {simulated})\n".encode()
+
+
+def simulate_exec(request: ExecRequest) -> ExecResult:
+    began = time.monotonic()
+    exit_code, stdout, stderr = _run(request)
+    elapsed = time.monotonic() - began
+    limit = request.max_output_bytes
+    return ExecResult(
+        exit_code=exit_code,
+        stdout=stdout[:limit],
+        stderr=stderr[:limit],
+        duration_ms=round(elapsed * 1000),
+        truncated=len(stdout) > limit or len(stderr) > limit,
+        timed_out=exit_code == KILLED,
+    )
+
+
+def simulated_screen(title: str) -> bytes:
+    image = Image.new("RGB", SCREEN_SIZE, (32, 48, 64))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, SCREEN_SIZE[0], 32), fill=(200, 200, 200))
+    draw.text((12, 10), title, fill=(0, 0, 0))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

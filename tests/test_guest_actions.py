@@ -1,0 +1,78 @@
+"""Commands and screenshots of a running workstation through the API, on the fake driver (simulated:
+no command ever runs on the host). tests/test_real_vm_image.py runs them in a real guest."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from tests.conftest import create_stopped
+
+
+def _running(client, alice):
+    workstation = create_stopped(client, alice, cpuCores=1, memoryGB=1)
+    client.post(f"/v1/workstations/{workstation['id']}/launch", headers=alice)
+    return f"/v1/workstations/{workstation['id']}"
+
+
+def test_a_command_runs_in_the_guest_and_is_logged_without_its_output(client, alice):
+    url = _running(client, alice)
+    answer = client.post(url + "/exec", json={"command": ["echo", "hello", "there"]}, headers=alice)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["exitCode"] == 0 and body["stdout"] == "hello there\n" and body["stdoutEncoding"] == "utf-8"
+    assert body["truncated"] is False and body["timedOut"] is False and body["durationMs"] >= 0
+    fed = client.post(url + "/exec", json={"command": ["cat"], "stdin": "secret input"}, headers=alice).get_json()
+    assert fed["stdout"] == "secret input"
+    messages = [entry["message"] for entry in client.get(url + "/logs", headers=alice).get_json()["data"]]
+    assert "Ran echo hello there: exit code 0." in messages
+    assert not any("secret input" in message for message in messages)
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_the_fake_guest_never_runs_a_command_on_the_host(client, alice, tmp_path):
+    url = _running(client, alice)
+    marker = tmp_path / "ran-on-the-host"
+    body = client.post(url + "/exec", json={"command": ["touch", str(marker)]}, headers=alice).get_json()
+    assert body["exitCode"] == 127 and "command not found" in body["stderr"]
+    assert not marker.exists()
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_a_command_past_its_timeout_is_killed_and_says_so(client, alice):
+    url = _running(client, alice)
+    body = client.post(url + "/exec", json={"command": ["sleep", "60"], "timeoutSeconds": 0.2}, headers=alice)
+    assert body.get_json()["timedOut"] is True and body.get_json()["exitCode"] == 137
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_exec_and_screenshot_need_a_running_workstation_of_ones_own(client, alice, bob):
+    workstation = create_stopped(client, alice, cpuCores=1, memoryGB=1)
+    url = f"/v1/workstations/{workstation['id']}"
+    stopped = client.post(url + "/exec", json={"command": ["true"]}, headers=alice)
+    assert (stopped.status_code, stopped.get_json()["error"]) == (400, "invalid_state")
+    assert client.get(url + "/screenshot", headers=alice).status_code == 400
+    client.post(url + "/launch", headers=alice)
+    assert client.post(url + "/exec", json={"command": ["true"]}, headers=bob).status_code == 404
+    assert client.get(url + "/screenshot", headers=bob).status_code == 404
+    for bad in (
+        {"command": []},
+        {"command": [""]},
+        {"command": ["a\x00b"]},
+        {"command": ["x"], "timeoutSeconds": 0},
+        {"command": ["x"], "env": {"1BAD": "x"}},
+        {"command": "echo hi"},
+    ):
+        refused = client.post(url + "/exec", json=bad, headers=alice)
+        assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_request"), bad
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_a_screenshot_is_a_png_of_the_display(client, alice):
+    url = _running(client, alice)
+    answer = client.get(url + "/screenshot", headers=alice)
+    assert answer.status_code == 200 and answer.content_type == "image/png"
+    image = Image.open(io.BytesIO(answer.data))
+    assert image.size == (1024, 768) and len(image.convert("RGB").getcolors(1 << 16) or ()) > 1
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
