@@ -108,7 +108,7 @@ class WorkstationType:
     @property
     def capabilities(self) -> list[str]:
         """What a program can do in it through cwhost: every image has the guest agent and a display."""
-        return ["exec", "screenshot"]
+        return ["exec", "screenshot", "input"]
 
     @property
     def configuration(self) -> Configuration:

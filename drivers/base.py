@@ -29,6 +29,8 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from drivers.input_events import InputAction
+
 # The tag a guest mounts its workspace by (mount -t virtiofs workspace /mnt).
 SHARE_TAG = "workspace"
 # The uid and gid of the guest's user. virtiofs passes ownership through by
@@ -262,6 +264,13 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def screenshot(self, name: str) -> bytes:
         """The running domain's display as PNG, taken by the hypervisor (nothing runs in the guest)."""
+
+    @abc.abstractmethod
+    def send_input(self, name: str, actions: tuple[InputAction, ...]) -> None:
+        """Type and point on the running domain's display, in screenshot coordinates.
+
+        InputRejected (before anything is sent) for a key, character or place that cannot be sent.
+        """
 
     @abc.abstractmethod
     def console_log(self, name: str) -> Path | None:

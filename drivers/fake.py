@@ -41,8 +41,9 @@ from drivers.base import (
     require_shared_directory,
 )
 from drivers.fake_domain import FakeDomain, mark_stopped
-from drivers.fake_guest_agent import simulate_exec, simulated_screen
+from drivers.fake_guest_agent import SCREEN_SIZE, simulate_exec, simulated_screen
 from drivers.fake_processes import launch_guest, live_guest, owner_of, stop_guest
+from drivers.input_events import InputAction, batches_of
 
 GIB = 1024**3
 
@@ -371,6 +372,13 @@ class FakeDriver(HypervisorDriver):
         if self._live(name) is None:
             raise InvalidDomainState(f"domain {name} is not running")
         return simulate_exec(request)
+
+    def send_input(self, name: str, actions: tuple[InputAction, ...]) -> None:
+        if self._live(name) is None:
+            raise InvalidDomainState(f"domain {name} is not running")
+        # Checked as a real display would take them; a simulated screen has nothing to move.
+        for action in actions:
+            batches_of(action, SCREEN_SIZE)
 
     def screenshot(self, name: str) -> bytes:
         domain = self._live(name)

@@ -13,6 +13,7 @@ import libvirt_qemu
 from PIL import Image
 
 from drivers.base import ExecRequest, ExecResult, GuestAgentUnavailable, ProvisioningError
+from drivers.input_events import InputAction, batches_of
 
 
 def guest_addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
@@ -36,6 +37,8 @@ def guest_addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
     return ()
 
 
+# Between two batches of input events.
+INPUT_EVENT_GAP_SECONDS = 0.01
 # Polling the agent for a command's end: often enough that a short command answers at once.
 EXEC_POLL_SECONDS = 0.05
 # What the agent's own calls may take, beyond the command's timeout.
@@ -129,6 +132,33 @@ def run_command(domain: libvirt.virDomain, request: ExecRequest) -> ExecResult:
         # timeout(1) with KILL: the command died of SIGKILL at the deadline (128 + 9).
         timed_out=not status.get("exited") or (exit_code == 137 and elapsed >= request.timeout_seconds),
     )
+
+
+def screen_size(connection: libvirt.virConnect, domain: libvirt.virDomain) -> tuple[int, int]:
+    """The display's size in pixels, from the head of QEMU's capture."""
+    stream = connection.newStream(0)
+    domain.screenshot(stream, 0, 0)
+    head = bytearray()
+    while chunk := stream.recv(256 * 1024):
+        head += chunk
+    stream.finish()
+    return Image.open(io.BytesIO(bytes(head))).size
+
+
+def send_input(connection: libvirt.virConnect, domain: libvirt.virDomain, actions: tuple[InputAction, ...]) -> None:
+    """Each action as QEMU input events (QMP input-send-event), all checked before any is sent."""
+    screen = screen_size(connection, domain)
+    batches = [batch for action in actions for batch in batches_of(action, screen)]
+    for events in batches:
+        command = json.dumps({"execute": "input-send-event", "arguments": {"events": events}})
+        try:
+            libvirt_qemu.qemuMonitorCommand(domain, command, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                raise ProvisioningError("this hypervisor cannot send input to a display") from exc
+            raise
+        # The guest sees a press and its release as separate events, as from a real keyboard.
+        time.sleep(INPUT_EVENT_GAP_SECONDS)
 
 
 def screenshot_png(connection: libvirt.virConnect, domain: libvirt.virDomain) -> bytes:

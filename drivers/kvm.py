@@ -40,7 +40,8 @@ from drivers.base import (
     require_shared_directory,
 )
 from drivers.cloud_init import read_seed_iso, seed_of, write_seed_iso
-from drivers.guest_agent import guest_addresses, run_command, screenshot_png
+from drivers.guest_agent import guest_addresses, run_command, screenshot_png, send_input
+from drivers.input_events import InputAction
 from drivers.libvirt_connection import LibvirtConnection
 from drivers.libvirt_xml import (
     DomainXml,
@@ -373,6 +374,12 @@ class LibvirtDriver(HypervisorDriver):
     def exec(self, name: str, request: ExecRequest) -> ExecResult:
         try:
             return run_command(self._running(name), request)
+        except libvirt.libvirtError as exc:
+            raise self._libvirt.error(exc, name) from exc
+
+    def send_input(self, name: str, actions: tuple[InputAction, ...]) -> None:
+        try:
+            send_input(self._libvirt.get(), self._running(name), actions)
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc, name) from exc
 

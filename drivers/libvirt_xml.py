@@ -106,6 +106,8 @@ def to_xml(domain: DomainXml) -> str:
     _write_serial_console(devices, domain.console_log)
     _write_guest_agent_channel(devices)
     if domain.graphics:
+        # An absolute pointer: input is sent at screen coordinates, and noVNC's pointer lands where it shows.
+        _sub(devices, "input", type="tablet", bus="usb")
         _write_graphics(devices, domain.graphics)
     if domain.share:
         _write_filesystem(devices, domain.share, domain.share_tag)

@@ -296,3 +296,19 @@ def test_commands_run_only_in_a_running_guest(driver):
         assert not isinstance(driver, FakeDriver)
         return
     assert (result.exit_code, result.stdout) == (0, b"hi\n")
+
+
+def test_input_goes_only_to_a_running_display(driver):
+    from drivers.base import DriverError
+    from drivers.input_events import InputAction
+
+    actions = (InputAction("move", x=10, y=10), InputAction("text", text="hi"))
+    driver.define(spec())
+    with pytest.raises(InvalidDomainState):
+        driver.send_input("cwhost-ws-test0001", actions)
+    driver.start("cwhost-ws-test0001")
+    try:
+        driver.send_input("cwhost-ws-test0001", actions)
+    except DriverError:
+        # libvirt's test driver has no QEMU monitor; the real VM's display is in test_real_vm_image.
+        assert not isinstance(driver, FakeDriver)

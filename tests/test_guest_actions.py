@@ -76,3 +76,27 @@ def test_a_screenshot_is_a_png_of_the_display(client, alice):
     image = Image.open(io.BytesIO(answer.data))
     assert image.size == (1024, 768) and len(image.convert("RGB").getcolors(1 << 16) or ()) > 1
     client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_input_is_checked_whole_then_sent(client, alice, bob):
+    url = _running(client, alice)
+    actions = [
+        {"type": "move", "x": 100, "y": 200},
+        {"type": "click", "button": "left"},
+        {"type": "text", "text": "hello"},
+        {"type": "key", "keys": ["ctrl", "a"]},
+        {"type": "scroll", "dy": 3},
+    ]
+    answer = client.post(url + "/input", json={"actions": actions}, headers=alice)
+    assert answer.status_code == 200 and answer.get_json() == {"sent": 5}
+    for bad, named in (
+        ({"type": "key", "keys": ["hyper"]}, "no key 'hyper'"),
+        ({"type": "move", "x": 5000, "y": 1}, "outside the screen"),
+        ({"type": "move", "x": 1}, "y"),
+        ({"type": "teleport"}, "type"),
+    ):
+        refused = client.post(url + "/input", json={"actions": [{"type": "text", "text": "ok"}, bad]}, headers=alice)
+        assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_request"), bad
+        assert named in str(refused.get_json()), refused.get_json()
+    assert client.post(url + "/input", json={"actions": actions}, headers=bob).status_code == 404
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})

@@ -13,6 +13,7 @@ BODIES = {
     ("patch", "/v1/workstations/{workstation_id}"): {"name": "mine-now"},
     ("put", "/v1/accounts/{name}/credits"): {"balanceUSD": 1000},
     ("post", "/v1/workstations/{workstation_id}/exec"): {"command": ["true"]},
+    ("post", "/v1/workstations/{workstation_id}/input"): {"actions": [{"type": "text", "text": "x"}]},
 }
 ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("get", "/metrics")}
 # The same for every account: health, and the catalogue of types.

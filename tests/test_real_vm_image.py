@@ -158,7 +158,9 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     assert http.put(files + "/from-api.txt", data=b"uploaded through the API\n").status_code == 201
 
     began = time.monotonic()
-    created = http.post(server.url + "/v1/workstations", json={"name": "py", "type": "python", "workspaceId": workspace})
+    created = http.post(
+        server.url + "/v1/workstations", json={"name": "py", "type": "python", "workspaceId": workspace}
+    )
     assert created.status_code == 201, created.text
     url = f"{server.url}/v1/workstations/{created.json()['id']}"
     domain = f"cwhost-{created.json()['id']}"
@@ -277,3 +279,51 @@ def _commands_and_screen_through_the_agent(http: requests.Session, url: str) -> 
     assert shot.status_code == 200 and shot.headers["Content-Type"] == "image/png"
     image = Image.open(io.BytesIO(shot.content)).convert("RGB")
     assert image.width >= 640 and len(image.getcolors(1 << 24) or ()) > 1
+    _typing_and_pointing(http, url, image)
+
+
+TABLET_READER = """
+import glob, os, select, struct, time
+name = next(p for p in glob.glob('/sys/class/input/event*') if 'Tablet' in open(p + '/device/name').read())
+device = os.open('/dev/input/' + os.path.basename(name), os.O_RDONLY | os.O_NONBLOCK)
+seen, end = {}, time.time() + 10
+while time.time() < end:
+    if select.select([device], [], [], 0.2)[0]:
+        data = os.read(device, 24 * 64)
+        for at in range(0, len(data), 24):
+            kind, code, value = struct.unpack('llHHi', data[at:at + 24])[2:]
+            if kind == 3:
+                seen[code] = value
+print(seen.get(0), seen.get(1))
+"""
+
+
+def _typing_and_pointing(http: requests.Session, url: str, before) -> None:
+    """Text typed through the input API appears on the screen; the pointer lands where it was sent."""
+    import threading
+
+    from PIL import Image, ImageChops
+
+    def screen():
+        return Image.open(io.BytesIO(http.get(url + "/screenshot").content)).convert("RGB")
+
+    typed = http.post(url + "/input", json={"actions": [{"type": "text", "text": "cwhost typed this"}]})
+    assert typed.status_code == 200 and typed.json() == {"sent": 1}
+    wait_until(lambda: ImageChops.difference(screen(), before).getbbox(), 30, "the typed text on the screen")
+    # The guest's USB tablet reports the absolute position, scaled from the screenshot's pixels.
+    read = {}
+    reader = threading.Thread(
+        target=lambda: read.update(
+            http.post(
+                url + "/exec", json={"command": ["sudo", "python3", "-c", TABLET_READER], "timeoutSeconds": 30}
+            ).json()
+        )
+    )
+    reader.start()
+    time.sleep(4)
+    width, height = before.size
+    moved = http.post(url + "/input", json={"actions": [{"type": "move", "x": 100, "y": 200}]})
+    assert moved.status_code == 200
+    reader.join(timeout=40)
+    assert read.get("exitCode") == 0, read
+    assert read["stdout"].split() == [str(round(100 * 32767 / (width - 1))), str(round(200 * 32767 / (height - 1)))]

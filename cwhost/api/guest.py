@@ -7,7 +7,7 @@ import base64
 from flask import Response, current_app, g
 
 from cwhost.api.common import ApiBlueprint, error_responses
-from cwhost.api.guest_schemas import ExecRequestSchema, ExecResultSchema
+from cwhost.api.guest_schemas import ExecRequestSchema, ExecResultSchema, InputResultSchema, InputSchema
 from drivers.base import ExecResult
 
 blp = ApiBlueprint(
@@ -58,6 +58,18 @@ def exec_command(body, workstation_id):
         timeout_seconds=body["timeout_seconds"],
     )
     return _answer(result)
+
+
+@blp.route("/<string:workstation_id>/input", methods=["POST"])
+@blp.arguments(InputSchema)
+@blp.response(200, InputResultSchema)
+@error_responses(blp, 404, 413, 415, 503)
+@blp.doc(operationId="sendWorkstationInput")
+def send_input(body, workstation_id):
+    """Type and point on the VM's display, in screenshot coordinates: keys, text, move, click, double_click,
+    drag, scroll. Every action is checked before any is sent."""
+    _actions().send_input(g.principal, workstation_id, body["actions"])
+    return {"sent": len(body["actions"])}
 
 
 @blp.route("/<string:workstation_id>/screenshot")

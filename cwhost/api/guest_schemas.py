@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from cwhost.api.fields import StrictSchema
+from drivers.input_events import InputAction
 
 MAX_ARGUMENTS = 4096
 MAX_TEXT = 1024 * 1024
@@ -75,3 +76,50 @@ class ExecResultSchema(ma.Schema):
         required=True, metadata={"description": "Output beyond the server's limit (exec.max_output_bytes) was cut."}
     )
     timed_out = fields.Boolean(data_key="timedOut", required=True)
+
+
+class InputActionSchema(StrictSchema):
+    type = fields.String(
+        required=True, validate=validate.OneOf(["key", "text", "move", "click", "double_click", "drag", "scroll"])
+    )
+    keys = fields.List(
+        fields.String(validate=validate.Length(1, 32)),
+        validate=validate.Length(1, 8),
+        metadata={
+            "description": "For key: a combination, pressed in order and released in reverse.",
+            "example": ["ctrl", "c"],
+        },
+    )
+    text = fields.String(validate=validate.Length(1, 10_000), metadata={"description": "For text: typed (US layout)."})
+    x = fields.Integer(validate=validate.Range(0, 16384), metadata={"description": "Screenshot pixels from the left."})
+    y = fields.Integer(validate=validate.Range(0, 16384))
+    to_x = fields.Integer(
+        data_key="toX", validate=validate.Range(0, 16384), metadata={"description": "Where a drag ends."}
+    )
+    to_y = fields.Integer(data_key="toY", validate=validate.Range(0, 16384))
+    button = fields.String(load_default="left", validate=validate.OneOf(["left", "right", "middle"]))
+    dx = fields.Integer(load_default=0, validate=validate.Range(-100, 100))
+    dy = fields.Integer(
+        load_default=0, validate=validate.Range(-100, 100), metadata={"description": "Wheel steps; negative is up."}
+    )
+
+    @ma.validates_schema
+    def _what_each_needs(self, data, **kwargs):
+        needs = {"key": ("keys",), "text": ("text",), "move": ("x", "y"), "drag": ("x", "y", "to_x", "to_y")}
+        missing = [name for name in needs.get(data["type"], ()) if name not in data]
+        if missing:
+            raise ma.ValidationError({name: [f"Required for {data['type']}."] for name in missing})
+        if ("x" in data) != ("y" in data):
+            raise ma.ValidationError("x and y go together.")
+
+    @ma.post_load
+    def _action(self, data, **kwargs) -> InputAction:
+        return InputAction(**{**data, "keys": tuple(data.get("keys", ()))})
+
+
+class InputSchema(StrictSchema):
+    actions = fields.List(fields.Nested(InputActionSchema), required=True, validate=validate.Length(1, 1000))
+
+
+class InputResultSchema(ma.Schema):
+    sent = fields.Integer(required=True, metadata={"description": "How many actions were sent, in order."})

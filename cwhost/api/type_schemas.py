@@ -39,7 +39,7 @@ class WorkstationTypeSchema(ma.Schema):
     capabilities = fields.List(
         fields.String(),
         required=True,
-        metadata={"description": "What a program can do through cwhost: exec, screenshot.", "example": ["exec"]},
+        metadata={"description": "What a program can do through cwhost: exec, screenshot, input.", "example": ["exec"]},
     )
     image_present = fields.Boolean(
         data_key="imagePresent",

@@ -1,4 +1,5 @@
-"""What a program does in a running workstation without SSH or network: run commands, see the screen.
+"""What a program does in a running workstation without SSH or network: run commands, see the screen,
+type and point.
 
 Both go through the hypervisor: commands through the QEMU guest agent, the
 screen through QEMU's own screenshot. Each command is logged with its exit
@@ -12,11 +13,12 @@ import shlex
 
 from cwhost.auth import Principal
 from cwhost.config import Config
-from cwhost.errors import InvalidState, Unavailable
+from cwhost.errors import InvalidRequest, InvalidState, Unavailable
 from cwhost.workstations.guards import hypervisor
 from cwhost.workstations.model import RUNNING, Workstation
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import ExecRequest, ExecResult, GuestAgentUnavailable, HypervisorDriver, InvalidDomainState
+from drivers.input_events import InputAction, InputRejected
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,13 @@ class GuestActions:
         ending = "killed at its timeout" if result.timed_out else f"exit code {result.exit_code}"
         self._store.log(ws.id, ("info", f"Ran {shlex.join(command)}: {ending}."))
         return result
+
+    def send_input(self, principal: Principal, workstation_id: str, actions: list[InputAction]) -> None:
+        ws = self._running(principal, workstation_id)
+        try:
+            self._in_guest(ws, lambda: self._driver.send_input(ws.domain_name, tuple(actions)))
+        except InputRejected as exc:
+            raise InvalidRequest(f"Nothing was sent: {exc}.") from exc
 
     def screenshot(self, principal: Principal, workstation_id: str) -> bytes:
         ws = self._running(principal, workstation_id)
