@@ -82,7 +82,8 @@ def _ssh_ready(port: int, key: paramiko.PKey, timeout: float = 600) -> None:
 
 def one_run(http: requests.Session, url: str, key: paramiko.PKey) -> tuple[float, float, float]:
     began = time.monotonic()
-    created = http.post(url + "/v1/workstations", json={"name": "bench", "type": "python"}).json()
+    body = {"name": "bench", "type": "python", "configuration": {"cpuCores": 2, "memoryGB": 2, "storageGB": 8}}
+    created = http.post(url + "/v1/workstations", json=body).json()
     one = f"{url}/v1/workstations/{created['id']}"
     while http.get(one).json()["status"] != "stopped":
         time.sleep(0.05)

@@ -79,7 +79,11 @@ def generated(live, client_token, tmp_path_factory):
     out = tmp_path_factory.mktemp("client")
     (out / "openapi.json").write_bytes(requests.get(server.url + "/openapi.json").content)
     # No formatting hooks: the generated code is used as it comes.
-    (out / "config.yaml").write_text("post_hooks: []\npackage_name_override: cwhost_client\n")
+    # The screenshot is PNG: openapi-python-client reads a body it does not know as bytes only when told.
+    (out / "config.yaml").write_text(
+        "post_hooks: []\npackage_name_override: cwhost_client\n"
+        "content_type_overrides:\n  image/png: application/octet-stream\n"
+    )
     result = subprocess.run(
         [str(BIN / "openapi-python-client"), "generate", "--path", "openapi.json", "--config", "config.yaml", "--meta", "none"],
         cwd=out,

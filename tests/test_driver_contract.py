@@ -312,3 +312,17 @@ def test_input_goes_only_to_a_running_display(driver):
     except DriverError:
         # libvirt's test driver has no QEMU monitor; the real VM's display is in test_real_vm_image.
         assert not isinstance(driver, FakeDriver)
+
+
+def test_port_forwards_are_given_for_one_run_only(driver):
+    from drivers.base import PortForward
+
+    forward = PortForward(22014, 22, "127.0.0.1")
+    driver.define(spec())
+    assert driver.forwards_ports
+    driver.start("cwhost-ws-test0001", forwards=(forward,))
+    assert driver.access("cwhost-ws-test0001").forwards == (forward,)
+    driver.destroy("cwhost-ws-test0001")
+    assert driver.access("cwhost-ws-test0001") is None
+    driver.start("cwhost-ws-test0001")
+    assert driver.access("cwhost-ws-test0001").forwards == ()

@@ -133,3 +133,28 @@ def test_a_bad_key_at_create_is_400_naming_it(client, alice, components, ed25519
     assert refused.status_code == 400, refused.get_json()
     assert refused.get_json()["details"]["sshPublicKeys"]["1"]
     assert components.db.query("SELECT id FROM workstations") == []
+
+
+def test_a_patch_of_the_workstations_own_keys_takes_effect_at_the_next_launch(client, alice, components, ed25519_key):
+    from tests.conftest import GOOD_CONFIGURATION, wait_for_status
+
+    created = client.post(
+        "/v1/workstations",
+        json={"name": "box", "configuration": GOOD_CONFIGURATION, "sshPublicKeys": [ed25519_key]},
+        headers=alice,
+    ).get_json()
+    url = f"/v1/workstations/{created['id']}"
+    wait_for_status(client, alice, created["id"], "stopped")
+    refused = client.patch(url, json={"sshPublicKeys": ["ssh-ed25519 broken"]}, headers=alice)
+    assert refused.status_code == 400 and refused.get_json()["details"]["sshPublicKeys"]["0"]
+    replacement = _openssh(ed25519.Ed25519PrivateKey.generate())
+    assert client.patch(url, json={"sshPublicKeys": [replacement]}, headers=alice).status_code == 200
+    client.post(url + "/launch", headers=alice)
+    assert components.driver.guest_seed(f"cwhost-{created['id']}").ssh_keys == (replacement,)
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+    assert client.patch(url, json={"sshPublicKeys": []}, headers=alice).status_code == 200
+    client.post(url + "/launch", headers=alice)
+    assert components.driver.guest_seed(f"cwhost-{created['id']}").ssh_keys == ()
+    messages = [e["message"] for e in client.get(url + "/logs", headers=alice).get_json()["data"]]
+    assert "Reconfigured: its own SSH keys 1 -> 0." in messages
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})

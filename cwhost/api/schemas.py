@@ -97,6 +97,12 @@ class WorkstationCreateSchema(StrictSchema):
 class WorkstationPatchSchema(StrictSchema):
     name = name_field()
     configuration = fields.Nested(ConfigurationInSchema, load_default=dict)
+    ssh_public_keys = fields.List(
+        fields.String(validate=validate.Length(1, 16 * 1024)),
+        data_key="sshPublicKeys",
+        validate=validate.Length(max=20),
+        metadata={"description": "Replaces the workstation's own keys ([] removes them); used from its next launch."},
+    )
     idle_timeout_minutes = timeout_field("Stop after this many idle minutes.", data_key="idleTimeoutMinutes")
     running_timeout_minutes = timeout_field("Stop after this many running minutes.", data_key="runningTimeoutMinutes")
 

@@ -148,6 +148,7 @@ class WorkstationById(MethodView):
                 configuration=body["configuration"],
                 idle_timeout_minutes=body.get("idle_timeout_minutes"),
                 running_timeout_minutes=body.get("running_timeout_minutes"),
+                ssh_public_keys=body.get("ssh_public_keys"),
             )
         )
 

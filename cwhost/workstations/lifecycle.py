@@ -18,6 +18,7 @@ which is enough because one process owns the database (cwhost.serverlock).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -316,13 +317,17 @@ class Lifecycle:
         configuration: dict,
         idle_timeout_minutes: int | None = None,
         running_timeout_minutes: int | None = None,
+        ssh_public_keys: list[str] | None = None,
     ) -> Workstation:
+        keys = tuple(authorized_lines(ssh_public_keys)) if ssh_public_keys is not None else None
         with self.locks.held(workstation_id):
             ws = self._store.load(principal, workstation_id)
             if ws.status != STOPPED:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; it can be changed only when stopped.")
             new = self._reconfigured(ws, configuration)
-            updated = replace(ws, name=name or ws.name, configuration=new)
+            updated = replace(
+                ws, name=name or ws.name, configuration=new, ssh_public_keys=_given_or(keys, ws.ssh_public_keys)
+            )
             if updated.spec() != ws.spec():
                 with hypervisor("update"):
                     self._driver.update(updated.spec())
@@ -331,6 +336,7 @@ class Lifecycle:
                 **{field: getattr(new, field) for field in CONFIGURATION_FIELDS},
                 "idle_timeout_minutes": _given_or(idle_timeout_minutes, ws.idle_timeout_minutes),
                 "running_timeout_minutes": _given_or(running_timeout_minutes, ws.running_timeout_minutes),
+                "ssh_public_keys": json.dumps(list(updated.ssh_public_keys)),
             }
             try:
                 event = ("info", describe_change(ws, updated))

@@ -122,4 +122,6 @@ def describe_change(old: Workstation, new: Workstation) -> str:
         before, after = getattr(old.configuration, field), getattr(new.configuration, field)
         if before != after:
             changes.append(f"{field} {before} -> {after}")
+    if new.ssh_public_keys != old.ssh_public_keys:
+        changes.append(f"its own SSH keys {len(old.ssh_public_keys)} -> {len(new.ssh_public_keys)}")
     return "Reconfigured: " + (", ".join(changes) if changes else "nothing changed") + "."
