@@ -8,6 +8,7 @@ directories laid out as the builder leaves them, with real qcow2 files.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -153,8 +154,6 @@ def test_a_rebuild_leaves_existing_disks_on_the_image_they_were_made_from(libvir
 
 
 def test_images_list_and_types_check_say_what_is_built(tmp_path):
-    import os
-
     env = {**os.environ, "CWHOST_DATA_DIR": str(tmp_path / "data")}
     checked = cli(env, "types", "check")
     assert checked.returncode == 1
@@ -168,3 +167,21 @@ def test_images_list_and_types_check_say_what_is_built(tmp_path):
     assert "golang: not built (cwhost images build golang)" in listed
     refused = cli(env, "images", "build", "cobol")
     assert refused.returncode == 2 and "no workstation type 'cobol'" in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_removing_a_failed_build_never_deletes_through_a_mount(tmp_path):
+    """An interrupted mmdebstrap leaves the host's /dev nodes bind-mounted in its root: unmount, then delete."""
+    from cwhost.images.builder import remove_build
+
+    host_side = tmp_path / "host-dev"
+    host_side.mkdir()
+    (host_side / "null").write_text("the host's own")
+    build = tmp_path / "images" / "python" / ".building-x"
+    (build / "root" / "dev").mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(host_side), str(build / "root" / "dev")], check=True)
+    remove_build(build)
+    assert not build.exists()
+    assert (host_side / "null").read_text() == "the host's own"
+    with open("/proc/self/mounts") as mounts:
+        assert str(build) not in mounts.read()

@@ -8,6 +8,7 @@ skips (and in CI a skip is a failure).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -82,6 +83,8 @@ interval_seconds = 1.0
     yield server, data_dir
     if server.process.poll() is None:
         server.stop()
+    # Its disks and consoles are gone with the workstations it deleted; what a failure left goes too.
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_a_real_vm_through_the_api(vm_server):

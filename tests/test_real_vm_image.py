@@ -14,6 +14,7 @@ import io
 import json
 import os
 import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,9 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from cwhost.config import build_config
 from cwhost.images import guest_files
-from cwhost.images.builder import mmdebstrap_command
+from cwhost.images.packages import SEED_PACKAGES
 from tests.conftest import cli, free_port, start_server, wait_until
 from tests.test_deployment_files import unit_service_section
 
@@ -38,35 +38,57 @@ pytestmark = [
 BOOT_SECONDS = 420
 
 
-def _cached_images_dir() -> Path:
-    """Where the python image is kept between runs, keyed by everything that goes into it."""
-    python = build_config({"data_dir": "/nonexistent"}).workstation_type("python")
-    inputs = {
-        "mmdebstrap": mmdebstrap_command(python, Path("ROOT"), ""),
-        "files": {**guest_files.BASE_FILES, **guest_files.DESKTOP_FILES},
-        "cmdline": guest_files.KERNEL_CMDLINE,
-    }
+IMAGES_SOURCE = Path(guest_files.__file__).parent
+# The page the chromium image's desktop opens: large dark text on white, easy to tell from a blank screen.
+# (No '#' in it: in a data: URL that starts the fragment.)
+START_PAGE = "data:text/html,<body style='background:white'><h1 style='font-size:120px'>cwhost</h1></body>"
+TYPES = {
+    "python": {"packages": list(SEED_PACKAGES["python"]), "start_url": ""},
+    "chromium": {"packages": list(SEED_PACKAGES["chromium"]), "start_url": START_PAGE},
+}
+
+
+def _types_toml() -> str:
+    """The two types as a server declares them: small enough for this machine, with their packages."""
+    tables = []
+    for type_id, declared in TYPES.items():
+        packages = ", ".join(json.dumps(p) for p in declared["packages"])
+        tables.append(
+            f"[types.{type_id}]\ncpu_cores = 2\nmemory_gb = 2\nstorage_gb = 8\n"
+            f"packages = [{packages}]\nstart_url = {json.dumps(declared['start_url'])}\n"
+        )
+    return "\n".join(tables)
+
+
+def _cached_image(type_id: str) -> Path:
+    """A directory of images holding ``type_id``'s, built once for everything that goes into it."""
+    sources = {path.name: path.read_text() for path in sorted(IMAGES_SOURCE.glob("*.py"))}
+    inputs = {"type": TYPES[type_id], "sources": sources}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(f"/var/tmp/cwhost-ci-images-{key}")
-
-
-@pytest.fixture(scope="module")
-def python_image():
-    images = _cached_images_dir()
+    images = Path(f"/var/tmp/cwhost-ci-images-{type_id}-{key}")
     config = images.with_suffix(".toml")
-    config.write_text(f'[images]\ndir = "{images}"\n')
+    config.write_text(f'[images]\ndir = "{images}"\n\n{_types_toml()}')
     env = {**os.environ, "CWHOST_CONFIG": str(config), "CWHOST_DATA_DIR": tempfile.mkdtemp(prefix="cwhost-img-")}
-    if "python: ready" not in cli(env, "types", "check").stdout:
+    if f"{type_id}: ready" not in cli(env, "types", "check").stdout:
         built = subprocess.run(
-            [sys.executable, "-m", "cwhost", "images", "build", "python"], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "cwhost", "images", "build", type_id], env=env, capture_output=True, text=True
         )
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-        assert "python: [4/4] writing the manifest" in built.stdout
+        assert f"{type_id}: [4/4] writing the manifest" in built.stdout
     return images
 
 
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+    """Both types' images, each from its own cache, side by side as one server's images directory."""
+    combined = tmp_path_factory.mktemp("images")
+    for type_id in TYPES:
+        (combined / type_id).symlink_to(_cached_image(type_id) / type_id)
+    return combined
+
+
 @pytest.fixture
-def server(python_image, tmp_path):
+def server(images_dir, tmp_path):
     service = unit_service_section()
     data_dir = Path(tempfile.mkdtemp(prefix="cwhost-realvm-", dir="/var/tmp"))
     data_dir.chmod(int(service["StateDirectoryMode"], 8))
@@ -80,7 +102,7 @@ uri = "qemu:///system"
 domain_type = "qemu"
 network = ""
 [images]
-dir = "{python_image}"
+dir = "{images_dir}"
 [console]
 port = {free_port()}
 listen = "127.0.0.1"
@@ -89,15 +111,14 @@ public_host = "127.0.0.1"
 forward_listen = "127.0.0.1"
 ssh_port_first = {first}
 ssh_port_last = {first}
-[types.python]
-cpu_cores = 2
-memory_gb = 2
-storage_gb = 8
+{_types_toml()}
 """
     server = start_server(tmp_path, config, extra_env={"CWHOST_DATA_DIR": str(data_dir)}, umask=0o027)
     yield server, data_dir
     if server.process.poll() is None:
         server.stop()
+    # Its disks and consoles are gone with the workstations it deleted; what a failure left goes too.
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _ssh(port: int, key) -> paramiko.SSHClient:
@@ -327,3 +348,43 @@ def _typing_and_pointing(http: requests.Session, url: str, before) -> None:
     reader.join(timeout=40)
     assert read.get("exitCode") == 0, read
     assert read["stdout"].split() == [str(round(100 * 32767 / (width - 1))), str(round(200 * 32767 / (height - 1)))]
+
+
+def _exec(http: requests.Session, url: str, *command: str) -> dict:
+    return http.post(url + "/exec", json={"command": list(command), "timeoutSeconds": 30}).json()
+
+
+def test_a_chromium_workstation_shows_its_browser_full_screen(server):
+    """The chromium image: its X session shows Chromium full-screen, its DevTools on the guest's loopback only."""
+    from PIL import Image
+
+    server, _data_dir = server
+    http = requests.Session()
+    http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", "web").stdout.split()[-1]
+    created = http.post(server.url + "/v1/workstations", json={"name": "web", "type": "chromium"})
+    assert created.status_code == 201, created.text
+    url = f"{server.url}/v1/workstations/{created.json()['id']}"
+    wait_until(lambda: http.get(url).json()["status"] == "stopped", 120, "provisioning")
+    assert http.post(url + "/launch").status_code == 200
+    wait_until(lambda: _exec(http, url, "true").get("exitCode") == 0, BOOT_SECONDS, "the guest agent and its user")
+    wait_until(lambda: _exec(http, url, "pgrep", "-u", "desktop", "-x", "chromium")["exitCode"] == 0, 300, "Chromium")
+    # The seed's user (uid 1000) and the desktop's own (a system user) both exist.
+    assert _exec(http, url, "id", "-u")["stdout"] == "1000\n"
+    listening = wait_until(
+        lambda: _exec(http, url, "ss", "-Hltn", "sport = :9222")["stdout"].split(), 120, "Chromium's DevTools"
+    )
+    assert "127.0.0.1:9222" in listening and "0.0.0.0:9222" not in listening
+    request = "GET /json/version HTTP/1.1\\r\\nHost: 127.0.0.1:9222\\r\\nConnection: close\\r\\n\\r\\n"
+    version = _exec(http, url, "bash", "-c", f'exec 3<>/dev/tcp/127.0.0.1/9222; printf "{request}" >&3; cat <&3')
+    assert '"Browser": "Chrome/' in version["stdout"], version
+
+    def page_shown():
+        image = Image.open(io.BytesIO(http.get(url + "/screenshot").content)).convert("L")
+        # Full screen: the page's white reaches every corner (within the window's 1-pixel edge);
+        # the heading puts dark pixels on it.
+        corners = [image.getpixel((x, y)) for x in (2, image.width - 3) for y in (2, image.height - 3)]
+        return all(c > 200 for c in corners) and image.getextrema()[0] < 60
+
+    wait_until(page_shown, 180, "the start page full-screen")
+    assert http.post(url + "/stop", params={"force": "true"}).status_code == 200
+    assert http.delete(url).status_code == 204

@@ -60,14 +60,14 @@ class ImageBuilder:
         type_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         build_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         staging = type_dir / f".building-{build_id}"
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_build(staging)
         staging.mkdir(mode=0o755)
         try:
             manifest = self._make(wtype, staging)
             final = type_dir / build_id
             staging.rename(final)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_build(staging)
             raise
         self._catalog.set_current(wtype.id, final)
         self._say(f"{wtype.id}: built {final / DISK} ({manifest['files'][DISK]['size'] / MIB:.0f} MiB)")
@@ -88,7 +88,7 @@ class ImageBuilder:
         raw = out / "disk.raw"
         size = _filesystem_size(root)
         self._run(["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(raw), f"{size // MIB}M"])
-        shutil.rmtree(root)
+        remove_build(root)
         self._run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / DISK)])
         raw.unlink()
         self._step(wtype, 4, "writing the manifest")
@@ -121,6 +121,25 @@ class ImageBuilder:
             raise BuildError(f"{command[0]} failed (exit {result.returncode}){': ' + output if output else ''}")
 
 
+def _mount_points() -> list[Path]:
+    with open("/proc/self/mounts") as mounts:
+        return [Path(line.split()[1].replace("\\040", " ")) for line in mounts]
+
+
+def remove_build(directory: Path) -> None:
+    """Delete a build's directory, unmounting first what an interrupted mmdebstrap left mounted in it.
+
+    Never delete through a mount point: mmdebstrap bind-mounts the host's own
+    /dev nodes into the root it builds.
+    """
+    inside = [point for point in _mount_points() if point == directory or directory in point.parents]
+    for point in sorted(inside, key=lambda p: len(p.parts), reverse=True):
+        subprocess.run(["umount", "--lazy", str(point)], capture_output=True)
+    if any(point == directory or directory in point.parents for point in _mount_points()):
+        raise BuildError(f"{directory} still has file systems mounted in it; it was left as it is")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     files = dict(guest_files.BASE_FILES)
     desktop = has_desktop(wtype.packages)
@@ -138,7 +157,8 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     if desktop:
-        _in_root(root, "useradd", "--create-home", "--groups", "audio,video", guest_files.DESKTOP_USER)
+        # A system user: uid 1000 stays free for the seed's user (GUEST_UID).
+        _in_root(root, "useradd", "--system", "--create-home", "--groups", "audio,video", guest_files.DESKTOP_USER)
         _in_root(root, "systemctl", "enable", "cwhost-desktop.service")
 
 

@@ -43,7 +43,10 @@ WantedBy=multi-user.target
     "usr/local/lib/cwhost/desktop-session": """#!/bin/sh
 xset s off -dpms s noblank
 command -v pulseaudio >/dev/null && pulseaudio --start
+# No window manager: the window is placed and sized to the whole screen by hand.
+size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
 exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars \\
+    --window-position=0,0 --window-size="${size%x*},${size#*x}" \\
     --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \\
     "$(cat /etc/cwhost/start-url)"
 """,
