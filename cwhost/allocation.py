@@ -18,10 +18,11 @@ from cwhost.accounts import Accounts
 from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.errors import Unavailable
+from cwhost.images.guest_files import CDP_GUEST_PORT
 from cwhost.workspaces import Workspace
 from cwhost.workstations.model import Workstation
 from cwhost.workstations.store import WorkstationStore
-from drivers.base import GpuDevice, HostInfo
+from drivers.base import GpuDevice, HostInfo, PortForward
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,13 @@ class Reservation:
     gpu: GpuDevice | None
     workspace: Workspace | None
     ssh_port: int | None
+    cdp_port: int | None = None
+
+    def forwards(self, listen: str) -> tuple[PortForward, ...]:
+        """SSH on ``listen``; the browser's DevTools on loopback only, for cwhost's token-bound proxy."""
+        ssh = (PortForward(self.ssh_port, 22, listen),) if self.ssh_port else ()
+        cdp = (PortForward(self.cdp_port, CDP_GUEST_PORT, "127.0.0.1"),) if self.cdp_port else ()
+        return ssh + cdp
 
 
 class Allocation:
@@ -88,13 +96,14 @@ class Allocation:
             )
             self._require_capacity(host, ws)
             gpu = self._take_gpu(host, ws)
-            ssh_port = self._take_port(ws) if self._forwards_ports else None
+            ssh_port = self._take_port(ws, "ssh_port") if self._forwards_ports else None
+            cdp_port = self._take_port(ws, "cdp_port") if self._forwards_ports and self._has_browser(ws) else None
             # Read again under the lock: archiving or deleting a workspace
             # detaches it, under this same lock.
             workspace_id = self._store.reload(ws.id).workspace_id
             workspace = self._find_workspace(workspace_id) if workspace_id else None
             self._launching[ws.id] = replace(ws, workspace_id=workspace_id)
-            return Reservation(gpu, workspace, ssh_port)
+            return Reservation(gpu, workspace, ssh_port, cdp_port)
 
     def _require_capacity(self, host: HostInfo, ws: Workstation) -> None:
         cpu, memory = self._store.running_totals()
@@ -126,17 +135,21 @@ class Allocation:
         self._store.set(ws.id, gpu_address=free[0].pci_address)
         return free[0]
 
-    def _take_port(self, ws: Workstation) -> int:
-        held = self._store.held_ssh_ports()
+    def _has_browser(self, ws: Workstation) -> bool:
+        wtype = self._config.workstation_type(ws.type) if ws.type else None
+        return wtype is not None and "chromium" in wtype.software
+
+    def _take_port(self, ws: Workstation, column: str) -> int:
+        held = self._store.held_ports()
         listen = self._config.access.forward_listen
         port = next((p for p in self._config.ssh_ports if p not in held and _bindable(listen, p)), None)
         if port is None:
             raise Unavailable(
-                f"No host port is free for SSH in {self._config.access.ssh_port_first}"
+                f"No host port is free to forward in {self._config.access.ssh_port_first}"
                 f"-{self._config.access.ssh_port_last}; a stop frees one.",
                 retry_after=60,
             )
-        self._store.set(ws.id, ssh_port=port)
+        self._store.set(ws.id, **{column: port})
         return port
 
     def launched(self, ws: Workstation) -> None:
@@ -148,7 +161,7 @@ class Allocation:
         """Give back what ``reserve`` took for a launch that did not happen."""
         with self.lock:
             self._launching.pop(ws.id, None)
-            self._store.set(ws.id, gpu_address=None, ssh_port=None)
+            self._store.set(ws.id, gpu_address=None, ssh_port=None, cdp_port=None)
 
     def workstation_holding(self, workspace_id: str) -> str | None:
         """The running or launching workstation a workspace is attached to; under the lock."""

@@ -124,6 +124,8 @@ class Components:
     tokens: TokenVerifier
     # The browser console's links and WebSocket tokens; None when [console] port is 0.
     console: ConsoleTokens | None
+    # The tokens of access.browser.cdpUrl; None when [browser] port is 0.
+    browser: ConsoleTokens | None
 
 
 def _vnc_address(store: WorkstationStore, driver: HypervisorDriver):
@@ -139,6 +141,16 @@ def _vnc_address(store: WorkstationStore, driver: HypervisorDriver):
             return None
         console = access.console if access else None
         return (console.host, console.port) if console and console.protocol == "vnc" else None
+
+    return address
+
+
+def _cdp_address(store: WorkstationStore):
+    """Where a running browser workstation's DevTools relay is forwarded on this host; None otherwise."""
+
+    def address(workstation_id: str) -> tuple[str, int] | None:
+        ws = store.running_one(workstation_id)
+        return ("127.0.0.1", ws.cdp_port) if ws is not None and ws.cdp_port else None
 
     return address
 
@@ -217,6 +229,9 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         tokens=TokenVerifier(db),
         console=ConsoleTokens(_vnc_address(services.store, driver), config.console.link_seconds)
         if config.console.port
+        else None,
+        browser=ConsoleTokens(_cdp_address(services.store), config.console.link_seconds)
+        if config.browser.port
         else None,
     )
     init_api(app)

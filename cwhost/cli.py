@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import signal
+import socketserver
 import sys
 import threading
 from dataclasses import replace
@@ -19,6 +20,7 @@ from cwhost import auth
 from cwhost.accounts import MAX_BALANCE_USD, Accounts
 from cwhost.api.preflight import make_preflight
 from cwhost.app import create_app, make_sampler
+from cwhost.cdp import CdpProxy
 from cwhost.config import ConfigError, load_config
 from cwhost.console import console_bridge
 from cwhost.db import Database
@@ -219,7 +221,7 @@ def _serve(config, args) -> int:
             )
             return 1
         components = app.extensions["cwhost"]
-        bridge = _console_bridge(components, config)
+        listeners = _side_listeners(components, config)
         stop, threads = _start_background(components, config)
         signal.signal(signal.SIGTERM, _interrupt)
         log.info(
@@ -235,9 +237,9 @@ def _serve(config, args) -> int:
             pass
         finally:
             stop.set()
-            if bridge is not None:
-                bridge.shutdown()
-                bridge.server_close()
+            for listener in listeners:
+                listener.shutdown()
+                listener.server_close()
             for thread in threads:
                 thread.join(timeout=30)
             components.services.lifecycle.wait_idle()
@@ -245,18 +247,28 @@ def _serve(config, args) -> int:
     return 0
 
 
-def _console_bridge(components, config):
-    """The browser console's WebSocket listener, serving on a thread; None when it is off."""
-    if components.console is None:
-        return None
-    try:
-        bridge = console_bridge(components.console, config.console.listen, config.console.port)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen for the console on {config.console.listen}:{config.console.port}: {exc.strerror}"
-        ) from None
-    threading.Thread(target=bridge.serve_forever, name="console", daemon=True).start()
-    return bridge
+def _side_listeners(components, config) -> list[socketserver.BaseServer]:
+    """The console's WebSocket bridge and the CDP proxy, each serving on a thread when configured."""
+    wanted = [
+        ("the console", components.console, console_bridge, config.console),
+        ("CDP", components.browser, CdpProxy, config.browser),
+    ]
+    listeners: list[socketserver.BaseServer] = []
+    for what, tokens, make, settings in wanted:
+        if tokens is None:
+            continue
+        try:
+            listener = make(tokens, settings.listen, settings.port)
+        except OSError as exc:
+            for started in listeners:
+                started.shutdown()
+                started.server_close()
+            raise ConfigError(
+                f"cannot listen for {what} on {settings.listen}:{settings.port}: {exc.strerror}"
+            ) from None
+        threading.Thread(target=listener.serve_forever, name=what, daemon=True).start()
+        listeners.append(listener)
+    return listeners
 
 
 def _interrupt(signum, frame):

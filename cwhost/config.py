@@ -244,6 +244,13 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class BrowserConfig:
+    # The token-bound proxy to browser types' Chromium over CDP (access.browser.cdpUrl); 0, the default, is off.
+    port: int = setting(0, validate=Range(0, 65535))
+    listen: str = setting("0.0.0.0")
+
+
+@dataclass(frozen=True)
 class ExecConfig:
     # POST /v1/workstations/{id}/exec: each of stdout and stderr is cut to this.
     max_output_bytes: int = setting(1024 * 1024, validate=Range(1024, 16 * 1024 * 1024))
@@ -277,6 +284,7 @@ class Config:
     access: AccessConfig = setting(AccessConfig)
     console: ConsoleConfig = setting(ConsoleConfig)
     exec: ExecConfig = setting(ExecConfig)
+    browser: BrowserConfig = setting(BrowserConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         seed_types,

@@ -256,6 +256,13 @@ def _workstation_ssh_port(db: sqlite_utils.Database) -> None:
     db.table("workstations").create_index(["ssh_port"], unique=True)
 
 
+@migrations(name="0010_workstation_cdp_port")
+def _workstation_cdp_port(db: sqlite_utils.Database) -> None:
+    # The host port (on its loopback) forwarded to a running browser type's DevTools relay.
+    db.table("workstations").add_column("cdp_port", int)
+    db.table("workstations").create_index(["cdp_port"], unique=True)
+
+
 # What a client is told when SQLite cannot do its part; nothing was changed.
 _STORAGE_FAULTS = {
     "SQLITE_FULL": "The server's disk is full",

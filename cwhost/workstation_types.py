@@ -107,8 +107,12 @@ class WorkstationType:
 
     @property
     def capabilities(self) -> list[str]:
-        """What a program can do in it through cwhost: every image has the guest agent and a display."""
-        return ["exec", "screenshot", "input"]
+        """What a program can do in it through cwhost: exec needs the agent of cwhost's images, cdp Chromium."""
+        display = ["screenshot", "input"]
+        if not self.boots_built_image:
+            # Files of the operator's own: cwhost vouches only for what the hypervisor does.
+            return display
+        return ["exec", *display, *(["cdp"] if "chromium" in self.packages else [])]
 
     @property
     def configuration(self) -> Configuration:

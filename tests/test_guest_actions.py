@@ -100,3 +100,33 @@ def test_input_is_checked_whole_then_sent(client, alice, bob):
         assert named in str(refused.get_json()), refused.get_json()
     assert client.post(url + "/input", json={"actions": actions}, headers=bob).status_code == 404
     client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_a_call_its_type_does_not_offer_is_422_naming_the_capability(tmp_path):
+    from cwhost import auth
+    from cwhost.app import create_app
+    from cwhost.db import Database
+    from tests.conftest import bearer, make_config, power_off_fake_guests, wait_for_status
+
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    config = make_config(
+        tmp_path / "data", types={"lab": {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "kernel": str(kernel)}}
+    )
+    Database(config.database_path).migrate()
+    app = create_app(config)
+    client = app.test_client()
+    alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
+    try:
+        created = client.post("/v1/workstations", json={"name": "lab", "type": "lab"}, headers=alice).get_json()
+        wait_for_status(client, alice, created["id"], "stopped")
+        url = f"/v1/workstations/{created['id']}"
+        client.post(url + "/launch", headers=alice)
+        refused = client.post(url + "/exec", json={"command": ["true"]}, headers=alice)
+        assert (refused.status_code, refused.get_json()["error"]) == (422, "unknown_asset")
+        assert "'exec'" in refused.get_json()["message"]
+        assert client.get(url + "/screenshot", headers=alice).status_code == 200
+        client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+    finally:
+        app.extensions["cwhost"].services.lifecycle.wait_idle()
+        power_off_fake_guests(config.data_dir)

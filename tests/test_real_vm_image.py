@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +104,9 @@ domain_type = "qemu"
 network = ""
 [images]
 dir = "{images_dir}"
+[browser]
+port = {free_port()}
+listen = "127.0.0.1"
 [console]
 port = {free_port()}
 listen = "127.0.0.1"
@@ -110,7 +114,7 @@ listen = "127.0.0.1"
 public_host = "127.0.0.1"
 forward_listen = "127.0.0.1"
 ssh_port_first = {first}
-ssh_port_last = {first}
+ssh_port_last = {first + 5}
 {_types_toml()}
 """
     server = start_server(tmp_path, config, extra_env={"CWHOST_DATA_DIR": str(data_dir)}, umask=0o027)
@@ -321,7 +325,6 @@ print(seen.get(0), seen.get(1))
 
 def _typing_and_pointing(http: requests.Session, url: str, before) -> None:
     """Text typed through the input API appears on the screen; the pointer lands where it was sent."""
-    import threading
 
     from PIL import Image, ImageChops
 
@@ -386,5 +389,67 @@ def test_a_chromium_workstation_shows_its_browser_full_screen(server):
         return all(c > 200 for c in corners) and image.getextrema()[0] < 60
 
     wait_until(page_shown, 180, "the start page full-screen")
+    _an_agents_loop(http, url)
     assert http.post(url + "/stop", params={"force": "true"}).status_code == 200
     assert http.delete(url).status_code == 204
+
+
+FORM = b"""<!doctype html><html><body style="margin:0">
+<input id="field" style="position:absolute; left:200px; top:150px; width:400px; font-size:32px">
+</body></html>"""
+
+
+def _serve_form():
+    """A page on the host's loopback, which the guest reaches as 10.0.2.2 (QEMU's user-mode network)."""
+    import http.server
+
+    class Form(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(FORM)))
+            self.end_headers()
+            self.wfile.write(FORM)
+
+        def log_message(self, format, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Form)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _an_agents_loop(http: requests.Session, url: str) -> None:
+    """Playwright drives the browser over CDP; the click and the typing go through the input API."""
+    from playwright.sync_api import Error, sync_playwright
+
+    cdp_url = http.get(url).json()["access"]["browser"]["cdpUrl"]
+    form = _serve_form()
+    try:
+        with sync_playwright() as playwright:
+            with pytest.raises(Error):
+                playwright.chromium.connect_over_cdp(cdp_url.rsplit("/", 1)[0] + "/" + "x" * 43, timeout=10_000)
+            browser = playwright.chromium.connect_over_cdp(cdp_url, timeout=60_000)
+            page = browser.contexts[0].pages[0]
+            page.goto(f"http://10.0.2.2:{form.server_address[1]}/", timeout=60_000)
+            box = page.locator("#field").bounding_box()
+            x, y = round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2)
+            # The screenshot shows the field where the page puts it: its coordinates are the screen's.
+            from PIL import Image
+
+            screen = Image.open(io.BytesIO(http.get(url + "/screenshot").content)).convert("L")
+            left_edge = [screen.getpixel((round(box["x"]) + dx, y)) for dx in range(-1, 3)]
+            assert min(left_edge) < 160 and screen.getpixel((x, y)) > 200, left_edge
+            click = http.post(url + "/input", json={"actions": [{"type": "click", "x": x, "y": y}]})
+            assert click.status_code == 200
+            # As an agent would: see the click take effect (slow under TCG) before typing.
+            wait_until(lambda: page.evaluate("document.activeElement.id") == "field", 30, "the field focused")
+            typed = http.post(url + "/input", json={"actions": [{"type": "text", "text": "typed by an agent"}]})
+            assert typed.status_code == 200
+            wait_until(
+                lambda: page.locator("#field").input_value() == "typed by an agent", 30, "the typed text in the field"
+            )
+            browser.close()
+    finally:
+        form.shutdown()
+        form.server_close()

@@ -112,3 +112,40 @@ def test_the_port_range_is_checked(tmp_path):
         make_config(tmp_path, access={"ssh_port_first": 23000, "ssh_port_last": 22000})
     with pytest.raises(ConfigError, match="access.ssh_port_first"):
         make_config(tmp_path, access={"ssh_port_first": 80})
+
+
+def test_a_browser_type_also_gets_its_devtools_forwarded_on_loopback_and_a_cdp_url(tmp_path):
+    first = free_port()
+    config = make_config(
+        tmp_path / "data",
+        access={"public_host": "gpu-server.lan", "ssh_port_first": first, "ssh_port_last": first + 20},
+        browser={"port": free_port()},
+        driver={"name": "fake", "stop_timeout_seconds": 0.5, "fake": ONE_GPU_HOST},
+    )
+    Database(config.database_path).migrate()
+    app = create_app(config)
+    from cwhost import auth
+
+    alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
+    client = app.test_client()
+    try:
+        shown = {}
+        for type_id in ("chromium", "python"):
+            created = client.post("/v1/workstations", json={"name": type_id, "type": type_id}, headers=alice)
+            workstation_id = created.get_json()["id"]
+            from tests.conftest import wait_for_status
+
+            wait_for_status(client, alice, workstation_id, "stopped")
+            shown[type_id] = client.post(f"/v1/workstations/{workstation_id}/launch", headers=alice).get_json()
+        browser = shown["chromium"]["access"]["browser"]
+        assert browser["cdpUrl"].startswith(f"ws://localhost:{config.browser.port}/cdp/")
+        assert shown["python"]["access"]["browser"] is None
+        forwards = app.extensions["cwhost"].driver.access("cwhost-" + shown["chromium"]["id"]).forwards
+        assert sorted((f.guest_port, f.listen) for f in forwards) == [(22, "0.0.0.0"), (9223, "127.0.0.1")]
+        types = {t["id"]: t for t in client.get("/v1/workstation-types", headers=alice).get_json()["data"]}
+        assert "cdp" in types["chromium"]["capabilities"] and "cdp" not in types["python"]["capabilities"]
+        for ws in shown.values():
+            client.post(f"/v1/workstations/{ws['id']}/stop", headers=alice, query_string={"force": "true"})
+    finally:
+        app.extensions["cwhost"].services.lifecycle.wait_idle()
+        power_off_fake_guests(config.data_dir)

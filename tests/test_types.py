@@ -87,7 +87,7 @@ def test_a_type_whose_image_is_missing_is_422_naming_the_file(tmp_path):
             "packages": [],
             "hardware": ["keyboard", "mouse", "display"],
             "software": ["ssh", "terminal", "vnc"],
-            "capabilities": ["exec", "screenshot", "input"],
+            "capabilities": ["screenshot", "input"],
             "imagePresent": False,
             "missingFiles": [str(image)],
             "image": None,

@@ -44,7 +44,7 @@ def _answer(result: ExecResult) -> dict:
 @blp.route("/<string:workstation_id>/exec", methods=["POST"])
 @blp.arguments(ExecRequestSchema)
 @blp.response(200, ExecResultSchema)
-@error_responses(blp, 404, 413, 415, 503)
+@error_responses(blp, 404, 413, 415, 422, 503)
 @blp.doc(operationId="execInWorkstation")
 def exec_command(body, workstation_id):
     """Run a command in the running guest through its agent (no SSH, no network); 503 while the agent is not up."""
@@ -63,7 +63,7 @@ def exec_command(body, workstation_id):
 @blp.route("/<string:workstation_id>/input", methods=["POST"])
 @blp.arguments(InputSchema)
 @blp.response(200, InputResultSchema)
-@error_responses(blp, 404, 413, 415, 503)
+@error_responses(blp, 404, 413, 415, 422, 503)
 @blp.doc(operationId="sendWorkstationInput")
 def send_input(body, workstation_id):
     """Type and point on the VM's display, in screenshot coordinates: keys, text, move, click, double_click,
@@ -77,7 +77,7 @@ def send_input(body, workstation_id):
     operationId="getWorkstationScreenshot",
     responses={200: {"description": "The VM's display.", "content": {"image/png": {"schema": {"type": "string"}}}}},
 )
-@error_responses(blp, 404, 503)
+@error_responses(blp, 404, 422, 503)
 def screenshot(workstation_id):
     """The VM's display as PNG, taken by the hypervisor: it needs nothing inside the guest."""
     png = _actions().screenshot(g.principal, workstation_id)

@@ -156,6 +156,17 @@ class SshSchema(ma.Schema):
     command = fields.String(required=True, metadata={"example": "ssh -p 22014 dev@gpu-server.lan"})
 
 
+class BrowserSchema(ma.Schema):
+    cdp_url = fields.String(
+        data_key="cdpUrl",
+        required=True,
+        metadata={
+            "description": "The browser's Chrome DevTools Protocol WebSocket, bound to a token (connect within"
+            " a few minutes): Playwright's connect_over_cdp(), Puppeteer's connect({browserWSEndpoint})."
+        },
+    )
+
+
 class AccessSchema(ma.Schema):
     ssh = fields.Nested(
         SshSchema,
@@ -168,6 +179,9 @@ class AccessSchema(ma.Schema):
         allow_none=True,
         required=True,
         metadata={"description": "Null when the server offers no console, or the hypervisor is unreachable."},
+    )
+    browser = fields.Nested(
+        BrowserSchema, allow_none=True, metadata={"description": "For types with Chromium, when cwhost proxies CDP."}
     )
     ip_addresses = fields.List(
         fields.String(),

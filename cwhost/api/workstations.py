@@ -81,7 +81,13 @@ def _access(ws: Workstation, reach: Reach | None) -> dict | None:
         console["url"] = request.host_url + "console/" + tokens.console_link(ws.account_id, ws.id)
         bridge = f"ws://{request.host.rsplit(':', 1)[0]}:{current_app.extensions['cwhost'].config.console.port}"
         console["websocket_url"] = bridge + "/?token=" + tokens.websocket_token(ws.account_id, ws.id)
-    return {"ssh": reach.ssh, "console": console, "ip_addresses": reach.ip_addresses}
+    browser = None
+    cdp_tokens = current_app.extensions["cwhost"].browser
+    if ws.cdp_port and cdp_tokens is not None:
+        port = current_app.extensions["cwhost"].config.browser.port
+        host = request.host.rsplit(":", 1)[0]
+        browser = {"cdp_url": f"ws://{host}:{port}/cdp/{cdp_tokens.websocket_token(ws.account_id, ws.id)}"}
+    return {"ssh": reach.ssh, "console": console, "browser": browser, "ip_addresses": reach.ip_addresses}
 
 
 @blp.route("")

@@ -145,6 +145,8 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     desktop = has_desktop(wtype.packages)
     if desktop:
         files.update(guest_files.DESKTOP_FILES)
+    if "chromium" in wtype.packages:
+        files.update(guest_files.CDP_FILES)
         files["etc/cwhost/start-url"] = (wtype.start_url or "about:blank") + "\n"
     for relative, text in files.items():
         path = root / relative
@@ -160,6 +162,8 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
         # A system user: uid 1000 stays free for the seed's user (GUEST_UID).
         _in_root(root, "useradd", "--system", "--create-home", "--groups", "audio,video", guest_files.DESKTOP_USER)
         _in_root(root, "systemctl", "enable", "cwhost-desktop.service")
+    if "chromium" in wtype.packages:
+        _in_root(root, "systemctl", "enable", "cwhost-cdp-relay.service")
 
 
 def _in_root(root: Path, *command: str) -> None:

@@ -8,6 +8,9 @@ import json
 # no boot loader. cloud-init grows the file system to the disk at first boot.
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 DESKTOP_USER = "desktop"
+# Chromium's DevTools listen on the guest's loopback (9222); this relay alone
+# reaches them from the NIC, where only the host's forwarded port leads.
+CDP_GUEST_PORT = 9223
 
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
@@ -49,6 +52,20 @@ exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars \\
     --window-position=0,0 --window-size="${size%x*},${size#*x}" \\
     --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \\
     "$(cat /etc/cwhost/start-url)"
+""",
+}
+CDP_FILES = {
+    "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
+Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
+After=network-online.target
+
+[Service]
+User=desktop
+ExecStart=/usr/bin/socat TCP-LISTEN:{CDP_GUEST_PORT},fork,reuseaddr TCP:127.0.0.1:9222
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
 """,
 }
 EXECUTABLES = ("usr/local/lib/cwhost/desktop-session",)

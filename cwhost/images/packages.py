@@ -38,7 +38,8 @@ DESKTOP_PACKAGES = (
     "xinit",
     "x11-xserver-utils",
 )
-CHROMIUM = ("chromium", "fonts-dejavu-core")
+# socat relays DevTools from the NIC to Chromium's loopback port (see guest_files).
+CHROMIUM = ("chromium", "fonts-dejavu-core", "socat")
 AUDIO = ("pulseaudio",)
 VOIP = ("baresip",) + AUDIO
 

@@ -13,7 +13,7 @@ import shlex
 
 from cwhost.auth import Principal
 from cwhost.config import Config
-from cwhost.errors import InvalidRequest, InvalidState, Unavailable
+from cwhost.errors import InvalidRequest, InvalidState, Unavailable, UnknownAsset
 from cwhost.workstations.guards import hypervisor
 from cwhost.workstations.model import RUNNING, Workstation
 from cwhost.workstations.store import WorkstationStore
@@ -32,8 +32,15 @@ class GuestActions:
         self._driver = driver
         self._config = config
 
-    def _running(self, principal: Principal, workstation_id: str) -> Workstation:
+    def _running(self, principal: Principal, workstation_id: str, capability: str) -> Workstation:
         ws = self._store.load(principal, workstation_id)
+        wtype = self._config.workstation_type(ws.type) if ws.type else None
+        if wtype is not None and capability not in wtype.capabilities:
+            raise UnknownAsset(
+                f"Workstation type {wtype.id!r} does not offer {capability!r}; it offers: "
+                + ", ".join(wtype.capabilities)
+                + "."
+            )
         if ws.status != RUNNING:
             raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation can do this.")
         return ws
@@ -48,7 +55,7 @@ class GuestActions:
         working_directory: str | None,
         timeout_seconds: float,
     ) -> ExecResult:
-        ws = self._running(principal, workstation_id)
+        ws = self._running(principal, workstation_id, "exec")
         request = ExecRequest(
             command=tuple(command),
             user=self._config.guest.user,
@@ -64,14 +71,14 @@ class GuestActions:
         return result
 
     def send_input(self, principal: Principal, workstation_id: str, actions: list[InputAction]) -> None:
-        ws = self._running(principal, workstation_id)
+        ws = self._running(principal, workstation_id, "input")
         try:
             self._in_guest(ws, lambda: self._driver.send_input(ws.domain_name, tuple(actions)))
         except InputRejected as exc:
             raise InvalidRequest(f"Nothing was sent: {exc}.") from exc
 
     def screenshot(self, principal: Principal, workstation_id: str) -> bytes:
-        ws = self._running(principal, workstation_id)
+        ws = self._running(principal, workstation_id, "screenshot")
         return self._in_guest(ws, lambda: self._driver.screenshot(ws.domain_name))
 
     def _in_guest(self, ws: Workstation, action):

@@ -59,13 +59,14 @@ from drivers.base import (
     HypervisorDriver,
     HypervisorUnavailable,
     InvalidDomainState,
-    PortForward,
 )
 from drivers.cloud_init import hostname_of
 
 log = logging.getLogger(__name__)
 
 PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
+# What a running workstation holds of the host, given back when it stops.
+RELEASED_AT_STOP = {"gpu_address": None, "ssh_port": None, "cdp_port": None}
 # How often a stopping guest's process is read while it shuts down.
 STOP_READING_SECONDS = 0.1
 
@@ -209,7 +210,7 @@ class Lifecycle:
             taken = self._allocation.reserve(ws)
             gpu, workspace = taken.gpu, taken.workspace
             share = self._workspaces.directory(workspace.id) if workspace else None
-            forwards = (PortForward(taken.ssh_port, 22, self._config.access.forward_listen),) if taken.ssh_port else ()
+            forwards = taken.forwards(self._config.access.forward_listen)
             try:
                 seed = self._seed(ws, workspace is not None)
                 with hypervisor("launch"):
@@ -269,7 +270,13 @@ class Lifecycle:
                 how = self._power_off(ws, force)
             event = ("warning", f"Stopped because {reason}. {how}") if reason else ("info", f"Stopped. {how}")
             self._store.transition(
-                ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, gpu_address=None, ssh_port=None
+                ws,
+                self._clock(),
+                STOPPED,
+                event,
+                status=STOPPED,
+                started_at=None,
+                **RELEASED_AT_STOP,
             )
             self.live.forget(ws.id)
             log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")

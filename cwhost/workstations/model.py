@@ -50,6 +50,8 @@ class Workstation:
     ssh_public_keys: tuple[str, ...] = ()
     # The host port forwarded to its SSH while it runs.
     ssh_port: int | None = None
+    # The host port forwarded to its browser's DevTools relay while it runs (browser types).
+    cdp_port: int | None = None
 
     @property
     def domain_name(self) -> str:
@@ -110,6 +112,7 @@ def from_row(row: dict) -> Workstation:
         ),
         ssh_public_keys=tuple(json.loads(row.get("ssh_public_keys") or "[]")),
         ssh_port=row.get("ssh_port"),
+        cdp_port=row.get("cdp_port"),
     )
 
 

@@ -110,8 +110,13 @@ class WorkstationStore:
         )
         return row["cpu"], row["mem"]
 
-    def held_ssh_ports(self) -> set[int]:
-        return {r["ssh_port"] for r in self._db.query("SELECT ssh_port FROM workstations WHERE ssh_port IS NOT NULL")}
+    def held_ports(self) -> set[int]:
+        """Host ports forwarded to any workstation: SSH and DevTools alike."""
+        rows = self._db.query(
+            "SELECT ssh_port AS port FROM workstations WHERE ssh_port IS NOT NULL"
+            " UNION SELECT cdp_port FROM workstations WHERE cdp_port IS NOT NULL"
+        )
+        return {r["port"] for r in rows}
 
     def held_gpu_addresses(self) -> set[str]:
         rows = self._db.query("SELECT gpu_address FROM workstations WHERE gpu_address IS NOT NULL")
