@@ -42,12 +42,12 @@ def _key(token: str) -> str:
 class ConsoleTokens:
     def __init__(
         self,
-        vnc_of: Callable[[str], tuple[str, int] | None],
+        target_of: Callable[[str], tuple[str, int] | None],
         link_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ):
-        # The VNC address of a running workstation, by id; None when it has none.
-        self._vnc_of = vnc_of
+        # Where a token of a running workstation leads (its VNC, or its DevTools relay); None when nowhere.
+        self._target_of = target_of
         self.link_seconds = link_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -58,9 +58,8 @@ class ConsoleTokens:
         token = secrets.token_urlsafe(32)
         now = self._clock()
         with self._lock:
-            for key in [k for k, grant in table.items() if grant.expires_at <= now]:
-                del table[key]
-            while len(table) >= MAX_TOKENS:
+            # Every grant lives link_seconds, so the table is in order of expiry: the expired are its head.
+            while table and (len(table) >= MAX_TOKENS or next(iter(table.values())).expires_at <= now):
                 del table[next(iter(table))]
             table[_key(token)] = Grant(account_id, workstation_id, now + self.link_seconds)
         return token
@@ -80,12 +79,12 @@ class ConsoleTokens:
         return grant if grant is not None and grant.expires_at > self._clock() else None
 
     def lookup(self, token: str) -> tuple[str, int] | None:
-        """websockify's token plugin: where a WebSocket token leads, while it lasts and the VM runs."""
+        """Where a WebSocket token leads, while it lasts and the workstation runs (the bridge and the CDP proxy ask)."""
         with self._lock:
             grant = self._sockets.get(_key(token))
         if grant is None or grant.expires_at <= self._clock():
             return None
-        return self._vnc_of(grant.workstation_id)
+        return self._target_of(grant.workstation_id)
 
 
 class _OneConnection:

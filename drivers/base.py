@@ -154,6 +154,10 @@ class ExecRequest:
     max_output_bytes: int = 1024 * 1024
 
 
+# The exit code of a command killed at its timeout: timeout(1) with SIGKILL gives 128 + 9.
+KILLED_AT_TIMEOUT = 137
+
+
 @dataclass(frozen=True)
 class ExecResult:
     exit_code: int | None

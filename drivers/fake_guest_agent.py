@@ -14,11 +14,9 @@ import time
 
 from PIL import Image, ImageDraw
 
-from drivers.base import ExecRequest, ExecResult
+from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult
 
 SCREEN_SIZE = (1024, 768)
-# timeout(1) with KILL: 128 + 9.
-KILLED = 137
 
 
 def _run(request: ExecRequest) -> tuple[int, bytes, bytes]:
@@ -33,7 +31,7 @@ def _run(request: ExecRequest) -> tuple[int, bytes, bytes]:
     if name == "sleep" and len(args) == 1:
         seconds = float(args[0])
         time.sleep(min(seconds, request.timeout_seconds))
-        return (KILLED if seconds > request.timeout_seconds else 0), b"", b""
+        return (KILLED_AT_TIMEOUT if seconds > request.timeout_seconds else 0), b"", b""
     simulated = "echo, cat, true, false and sleep"
     return 127, b"", f"{program}: command not found (a fake guest runs only {simulated})\n".encode()
 
@@ -49,7 +47,7 @@ def simulate_exec(request: ExecRequest) -> ExecResult:
         stderr=stderr[:limit],
         duration_ms=round(elapsed * 1000),
         truncated=len(stdout) > limit or len(stderr) > limit,
-        timed_out=exit_code == KILLED,
+        timed_out=exit_code == KILLED_AT_TIMEOUT,
     )
 
 

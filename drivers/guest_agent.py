@@ -12,7 +12,7 @@ import libvirt
 import libvirt_qemu
 from PIL import Image
 
-from drivers.base import ExecRequest, ExecResult, GuestAgentUnavailable, ProvisioningError
+from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult, GuestAgentUnavailable, ProvisioningError
 from drivers.input_events import InputAction, batches_of
 
 
@@ -99,12 +99,13 @@ def _agent(domain: libvirt.virDomain, command: str, arguments: dict) -> dict:
 def run_command(domain: libvirt.virDomain, request: ExecRequest) -> ExecResult:
     """guest-exec, then guest-exec-status until the command ends (its timeout kills it in the guest)."""
     began = time.monotonic()
+    program, *arguments = exec_argv(request)
     started = _agent(
         domain,
         "guest-exec",
         {
-            "path": "/usr/sbin/runuser",
-            "arg": exec_argv(request)[1:],
+            "path": program,
+            "arg": arguments,
             "env": exec_environment(request),
             "input-data": base64.b64encode(request.stdin).decode(),
             "capture-output": True,
@@ -129,25 +130,24 @@ def run_command(domain: libvirt.virDomain, request: ExecRequest) -> ExecResult:
         truncated=len(stdout) > limit
         or len(stderr) > limit
         or bool(status.get("out-truncated") or status.get("err-truncated")),
-        # timeout(1) with KILL: the command died of SIGKILL at the deadline (128 + 9).
-        timed_out=not status.get("exited") or (exit_code == 137 and elapsed >= request.timeout_seconds),
+        timed_out=not status.get("exited") or (exit_code == KILLED_AT_TIMEOUT and elapsed >= request.timeout_seconds),
     )
 
 
-def screen_size(connection: libvirt.virConnect, domain: libvirt.virDomain) -> tuple[int, int]:
-    """The display's size in pixels, from the head of QEMU's capture."""
+def _capture(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Image.Image:
+    """The display as QEMU captures it (PPM), opened lazily: its size is known before its pixels are decoded."""
     stream = connection.newStream(0)
     domain.screenshot(stream, 0, 0)
-    head = bytearray()
+    received = bytearray()
     while chunk := stream.recv(256 * 1024):
-        head += chunk
+        received += chunk
     stream.finish()
-    return Image.open(io.BytesIO(bytes(head))).size
+    return Image.open(io.BytesIO(bytes(received)))
 
 
 def send_input(connection: libvirt.virConnect, domain: libvirt.virDomain, actions: tuple[InputAction, ...]) -> None:
     """Each action as QEMU input events (QMP input-send-event), all checked before any is sent."""
-    screen = screen_size(connection, domain)
+    screen = _capture(connection, domain).size
     batches = [batch for action in actions for batch in batches_of(action, screen)]
     for events in batches:
         command = json.dumps({"execute": "input-send-event", "arguments": {"events": events}})
@@ -162,13 +162,7 @@ def send_input(connection: libvirt.virConnect, domain: libvirt.virDomain, action
 
 
 def screenshot_png(connection: libvirt.virConnect, domain: libvirt.virDomain) -> bytes:
-    """The display as the hypervisor sees it (QEMU gives PPM), as PNG."""
-    stream = connection.newStream(0)
-    domain.screenshot(stream, 0, 0)
-    received = bytearray()
-    while chunk := stream.recv(256 * 1024):
-        received += chunk
-    stream.finish()
+    """The display as the hypervisor sees it, as PNG."""
     out = io.BytesIO()
-    Image.open(io.BytesIO(bytes(received))).save(out, format="PNG")
+    _capture(connection, domain).save(out, format="PNG")
     return out.getvalue()

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,33 @@ def wait_over_http(session, url: str, status: str, timeout: float = 10.0) -> dic
             assert body["status"] == status, body
             return body
         time.sleep(0.05)
+
+
+class StandInServer:
+    """A TCP server on loopback for a stand-in of something cwhost talks to: ``answer`` each connection."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
+
+    def answer(self, connection: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self):
+        self.socket.close()
+        for connection in self.connections:
+            connection.close()
 
 
 def wait_until(predicate, timeout: float, what: str, every: float = 0.5):

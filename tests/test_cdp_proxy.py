@@ -10,28 +10,17 @@ import threading
 
 from cwhost.cdp import CdpProxy
 from cwhost.console import ConsoleTokens
+from tests.conftest import StandInServer
 
 
-class StandInDevTools:
+class StandInDevTools(StandInServer):
     """Answers /json/version as Chromium does, and then any other request with 101 and an echo."""
 
     def __init__(self):
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
         self.requests: list[bytes] = []
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections.append(connection)
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
-
-    def _answer(self, connection):
+    def answer(self, connection):
         head = b""
         while b"\r\n\r\n" not in head:
             head += connection.recv(4096)
@@ -44,11 +33,6 @@ class StandInDevTools:
         connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
         while data := connection.recv(4096):
             connection.sendall(data)
-
-    def close(self):
-        self.socket.close()
-        for connection in self.connections:
-            connection.close()
 
 
 def _ask(port: int, path: str, extra: str = "") -> socket.socket:

@@ -18,7 +18,7 @@ from cwhost import auth
 from cwhost.app import create_app
 from cwhost.console import ConsoleTokens, console_bridge
 from cwhost.db import Database
-from tests.conftest import bearer, create_stopped, free_port, make_config, power_off_fake_guests
+from tests.conftest import StandInServer, bearer, create_stopped, free_port, make_config, power_off_fake_guests
 
 
 class Clock:
@@ -114,29 +114,15 @@ def test_a_link_of_a_stopped_workstation_opens_nothing(console_app):
     assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_state"
 
 
-class StandInVnc:
-    """A TCP server that greets every connection as a VNC server does, with its own name."""
+class StandInVnc(StandInServer):
+    """Greets every connection as a VNC server does, with its own name."""
 
     def __init__(self, name: bytes):
         self.greeting = b"RFB 003.008\n" + name
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections.append(connection)
-            connection.sendall(self.greeting)
-
-    def close(self):
-        self.socket.close()
-        for connection in self.connections:
-            connection.close()
+    def answer(self, connection):
+        connection.sendall(self.greeting)
 
 
 def _websocket_read(port: int, token: str) -> bytes:

@@ -29,8 +29,7 @@ def workstation_types(args):
 
 
 def _shown(wtype: WorkstationType, catalog: ImageCatalog) -> dict:
-    missing = catalog.missing_files(wtype)
-    built = catalog.current(wtype.id) if wtype.boots_built_image else None
+    built, missing = catalog.status(wtype)
     image = None
     if built is not None:
         versions = built.packages

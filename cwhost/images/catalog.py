@@ -89,10 +89,15 @@ class ImageCatalog:
         built = self.current(wtype.id)
         return built.boot if built else None
 
-    def missing_files(self, wtype: WorkstationType) -> list[str]:
+    def status(self, wtype: WorkstationType) -> tuple[BuiltImage | None, list[str]]:
+        """The type's built image (None for files its configuration names, or none built) and the files missing."""
         if not wtype.boots_built_image:
-            return wtype.missing_files
-        return [] if self.current(wtype.id) else [str(self.expected_disk(wtype.id))]
+            return None, wtype.missing_files
+        built = self.current(wtype.id)
+        return built, [] if built else [str(self.expected_disk(wtype.id))]
+
+    def missing_files(self, wtype: WorkstationType) -> list[str]:
+        return self.status(wtype)[1]
 
     def set_current(self, type_id: str, build: Path) -> None:
         """Point ``current`` at ``build`` in one step (a rename), so a reader never sees no link."""
