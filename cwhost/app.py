@@ -81,6 +81,7 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
         workstation_holding=allocation.workstation_holding,
         clock=clock,
         require_storage=lambda account, more: storage.require(account, more),
+        detached=store.read_back,
     )
     storage = StorageBudget(
         db,

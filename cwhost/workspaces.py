@@ -30,12 +30,7 @@ from typing import IO
 
 from cwhost.auth import Principal
 from cwhost.db import Database, split_page
-from cwhost.errors import (
-    InvalidRequest,
-    InvalidState,
-    NotFound,
-    UnknownAsset,
-)
+from cwhost.errors import InvalidRequest, InvalidState, NotFound, UnknownAsset
 from cwhost.ids import new_id, unix_to_rfc3339
 from cwhost.workspace_paths import (
     COPY_CHUNK_BYTES,
@@ -59,7 +54,6 @@ log = logging.getLogger(__name__)
 ACTIVE, ARCHIVED = "active", "archived"
 
 
-# Linux's own limits: NAME_MAX per component, PATH_MAX for the whole path.
 @dataclass(frozen=True)
 class Workspace:
     id: str
@@ -84,7 +78,6 @@ class FilePage:
     next_cursor: str | None
 
 
-# Faults of the disk under the workspaces, not of the request: the client may retry later.
 def _from_row(row: dict) -> Workspace:
     return Workspace(
         id=row["id"],
@@ -113,6 +106,7 @@ class Workspaces:
         workstation_holding: Callable[[str], str | None],
         clock,
         require_storage: Callable[[str, int], None] = lambda account_id, more_bytes: None,
+        detached: Callable[[list[str]], None] = lambda workstation_ids: None,
     ):
         self._db = db
         self.root = Path(root)
@@ -122,6 +116,8 @@ class Workspaces:
         self._workstation_holding = workstation_holding
         self._clock = clock
         self._require_storage = require_storage
+        # Told which workstations lost their workspace, once that is committed (the store's read-back).
+        self._detached = detached
         self._gate = WriteGate()
         self._staging.mkdir(parents=True, exist_ok=True)
 
@@ -204,19 +200,23 @@ class Workspaces:
             with self._db.write() as tx:
                 changes = {"deleted_at": unix_to_rfc3339(now)} if delete else {"status": ARCHIVED}
                 tx.table("workspaces").update(workspace.id, changes)
-                for row in tx.query(
-                    "SELECT id FROM workstations WHERE workspace_id = ? AND deleted_at IS NULL",
-                    [workspace.id],
-                ):
-                    tx.table("workstations").update(row["id"], {"workspace_id": None})
+                holders = [
+                    row["id"]
+                    for row in tx.query(
+                        "SELECT id FROM workstations WHERE workspace_id = ? AND deleted_at IS NULL", [workspace.id]
+                    )
+                ]
+                for holder_id in holders:
+                    tx.table("workstations").update(holder_id, {"workspace_id": None})
                     tx.table("workstation_events").insert(
                         {
-                            "workstation_id": row["id"],
+                            "workstation_id": holder_id,
                             "at": now,
                             "level": "warning",
                             "message": f"Its workspace {workspace.id} was {action}; it no longer has one.",
                         }
                     )
+            self._detached(holders)
             return self.get(principal, workspace.id) if not delete else workspace
 
     def _remove_directory(self, workspace_id: str) -> None:

@@ -96,7 +96,8 @@ def test_429_and_503_through_the_real_server(tmp_path):
 
         def burst(_):
             with requests.Session() as session:
-                return [session.get(server.url + "/v1/workstations", headers=headers) for _ in range(20)]
+                # A read that reaches SQLite, so that requests overlap.
+                return [session.get(server.url + "/v1/account/usage", headers=headers) for _ in range(20)]
 
         with ThreadPoolExecutor(16) as pool:
             answers = [r for batch in pool.map(burst, range(16)) for r in batch]

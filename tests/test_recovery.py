@@ -12,8 +12,10 @@ from tests.conftest import create_stopped, wait_for_status
 
 
 def _force_row(components, ws_id, **columns):
+    """The row as a crash left it, read as the restarted service would."""
     with components.db.write() as tx:
         tx["workstations"].update(ws_id, columns)
+    components.services.store.read_back([ws_id])
 
 
 def test_a_workstation_left_provisioning_is_provisioned(client, alice, components):

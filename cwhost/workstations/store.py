@@ -3,12 +3,18 @@
 ``transition`` is the one way a workstation changes state: it writes the row,
 closes the usage segment and opens the next, and logs the event, in one
 transaction, so billing and the record can never disagree.
+
+Live workstations are read from memory (cwhost.workstations.records), which
+every write here brings up to date before it returns.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cwhost.auth import Principal
@@ -16,6 +22,9 @@ from cwhost.db import Database, split_page
 from cwhost.errors import NotFound
 from cwhost.usage import close_segment, open_segment
 from cwhost.workstations.model import DOMAIN_PREFIX, RUNNING, Configuration, Workstation, from_row
+from cwhost.workstations.records import Records
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,49 +55,56 @@ class WorkstationStore:
     def __init__(self, db: Database, clock=time.time):
         self._db = db
         self._clock = clock
+        self._records = Records()
 
     # -- reading -------------------------------------------------------------------
 
+    @contextmanager
+    def _records_now(self) -> Iterator[Records]:
+        with self._records.lock:
+            if self._records.stale:
+                rows = self._db.query("SELECT rowid AS row_number, * FROM workstations WHERE deleted_at IS NULL")
+                self._records.replace_all((row["row_number"], from_row(row)) for row in rows)
+            yield self._records
+
     def load(self, principal: Principal, workstation_id: str, include_deleted: bool = False) -> Workstation:
         """The caller's workstation (any, for an admin); NotFound as for one that does not exist."""
-        row = self._db.query_one(
-            "SELECT * FROM workstations WHERE id = ? AND (deleted_at IS NULL OR ?) AND (account_id = ? OR ?)",
-            [workstation_id, include_deleted, principal.account_id, principal.admin],
-        )
-        if row is None:
+        if include_deleted:
+            row = self._db.query_one("SELECT * FROM workstations WHERE id = ?", [workstation_id])
+            found = from_row(row) if row is not None else None
+        else:
+            found = self.find(workstation_id)
+        if found is None or not (found.account_id == principal.account_id or principal.admin):
             raise NotFound(f"No workstation {workstation_id!r}.")
-        return from_row(row)
+        return found
 
     def reload(self, workstation_id: str) -> Workstation:
+        found = self.find(workstation_id)
+        if found is not None:
+            return found
         return from_row(self._db.query_row("SELECT * FROM workstations WHERE id = ?", [workstation_id]))
 
     def page(
         self, principal: Principal, limit: int, after: int | None = None, status: str | None = None, type_id=None
     ) -> Page:
         """One page in creation order; the cursor is the last row's rowid."""
-        clauses = ["deleted_at IS NULL", "rowid > ?", "(account_id = ? OR ?)"]
-        params: list = [after or 0, principal.account_id, principal.admin]
-        for column, value in (("status", status), ("type", type_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        rows = self._db.query(
-            "SELECT rowid AS cursor, * FROM workstations WHERE " + " AND ".join(clauses) + " ORDER BY rowid LIMIT ?",
-            [*params, limit + 1],
-        )
-        rows, next_cursor = split_page(rows, limit, "cursor")
-        return Page(items=[from_row(r) for r in rows], next_cursor=next_cursor)
+
+        def wanted(ws: Workstation) -> bool:
+            return (status is None or ws.status == status) and (type_id is None or ws.type == type_id)
+
+        with self._records_now() as records:
+            rows = records.page(None if principal.admin else principal.account_id, after or 0, limit + 1, wanted)
+        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return Page(items=[ws for _, ws in rows[:limit]], next_cursor=next_cursor)
 
     def running(self) -> list[Workstation]:
-        return [
-            from_row(row)
-            for row in self._db.query("SELECT * FROM workstations WHERE status = ? AND deleted_at IS NULL", [RUNNING])
-        ]
+        with self._records_now() as records:
+            return [ws for ws in records.all() if ws.status == RUNNING]
 
     def find(self, workstation_id: str) -> Workstation | None:
         """A workstation that exists, whoever's it is."""
-        row = self._db.query_one("SELECT * FROM workstations WHERE id = ? AND deleted_at IS NULL", [workstation_id])
-        return from_row(row) if row else None
+        with self._records_now() as records:
+            return records.get(workstation_id)
 
     def running_one(self, workstation_id: str) -> Workstation | None:
         found = self.find(workstation_id)
@@ -130,11 +146,8 @@ class WorkstationStore:
         return row["id"] if row else None
 
     def running_ids_of(self, account_id: str) -> list[str]:
-        rows = self._db.query(
-            "SELECT id FROM workstations WHERE account_id = ? AND status = ? AND deleted_at IS NULL",
-            [account_id, RUNNING],
-        )
-        return [r["id"] for r in rows]
+        with self._records_now() as records:
+            return [ws.id for ws in records.all() if ws.account_id == account_id and ws.status == RUNNING]
 
     def to_reconcile(self, domain_names) -> list[tuple[Workstation, str | None]]:
         """Every live workstation, and deleted ones whose domain is still there; with their deletion time."""
@@ -168,6 +181,7 @@ class WorkstationStore:
     def set(self, workstation_id: str, **columns) -> None:
         with self._db.write() as tx:
             tx.table("workstations").update(workstation_id, columns)
+        self.read_back([workstation_id])
 
     def insert(self, row: dict, at: float, event: str) -> None:
         """A new workstation, its first (stopped) segment and its first event."""
@@ -175,6 +189,7 @@ class WorkstationStore:
             tx.table("workstations").insert(row)
             open_segment(tx, row["id"], at, running=False, storage_gb=row["storage_gb"], gpu=None)
             log_event(tx, row["id"], at, "info", event)
+        self.read_back([row["id"]])
 
     def transition(
         self,
@@ -206,6 +221,7 @@ class WorkstationStore:
                     storage_gb=configuration.storage_gb,
                     gpu=configuration.gpu,
                 )
+        self.read_back([ws.id])
 
     def log(self, workstation_id: str, event: tuple[str, str]) -> None:
         """An event in the workstation's log, nothing else."""
@@ -217,3 +233,31 @@ class WorkstationStore:
         with self._db.write() as tx:
             tx.table("workstations").update(workstation_id, columns)
             log_event(tx, workstation_id, self._clock(), *event)
+        self.read_back([workstation_id])
+
+    def read_back(self, workstation_ids: list[str]) -> None:
+        """Bring the rows in memory to what was just committed for these workstations.
+
+        Under the records' lock, so that read-backs apply in order: each reads
+        the latest commit. A failed read-back cannot undo the commit before it,
+        so it leaves the write standing and marks the model stale instead.
+        """
+        with self._records.lock:
+            try:
+                rows = self._db.query(
+                    "SELECT rowid AS row_number, * FROM workstations WHERE id IN (SELECT value FROM json_each(?))",
+                    [json.dumps(workstation_ids)],
+                )
+            except Exception as exc:
+                log.warning(
+                    "reading back workstations %s failed, reloading all at the next read: %s", workstation_ids, exc
+                )
+                self._records.stale = True
+                return
+            found = {row["id"]: row for row in rows}
+            for workstation_id in workstation_ids:
+                row = found.get(workstation_id)
+                if row is None or row["deleted_at"] is not None:
+                    self._records.drop(workstation_id)
+                else:
+                    self._records.put(row["row_number"], from_row(row))
