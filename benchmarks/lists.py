@@ -17,12 +17,14 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from cwhost import auth
 from cwhost.app import create_app
 from cwhost.config import build_config
 from cwhost.db import Database
+from drivers.base import ConsoleAccess
 from drivers.kvm import LibvirtDriver
 
 
@@ -36,6 +38,13 @@ class CountingDriver(LibvirtDriver):
         if callable(attribute) and not name.startswith("_"):
             CountingDriver.calls[name] += 1
         return attribute
+
+    def access(self, name):
+        """libvirt's answer, with the VNC port QEMU would have chosen (the test driver leaves it at -1)."""
+        found = super().access(name)
+        if found is None or found.console is not None:
+            return found
+        return replace(found, console=ConsoleAccess("vnc", "127.0.0.1", 5900 + len(name), "password"))
 
 
 def _big_node(path: Path, cores: int) -> None:
@@ -71,6 +80,9 @@ def main() -> None:
             "data_dir": str(work / "data"),
             "limits": {"max_workstations": many, "max_running_cpu_cores": many, "max_running_memory_gb": many},
             "access": {"ssh_port_first": 40000, "ssh_port_last": 40000 + many},
+            # As deployed (config/cwhost.toml): every running row shows fresh console links.
+            "console": {"port": 6080},
+            "browser": {"port": 6090},
         }
     )
     Database(config.database_path).migrate()
@@ -93,6 +105,8 @@ def main() -> None:
     print(f"one GET: median {single:.2f} ms")
     print(f"list of {args.workstations} running: median {listed:.2f} ms = {listed / single:.1f}x one GET (target 3x)")
     print(f"driver calls per list request: {calls_per_list:g}")
+    row = client.get(f"/v1/workstations/{ids[0]}", headers=headers).get_json()
+    print(f"each row shows a fresh console link: {'url' in (row['access']['console'] or {})}")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def test_a_token_leads_to_the_browsers_endpoint_and_nothing_else_does():
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     port = proxy.server_address[1]
     try:
-        token = tokens.websocket_token("acct", "ws-1")
+        token = tokens.websocket_token("ws-1")
         with _ask(port, f"/cdp/{token}", "Sec-WebSocket-Key: abc\r\n") as connection:
             assert connection.recv(4096).startswith(b"HTTP/1.1 101")
             connection.sendall(b"frame bytes")

@@ -32,21 +32,47 @@ class Clock:
 def test_a_link_opens_once_and_not_after_it_expires():
     clock = Clock()
     tokens = ConsoleTokens(lambda workstation_id: ("127.0.0.1", 5901), link_seconds=300, clock=clock)
-    link = tokens.console_link("acct-1", "ws-1")
-    grant = tokens.open_link(link)
-    assert (grant.account_id, grant.workstation_id) == ("acct-1", "ws-1")
+    link = tokens.console_link("ws-1")
+    assert tokens.open_link(link).workstation_id == "ws-1"
     assert tokens.open_link(link) is None
-    late = tokens.console_link("acct-1", "ws-1")
+    late = tokens.console_link("ws-1")
     clock.now += 301
     assert tokens.open_link(late) is None
     assert tokens.open_link("made-up") is None
+
+
+def test_a_token_cannot_be_turned_into_another_or_outlive_a_restart():
+    clock = Clock()
+    running = {"ws-1": ("127.0.0.1", 5901), "ws-2": ("127.0.0.1", 5902)}
+    tokens = ConsoleTokens(running.get, link_seconds=60, clock=clock)
+    link, socket_token = tokens.minter()("ws-1")
+    assert link != socket_token
+    # Each signs one use: a link is no WebSocket token, nor the reverse.
+    assert tokens.lookup(link) is None and tokens.open_link(socket_token) is None
+    name, expires, nonce, mac = socket_token.rsplit("_", 3)
+    # Another workstation or a later expiry under the same signature is refused.
+    assert tokens.lookup(f"ws-2_{expires}_{nonce}_{mac}") is None
+    assert tokens.lookup(f"{name}_{int(expires) + 3600}_{nonce}_{mac}") is None
+    assert tokens.lookup(socket_token) == ("127.0.0.1", 5901)
+    # A restart has a new key: nothing minted before it leads anywhere.
+    restarted = ConsoleTokens(running.get, link_seconds=60, clock=clock)
+    assert restarted.lookup(socket_token) is None and restarted.open_link(link) is None
+
+
+def test_one_answer_mints_a_distinct_token_for_each_workstation():
+    tokens = ConsoleTokens({"ws-1": ("127.0.0.1", 5901), "ws-2": ("127.0.0.1", 5902)}.get, link_seconds=60)
+    mint = tokens.minter()
+    (link_1, socket_1), (link_2, socket_2) = mint("ws-1"), mint("ws-2")
+    assert len({link_1, socket_1, link_2, socket_2}) == 4
+    assert [tokens.lookup(socket_1), tokens.lookup(socket_2)] == [("127.0.0.1", 5901), ("127.0.0.1", 5902)]
+    assert tokens.open_link(link_2).workstation_id == "ws-2"
 
 
 def test_a_websocket_token_leads_to_its_workstations_vnc_until_it_expires():
     clock = Clock()
     running = {"ws-1": ("127.0.0.1", 5901)}
     tokens = ConsoleTokens(running.get, link_seconds=60, clock=clock)
-    token = tokens.websocket_token("acct-1", "ws-1")
+    token = tokens.websocket_token("ws-1")
     assert tokens.lookup(token) == ("127.0.0.1", 5901)
     running.clear()  # stopped
     assert tokens.lookup(token) is None
@@ -156,7 +182,7 @@ def test_the_bridge_leads_each_token_to_its_own_vnc_and_nothing_else():
     port = bridge.server_address[1]
     threading.Thread(target=bridge.serve_forever, daemon=True).start()
     try:
-        one, two = tokens.websocket_token("a", "ws-1"), tokens.websocket_token("b", "ws-2")
+        one, two = tokens.websocket_token("ws-1"), tokens.websocket_token("ws-2")
         assert _websocket_read(port, one) == first.greeting
         # Many at once, on the threads of one server: each connection reaches its own target.
         answers: dict[int, bytes] = {}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-from flask import current_app, g, request, url_for
+from flask import current_app, g, url_for
 from flask.views import MethodView
 
-from cwhost.api.common import ApiBlueprint, error_responses, links, list_body
+from cwhost.api.common import ApiBlueprint, error_responses, links
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.query_args import (
@@ -22,10 +20,10 @@ from cwhost.api.schemas import (
     WorkstationSchema,
 )
 from cwhost.api.usage_schemas import UsageSchema
+from cwhost.api.workstation_json import Presenter, json_response
 from cwhost.ids import rfc3339_to_unix
 from cwhost.usage import PricedReport
-from cwhost.workspaces import Workspace
-from cwhost.workstations.model import Reach, Workstation
+from cwhost.workstations.model import Workstation
 
 blp = ApiBlueprint(
     "workstations", __name__, url_prefix="/v1/workstations", description="Workstations and their life cycle."
@@ -53,41 +51,8 @@ def _services():
     return current_app.extensions["cwhost"].services
 
 
-@dataclass(frozen=True)
-class Shown:
-    """A workstation as its JSON shows it, for WorkstationSchema to serialize: the record, its
-    workspace, and how to reach it. Every other field is the record's own (hence ``__getattr__``)."""
-
-    workstation: Workstation
-    workspace: Workspace | None
-    access: dict | None
-
-    def __getattr__(self, name):
-        return getattr(self.workstation, name)
-
-
-def shown(ws: Workstation) -> Shown:
-    lifecycle = _services().lifecycle
-    return Shown(ws, lifecycle.workspace_of(ws), _access(ws, lifecycle.access(ws)))
-
-
-def _access(ws: Workstation, reach: Reach | None) -> dict | None:
-    """What ``reach`` says, and for a VNC console fresh links to it in the browser and for programs."""
-    if reach is None:
-        return None
-    console = asdict(reach.console) if reach.console else None
-    tokens = current_app.extensions["cwhost"].console
-    if console is not None and tokens is not None and console["protocol"] == "vnc":
-        console["url"] = request.host_url + "console/" + tokens.console_link(ws.account_id, ws.id)
-        bridge = f"ws://{request.host.rsplit(':', 1)[0]}:{current_app.extensions['cwhost'].config.console.port}"
-        console["websocket_url"] = bridge + "/?token=" + tokens.websocket_token(ws.account_id, ws.id)
-    browser = None
-    cdp_tokens = current_app.extensions["cwhost"].browser
-    if ws.cdp_port and cdp_tokens is not None:
-        port = current_app.extensions["cwhost"].config.browser.port
-        host = request.host.rsplit(":", 1)[0]
-        browser = {"cdp_url": f"ws://{host}:{port}/cdp/{cdp_tokens.websocket_token(ws.account_id, ws.id)}"}
-    return {"ssh": reach.ssh, "console": console, "browser": browser, "ip_addresses": reach.ip_addresses}
+def _shown(ws: Workstation):
+    return json_response(Presenter().one(ws))
 
 
 @blp.route("")
@@ -105,7 +70,7 @@ class Workstations(MethodView):
             status=args.get("status"),
             type_id=args.get("type"),
         )
-        return list_body([shown(ws) for ws in page.items], page.next_cursor)
+        return json_response(Presenter().page(page.items, page.next_cursor))
 
     @idempotent
     @blp.arguments(WorkstationCreateSchema)
@@ -127,7 +92,7 @@ class Workstations(MethodView):
             ssh_public_keys=body.get("ssh_public_keys"),
         )
         location = url_for("workstations.WorkstationById", workstation_id=ws.id)
-        return shown(ws), 201, {"Location": location}
+        return _shown(ws), 201, {"Location": location}
 
 
 @blp.route("/<string:workstation_id>")
@@ -137,7 +102,7 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="getWorkstation")
     def get(self, workstation_id):
         """One workstation."""
-        return shown(_services().store.load(g.principal, workstation_id))
+        return _shown(_services().store.load(g.principal, workstation_id))
 
     @blp.arguments(WorkstationPatchSchema)
     @blp.response(200, WorkstationSchema)
@@ -146,7 +111,7 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="updateWorkstation")
     def patch(self, body, workstation_id):
         """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
-        return shown(
+        return _shown(
             _services().lifecycle.patch(
                 g.principal,
                 workstation_id,
@@ -175,7 +140,7 @@ class WorkstationById(MethodView):
 @blp.doc(operationId="launchWorkstation")
 def launch(workstation_id):
     """Boot a stopped workstation; 503 when the host lacks the GPU, cores or memory now."""
-    return shown(_services().lifecycle.launch(g.principal, workstation_id))
+    return _shown(_services().lifecycle.launch(g.principal, workstation_id))
 
 
 @blp.route("/<string:workstation_id>/stop", methods=["POST"])
@@ -188,7 +153,7 @@ def launch(workstation_id):
 @blp.doc(operationId="stopWorkstation")
 def stop(args, workstation_id):
     """Stop a running workstation: ACPI power-off, forced after the configured timeout."""
-    return shown(_services().lifecycle.stop(g.principal, workstation_id, force=args["force"]))
+    return _shown(_services().lifecycle.stop(g.principal, workstation_id, force=args["force"]))
 
 
 @blp.route("/<string:workstation_id>/usage")

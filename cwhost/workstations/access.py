@@ -44,8 +44,8 @@ class LiveAccess:
             self._by_id.pop(workstation_id, None)
 
     def get(self, workstation_id: str) -> Access | None:
-        with self._lock:
-            return self._by_id.get(workstation_id)
+        # One dict look-up is atomic under the GIL, and every list asks once per row: no lock.
+        return self._by_id.get(workstation_id)
 
 
 def reach(ws: Workstation, live: Access | None, config: Config) -> Reach | None:

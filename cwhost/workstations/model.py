@@ -7,7 +7,7 @@ the schemas and every layer can use it without cycles.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.base import BootSource, ConsoleAccess, DomainSpec
 
@@ -52,6 +52,9 @@ class Workstation:
     ssh_port: int | None = None
     # The host port forwarded to its browser's DevTools relay while it runs (browser types).
     cdp_port: int | None = None
+    # What other layers derive from this version of the record, computed once (the API's JSON of it).
+    # Every change makes a new Workstation, and dataclasses.replace() starts it empty.
+    derived: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def domain_name(self) -> str:
@@ -121,10 +124,10 @@ def describe_change(old: Workstation, new: Workstation) -> str:
     changes = []
     if new.name != old.name:
         changes.append(f"name {old.name} -> {new.name}")
-    for field in CONFIGURATION_FIELDS:
-        before, after = getattr(old.configuration, field), getattr(new.configuration, field)
+    for name in CONFIGURATION_FIELDS:
+        before, after = getattr(old.configuration, name), getattr(new.configuration, name)
         if before != after:
-            changes.append(f"{field} {before} -> {after}")
+            changes.append(f"{name} {before} -> {after}")
     if new.ssh_public_keys != old.ssh_public_keys:
         changes.append(f"its own SSH keys {len(old.ssh_public_keys)} -> {len(new.ssh_public_keys)}")
     return "Reconfigured: " + (", ".join(changes) if changes else "nothing changed") + "."

@@ -25,54 +25,56 @@ class Records:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.stale = True
-        self._by_id: dict[str, tuple[int, Workstation]] = {}
-        self._id_at: dict[int, str] = {}
+        self._rowid_of: dict[str, int] = {}
+        self._at: dict[int, Workstation] = {}
         # Rowids in creation order, of everyone's and of each account's.
         self._order: list[int] = []
         self._order_of: dict[str, list[int]] = {}
 
     def replace_all(self, rows: Iterable[tuple[int, Workstation]]) -> None:
         """Everything anew (start-up, or after a failed read-back); the caller holds ``lock``."""
-        self._by_id, self._id_at, self._order, self._order_of = {}, {}, [], {}
+        self._rowid_of, self._at, self._order, self._order_of = {}, {}, [], {}
         for rowid, ws in rows:
             self.put(rowid, ws)
         self.stale = False
 
     def put(self, rowid: int, ws: Workstation) -> None:
         """A row as committed; the caller holds ``lock``."""
-        if ws.id not in self._by_id:
+        if ws.id not in self._rowid_of:
             bisect.insort(self._order, rowid)
             bisect.insort(self._order_of.setdefault(ws.account_id, []), rowid)
-            self._id_at[rowid] = ws.id
-        self._by_id[ws.id] = (rowid, ws)
+            self._rowid_of[ws.id] = rowid
+        self._at[rowid] = ws
 
     def drop(self, workstation_id: str) -> None:
         """A row deleted, or gone; the caller holds ``lock``."""
-        found = self._by_id.pop(workstation_id, None)
-        if found is None:
+        rowid = self._rowid_of.pop(workstation_id, None)
+        if rowid is None:
             return
-        rowid, ws = found
-        del self._id_at[rowid]
+        ws = self._at.pop(rowid)
         for order in (self._order, self._order_of[ws.account_id]):
             del order[bisect.bisect_left(order, rowid)]
 
     def get(self, workstation_id: str) -> Workstation | None:
-        found = self._by_id.get(workstation_id)
-        return found[1] if found is not None else None
+        rowid = self._rowid_of.get(workstation_id)
+        return self._at[rowid] if rowid is not None else None
 
     def all(self) -> list[Workstation]:
-        return [ws for _, ws in self._by_id.values()]
+        return list(self._at.values())
 
     def page(
-        self, account_id: str | None, after: int, limit: int, wanted: Callable[[Workstation], bool]
+        self, account_id: str | None, after: int, limit: int, wanted: Callable[[Workstation], bool] | None
     ) -> list[tuple[int, Workstation]]:
         """Up to ``limit`` rows after rowid ``after`` in creation order, of one account (None: all)."""
         order = self._order if account_id is None else self._order_of.get(account_id, [])
+        start = bisect.bisect_right(order, after)
+        at = self._at
+        if wanted is None:
+            return [(rowid, at[rowid]) for rowid in order[start : start + limit]]
         found: list[tuple[int, Workstation]] = []
-        for rowid in order[bisect.bisect_right(order, after) :]:
-            ws = self._by_id[self._id_at[rowid]][1]
-            if wanted(ws):
-                found.append((rowid, ws))
+        for rowid in order[start:]:
+            if wanted(at[rowid]):
+                found.append((rowid, at[rowid]))
                 if len(found) == limit:
                     break
         return found

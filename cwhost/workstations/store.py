@@ -92,8 +92,10 @@ class WorkstationStore:
         def wanted(ws: Workstation) -> bool:
             return (status is None or ws.status == status) and (type_id is None or ws.type == type_id)
 
+        filtered = status is not None or type_id is not None
         with self._records_now() as records:
-            rows = records.page(None if principal.admin else principal.account_id, after or 0, limit + 1, wanted)
+            account = None if principal.admin else principal.account_id
+            rows = records.page(account, after or 0, limit + 1, wanted if filtered else None)
         next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return Page(items=[ws for _, ws in rows[:limit]], next_cursor=next_cursor)
 
