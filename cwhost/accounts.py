@@ -148,14 +148,6 @@ class Accounts:
             tx.table("accounts").update(row["id"], {"credits_usd": balance_usd + self.spent_usd(row["id"])})
         return self.view(row["id"])
 
-    def exhausted(self) -> list[str]:
-        """Accounts with a credit limit and nothing left of it."""
-        return [
-            row["id"]
-            for row in self._db.query("SELECT id FROM accounts WHERE credits_usd IS NOT NULL")
-            if (self.balance_usd(row["id"]) or 0.0) <= 0
-        ]
-
     # -- checks ------------------------------------------------------------------
 
     def require_credit(self, account_id: str) -> None:

@@ -163,6 +163,8 @@ def make_sampler(components: Components) -> Sampler:
         components.driver,
         interval_seconds=config.sampler.interval_seconds,
         retention_seconds=config.sampler.retention_days * 86400,
+        running=components.services.store.running,
+        after_tick=components.services.enforcer.stop_the_out_of_credit,
         metrics=components.sampler_metrics,
     )
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cwhost.db import ROLLUP_TABLES, Database
-from cwhost.usage import GB, split_by_step
+from cwhost.usage import GB, slot_of, split_by_step
 from cwhost.workstations.model import RUNNING
 
 
-@dataclass(frozen=True)
-class ProcessReading:
+class ProcessReading(NamedTuple):
+    """One process's counters; a tuple because 200 are made every tick (a frozen dataclass costs 5x more)."""
+
     pid: int
     started: float
     cpu_seconds: float
@@ -37,36 +38,28 @@ class MeterRecorder:
         states: list = []
         rollups: dict[str, list] = {table: [] for table in ROLLUP_TABLES}
         with self._db.write() as tx:
-            readings = self._of_running(readings)
-            previous = self._meter_states([workstation_id for workstation_id, _, _ in readings])
+            previous = self._still_running(readings)
             for workstation_id, reading, utilization in readings:
-                _account(
-                    now, workstation_id, reading, utilization, previous.get(workstation_id), samples, rollups, states
-                )
+                if workstation_id in previous:
+                    _account(
+                        now, workstation_id, reading, utilization, previous[workstation_id], samples, rollups, states
+                    )
             _insert(tx.conn, samples, rollups, states)
             tx.conn.execute("DELETE FROM usage_samples WHERE sampled_at < ?", [now - self._retention])
 
-    def _of_running(self, readings) -> list:
-        """Drop readings of workstations whose stop committed while the tick read them.
+    def _still_running(self, readings) -> dict[str, dict | None]:
+        """The meter state of each workstation read that still runs, or None for one not metered yet.
 
-        Such a workstation had its final reading; once it shows as stopped
-        its usage is settled, so a reading that arrives later is not counted.
+        A workstation whose stop committed while the tick read it is left
+        out: it had its final reading, and once it shows as stopped its usage
+        is settled, so a reading that arrives later is not counted.
         """
-        ids = json.dumps([workstation_id for workstation_id, _, _ in readings])
-        still_running = {
-            row["id"]
-            for row in self._db.query(
-                "SELECT id FROM workstations WHERE status = ? AND id IN (SELECT value FROM json_each(?))",
-                [RUNNING, ids],
-            )
-        }
-        return [r for r in readings if r[0] in still_running]
-
-    def _meter_states(self, ids: list[str]) -> dict[str, dict]:
         rows = self._db.query(
-            "SELECT * FROM meter_state WHERE workstation_id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
+            "SELECT w.id AS running_id, m.* FROM workstations w LEFT JOIN meter_state m ON m.workstation_id = w.id"
+            " WHERE w.status = ? AND w.id IN (SELECT value FROM json_each(?))",
+            [RUNNING, json.dumps([workstation_id for workstation_id, _, _ in readings])],
         )
-        return {row["workstation_id"]: row for row in rows}
+        return {row["running_id"]: row if row["workstation_id"] is not None else None for row in rows}
 
 
 def _insert(conn, samples: list, rollups: dict[str, list], states: list) -> None:
@@ -86,10 +79,16 @@ def _insert(conn, samples: list, rollups: dict[str, list], states: list) -> None
                    gpu_utilized_seconds = gpu_utilized_seconds + excluded.gpu_utilized_seconds""",
             rows,
         )
+    # An upsert, not INSERT OR REPLACE: REPLACE deletes the row and inserts it again.
     conn.executemany(
-        "INSERT OR REPLACE INTO meter_state (workstation_id, pid, process_started,"
-        " cpu_seconds_counter, rss_bytes, sampled_at, cpu_seconds, memory_gb_seconds,"
-        " gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        """INSERT INTO meter_state (workstation_id, pid, process_started, cpu_seconds_counter, rss_bytes,
+                                    sampled_at, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (workstation_id) DO UPDATE SET
+               pid = excluded.pid, process_started = excluded.process_started,
+               cpu_seconds_counter = excluded.cpu_seconds_counter, rss_bytes = excluded.rss_bytes,
+               sampled_at = excluded.sampled_at, cpu_seconds = excluded.cpu_seconds,
+               memory_gb_seconds = excluded.memory_gb_seconds, gpu_utilized_seconds = excluded.gpu_utilized_seconds""",
         states,
     )
 
@@ -112,13 +111,24 @@ def _account(now, workstation_id, reading, utilization, previous, samples, rollu
     seconds = now - since
     if seconds <= 0:
         return
-    figures = (cpu, rss_gb * seconds, (utilization or 0.0) / 100 * seconds)
-    samples.append((workstation_id, since, now, *figures))
+    gpu_seconds = (utilization or 0.0) / 100 * seconds
+    figures = (cpu, rss_gb * seconds, gpu_seconds)
+    samples.append((workstation_id, since, now, cpu, rss_gb * seconds, gpu_seconds))
     for table, step in ROLLUP_TABLES.items():
+        slot = slot_of(since, step)
+        if slot <= since and now <= slot + step:
+            # Within one slot, as nearly every tick is: all of it there.
+            rollups[table].append((workstation_id, slot, *figures))
+            continue
         for slot, overlap in split_by_step(since, now, step):
-            rollups[table].append((workstation_id, slot, *(value * overlap / seconds for value in figures)))
-    totals = (
-        (previous[key] if previous else 0.0) + value
-        for key, value in zip(("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds"), figures, strict=True)
-    )
+            share = overlap / seconds
+            rollups[table].append((workstation_id, slot, cpu * share, figures[1] * share, gpu_seconds * share))
+    if previous is None:
+        totals = figures
+    else:
+        totals = (
+            previous["cpu_seconds"] + cpu,
+            previous["memory_gb_seconds"] + figures[1],
+            previous["gpu_utilized_seconds"] + gpu_seconds,
+        )
     states.append((workstation_id, reading.pid, reading.started, reading.cpu_seconds, reading.rss_bytes, now, *totals))

@@ -152,13 +152,14 @@ def close_segment(tx: sqlite_utils.Database, workstation_id: str, at: float) -> 
 # -- reading ------------------------------------------------------------------
 
 
-def _floor(moment: float, step: int) -> int:
+def slot_of(moment: float, step: int) -> int:
+    """The start of the step-aligned slot ``moment`` falls in."""
     return int(math.floor(moment / step) * step)
 
 
 def split_by_step(start: float, end: float, step: int):
     """Yield (step_start, overlap_seconds) for each step-aligned slot [start, end) touches."""
-    slot = _floor(start, step)
+    slot = slot_of(start, step)
     while slot < end:
         overlap = min(end, slot + step) - max(start, slot)
         if overlap > 0:
@@ -207,7 +208,7 @@ class UsageLedger:
         total = Figures()
 
         def bucket_for(moment: float) -> Figures | None:
-            return buckets[_floor(moment, step)] if step else None
+            return buckets[slot_of(moment, step)] if step else None
 
         self._add_segments(workstation_id, start, end, now, total, step, buckets)
         if start is None and step is None and end == now:
@@ -259,7 +260,7 @@ class UsageLedger:
             return
         (table, size), finer = levels[0], levels[1:]
         first = None if start is None else math.ceil(start / size) * size
-        last = _floor(end, size)
+        last = slot_of(end, size)
         if first is not None and first >= last:
             self._resolve(workstation_id, start, end, finer, total, bucket_for, step)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
@@ -73,3 +74,45 @@ def test_a_balance_runs_out_the_workstation_stops_and_cost_stays_consistent(pric
     assert http.post(base, json=body).status_code == 402
     listed = cli(server.env, "accounts", "list")
     assert "team" in listed.stdout
+
+
+ONE_SECOND_SAMPLER = CONFIG.replace("[sampler]\ninterval_seconds = 0.2", "[sampler]\ninterval_seconds = 1").replace(
+    "reconcile_interval_seconds = 0.2", "reconcile_interval_seconds = 600"
+)
+assert "interval_seconds = 1\n" in ONE_SECOND_SAMPLER and "= 600" in ONE_SECOND_SAMPLER
+
+
+def test_at_a_one_second_interval_a_workstation_stops_within_two_seconds_of_running_out(tmp_path):
+    """Only the sampler's tick can notice here (the reconciler's round is 10 minutes away)."""
+    server = start_server(tmp_path, ONE_SECOND_SAMPLER)
+    try:
+        http = requests.Session()
+        http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", "t").stdout.split()[-1]
+        base = server.url + "/v1/workstations"
+        body = {"name": "w", "configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}}
+        ws_id = http.post(base, json=body).json()["id"]
+        wait_over_http(http, f"{base}/{ws_id}", "stopped")
+        credits = 2.0  # USD: about 4 s of a guest burning half a CPU at a dollar a CPU-second
+        assert cli(server.env, "accounts", "set-credits", "t", str(credits)).returncode == 0
+        assert http.post(f"{base}/{ws_id}/launch").status_code == 200
+        wait_over_http(http, f"{base}/{ws_id}", "stopped", timeout=30)
+    finally:
+        server.stop()
+        power_off_fake_guests(tmp_path / "server-data")
+    with sqlite3.connect(tmp_path / "server-data" / "cwhost.db") as db:
+        samples = db.execute(
+            "SELECT since, sampled_at, cpu_seconds FROM usage_samples WHERE workstation_id = ? ORDER BY sampled_at",
+            [ws_id],
+        ).fetchall()
+        (billing_ended,) = db.execute(
+            "SELECT ended_at FROM usage_segments WHERE workstation_id = ? AND running = 1", [ws_id]
+        ).fetchone()
+    spent, ran_out = 0.0, None
+    for since, sampled_at, cpu_seconds in samples:
+        if spent + cpu_seconds >= credits:
+            # Within this reading's interval, as the guest burned at an even pace through it.
+            ran_out = since + (credits - spent) / cpu_seconds * (sampled_at - since)
+            break
+        spent += cpu_seconds
+    assert ran_out is not None, samples
+    assert 0 < billing_ended - ran_out <= 2.0, (billing_ended - ran_out, samples)

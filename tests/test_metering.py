@@ -45,7 +45,7 @@ class ScriptedProcesses:
         return self.by_pid.get(pid)
 
     def keep_only(self, pids):
-        pass
+        """Nothing is held open between ticks here."""
 
 
 class NoGpus:
@@ -78,6 +78,7 @@ class Meter:
             self.driver,
             interval_seconds=10,
             retention_seconds=self.config.sampler.retention_days * 86400,
+            running=self.services.store.running,
             processes=self.processes,
             gpus=self.gpus,
             clock=self.clock,
@@ -383,7 +384,14 @@ def test_metrics_need_an_admin_token_and_show_usage(client, alice, admin, compon
 
     ws = create_stopped(client, alice)
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
-    sampler = Sampler(components.db, components.driver, 10, 86400, metrics=components.sampler_metrics)
+    sampler = Sampler(
+        components.db,
+        components.driver,
+        10,
+        86400,
+        running=components.services.store.running,
+        metrics=components.sampler_metrics,
+    )
     sampler.sample()
     assert client.get("/metrics").status_code == 401
     forbidden = client.get("/metrics", headers=alice)

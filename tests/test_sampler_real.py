@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 
@@ -12,7 +14,7 @@ import pytest
 from cwhost.app import build_services
 from cwhost.auth import Principal, ensure_account
 from cwhost.db import Database
-from cwhost.sampler import Sampler
+from cwhost.sampler import ProcessReader, Sampler
 from cwhost.usage import GB
 from cwhost.workstations.model import domain_name
 from drivers.base import HostInfo
@@ -52,7 +54,7 @@ def burning(tmp_path):
 
 def test_cpu_and_memory_match_what_the_kernel_accounted(burning):
     db, driver, services, principal, ws_id = burning
-    sampler = Sampler(db, driver, interval_seconds=0.1, retention_seconds=86400)
+    sampler = Sampler(db, driver, interval_seconds=0.1, retention_seconds=86400, running=services.store.running)
     guest = psutil.Process(driver.pid(domain_name(ws_id)))
     while guest.memory_info().rss < 64 * 1024 * 1024:
         time.sleep(0.01)
@@ -133,3 +135,51 @@ def _samples(data_dir, ws_id):
         )]
     finally:
         conn.close()
+
+
+def test_the_proc_reader_agrees_with_psutil_whatever_the_command_is_called(tmp_path):
+    """Readings stored by the psutil reader before must compare equal, and an odd command name parses."""
+    odd = tmp_path / "a) b (c"
+    shutil.copy("/bin/sleep", odd)
+    process = subprocess.Popen([str(odd), "30"])
+    try:
+        reader = ProcessReader()
+        deadline = time.monotonic() + 5
+        while psutil.Process(process.pid).name() != odd.name[:15]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        reading = reader.read(process.pid)
+        ps = psutil.Process(process.pid)
+        assert reading.started == ps.create_time()
+        assert reading.rss_bytes == ps.memory_info().rss
+        times = ps.cpu_times()
+        assert abs(reading.cpu_seconds - (times.user + times.system)) < 1e-9
+    finally:
+        process.kill()
+        process.wait()
+    assert reader.read(process.pid) is None
+
+
+def test_a_reused_pid_is_read_as_the_new_process_never_the_old(tmp_path):
+    """The reader keeps each process's files open: once it exits they answer ESRCH, whoever gets the pid."""
+    reader = ProcessReader(proc=str(tmp_path))
+    first = subprocess.Popen(["sleep", "30"])
+    second = subprocess.Popen(["sleep", "31"])
+    try:
+        # /proc as the reader sees it: pid 4242 is first, then (first exited) second.
+        (tmp_path / "4242").symlink_to(f"/proc/{first.pid}")
+        old = reader.read(4242)
+        first.kill()
+        first.wait()
+        (tmp_path / "4242").unlink()
+        (tmp_path / "4242").symlink_to(f"/proc/{second.pid}")
+        new = reader.read(4242)
+        assert new is not None and new.started >= old.started
+        assert new.started == psutil.Process(second.pid).create_time()
+        reader.keep_only(set())
+        second.kill()
+        second.wait()
+        assert reader.read(4242) is None
+    finally:
+        first.kill()
+        second.kill()
