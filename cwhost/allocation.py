@@ -3,8 +3,11 @@
 Everything here happens under one allocation lock, so two launches never count
 the same free GPU, core or gigabyte, two creates never take the last place of
 a quota, and a workspace cannot be deleted between a launch's check and its
-start. The GPU a launch takes is written to the database before the domain
-starts; a unique index makes a double assignment impossible even so.
+start. The lock is held for decisions only, never for a write: the GPU and
+ports a launch takes count as held from its reservation in memory, and are
+written to the database (in one transaction, before the domain starts) after
+the lock is released, so launches do not queue behind each other's writes.
+A unique index makes a double assignment impossible even so.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class Allocation:
         self.lock = threading.Lock()
         # What launches whose domain is still starting will use, by workstation.
         self._launching: dict[str, Workstation] = {}
+        # Their GPU's address and host ports, held from the reservation on (the database may not show them yet).
+        self._reserved: dict[str, tuple] = {}
 
     def reserve(self, ws: Workstation) -> Reservation:
         """Take what a launch needs: capacity, a GPU, its workspace, a port. ``release`` or ``launched`` ends it."""
@@ -95,15 +100,21 @@ class Allocation:
                 [w.configuration for w in self._launching.values() if w.account_id == ws.account_id],
             )
             self._require_capacity(host, ws)
-            gpu = self._take_gpu(host, ws)
-            ssh_port = self._take_port(ws, "ssh_port") if self._forwards_ports else None
-            cdp_port = self._take_port(ws, "cdp_port") if self._forwards_ports and self._has_browser(ws) else None
+            gpu = self._free_gpu(host, ws)
+            ports = self._free_ports(2 if self._has_browser(ws) else 1) if self._forwards_ports else []
+            ssh_port, cdp_port = (ports + [None, None])[:2]
             # Read again under the lock: archiving or deleting a workspace
             # detaches it, under this same lock.
             workspace_id = self._store.reload(ws.id).workspace_id
             workspace = self._find_workspace(workspace_id) if workspace_id else None
             self._launching[ws.id] = replace(ws, workspace_id=workspace_id)
-            return Reservation(gpu, workspace, ssh_port, cdp_port)
+            self._reserved[ws.id] = (gpu.pci_address if gpu else None, *ports)
+        try:
+            self._store.set(ws.id, gpu_address=gpu.pci_address if gpu else None, ssh_port=ssh_port, cdp_port=cdp_port)
+        except BaseException:
+            self.launched(ws)
+            raise
+        return Reservation(gpu, workspace, ssh_port, cdp_port)
 
     def _require_capacity(self, host: HostInfo, ws: Workstation) -> None:
         cpu, memory = self._store.running_totals()
@@ -124,44 +135,49 @@ class Allocation:
                 retry_after=60,
             )
 
-    def _take_gpu(self, host: HostInfo, ws: Workstation) -> GpuDevice | None:
+    def _free_gpu(self, host: HostInfo, ws: Workstation) -> GpuDevice | None:
         model = ws.configuration.gpu
         if model is None:
             return None
-        held = self._store.held_gpu_addresses()
+        held = self._store.held_gpu_addresses() | {taken[0] for taken in self._reserved.values()}
         free = [g for g in host.gpus if g.model == model and g.pci_address not in held]
         if not free:
             raise Unavailable(f"No {model} GPU is free on this host right now.", retry_after=60)
-        self._store.set(ws.id, gpu_address=free[0].pci_address)
         return free[0]
 
     def _has_browser(self, ws: Workstation) -> bool:
         wtype = self._config.workstation_type(ws.type) if ws.type else None
         return wtype is not None and "chromium" in wtype.software
 
-    def _take_port(self, ws: Workstation, column: str) -> int:
-        held = self._store.held_ports()
+    def _free_ports(self, count: int) -> list[int]:
+        """Host ports to forward: in the range, held by no workstation, and that nothing else listens on."""
+        held = self._store.held_ports() | {port for taken in self._reserved.values() for port in taken[1:]}
         listen = self._config.access.forward_listen
-        port = next((p for p in self._config.ssh_ports if p not in held and _bindable(listen, p)), None)
-        if port is None:
-            raise Unavailable(
-                f"No host port is free to forward in {self._config.access.ssh_port_first}"
-                f"-{self._config.access.ssh_port_last}; a stop frees one.",
-                retry_after=60,
-            )
-        self._store.set(ws.id, **{column: port})
-        return port
+        found: list[int] = []
+        for port in self._config.ssh_ports:
+            if port not in held and _bindable(listen, port):
+                found.append(port)
+                if len(found) == count:
+                    return found
+        raise Unavailable(
+            f"No host port is free to forward in {self._config.access.ssh_port_first}"
+            f"-{self._config.access.ssh_port_last}; a stop frees one.",
+            retry_after=60,
+        )
 
     def launched(self, ws: Workstation) -> None:
         """The launch is recorded (or failed and released): it no longer counts as starting."""
         with self.lock:
             self._launching.pop(ws.id, None)
+            self._reserved.pop(ws.id, None)
 
     def release(self, ws: Workstation) -> None:
         """Give back what ``reserve`` took for a launch that did not happen."""
-        with self.lock:
-            self._launching.pop(ws.id, None)
+        # Written before the reservation ends: until then the database still shows them held.
+        try:
             self._store.set(ws.id, gpu_address=None, ssh_port=None, cdp_port=None)
+        finally:
+            self.launched(ws)
 
     def workstation_holding(self, workspace_id: str) -> str | None:
         """The running or launching workstation a workspace is attached to; under the lock."""

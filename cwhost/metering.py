@@ -99,8 +99,12 @@ def _account(now, workstation_id, reading, utilization, previous, samples, rollu
         previous is not None and previous["pid"] == reading.pid and previous["process_started"] == reading.started
     )
     if same_process:
+        if reading.cpu_seconds < previous["cpu_seconds_counter"]:
+            # Read before the reading already recorded (a tick and a stop's final reading crossed):
+            # counting it would count the difference again at the next reading.
+            return
         since = previous["sampled_at"]
-        cpu = max(0.0, reading.cpu_seconds - previous["cpu_seconds_counter"])
+        cpu = reading.cpu_seconds - previous["cpu_seconds_counter"]
         rss_gb = (reading.rss_bytes + previous["rss_bytes"]) / 2 / GB
     else:
         # A process not seen before: everything on its counter is new, and

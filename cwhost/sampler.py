@@ -52,11 +52,15 @@ class ProcessReader:
         self._page_bytes = os.sysconf("SC_PAGE_SIZE")
         self._boot_time = psutil.boot_time()
         self._files: dict[int, tuple[int, int]] = {}
+        # Ticks and stops' final readings read at once; a descriptor closed by one while another
+        # reads it could be a new file's by then.
+        self._lock = threading.Lock()
         self._denied_logged = False
 
     def read(self, pid: int) -> ProcessReading | None:
         try:
-            stat, statm = self._contents(pid)
+            with self._lock:
+                stat, statm = self._contents(pid)
         except (FileNotFoundError, ProcessLookupError):
             return None
         except PermissionError:
@@ -90,8 +94,9 @@ class ProcessReader:
 
     def keep_only(self, pids: set[int]) -> None:
         """Close the files of processes no longer asked about."""
-        for pid in self._files.keys() - pids:
-            self._close(pid)
+        with self._lock:
+            for pid in self._files.keys() - pids:
+                self._close(pid)
 
     def _close(self, pid: int) -> None:
         for descriptor in self._files.pop(pid):
@@ -199,20 +204,24 @@ class Sampler:
         self._gpus = gpus or GpuReader()
         self._clock = clock
         self._metrics = metrics
-        # A final reading before a stop and a tick must not both take one interval.
-        self._tick_lock = threading.Lock()
 
     # -- one tick ------------------------------------------------------------
 
     def sample(self, only: set[str] | None = None) -> TickResult:
-        """Read the running workstations (or ``only`` these) and record what they used."""
-        with self._tick_lock:
-            began = time.perf_counter()
-            now = self._clock()
-            readings = self._read(only)
-            read_done = time.perf_counter()
+        """Read the running workstations (or ``only`` these) and record what they used.
+
+        A stop's final readings run beside the ticks, not behind one lock (under
+        load they queued there for seconds). A tick and a final reading of one
+        workstation may then record out of order; the meter drops the older,
+        by its time and its counter, so no interval is counted twice.
+        """
+        began = time.perf_counter()
+        now = self._clock()
+        readings = self._read(only)
+        read_done = time.perf_counter()
+        if readings or only is None:
             self._recorder.record(now, readings)
-            result = TickResult(len(readings), read_done - began, time.perf_counter() - read_done)
+        result = TickResult(len(readings), read_done - began, time.perf_counter() - read_done)
         if self._metrics is not None:
             self._metrics.observe_tick(result)
         return result

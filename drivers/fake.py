@@ -42,7 +42,7 @@ from drivers.base import (
 )
 from drivers.fake_domain import FakeDomain, mark_stopped
 from drivers.fake_guest_agent import SCREEN_SIZE, simulate_exec, simulated_screen
-from drivers.fake_processes import launch_guest, live_guest, owner_of, stop_guest
+from drivers.fake_processes import is_guest, launch_guest, live_guest, owner_of, stop_guest
 from drivers.input_events import InputAction, batches_of
 
 GIB = 1024**3
@@ -74,6 +74,8 @@ class FakeDriver(HypervisorDriver):
         self._guest = guest
         self._console_host = console_host
         self._lock = threading.Lock()
+        # Domains whose guest is being started, outside the lock.
+        self._starting: set[str] = set()
         self._available = True
         self._disk_dir.mkdir(parents=True, exist_ok=True)
         self._domains = self._load()
@@ -141,7 +143,7 @@ class FakeDriver(HypervisorDriver):
         owner = str(self._state_dir.resolve())
         for process in psutil.process_iter(["cmdline"]):
             cmdline = process.info["cmdline"] or []
-            if "drivers.fake_guest" in cmdline and owner_of(cmdline) == owner and process.pid not in recorded:
+            if is_guest(cmdline) and owner_of(cmdline) == owner and process.pid not in recorded:
                 try:
                     process.terminate()
                 except psutil.Error:
@@ -150,9 +152,6 @@ class FakeDriver(HypervisorDriver):
     @staticmethod
     def _guest_process(domain: FakeDomain) -> psutil.Process | None:
         return live_guest(domain.pid, domain.pid_started)
-
-    def _start_guest(self, domain: FakeDomain) -> None:
-        domain.pid, domain.pid_started = launch_guest(self._guest, str(self._state_dir.resolve()))
 
     def _stop_guest(self, domain: FakeDomain) -> None:
         process = self._guest_process(domain)
@@ -244,12 +243,21 @@ class FakeDriver(HypervisorDriver):
         with self._lock:
             self._check_available()
             domain = self._get(name)
-            if domain.state != DomainState.STOPPED.value:
+            if domain.state != DomainState.STOPPED.value or name in self._starting:
                 raise InvalidDomainState(f"domain {name} is already running")
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
             require_shared_directory(share)
-            self._start_guest(domain)
+            self._starting.add(name)
+        try:
+            # Outside the lock, as a stop's wait is: starting a process takes tens of milliseconds,
+            # which every other domain's calls would otherwise queue behind.
+            pid, pid_started = launch_guest(self._guest, str(self._state_dir.resolve()))
+        finally:
+            with self._lock:
+                self._starting.discard(name)
+        with self._lock:
+            domain.pid, domain.pid_started = pid, pid_started
             taken = {d.console_port for d in self._domains.values() if d.console_port}
             domain.console_port = next(p for p in range(5900, 65536) if p not in taken)
             domain.console_password = secrets.token_urlsafe(6)[:8]
@@ -305,7 +313,7 @@ class FakeDriver(HypervisorDriver):
             if domain is None:
                 self.disk_path(name).unlink(missing_ok=True)
                 return
-            if domain.state != DomainState.STOPPED.value:
+            if domain.state != DomainState.STOPPED.value or name in self._starting:
                 raise InvalidDomainState(f"domain {name} is running")
             self.disk_path(name).unlink(missing_ok=True)
             del self._domains[name]

@@ -1,7 +1,8 @@
 """The process a fake domain runs: it burns a share of one CPU and holds some memory.
 
 It stands in for a VM's qemu process so that metering reads a real process:
-``python -m drivers.fake_guest --cpu-share 0.05 --memory-mb 16 --detach``.
+``python -S drivers/fake_guest.py --cpu-share 0.05 --memory-mb 16 --detach``
+(standard library only: it runs without site-packages).
 With ``--detach`` it prints the pid of a detached copy of itself and exits, so
 that the guest is nobody's child, as a qemu process is not cwhost's. It exits
 on SIGTERM, as a guest powers off on ACPI.

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from drivers.fake_processes import is_guest
 from tests.conftest import cli, power_off_fake_guests, start_server
 
 ROUNDS = 20
@@ -135,7 +136,7 @@ def check_invariants(url: str, admin: dict, data_dir: Path, ledger: Ledger) -> N
     guests = [
         p.pid
         for p in psutil.process_iter(["cmdline"])
-        if "drivers.fake_guest" in (p.info["cmdline"] or []) and owner in (p.info["cmdline"] or [])
+        if is_guest(p.info["cmdline"] or []) and owner in (p.info["cmdline"] or [])
     ]
     assert set(guests) <= recorded, "a guest process runs that no domain records"
     workstation_domains = {f"cwhost-{ws_id}" for ws_id in by_id}

@@ -11,7 +11,8 @@ import pytest
 from cwhost.app import build_services
 from cwhost.auth import Principal, create_key, ensure_account
 from cwhost.db import Database
-from cwhost.sampler import GpuReader, ProcessReading, Sampler, normalize_pci_address
+from cwhost.metering import MeterRecorder, ProcessReading
+from cwhost.sampler import GpuReader, Sampler, normalize_pci_address
 from cwhost.usage import DAY, GB, HOUR
 from cwhost.workstations.model import domain_name
 from drivers.base import HostInfo
@@ -191,6 +192,26 @@ def test_a_final_reading_at_stop_keeps_the_last_interval(meter):
     meter.clock.advance(100)
     meter.sampler.sample()
     assert meter.usage(ws).total.cpu_seconds == pytest.approx(15.0)
+
+
+def test_a_tick_and_a_final_reading_that_cross_count_nothing_twice(meter):
+    """Readings are recorded outside one lock: the older of two that cross is dropped, by time or counter."""
+    ws = meter.create()
+    meter.services.lifecycle.launch(meter.principal, ws)
+    pid = meter.pid(ws)
+    recorder = MeterRecorder(meter.db, retention_seconds=86400)
+    meter.clock.advance(10)
+    recorder.record(T0 + 10, [(ws, ProcessReading(pid, T0, 4.0, GB), None)])
+    # A tick stamped at +20 read the counter late, at 9; a final reading stamped at +21 read 8 and landed first.
+    recorder.record(T0 + 21, [(ws, ProcessReading(pid, T0, 8.0, GB), None)])
+    recorder.record(T0 + 20, [(ws, ProcessReading(pid, T0, 9.0, GB), None)])
+    assert meter.usage(ws).total.cpu_seconds == pytest.approx(8.0)
+    # Stamped later but read earlier than what is recorded: dropped too.
+    recorder.record(T0 + 22, [(ws, ProcessReading(pid, T0, 7.5, GB), None)])
+    recorder.record(T0 + 30, [(ws, ProcessReading(pid, T0, 12.0, GB), None)])
+    total = meter.usage(ws).total
+    assert total.cpu_seconds == pytest.approx(12.0)
+    assert total.memory_gb_seconds == pytest.approx(30.0)
 
 
 def test_a_reading_that_lands_after_the_stop_committed_changes_nothing(meter):

@@ -145,7 +145,8 @@ def test_the_proc_reader_agrees_with_psutil_whatever_the_command_is_called(tmp_p
     try:
         reader = ProcessReader()
         deadline = time.monotonic() + 5
-        while psutil.Process(process.pid).name() != odd.name[:15]:
+        # Asleep: done loading, its memory and CPU time stay as they are while both are read.
+        while psutil.Process(process.pid).name() != odd.name[:15] or psutil.Process(process.pid).status() != "sleeping":
             assert time.monotonic() < deadline
             time.sleep(0.01)
         reading = reader.read(process.pid)

@@ -19,6 +19,7 @@ import psutil
 import pytest
 import requests
 
+from drivers.fake_processes import is_guest
 from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
 
 CONFIGURATION = {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}
@@ -142,7 +143,7 @@ def test_a_full_disk_is_503_changes_nothing_and_recovers(tmp_path, small_disk):
 
 def _guest_pids() -> set[int]:
     return {
-        p.pid for p in psutil.process_iter(["cmdline"]) if "drivers.fake_guest" in (p.info["cmdline"] or [])
+        p.pid for p in psutil.process_iter(["cmdline"]) if is_guest(p.info["cmdline"] or [])
     }
 
 
