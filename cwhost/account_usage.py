@@ -9,7 +9,7 @@ months made of those days.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cwhost.config import Pricing
@@ -33,11 +33,6 @@ class AccountUsage:
     total: Figures
     workstations: list[WorkstationUsage]
     periods: list[tuple[float, Figures]]
-
-
-def add(into: Figures, more: Figures) -> None:
-    for spec in fields(Figures):
-        setattr(into, spec.name, getattr(into, spec.name) + getattr(more, spec.name))
 
 
 def month_of(moment: float) -> float:
@@ -67,11 +62,11 @@ class AccountUsageReports:
             if not _existed_within(row, start, end):
                 continue
             report = self._ledger.report(row["id"], start, end, "day" if granularity else None)
-            add(total, report.total)
+            total.add(report.total)
             workstations.append(WorkstationUsage(row["id"], row["name"], row["deleted_at"] is not None, report.total))
             for day, figures in report.buckets:
                 period = month_of(day) if granularity == "month" else day
-                add(periods.setdefault(period, Figures()), figures)
+                periods.setdefault(period, Figures()).add(figures)
         return AccountUsage(start, end, total, workstations, sorted(periods.items()))
 
 

@@ -48,6 +48,15 @@ class Figures:
     gpu_seconds: float = 0.0
     gpu_cost_usd: float = 0.0
 
+    def add(self, more: Figures) -> None:
+        """Every quantity of ``more`` added to this one's (spelled out: an account's year by day adds 20 000)."""
+        self.cpu_seconds += more.cpu_seconds
+        self.memory_gb_seconds += more.memory_gb_seconds
+        self.gpu_utilized_seconds += more.gpu_utilized_seconds
+        self.storage_gb_seconds += more.storage_gb_seconds
+        self.gpu_seconds += more.gpu_seconds
+        self.gpu_cost_usd += more.gpu_cost_usd
+
     def add_metered(self, row: dict, share: float = 1.0) -> None:
         self.cpu_seconds += (row["cpu_seconds"] or 0.0) * share
         self.memory_gb_seconds += (row["memory_gb_seconds"] or 0.0) * share

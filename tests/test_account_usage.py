@@ -72,3 +72,16 @@ def test_the_endpoint_answers_in_the_api_s_units_for_the_callers_account_only(cl
     assert client.get("/v1/account/usage", headers=bob).get_json()["workstations"] == []
     for bad in ("granularity=hour", "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "colour=red"):
         assert client.get(f"/v1/account/usage?{bad}", headers=alice).status_code == 400
+
+
+def test_figures_add_every_quantity_they_hold():
+    """Figures.add names each field; a quantity added to Figures later must be added too."""
+    from dataclasses import fields
+
+    from cwhost.usage import Figures
+
+    one = Figures(**{spec.name: float(n + 1) for n, spec in enumerate(fields(Figures))})
+    total = Figures()
+    total.add(one)
+    total.add(one)
+    assert total == Figures(**{spec.name: 2.0 * (n + 1) for n, spec in enumerate(fields(Figures))})
