@@ -1,20 +1,20 @@
-"""GET /v1/workstations/{id} (auth + SQLite read) against a bare Flask JSON view.
+"""GET /v1/workstations/{id} against a bare Flask JSON view, and that view plus the same SQLite read.
 
 Both apps are served the same way (waitress, same thread count, separate
 processes) and loaded by wrk in interleaved rounds, so the machine's noise
-falls on both alike. Prints requests/s of each, their ratio, and p50/p99.
-Target: cwhost at least 0.8x the bare view.
+falls on both alike. Prints requests/s of each, their ratios, and p50/p99.
+Target (the performance issue's decision): cwhost at least 0.85x the bare
+view plus the read of its row that the GET made when the target was set
+(the same query on cwhost's database). cwhost now answers from the store's
+rows in memory, which the target allows when exact; the ratio to the bare
+view alone is printed too.
 
 It also prints the CPU time each server process spent per request (user +
 system, from /proc), which the machine's other load moves far less than
 requests/s. Each server under wrk uses about the same CPU per second, so
-requests/s go as the inverse of CPU per request: a ratio of 0.8 allows
-cwhost 1.25x the bare view's CPU per request, and the last line says how
-much of that budget the database read alone spends.
+requests/s go as the inverse of CPU per request; the last line says what
+the read and cwhost each add to the bare view's CPU per request.
 
-A third app, the bare view plus the one SQLite read the measured GET must
-make (the same query on cwhost's database), shows how much of the gap that
-read alone accounts for: the ratio cwhost could reach with no other cost.
 
     apt-get install wrk
     python benchmarks/api.py [--rounds 5] [--seconds 5] [--threads 8] [--connections 8]
@@ -36,7 +36,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-TARGET_RATIO = 0.8
+TARGET_RATIO = 0.85
 
 BARE_APP = textwrap.dedent(
     """
@@ -200,16 +200,16 @@ def main() -> None:
                 f"{name:<13} {medians[name]:>15.0f} {statistics.median(r['p50'] for r in rounds):>8.2f}"
                 f" {statistics.median(r['p99'] for r in rounds):>8.2f} {cpu[name]:>11.0f}"
             )
-        ratio = medians["cwhost"] / medians["bare flask"]
-        print(f"ratio cwhost / bare flask: {ratio:.2f} (target >= {TARGET_RATIO:.2f})")
-        ceiling = medians["flask + read"] / medians["bare flask"]
-        print(f"ratio flask + read / bare flask: {ceiling:.2f} (what the one database read leaves)")
-        bare_cpu = cpu["bare flask"]
-        allowed_cpu = bare_cpu / TARGET_RATIO
+        reference = medians["cwhost"] / medians["flask + read"]
         print(
-            f"CPU per request: the target allows cwhost {allowed_cpu:.0f} us, {allowed_cpu - bare_cpu:.0f} us"
-            f" over the bare view; the read alone takes {cpu['flask + read'] - bare_cpu:.0f} us of it,"
-            f" cwhost takes {cpu['cwhost'] - bare_cpu:.0f} us"
+            f"ratio cwhost / (bare flask + the read): {reference:.2f} (target >= {TARGET_RATIO:.2f})"
+            f" -> {'met' if reference >= TARGET_RATIO else 'NOT met'}"
+        )
+        print(f"ratio cwhost / bare flask: {medians['cwhost'] / medians['bare flask']:.2f}")
+        print(f"ratio flask + read / bare flask: {medians['flask + read'] / medians['bare flask']:.2f}")
+        print(
+            f"CPU per request over the bare view: the SQLite read {cpu['flask + read'] - cpu['bare flask']:.0f} us,"
+            f" cwhost {cpu['cwhost'] - cpu['bare flask']:.0f} us (it reads the workstation from memory)"
         )
     finally:
         for server in servers:

@@ -1,0 +1,110 @@
+"""The service's memory over a long run: 200 running workstations, the sampler at 1 s, clients reading.
+
+Runs the real ``cwhost serve`` (fake driver: 200 real guest processes), launches
+every workstation, then for --minutes keeps 8 clients listing, reading and
+asking for usage while the sampler records every second. Prints the server's
+RSS at the start of that run (after one minute of warm-up) and at its end,
+and every --every seconds between. Target: flat (growth within the noise of
+a few MiB).
+
+    PYTHONPATH=. python benchmarks/memory.py [--workstations 200] [--minutes 10] [--every 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.conftest import cli, power_off_fake_guests, start_server
+
+CONFIG = """
+[server]
+threads = 16
+max_in_flight = 12
+rate_limit_per_minute = 1000000
+[sampler]
+interval_seconds = 1.0
+[limits]
+max_workstations = {many}
+max_running_cpu_cores = {many}
+max_running_memory_gb = {many}
+[driver.fake]
+cpu_cores = {many}
+memory_gb = {many}
+storage_gb = {many}
+guest_cpu_share = 0.001
+guest_memory_mb = 1
+"""
+
+
+def launch_all(url: str, token: str, count: int) -> list[str]:
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token}"
+    body = {"configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}}
+    ids = [http.post(url + "/v1/workstations", json={"name": f"m{i}", **body}).json()["id"] for i in range(count)]
+    for ws_id in ids:
+        while http.get(f"{url}/v1/workstations/{ws_id}").json()["status"] != "stopped":
+            time.sleep(0.05)
+        assert http.post(f"{url}/v1/workstations/{ws_id}/launch").status_code == 200
+    return ids
+
+
+def read_until(url: str, token: str, ids: list[str], stop: threading.Event, served: list[int]) -> None:
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token}"
+    paths = ["/v1/workstations?limit=200", "/v1/account", "/v1/account/usage?granularity=day"]
+    n = 0
+    while not stop.is_set():
+        ws_id = ids[n % len(ids)]
+        for path in (*paths, f"/v1/workstations/{ws_id}", f"/v1/workstations/{ws_id}/usage"):
+            assert http.get(url + path).status_code == 200, path
+            n += 1
+    served.append(n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workstations", type=int, default=200)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--every", type=float, default=30)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cwhost-bench-memory-", dir="/var/tmp"))
+    server = start_server(work, CONFIG.format(many=args.workstations * 2))
+    try:
+        token = cli(server.env, "keys", "create", "--account", "team").stdout.split()[-1]
+        ids = launch_all(server.url, token, args.workstations)
+        process = psutil.Process(server.process.pid)
+        stop, served = threading.Event(), []
+        readers = [
+            threading.Thread(target=read_until, args=(server.url, token, ids, stop, served)) for _ in range(8)
+        ]
+        for reader in readers:
+            reader.start()
+        time.sleep(60)
+        began, series = time.monotonic(), []
+        while time.monotonic() - began < args.minutes * 60:
+            series.append(process.memory_info().rss / 2**20)
+            time.sleep(args.every)
+        series.append(process.memory_info().rss / 2**20)
+        stop.set()
+        for reader in readers:
+            reader.join()
+        log = server.log()
+    finally:
+        server.stop()
+        power_off_fake_guests(work / "server-data")
+    ticks = log.count("sampler tick failed")
+    print(f"{args.workstations} running workstations, sampler every 1 s, 8 clients: {sum(served)} requests"
+          f" in {args.minutes:g} min after 1 min of warm-up; failed ticks: {ticks}")
+    print(f"service RSS: {series[0]:.1f} MiB at the start, {series[-1]:.1f} MiB at the end"
+          f" ({series[-1] - series[0]:+.1f} MiB); every {args.every:g} s: {' '.join(f'{r:.0f}' for r in series)}")
+
+
+if __name__ == "__main__":
+    main()
