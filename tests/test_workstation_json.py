@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cwhost import auth
@@ -76,3 +78,21 @@ def test_each_answer_mints_its_own_links_and_keeps_the_rest(reachable):
     unchanged = {key: value for key, value in first.items() if key != "access"}
     assert unchanged == {key: value for key, value in second.items() if key != "access"}
     assert first["access"]["ssh"] == second["access"]["ssh"]
+
+
+def test_links_made_from_an_odd_host_header_still_make_valid_json(reachable):
+    """The links' fixed parts come from the request's Host and are put into encoded rows: they are escaped."""
+    app, alice = reachable
+    client = app.test_client()
+    created = client.post("/v1/workstations", json={"name": "b", "type": "chromium"}, headers=alice).get_json()
+    wait_for_status(client, alice, created["id"], "stopped")
+    client.post(f"/v1/workstations/{created['id']}/launch", headers=alice)
+    for host in ('gpu"server\\\\lan', "gpü-server.lan"):
+        answer = client.get("/v1/workstations", headers={**alice, "Host": host})
+        if answer.status_code != 200:
+            continue  # refused outright is safe too
+        # Valid JSON whatever the Host held (Werkzeug leaves out a host it finds invalid).
+        row = json.loads(answer.get_data(as_text=True))["data"][0]
+        assert "/console/" + created["id"] in row["access"]["console"]["url"]
+        assert "/cdp/" + created["id"] in row["access"]["browser"]["cdpUrl"]
+        assert json.loads(client.get(f"/v1/workstations/{created['id']}", headers={**alice, "Host": host}).data)

@@ -1,17 +1,22 @@
-"""A workstation's JSON, with what its record decides built once per version of the record.
+"""A workstation's JSON, encoded once per version of its record, with this answer's links put in.
 
 marshmallow's dump of one workstation took about 50 µs, so a list of 200 took
-10 ms. Everything but ``access`` is a function of the record (and of its
-workspace, which cannot change while attached: archiving detaches it), so
-WorkstationSchema dumps it once per version of the record and keeps it in the
-record's ``derived``: the store's read model makes a new record at every
-write. ``access`` is dumped once per report of the hypervisor's. Each answer
-adds only what must be new every time, the console and CDP tokens (a hash
-each, cwhost.console), and orjson encodes the whole.
+10 ms. A workstation's JSON is a function of its record (and of its
+workspace, which cannot change while attached: archiving detaches it), of
+what the hypervisor last reported of it, and of the console and CDP links
+each answer mints afresh. So WorkstationSchema dumps it once per version of
+the record and report (the store's read model makes a new record at every
+write; cwhost.workstations.access a new report at every refresh), orjson
+encodes it with a placeholder for each link, and the encoded row is kept in
+the record's ``derived``, cut at the placeholders. An answer joins the pieces
+with its own links (a hash each, cwhost.console) and hands the rows to orjson
+as already-encoded fragments. The links' variable parts are encoded by orjson
+too; tokens are URL-safe.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -24,6 +29,10 @@ from cwhost.workstations.model import Workstation
 
 _RECORD = WorkstationSchema(exclude=("access",))
 _ACCESS = AccessSchema()
+# Placeholders for the links, as strings no value can hold (NUL is refused in every input), and encoded.
+_LINK, _SOCKET, _CDP = "\x00link\x00", "\x00socket\x00", "\x00cdp\x00"
+_HOLE = {name: orjson.dumps(name)[1:-1] for name in (_LINK, _SOCKET, _CDP)}
+_HOLES = re.compile(b"(" + b"|".join(re.escape(encoded) for encoded in _HOLE.values()) + b")")
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,27 @@ class _Dumpable:
         return getattr(self.workstation, name)
 
 
-def json_response(body: dict) -> Response:
+def json_response(body) -> Response:
     # Compact and newline-ended, as every other answer (the JSON provider) is written.
     return Response(orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE), mimetype="application/json")
+
+
+class _Encoded:
+    """A row's JSON cut at its placeholders: literal pieces at even places, placeholders at odd ones."""
+
+    def __init__(self, body: dict):
+        self.pieces = _HOLES.split(orjson.dumps(body))
+        self.whole = orjson.Fragment(self.pieces[0]) if len(self.pieces) == 1 else None
+        self.console = _HOLE[_LINK] in self.pieces
+        self.browser = _HOLE[_CDP] in self.pieces
+
+    def filled(self, links: dict[bytes, bytes]) -> orjson.Fragment:
+        if self.whole is not None:
+            return self.whole
+        pieces = self.pieces.copy()
+        for place in range(1, len(pieces), 2):
+            pieces[place] = links[pieces[place]]
+        return orjson.Fragment(b"".join(pieces))
 
 
 class Presenter:
@@ -52,28 +79,36 @@ class Presenter:
         self._live_access = self._lifecycle.live.get
         host = request.host.rsplit(":", 1)[0]
         console, browser = components.console, components.browser
+        # The links' fixed parts come from the request's Host: encoded by orjson, whatever it holds.
         self._console_urls = (
-            console.minter(request.host_url + "console/", f"ws://{host}:{components.config.console.port}/?token=")
+            console.minter(
+                _encoded(request.host_url + "console/"),
+                _encoded(f"ws://{host}:{components.config.console.port}/?token="),
+            )
             if console is not None
             else None
         )
         self._cdp_urls = (
-            browser.minter(socket_prefix=f"ws://{host}:{components.config.browser.port}/cdp/")
+            browser.minter(socket_prefix=_encoded(f"ws://{host}:{components.config.browser.port}/cdp/"))
             if browser is not None
             else None
         )
 
-    def one(self, ws: Workstation) -> dict:
-        derived = ws.derived
-        record = derived.get("json")
-        if record is None:
-            record = derived["json"] = _RECORD.dump(_Dumpable(ws, self._lifecycle.workspace_of(ws)))
+    def one(self, ws: Workstation) -> orjson.Fragment:
         live = self._live_access(ws.id)
-        cached = derived.get("access")
+        cached = ws.derived.get("json")
         if cached is None or cached[0] is not live:
-            cached = derived["access"] = (live, self._dumped_access(ws, live))
-        access = cached[1]
-        return {**record, "access": self._fresh(ws, access) if access is not None else None}
+            cached = ws.derived["json"] = (live, _Encoded(self._body(ws, live)))
+        encoded: _Encoded = cached[1]
+        if encoded.whole is not None:
+            return encoded.whole
+        links = {}
+        if encoded.console:
+            link, socket = self._console_urls(ws.id)  # type: ignore[misc]  # a placeholder means it is set
+            links[_HOLE[_LINK]], links[_HOLE[_SOCKET]] = link.encode(), socket.encode()
+        if encoded.browser:
+            links[_HOLE[_CDP]] = self._cdp_urls(ws.id)[1].encode()  # type: ignore[misc]  # as above
+        return encoded.filled(links)
 
     def page(self, items: list[Workstation], next_cursor: str | None) -> dict:
         """API.md's list envelope, as WorkstationListSchema has it."""
@@ -85,24 +120,23 @@ class Presenter:
             "nextCursor": next_cursor,
         }
 
-    def _fresh(self, ws: Workstation, access: dict) -> dict:
-        """``access`` with this answer's console links and CDP URL."""
-        console = access["console"]
-        with_console = console is not None and console["protocol"] == "vnc" and self._console_urls is not None
-        with_browser = ws.cdp_port is not None and self._cdp_urls is not None
-        if not (with_console or with_browser):
-            return access
-        access = dict(access)
-        if with_console:
-            url, websocket_url = self._console_urls(ws.id)  # type: ignore[misc]  # checked in with_console
-            access["console"] = {**console, "url": url, "websocketUrl": websocket_url}
-        if with_browser:
-            access["browser"] = {"cdpUrl": self._cdp_urls(ws.id)[1]}  # type: ignore[misc]  # checked in with_browser
-        return access
-
-    def _dumped_access(self, ws: Workstation, live) -> dict | None:
+    def _body(self, ws: Workstation, live) -> dict:
+        """The row as WorkstationSchema has it, with placeholders where each answer's links go."""
+        body = _RECORD.dump(_Dumpable(ws, self._lifecycle.workspace_of(ws)))
         found = reach(ws, live, self._config)
         if found is None:
-            return None
+            return {**body, "access": None}
         console = asdict(found.console) if found.console else None
-        return _ACCESS.dump({"ssh": found.ssh, "console": console, "browser": None, "ip_addresses": found.ip_addresses})
+        access = _ACCESS.dump(
+            {"ssh": found.ssh, "console": console, "browser": None, "ip_addresses": found.ip_addresses}
+        )
+        if console is not None and console["protocol"] == "vnc" and self._console_urls is not None:
+            access["console"] = {**access["console"], "url": _LINK, "websocketUrl": _SOCKET}
+        if ws.cdp_port is not None and self._cdp_urls is not None:
+            access["browser"] = {"cdpUrl": _CDP}
+        return {**body, "access": access}
+
+
+def _encoded(text: str) -> str:
+    """``text`` as it stands inside a JSON string: it is put in a row's encoded JSON as it is."""
+    return orjson.dumps(text).decode()[1:-1]
