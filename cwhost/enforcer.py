@@ -48,13 +48,15 @@ class Enforcer:
                 reason = self._timeout_passed(ws, now)
                 if reason:
                     reasons[ws.id] = reason
-        for workstation_id, reason in reasons.items():
-            self._lifecycle.submit(self._stop_because, workstation_id, reason)
+        self._stop_each(reasons)
 
     def stop_the_out_of_credit(self) -> None:
         """The credit check alone, run after every sampler tick: it sees new usage as soon as it is
         recorded, so at a 1 s interval a workstation stops within about a second of running out."""
-        for workstation_id, reason in self._out_of_credit().items():
+        self._stop_each(self._out_of_credit())
+
+    def _stop_each(self, reasons: dict[str, str]) -> None:
+        for workstation_id, reason in reasons.items():
             self._lifecycle.submit(self._stop_because, workstation_id, reason)
 
     def _out_of_credit(self) -> dict[str, str]:

@@ -192,11 +192,10 @@ class Sampler:
         clock=time.time,
         metrics=None,
     ):
-        self._db = db
         self._driver = driver
         # The running workstations, from the store's rows in memory: no query per tick.
         self._running = running
-        # What must follow each recorded tick at once (the credit check), outside the tick's lock.
+        # What must follow each tick at once (the credit check), on the sampler's thread.
         self._after_tick = after_tick
         self.interval = interval_seconds
         self._recorder = MeterRecorder(db, retention_seconds)

@@ -35,6 +35,14 @@ def reachable(tmp_path):
         app.extensions["cwhost"].driver.destroy(ws.domain_name)
 
 
+def _running_browser(client, alice) -> dict:
+    """A running chromium workstation, whose rows show console links and a CDP URL."""
+    created = client.post("/v1/workstations", json={"name": "b", "type": "chromium"}, headers=alice).get_json()
+    wait_for_status(client, alice, created["id"], "stopped")
+    assert client.post(f"/v1/workstations/{created['id']}/launch", headers=alice).status_code == 200
+    return created
+
+
 def _as_documented(schema, body: dict) -> dict:
     """The body loaded by the schema (unknown or missing fields, wrong types raise) and dumped again."""
     return schema.dump(schema.load(body))
@@ -68,9 +76,7 @@ def test_every_kind_of_row_is_exactly_what_the_schema_documents(reachable):
 def test_each_answer_mints_its_own_links_and_keeps_the_rest(reachable):
     app, alice = reachable
     client = app.test_client()
-    created = client.post("/v1/workstations", json={"name": "b", "type": "chromium"}, headers=alice).get_json()
-    wait_for_status(client, alice, created["id"], "stopped")
-    client.post(f"/v1/workstations/{created['id']}/launch", headers=alice)
+    created = _running_browser(client, alice)
     first, second = (client.get(f"/v1/workstations/{created['id']}", headers=alice).get_json() for _ in range(2))
     for key in ("url", "websocketUrl"):
         assert first["access"]["console"][key] != second["access"]["console"][key]
@@ -84,9 +90,7 @@ def test_links_made_from_an_odd_host_header_still_make_valid_json(reachable):
     """The links' fixed parts come from the request's Host and are put into encoded rows: they are escaped."""
     app, alice = reachable
     client = app.test_client()
-    created = client.post("/v1/workstations", json={"name": "b", "type": "chromium"}, headers=alice).get_json()
-    wait_for_status(client, alice, created["id"], "stopped")
-    client.post(f"/v1/workstations/{created['id']}/launch", headers=alice)
+    created = _running_browser(client, alice)
     for host in ('gpu"server\\\\lan', "gpü-server.lan"):
         answer = client.get("/v1/workstations", headers={**alice, "Host": host})
         if answer.status_code != 200:

@@ -147,10 +147,6 @@ class WorkstationStore:
         )
         return row["id"] if row else None
 
-    def running_ids_of(self, account_id: str) -> list[str]:
-        with self._records_now() as records:
-            return [ws.id for ws in records.all() if ws.account_id == account_id and ws.status == RUNNING]
-
     def to_reconcile(self, domain_names) -> list[tuple[Workstation, str | None]]:
         """Every live workstation, and deleted ones whose domain is still there; with their deletion time."""
         ids = [name.removeprefix(DOMAIN_PREFIX) for name in domain_names if name.startswith(DOMAIN_PREFIX)]
