@@ -27,7 +27,7 @@ from cwhost.app import create_app
 from cwhost.config import build_config
 from cwhost.db import Database
 from cwhost.ids import unix_to_rfc3339
-from cwhost.usage import DAY, HOUR
+from cwhost.usage_figures import DAY, HOUR
 
 YEAR = 365 * DAY
 INTERVAL = 10

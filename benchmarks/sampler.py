@@ -25,7 +25,8 @@ from pathlib import Path
 from cwhost.config import build_config
 from cwhost.db import ROLLUP_TABLES, Database
 from cwhost.sampler import Sampler
-from cwhost.usage import HOUR, UsageLedger
+from cwhost.usage import UsageLedger
+from cwhost.usage_figures import HOUR
 from cwhost.workstations.model import RUNNING, domain_name
 from cwhost.workstations.store import WorkstationStore
 

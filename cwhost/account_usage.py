@@ -1,9 +1,9 @@
 """An account's usage and cost over a window: per workstation, and per day or per calendar month.
 
-What a team lead asks first. Each workstation's figures come from the usage
-ledger exactly as its own usage endpoint reports them (deleted workstations
-included), so the two always agree; periods are UTC days, or UTC calendar
-months made of those days.
+What a team lead asks first. Each workstation's figures are summed by the
+usage ledger as its own usage endpoint's are (deleted workstations included),
+so the two agree, but for all of the account's workstations in one pass;
+periods are UTC days, or UTC calendar months made of those days.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from cwhost.config import Pricing
 from cwhost.db import Database
 from cwhost.ids import rfc3339_to_unix
-from cwhost.usage import Figures, Priced, PricedBucket, UsageLedger
+from cwhost.usage import Priced, PricedBucket, UsageLedger
+from cwhost.usage_figures import Figures
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,17 @@ class AccountUsageReports:
         end = now if end is None else min(end, now)
         if start is None:
             start = min((rfc3339_to_unix(r["created_at"]) for r in rows), default=end)
+        kept = [row for row in rows if _existed_within(row, start, end)]
+        sums = self._ledger.sums([row["id"] for row in kept], start, end, "day" if granularity else None)
         total, periods = Figures(), dict[float, Figures]()
         workstations = []
-        for row in rows:
-            if not _existed_within(row, start, end):
-                continue
-            report = self._ledger.report(row["id"], start, end, "day" if granularity else None)
-            total.add(report.total)
-            workstations.append(WorkstationUsage(row["id"], row["name"], row["deleted_at"] is not None, report.total))
-            for day, figures in report.buckets:
-                period = month_of(day) if granularity == "month" else day
-                periods.setdefault(period, Figures()).add(figures)
+        for row in kept:
+            figures = sums.per_workstation[row["id"]]
+            total.add(figures)
+            workstations.append(WorkstationUsage(row["id"], row["name"], row["deleted_at"] is not None, figures))
+        for day, figures in sums.buckets_in_order():
+            period = month_of(day) if granularity == "month" else day
+            periods.setdefault(period, Figures()).add(figures)
         return AccountUsage(start, end, total, workstations, sorted(periods.items()))
 
 

@@ -89,10 +89,8 @@ class Accounts:
 
     def spent_usd(self, account_id: str) -> float:
         pricing = self._config.pricing
-        return sum(
-            self._ledger.report(row["id"]).total.cost_usd(pricing)
-            for row in self._db.query("SELECT id FROM workstations WHERE account_id = ?", [account_id])
-        )
+        ids = [row["id"] for row in self._db.query("SELECT id FROM workstations WHERE account_id = ?", [account_id])]
+        return sum(figures.cost_usd(pricing) for figures in self._ledger.sums(ids).per_workstation.values())
 
     def balance_usd(self, account_id: str) -> float | None:
         """Credit left, or None when the account has no credit limit."""

@@ -14,7 +14,7 @@ import math
 from typing import NamedTuple
 
 from cwhost.db import ROLLUP_TABLES, Database
-from cwhost.usage import GB, slot_of, split_by_step
+from cwhost.usage_figures import GB, slot_of, split_by_step
 from cwhost.workstations.model import RUNNING
 
 

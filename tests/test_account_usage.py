@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cwhost.account_usage import month_of
-from cwhost.usage import DAY, GB, HOUR
+from cwhost.usage_figures import DAY, GB, HOUR
 from tests.conftest import create_stopped
 from tests.test_metering import T0, Meter
 
@@ -78,7 +78,7 @@ def test_figures_add_every_quantity_they_hold():
     """Figures.add names each field; a quantity added to Figures later must be added too."""
     from dataclasses import fields
 
-    from cwhost.usage import Figures
+    from cwhost.usage_figures import Figures
 
     one = Figures(**{spec.name: float(n + 1) for n, spec in enumerate(fields(Figures))})
     total = Figures()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cwhost.errors import PaymentRequired, QuotaExceeded
-from cwhost.usage import GB, HOUR
+from cwhost.usage_figures import GB, HOUR
 from tests.test_metering import T0, Meter
 
 

@@ -13,7 +13,7 @@ from cwhost.auth import Principal, create_key, ensure_account
 from cwhost.db import Database
 from cwhost.metering import MeterRecorder, ProcessReading
 from cwhost.sampler import GpuReader, Sampler, normalize_pci_address
-from cwhost.usage import DAY, GB, HOUR
+from cwhost.usage_figures import DAY, GB, HOUR
 from cwhost.workstations.model import domain_name
 from drivers.base import HostInfo
 from drivers.fake import FakeDriver

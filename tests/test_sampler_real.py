@@ -15,7 +15,7 @@ from cwhost.app import build_services
 from cwhost.auth import Principal, ensure_account
 from cwhost.db import Database
 from cwhost.sampler import ProcessReader, Sampler
-from cwhost.usage import GB
+from cwhost.usage_figures import GB
 from cwhost.workstations.model import domain_name
 from drivers.base import HostInfo
 from drivers.fake import FakeDriver, GuestLoad

@@ -1,0 +1,175 @@
+"""The usage ledger summed over a set of workstations and a window [from, to).
+
+Time-based quantities come from the segments. Metered ones come from daily
+rollups for the whole days inside the window, hourly ones for the whole hours
+left, and raw samples for the partial hours at its edges; each spreads a
+reading evenly over the interval it covers, so they agree with each other.
+Partial edge hours older than the raw samples' retention count nothing.
+
+Each query covers the whole set and is summed in SQL, once per workstation
+and once per bucket: an account's year by day is a dozen queries whatever the
+number of its workstations, and Python adds hundreds of rows rather than tens
+of thousands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+from cwhost.config import Pricing
+from cwhost.db import ROLLUP_TABLES, Database
+from cwhost.usage_figures import Figures, slot_of, split_by_step
+
+IN_SET = "workstation_id IN (SELECT value FROM json_each(:ids))"
+METERED = ("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds")
+
+# The samples whose interval meets (from, to]: those read inside it, and each
+# workstation's first read after it, whose interval may reach back into it.
+SAMPLES_MEETING_WINDOW = f"""
+    SELECT workstation_id, since, sampled_at, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds
+      FROM usage_samples WHERE {IN_SET} AND sampled_at > :start AND sampled_at <= :end
+    UNION ALL
+    SELECT s.workstation_id, s.since, s.sampled_at, s.cpu_seconds, s.memory_gb_seconds, s.gpu_utilized_seconds
+      FROM json_each(:ids) AS j JOIN usage_samples AS s ON s.rowid = (
+           SELECT rowid FROM usage_samples WHERE workstation_id = j.value AND sampled_at > :end
+            ORDER BY sampled_at LIMIT 1)"""
+
+# The share of each sample inside the window, and where that share begins (a
+# sample of no duration has no share and is left out, as it holds nothing).
+SAMPLE_SHARES = f"""
+    SELECT workstation_id, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds,
+           MAX(since, :start) AS counted_from,
+           (MIN(sampled_at, :end) - MAX(since, :start)) / (sampled_at - since) AS share
+      FROM ({SAMPLES_MEETING_WINDOW})"""
+
+
+def _summed(factor: str = "") -> str:
+    return ", ".join(f"SUM({name}{factor}) AS {name}" for name in METERED)
+
+
+class LedgerSums:
+    """Usage of a set of workstations over [start, end): per workstation, and per bucket of ``step`` seconds."""
+
+    def __init__(self, db: Database, pricing: Pricing, ids, start: float | None, end: float, now: float, step):
+        self.per_workstation: defaultdict[str, Figures] = defaultdict(Figures)
+        self.buckets: defaultdict[int, Figures] = defaultdict(Figures)
+        self._db = db
+        self._pricing = pricing
+        self._params = {"ids": json.dumps(list(ids)), "start": -math.inf if start is None else start, "end": end}
+        self.end = end
+        self._start, self._now, self._step = start, now, step
+
+    def buckets_in_order(self) -> list[tuple[float, Figures]]:
+        return [(slot, self.buckets[slot]) for slot in sorted(self.buckets)]
+
+    def add_segments(self) -> None:
+        """Storage and GPU time, each part at its own configuration (an open segment runs to now)."""
+        held_by_slot = _HeldBySlot(self._step) if self._step else None
+        for row in self._db.query(
+            f"SELECT workstation_id, started_at, ended_at, running, storage_gb, gpu FROM usage_segments"
+            f" WHERE {IN_SET} AND started_at < :end AND (ended_at IS NULL OR ended_at > :start)",
+            self._params,
+        ):
+            held_from = row["started_at"] if self._start is None else max(row["started_at"], self._start)
+            held_to = min(row["ended_at"] if row["ended_at"] is not None else self._now, self.end)
+            if held_to <= held_from:
+                continue
+            gpus = 1 if row["running"] and row["gpu"] else 0
+            held = (row["storage_gb"], gpus, self._pricing.gpu_rate(row["gpu"]) if gpus else 0.0)
+            self.per_workstation[row["workstation_id"]].add_held(held_to - held_from, *held)
+            if held_by_slot:
+                held_by_slot.add(self.buckets, held_from, held_to, held)
+        if held_by_slot:
+            held_by_slot.spread(self.buckets)
+
+    def add_running_totals(self) -> None:
+        """The meter's running totals: all that was metered, for a window from the start to now."""
+        for row in self._db.query(f"SELECT * FROM meter_state WHERE {IN_SET}", self._params):
+            self.per_workstation[row["workstation_id"]].add_metered(row)
+
+    def add_metered(self) -> None:
+        """Rollups of each level no coarser than the buckets asked for, so that a bucket sums rows within it."""
+        levels = [(table, size) for table, size in ROLLUP_TABLES.items() if not self._step or size <= self._step]
+        self._resolve(self._start, self.end, levels)
+
+    def _resolve(self, start: float | None, end: float, levels: list[tuple[str, int]]) -> None:
+        if not levels:
+            self._add_samples(start, end)
+            return
+        (table, size), finer = levels[0], levels[1:]
+        first = None if start is None else math.ceil(start / size) * size
+        last = slot_of(end, size)
+        if first is not None and first >= last:
+            self._resolve(start, end, finer)
+            return
+        where = f"{IN_SET} AND start < :last" + ("" if first is None else " AND start >= :first")
+        self._add_grouped(
+            lambda key: f"SELECT {key} AS key, {_summed()} FROM {table} WHERE {where} GROUP BY key",
+            {**self._params, "first": first, "last": last},
+            slot=f"(start / {int(self._step or 1)}) * {int(self._step or 1)}",
+        )
+        if first is not None and start is not None and start < first:
+            self._resolve(start, first, finer)
+        if last < end:
+            self._resolve(last, end, finer)
+
+    def _add_samples(self, start: float | None, end: float) -> None:
+        self._add_grouped(
+            lambda key: (
+                f"SELECT {key} AS key, {_summed(' * share')} FROM ({SAMPLE_SHARES}) WHERE share > 0 GROUP BY key"
+            ),
+            {**self._params, "start": -math.inf if start is None else start, "end": end},
+            slot=f"CAST(counted_from / {int(self._step or 1)} AS INTEGER) * {int(self._step or 1)}",
+        )
+
+    def _add_grouped(self, query_by, params: dict, slot: str) -> None:
+        """Run a summing query grouped by workstation, and by ``slot`` when buckets are asked for."""
+        for row in self._db.query(query_by("workstation_id"), params):
+            self.per_workstation[row["key"]].add_metered(row)
+        if self._step:
+            for row in self._db.query(query_by(slot), params):
+                self.buckets[row["key"]].add_metered(row)
+
+
+class _HeldBySlot:
+    """Segments' storage and GPU time spread over buckets.
+
+    A segment adds its partial buckets directly, and a change of rate at each
+    end of the whole buckets between; one sweep then applies the rates, so a
+    year of days costs one pass for the whole set rather than one per segment.
+    """
+
+    def __init__(self, step: int):
+        self._step = step
+        # Per slot: the change of storage GB, GPUs, GPU USD per hour, and of the number of segments held.
+        self._changes: defaultdict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+
+    def add(self, buckets, start: float, end: float, held: tuple[float, float, float]) -> None:
+        step = self._step
+        first, last = math.ceil(start / step) * step, slot_of(end, step)
+        if first >= last:
+            for slot, seconds in split_by_step(start, end, step):
+                buckets[slot].add_held(seconds, *held)
+            return
+        if start < first:
+            buckets[first - step].add_held(first - start, *held)
+        if last < end:
+            buckets[last].add_held(end - last, *held)
+        for slot, sign in ((first, 1), (last, -1)):
+            change = self._changes[slot]
+            for n, rate in enumerate((*held, 1)):
+                change[n] += sign * rate
+
+    def spread(self, buckets) -> None:
+        rates = [0.0, 0.0, 0.0, 0.0]
+        slots = sorted(self._changes)
+        for here, following in zip(slots, slots[1:], strict=False):
+            rates = [rate + change for rate, change in zip(rates, self._changes[here], strict=True)]
+            if not rates[3]:
+                # Nothing held: start again from exact zeros rather than a float's remainder.
+                rates = [0.0, 0.0, 0.0, 0.0]
+                continue
+            for slot in range(here, following, self._step):
+                buckets[slot].add_held(self._step, *rates[:3])
