@@ -96,15 +96,10 @@ def open_segment(
     storage_gb: int,
     gpu: str | None,
 ) -> None:
-    tx.table("usage_segments").insert(
-        {
-            "workstation_id": workstation_id,
-            "started_at": at,
-            "ended_at": None,
-            "running": int(running),
-            "storage_gb": storage_gb,
-            "gpu": gpu if running else None,
-        }
+    tx.execute(
+        "INSERT INTO usage_segments (workstation_id, started_at, ended_at, running, storage_gb, gpu)"
+        " VALUES (?, ?, NULL, ?, ?, ?)",
+        [workstation_id, at, int(running), storage_gb, gpu if running else None],
     )
 
 

@@ -45,10 +45,28 @@ class Page:
     next_cursor: str | None
 
 
+# The writes here are plain SQL rather than sqlite-utils' insert() and
+# update(), which read the schema first: a dozen statements, each letting go
+# of the GIL and waiting to take it back, while the write lock is held.
+
+
 def log_event(tx, workstation_id: str, at: float, level: str, message: str) -> None:
-    tx.table("workstation_events").insert(
-        {"workstation_id": workstation_id, "at": at, "level": level, "message": message}
+    tx.execute(
+        "INSERT INTO workstation_events (workstation_id, at, level, message) VALUES (?, ?, ?, ?)",
+        [workstation_id, at, level, message],
     )
+
+
+def _insert_workstation(tx, row: dict) -> None:
+    names = ", ".join(f'"{name}"' for name in row)
+    tx.execute(f"INSERT INTO workstations ({names}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+
+
+def _update_workstation(tx, workstation_id: str, columns: dict) -> None:
+    assignments = ", ".join(f'"{name}" = ?' for name in columns)
+    cursor = tx.execute(f"UPDATE workstations SET {assignments} WHERE id = ?", [*columns.values(), workstation_id])
+    if cursor.rowcount != 1:
+        raise LookupError(f"no workstation {workstation_id} to update")
 
 
 class WorkstationStore:
@@ -178,13 +196,13 @@ class WorkstationStore:
 
     def set(self, workstation_id: str, **columns) -> None:
         with self._db.write() as tx:
-            tx.table("workstations").update(workstation_id, columns)
+            _update_workstation(tx, workstation_id, columns)
         self.read_back([workstation_id])
 
     def insert(self, row: dict, at: float, event: str) -> None:
         """A new workstation, its first (stopped) segment and its first event."""
         with self._db.write() as tx:
-            tx.table("workstations").insert(row)
+            _insert_workstation(tx, row)
             open_segment(tx, row["id"], at, running=False, storage_gb=row["storage_gb"], gpu=None)
             log_event(tx, row["id"], at, "info", event)
         self.read_back([row["id"]])
@@ -208,7 +226,7 @@ class WorkstationStore:
         with self._db.write() as tx:
             log_event(tx, ws.id, self._clock(), *event)
             if columns:
-                tx.table("workstations").update(ws.id, columns)
+                _update_workstation(tx, ws.id, columns)
             close_segment(tx, ws.id, at)
             if next_segment is not None:
                 open_segment(
@@ -229,7 +247,7 @@ class WorkstationStore:
     def record(self, workstation_id: str, event: tuple[str, str], **columns) -> None:
         """Change columns and log an event, billing untouched (provisioning done)."""
         with self._db.write() as tx:
-            tx.table("workstations").update(workstation_id, columns)
+            _update_workstation(tx, workstation_id, columns)
             log_event(tx, workstation_id, self._clock(), *event)
         self.read_back([workstation_id])
 
