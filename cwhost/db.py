@@ -310,6 +310,7 @@ class Database:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
+        self._writer = threading.Lock()
 
     def connect(self) -> sqlite_utils.Database:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
@@ -340,17 +341,26 @@ class Database:
         All of it or none of it: a COMMIT that fails (a full disk) is rolled
         back too, or the connection would stay inside the failed transaction
         and refuse every later one on this thread.
+
+        This process's writers queue on a lock first: SQLite's busy handler
+        polls with sleeps growing to 100 ms, so a contended writer could wait
+        seconds while others come and go; the lock hands the turn over at once.
         """
-        db = self.db
-        with _storage_faults():
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.conn.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        if not self._writer.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise StorageUnavailable("The database is busy; nothing was changed. Try again shortly.", retry_after=1)
+        try:
+            db = self.db
+            with _storage_faults():
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.conn.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+        finally:
+            self._writer.release()
 
     def query(self, sql: str, params=()) -> list[dict]:
         """Rows of a SELECT as dicts.
