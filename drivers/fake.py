@@ -1,6 +1,6 @@
 """A hypervisor that only pretends, for CI and for trying cwhost on a laptop.
 
-It keeps its domains in a JSON file under its state directory, so that they
+It keeps each domain in a JSON file under its state directory, so that they
 outlive a restart of the service exactly as libvirt's definitions do. Every
 domain gets a real sparse disk file, and every running domain a real process
 (``drivers.fake_guest``, burning a configured share of a CPU) in its own
@@ -11,11 +11,11 @@ real process. It raises the same exceptions as a real driver, including
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import tempfile
 import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from drivers.base import (
     ProvisioningError,
     require_shared_directory,
 )
-from drivers.fake_domain import FakeDomain, mark_stopped
+from drivers.fake_domain import DomainFiles, FakeDomain, stopped
 from drivers.fake_guest_agent import SCREEN_SIZE, simulate_exec, simulated_screen
 from drivers.fake_processes import is_guest, launch_guest, live_guest, owner_of, stop_guest
 from drivers.input_events import InputAction, batches_of
@@ -69,27 +69,21 @@ class FakeDriver(HypervisorDriver):
     ):
         self._state_dir = Path(state_dir)
         self._disk_dir = self._state_dir / "disks"
-        self._state_file = self._state_dir / "domains.json"
         self._host = host
         self._guest = guest
         self._console_host = console_host
+        # Guards the domains in memory, for moments; a change to a domain holds that domain's own lock
+        # across its slow parts (a guest's start or stop, the record's write), as libvirt's job lock does.
         self._lock = threading.Lock()
-        # Domains whose guest is being started, outside the lock.
-        self._starting: set[str] = set()
+        self._domain_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._available = True
         self._disk_dir.mkdir(parents=True, exist_ok=True)
-        self._domains = self._load()
+        self._files = DomainFiles(self._state_dir)
+        self._domains = self._files.load()
         self._forget_dead_guests()
         self._stop_unrecorded_guests()
 
     # -- persistence ---------------------------------------------------------
-
-    def _load(self) -> dict[str, FakeDomain]:
-        try:
-            raw = json.loads(self._state_file.read_text())
-        except FileNotFoundError:
-            return {}
-        return {name: FakeDomain(**fields) for name, fields in raw.items()}
 
     @staticmethod
     def _same(domain: FakeDomain, spec: DomainSpec) -> bool:
@@ -100,37 +94,46 @@ class FakeDriver(HypervisorDriver):
             asdict(spec.boot),
         )
 
-    def _save(self) -> None:
-        """Write-then-rename, so that a crash leaves the old or the new state on disk, never half.
+    @contextmanager
+    def _changing(self, name: str) -> Iterator[None]:
+        """Hold ``name``'s own lock: its changes happen one at a time, other domains' meanwhile."""
+        with self._lock:
+            lock = self._domain_locks.get(name)
+            if lock is None:
+                lock = self._domain_locks[name] = threading.Lock()
+        with lock:
+            yield
 
-        If it cannot be written (a full disk), the domains in memory go back
-        to what is on disk and the hypervisor is unavailable, as libvirt is
-        when it cannot write a definition: nothing changed.
+    def _commit(self, name: str, before: FakeDomain | None, after: FakeDomain | None) -> None:
+        """Show ``after`` (None: the domain is gone) and record it; if it cannot be recorded, ``before`` again.
+
+        A record that cannot be written (a full disk) leaves the domain as it
+        was and the hypervisor unavailable, as libvirt is when it cannot write
+        a definition: nothing changed. The caller holds the domain's lock, so
+        nothing else changed it meanwhile.
         """
-        payload = json.dumps({n: asdict(d) for n, d in self._domains.items()})
-        tmp = None
+        self._show(name, after)
         try:
-            fd, tmp = tempfile.mkstemp(dir=self._state_dir, prefix=".domains.")
-            with os.fdopen(fd, "w") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._state_file)
+            if after is None:
+                self._files.remove(name)
+            else:
+                self._files.write(name, after)
         except OSError as exc:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            self._domains = self._load()
-            raise HypervisorUnavailable(f"cannot record the domains: {exc.strerror}") from exc
+            self._show(name, before)
+            raise HypervisorUnavailable(f"cannot record domain {name}: {exc.strerror}") from exc
+
+    def _show(self, name: str, domain: FakeDomain | None) -> None:
+        with self._lock:
+            if domain is None:
+                self._domains.pop(name, None)
+            else:
+                self._domains[name] = domain
 
     def _forget_dead_guests(self) -> None:
         """A guest that died while no driver watched it is a domain that stopped."""
-        changed = False
-        for domain in self._domains.values():
+        for name, domain in list(self._domains.items()):
             if domain.state == DomainState.RUNNING.value and self._guest_process(domain) is None:
-                mark_stopped(domain)
-                changed = True
-        if changed:
-            self._save()
+                self._commit(name, domain, stopped(domain))
 
     def _stop_unrecorded_guests(self) -> None:
         """Stop guests this driver started but never recorded (the service died in between).
@@ -169,15 +172,20 @@ class FakeDriver(HypervisorDriver):
 
     def set_ignores_acpi(self, name: str, ignores: bool) -> None:
         """Simulate a guest that does not power off when asked."""
-        with self._lock:
-            self._get(name).ignores_acpi = ignores
-            self._save()
+        with self._changing(name):
+            domain = self._current(name)
+            self._commit(name, domain, replace(domain, ignores_acpi=ignores))
 
     # -- helpers -------------------------------------------------------------
 
     def _check_available(self) -> None:
         if not self._available:
             raise HypervisorUnavailable("fake hypervisor is unavailable")
+
+    def _current(self, name: str) -> FakeDomain:
+        with self._lock:
+            self._check_available()
+            return self._get(name)
 
     def _get(self, name: str) -> FakeDomain:
         try:
@@ -199,38 +207,26 @@ class FakeDriver(HypervisorDriver):
         return self._host
 
     def define(self, spec: DomainSpec) -> None:
-        with self._lock:
-            self._check_available()
-            existing = self._domains.get(spec.name)
+        with self._changing(spec.name):
+            with self._lock:
+                self._check_available()
+                existing = self._domains.get(spec.name)
             if existing is not None:
                 if not self._same(existing, spec):
                     raise ProvisioningError(f"domain {spec.name} exists with another spec")
                 return
             self._size_disk(spec.name, spec.storage_gb)
-            self._domains[spec.name] = FakeDomain(
-                title=spec.title,
-                cpu_cores=spec.cpu_cores,
-                memory_gb=spec.memory_gb,
-                storage_gb=spec.storage_gb,
-                boot=asdict(spec.boot),
-            )
-            self._save()
+            self._commit(spec.name, None, FakeDomain(**_defined_by(spec)))
 
     def update(self, spec: DomainSpec) -> None:
-        with self._lock:
-            self._check_available()
-            domain = self._get(spec.name)
+        with self._changing(spec.name):
+            domain = self._current(spec.name)
             if domain.state != DomainState.STOPPED.value:
                 raise InvalidDomainState(f"domain {spec.name} is not stopped")
             if spec.storage_gb < domain.storage_gb:
                 raise ProvisioningError("a disk can grow but never shrink")
             self._size_disk(spec.name, spec.storage_gb)
-            domain.title = spec.title
-            domain.cpu_cores = spec.cpu_cores
-            domain.memory_gb = spec.memory_gb
-            domain.storage_gb = spec.storage_gb
-            domain.boot = asdict(spec.boot)
-            self._save()
+            self._commit(spec.name, domain, replace(domain, **_defined_by(spec)))
 
     def start(
         self,
@@ -240,84 +236,76 @@ class FakeDriver(HypervisorDriver):
         seed: GuestSeed | None = None,
         forwards: tuple[PortForward, ...] = (),
     ) -> None:
-        with self._lock:
-            self._check_available()
-            domain = self._get(name)
-            if domain.state != DomainState.STOPPED.value or name in self._starting:
+        with self._changing(name):
+            domain = self._current(name)
+            if domain.state != DomainState.STOPPED.value:
                 raise InvalidDomainState(f"domain {name} is already running")
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
             require_shared_directory(share)
-            self._starting.add(name)
-        try:
-            # Outside the lock, as a stop's wait is: starting a process takes tens of milliseconds,
-            # which every other domain's calls would otherwise queue behind.
             pid, pid_started = launch_guest(self._guest, str(self._state_dir.resolve()))
-        finally:
             with self._lock:
-                self._starting.discard(name)
-        with self._lock:
-            domain.pid, domain.pid_started = pid, pid_started
-            taken = {d.console_port for d in self._domains.values() if d.console_port}
-            domain.console_port = next(p for p in range(5900, 65536) if p not in taken)
-            domain.console_password = secrets.token_urlsafe(6)[:8]
-            domain.state = DomainState.RUNNING.value
-            domain.gpu = gpu.pci_address if gpu else None
-            domain.share = str(share) if share else None
-            domain.seed = asdict(seed) if seed else None
-            domain.forwards = [astuple(forward) for forward in forwards]
+                taken = {d.console_port for d in self._domains.values() if d.console_port}
+                running = replace(
+                    domain,
+                    state=DomainState.RUNNING.value,
+                    pid=pid,
+                    pid_started=pid_started,
+                    console_port=next(p for p in range(5900, 65536) if p not in taken),
+                    console_password=secrets.token_urlsafe(6)[:8],
+                    gpu=gpu.pci_address if gpu else None,
+                    share=str(share) if share else None,
+                    seed=asdict(seed) if seed else None,
+                    forwards=[astuple(forward) for forward in forwards],
+                )
+                # Shown before the lock is let go, so that no other start takes the same console port.
+                self._domains[name] = running
             try:
-                self._save()
+                self._commit(name, domain, running)
             except HypervisorUnavailable:
-                self._stop_guest(domain)
+                self._stop_guest(running)
                 raise
 
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
-        with self._lock:
-            self._check_available()
-            domain = self._get(name)
+        with self._changing(name):
+            domain = self._current(name)
             if domain.state != DomainState.RUNNING.value:
                 raise InvalidDomainState(f"domain {name} is not running")
             if domain.ignores_acpi:
                 return False
-            guest = self._record_powered_off(domain)
-        self._stop_guest(guest)
+            self._power_off(name, domain)
         return True
 
     def destroy(self, name: str) -> None:
-        with self._lock:
-            self._check_available()
-            domain = self._get(name)
+        with self._changing(name):
+            domain = self._current(name)
             if domain.state != DomainState.RUNNING.value:
                 raise InvalidDomainState(f"domain {name} is not running")
-            guest = self._record_powered_off(domain)
-        self._stop_guest(guest)
+            self._power_off(name, domain)
 
-    def _record_powered_off(self, domain: FakeDomain) -> FakeDomain:
-        """Record a running domain as stopped; returns it as it ran, for its guest to be stopped.
+    def _power_off(self, name: str, domain: FakeDomain) -> None:
+        """Record a running domain as stopped, then stop its guest.
 
         Recorded first: if the record cannot be written the guest runs on, as
         recorded; a crash after the record leaves a guest that the next driver
-        stops as unrecorded. The guest is stopped outside the driver's lock,
-        so that one slow guest does not hold up every other domain.
+        stops as unrecorded. Only this domain's lock is held meanwhile, so one
+        slow guest does not hold up every other domain.
         """
-        guest = replace(domain)
-        mark_stopped(domain)
-        self._save()
-        return guest
+        self._commit(name, domain, stopped(domain))
+        self._stop_guest(domain)
 
     def delete(self, name: str) -> None:
-        with self._lock:
-            self._check_available()
-            domain = self._domains.get(name)
+        with self._changing(name):
+            with self._lock:
+                self._check_available()
+                domain = self._domains.get(name)
             if domain is None:
                 self.disk_path(name).unlink(missing_ok=True)
                 return
-            if domain.state != DomainState.STOPPED.value or name in self._starting:
+            if domain.state != DomainState.STOPPED.value:
                 raise InvalidDomainState(f"domain {name} is running")
             self.disk_path(name).unlink(missing_ok=True)
-            del self._domains[name]
-            self._save()
+            self._commit(name, domain, None)
 
     def state(self, name: str) -> DomainState:
         with self._lock:
@@ -343,11 +331,9 @@ class FakeDriver(HypervisorDriver):
             return {name: DomainState(d.state) for name, d in self._domains.items()}
 
     def _live(self, name: str) -> FakeDomain | None:
-        """A copy of the running domain's record; None when it is stopped."""
-        with self._lock:
-            self._check_available()
-            domain = self._get(name)
-            return replace(domain) if domain.state == DomainState.RUNNING.value else None
+        """The running domain's record (never changed in place); None when it is stopped."""
+        domain = self._current(name)
+        return domain if domain.state == DomainState.RUNNING.value else None
 
     def access(self, name: str) -> Access | None:
         domain = self._live(name)
@@ -393,3 +379,14 @@ class FakeDriver(HypervisorDriver):
         if domain is None:
             raise InvalidDomainState(f"domain {name} is not running")
         return simulated_screen(domain.title)
+
+
+def _defined_by(spec: DomainSpec) -> dict:
+    """The fields of a domain's record that its spec sets."""
+    return {
+        "title": spec.title,
+        "cpu_cores": spec.cpu_cores,
+        "memory_gb": spec.memory_gb,
+        "storage_gb": spec.storage_gb,
+        "boot": asdict(spec.boot),
+    }

@@ -86,10 +86,7 @@ def storm(url: str, token: str, ledger: Ledger, stop: threading.Event, seed: int
 
 
 def fake_domains(data_dir: Path) -> dict[str, dict]:
-    try:
-        return json.loads((data_dir / "fake-driver" / "domains.json").read_text())
-    except FileNotFoundError:
-        return {}
+    return {path.stem: json.loads(path.read_text()) for path in (data_dir / "fake-driver" / "domains").glob("*.json")}
 
 
 def guest_alive(domain: dict) -> bool:

@@ -91,8 +91,8 @@ def test_a_guest_started_but_never_recorded_is_stopped_by_the_next_driver(tmp_pa
     driver.start("cwhost-ws-test0001")
     orphan = psutil.Process(driver.pid("cwhost-ws-test0001"))
     # As if the service died after starting the guest, before saving its state.
-    (tmp_path / "fake" / "domains.json").write_text(
-        '{"cwhost-ws-test0001": {"title": "t", "cpu_cores": 1, "memory_gb": 1, "storage_gb": 1}}'
+    (tmp_path / "fake" / "domains" / "cwhost-ws-test0001.json").write_text(
+        '{"title": "t", "cpu_cores": 1, "memory_gb": 1, "storage_gb": 1}'
     )
     others = FakeDriver(tmp_path / "other", HOST)
     others.define(DomainSpec("cwhost-ws-test0002", "t", 1, 1, 1))
@@ -105,3 +105,79 @@ def test_a_guest_started_but_never_recorded_is_stopped_by_the_next_driver(tmp_pa
     assert others.state("cwhost-ws-test0002") == DomainState.RUNNING
     assert psutil.Process(others.pid("cwhost-ws-test0002")).is_running()
     others.destroy("cwhost-ws-test0002")
+
+
+def test_the_single_state_file_of_earlier_versions_is_split_into_a_file_per_domain(tmp_path):
+    (tmp_path / "domains.json").write_text(
+        '{"cwhost-ws-old1": {"title": "old", "cpu_cores": 2, "memory_gb": 4, "storage_gb": 1}}'
+    )
+    driver = FakeDriver(tmp_path, HOST)
+    assert driver.describe("cwhost-ws-old1").cpu_cores == 2
+    assert not (tmp_path / "domains.json").exists()
+    assert (tmp_path / "domains" / "cwhost-ws-old1.json").exists()
+    assert FakeDriver(tmp_path, HOST).list_domains() == {"cwhost-ws-old1": DomainState.STOPPED}
+
+
+def test_a_domain_that_is_slow_to_start_holds_up_no_other_domain(tmp_path, monkeypatch):
+    import threading
+
+    import drivers.fake
+
+    driver = FakeDriver(tmp_path, HOST)
+    slow, quick = spec("cwhost-ws-slow"), spec("cwhost-ws-quick")
+    driver.define(slow)
+    driver.define(quick)
+    release, launching = threading.Event(), threading.Event()
+    real_launch = drivers.fake.launch_guest
+
+    def launch(load, owner):
+        if threading.current_thread().name == "slow-start":
+            launching.set()
+            release.wait(10)
+        return real_launch(load, owner)
+
+    monkeypatch.setattr(drivers.fake, "launch_guest", launch)
+    starter = threading.Thread(target=driver.start, args=(slow.name,), name="slow-start")
+    starter.start()
+    try:
+        assert launching.wait(5)
+        driver.start(quick.name)
+        driver.set_ignores_acpi(quick.name, False)
+        assert driver.shutdown(quick.name, 1)
+        assert driver.list_domains() == {slow.name: DomainState.STOPPED, quick.name: DomainState.STOPPED}
+        assert starter.is_alive(), "the slow start was let go before the other domain's changes were done"
+    finally:
+        release.set()
+        starter.join(10)
+    assert driver.state(slow.name) == DomainState.RUNNING
+    driver.destroy(slow.name)
+
+
+def test_a_record_that_cannot_be_written_changes_nothing(tmp_path, monkeypatch):
+    driver = FakeDriver(tmp_path, HOST)
+    driver.define(spec())
+    before = (tmp_path / "domains" / "cwhost-ws-test0001.json").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("drivers.fake_domain.tempfile.mkstemp", disk_full)
+    with pytest.raises(HypervisorUnavailable):
+        driver.start("cwhost-ws-test0001")
+    assert driver.state("cwhost-ws-test0001") == DomainState.STOPPED
+    assert driver.pid("cwhost-ws-test0001") is None
+    assert (tmp_path / "domains" / "cwhost-ws-test0001.json").read_bytes() == before
+    monkeypatch.undo()
+    assert FakeDriver(tmp_path, HOST).state("cwhost-ws-test0001") == DomainState.STOPPED
+
+
+def test_a_guest_reads_its_options_and_refuses_one_it_does_not_know():
+    from drivers.fake_guest import options
+
+    assert options(["--cpu-share", "0.5", "--detach", "--owner", "/x"]) == (
+        {"--cpu-share": "0.5", "--memory-mb": "16", "--owner": "/x"},
+        True,
+    )
+    for bad in (["--cpu"], ["--memory-mb"]):
+        with pytest.raises(SystemExit):
+            options(bad)

@@ -120,8 +120,8 @@ def row_counts(data_dir) -> dict:
         return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in TABLES}
 
 
-def domains(data_dir) -> bytes:
-    return (data_dir / "fake-driver" / "domains.json").read_bytes()
+def domains(data_dir) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in (data_dir / "fake-driver" / "domains").iterdir()}
 
 
 @pytest.mark.parametrize(
