@@ -19,6 +19,7 @@ from cwhost.db import Database
 from cwhost.errors import InvalidRequest, NotFound, PaymentRequired, QuotaExceeded
 from cwhost.ids import LATEST
 from cwhost.usage import UsageLedger
+from cwhost.workstations.model import Configuration
 
 # The largest balance an operator may set, either way: beyond it a figure is a typo.
 MAX_BALANCE_USD = 1e12
@@ -163,30 +164,15 @@ class Accounts:
                 f"The account may have at most {limit} workstations (max_workstations); it has {count}."
             )
 
-    def require_quota_to_run(self, account_id: str, cpu_cores: int, memory_gb: int, gpus: int, launching: list) -> None:
-        """Whether the account may run this much more, counting launches still starting."""
-        limits, use = self.limits(account_id), self._counted_use(account_id)
-        for name, limit, current, more in (
-            (
-                "max_running_cpu_cores",
-                limits.max_running_cpu_cores,
-                use.running_cpu_cores + sum(c.cpu_cores for c in launching),
-                cpu_cores,
-            ),
-            (
-                "max_running_memory_gb",
-                limits.max_running_memory_gb,
-                use.running_memory_gb + sum(c.memory_gb for c in launching),
-                memory_gb,
-            ),
-            (
-                "max_running_gpus",
-                limits.max_running_gpus,
-                use.running_gpus + sum(1 for c in launching if c.gpu),
-                gpus,
-            ),
-        ):
-            if current + more > limit:
-                raise QuotaExceeded(
-                    f"Launching needs {more} more against the account's {name} of {limit}; {current} are in use."
-                )
+
+def require_room_to_run(limits: AccountLimits, taken: list[Configuration], wanted: Configuration) -> None:
+    """Whether an account may run ``wanted`` besides what it runs or is launching (``taken``)."""
+    for name, limit, current, more in (
+        ("max_running_cpu_cores", limits.max_running_cpu_cores, sum(c.cpu_cores for c in taken), wanted.cpu_cores),
+        ("max_running_memory_gb", limits.max_running_memory_gb, sum(c.memory_gb for c in taken), wanted.memory_gb),
+        ("max_running_gpus", limits.max_running_gpus, sum(1 for c in taken if c.gpu), 1 if wanted.gpu else 0),
+    ):
+        if current + more > limit:
+            raise QuotaExceeded(
+                f"Launching needs {more} more against the account's {name} of {limit}; {current} are in use."
+            )

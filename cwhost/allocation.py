@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from cwhost.accounts import Accounts
+from cwhost.accounts import Accounts, require_room_to_run
 from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.errors import Unavailable
@@ -90,22 +90,24 @@ class Allocation:
     def reserve(self, ws: Workstation) -> Reservation:
         """Take what a launch needs: capacity, a GPU, its workspace, a port. ``release`` or ``launched`` ends it."""
         self._accounts.require_credit(ws.account_id)
+        limits = self._accounts.limits(ws.account_id)
         host = self._host_info()
+        # Everything read under the lock is read from memory: a read from SQLite lets go of the GIL,
+        # and under load every launch would wait for each one of them in turn.
         with self.lock:
-            self._accounts.require_quota_to_run(
-                ws.account_id,
-                ws.configuration.cpu_cores,
-                ws.configuration.memory_gb,
-                1 if ws.configuration.gpu else 0,
-                [w.configuration for w in self._launching.values() if w.account_id == ws.account_id],
+            running = self._store.running()
+            require_room_to_run(
+                limits,
+                [w.configuration for w in (*running, *self._launching.values()) if w.account_id == ws.account_id],
+                ws.configuration,
             )
-            self._require_capacity(host, ws)
+            self._require_capacity(host, running, ws)
             gpu = self._free_gpu(host, ws)
             ports = self._free_ports(2 if self._has_browser(ws) else 1) if self._forwards_ports else []
             ssh_port, cdp_port = (ports + [None, None])[:2]
             # Read again under the lock: archiving or deleting a workspace
             # detaches it, under this same lock.
-            workspace_id = self._store.reload(ws.id).workspace_id
+            workspace_id = self._store.current(ws.id).workspace_id
             workspace = self._find_workspace(workspace_id) if workspace_id else None
             self._launching[ws.id] = replace(ws, workspace_id=workspace_id)
             self._reserved[ws.id] = (gpu.pci_address if gpu else None, *ports)
@@ -116,11 +118,11 @@ class Allocation:
             raise
         return Reservation(gpu, workspace, ssh_port, cdp_port)
 
-    def _require_capacity(self, host: HostInfo, ws: Workstation) -> None:
-        cpu, memory = self._store.running_totals()
-        for starting in self._launching.values():
-            cpu += starting.configuration.cpu_cores
-            memory += starting.configuration.memory_gb
+    def _require_capacity(self, host: HostInfo, running: list[Workstation], ws: Workstation) -> None:
+        cpu = memory = 0
+        for taking in (*running, *self._launching.values()):
+            cpu += taking.configuration.cpu_cores
+            memory += taking.configuration.memory_gb
         want = ws.configuration
         if cpu + want.cpu_cores > host.cpu_cores:
             raise Unavailable(

@@ -126,6 +126,13 @@ class WorkstationStore:
         with self._records_now() as records:
             return records.get(workstation_id)
 
+    def current(self, workstation_id: str) -> Workstation:
+        """A workstation known to exist, as last written."""
+        found = self.find(workstation_id)
+        if found is None:
+            raise NotFound(f"No workstation {workstation_id}.")
+        return found
+
     def running_one(self, workstation_id: str) -> Workstation | None:
         found = self.find(workstation_id)
         return found if found is not None and found.status == RUNNING else None
@@ -137,26 +144,17 @@ class WorkstationStore:
         )
         return [from_row(r) for r in rows]
 
-    def running_totals(self) -> tuple[int, int]:
-        """Cores and GB of memory of every running workstation."""
-        row = self._db.query_row(
-            "SELECT COALESCE(SUM(cpu_cores), 0) AS cpu, COALESCE(SUM(memory_gb), 0) AS mem"
-            " FROM workstations WHERE status = ? AND deleted_at IS NULL",
-            [RUNNING],
-        )
-        return row["cpu"], row["mem"]
+    # Deleted workstations hold no port and no GPU: only a stopped or failed
+    # workstation can be deleted, and stopping or failing releases them.
 
     def held_ports(self) -> set[int]:
         """Host ports forwarded to any workstation: SSH and DevTools alike."""
-        rows = self._db.query(
-            "SELECT ssh_port AS port FROM workstations WHERE ssh_port IS NOT NULL"
-            " UNION SELECT cdp_port FROM workstations WHERE cdp_port IS NOT NULL"
-        )
-        return {r["port"] for r in rows}
+        with self._records_now() as records:
+            return {port for ws in records.all() for port in (ws.ssh_port, ws.cdp_port) if port is not None}
 
     def held_gpu_addresses(self) -> set[str]:
-        rows = self._db.query("SELECT gpu_address FROM workstations WHERE gpu_address IS NOT NULL")
-        return {r["gpu_address"] for r in rows}
+        with self._records_now() as records:
+            return {ws.gpu_address for ws in records.all() if ws.gpu_address is not None}
 
     def running_with_workspace(self, workspace_id: str) -> str | None:
         row = self._db.query_one(
