@@ -156,9 +156,9 @@ class Accounts:
                 f"The account's credits are used up (balance {balance:.2f} USD).", balance_usd=balance
             )
 
-    def require_quota_for_another_workstation(self, account_id: str) -> None:
+    def require_quota_for_another_workstation(self, account_id: str, being_created: int = 0) -> None:
         limit = self.limits(account_id).max_workstations
-        count = self._counted_use(account_id).workstations
+        count = self._counted_use(account_id).workstations + being_created
         if count + 1 > limit:
             raise QuotaExceeded(
                 f"The account may have at most {limit} workstations (max_workstations); it has {count}."

@@ -73,23 +73,7 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
         find_workspace=lambda wid: workspaces.find(wid),
         forwards_ports=driver.forwards_ports,
     )
-    workspaces = Workspaces(
-        db,
-        config.workspaces_dir,
-        config.workspaces.max_upload_bytes,
-        lock=allocation.lock,
-        workstation_holding=allocation.workstation_holding,
-        clock=clock,
-        require_storage=lambda account, more: storage.require(account, more),
-        detached=store.read_back,
-    )
-    storage = StorageBudget(
-        db,
-        config,
-        workspaces.bytes_used,
-        host_storage_gb=lambda: read_host(driver).storage_gb,
-        account_limit_gb=lambda account: accounts.limits(account).max_storage_gb,
-    )
+    workspaces, storage = _workspaces_and_storage(db, config, driver, store, accounts, allocation, clock)
     ssh_keys = SshKeys(db, clock)
     lifecycle = Lifecycle(store, allocation, accounts, workspaces, storage, ssh_keys, driver, config, clock)
     reconciler = Reconciler(store, lifecycle, workspaces, ledger, driver, clock)
@@ -109,6 +93,31 @@ def build_services(db: Database, driver: HypervisorDriver, config: Config, clock
         account_usage,
         GuestActions(store, driver, config),
     )
+
+
+def _workspaces_and_storage(db, config, driver, store, accounts, allocation, clock) -> tuple[Workspaces, StorageBudget]:
+    """Storage is counted across workstations and workspaces, and uploads hold the budget's lock."""
+    storage_lock = threading.Lock()
+    workspaces = Workspaces(
+        db,
+        config.workspaces_dir,
+        config.workspaces.max_upload_bytes,
+        lock=allocation.lock,
+        storage_lock=storage_lock,
+        workstation_holding=allocation.workstation_holding,
+        clock=clock,
+        require_storage=lambda account, more: storage.require(account, more),
+        detached=store.read_back,
+    )
+    storage = StorageBudget(
+        db,
+        config,
+        workspaces.bytes_used,
+        host_storage_gb=lambda: read_host(driver).storage_gb,
+        account_limit_gb=lambda account: accounts.limits(account).max_storage_gb,
+        lock=storage_lock,
+    )
+    return workspaces, storage
 
 
 @dataclass

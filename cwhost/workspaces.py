@@ -103,16 +103,17 @@ class Workspaces:
         root: Path,
         max_upload_bytes: int,
         lock,
+        storage_lock,
         workstation_holding: Callable[[str], str | None],
         clock,
         require_storage: Callable[[str, int], None] = lambda account_id, more_bytes: None,
         detached: Callable[[list[str]], None] = lambda workstation_ids: None,
     ):
-        self._db = db
-        self.root = Path(root)
+        self._db, self.root = db, Path(root)
         self._staging = self.root / ".staging"
         self.max_upload_bytes = max_upload_bytes
-        self._lock = lock
+        self._lock = lock  # the allocation lock: a launch attaches a workspace under it
+        self._storage_lock = storage_lock
         self._workstation_holding = workstation_holding
         self._clock = clock
         self._require_storage = require_storage
@@ -389,7 +390,7 @@ class Workspaces:
                             details={"path": ["It names a directory."]},
                         )
                     # Under the lock storage is counted by, so two uploads cannot both take the last space.
-                    with self._lock:
+                    with self._storage_lock:
                         self._require_storage(workspace.account_id, written - (existing.st_size if existing else 0))
                         os.replace(staged, parts[-1], dst_dir_fd=parent)
                     os.fsync(parent)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -277,3 +279,64 @@ def test_deleting_a_workspace_while_uploads_run_loses_nothing_and_leaves_nothing
 def test_json_bodies_of_errors_parse_strictly(client, alice):
     answer = client.get("/v1/workstations/ws-nothere", headers=alice)
     json.loads(answer.get_data(as_text=True), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+
+def _slowed(monkeypatch, method_name):
+    """Make each of the store's writes of this kind take 0.3 s, so that concurrent requests overlap."""
+    from cwhost.workstations.store import WorkstationStore
+
+    real = getattr(WorkstationStore, method_name)
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.3)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkstationStore, method_name, slow)
+
+
+def _at_once(requests_to_send):
+    with ThreadPoolExecutor(len(requests_to_send)) as pool:
+        return [future.result() for future in [pool.submit(send) for send in requests_to_send]]
+
+
+def test_creates_at_once_cannot_both_take_the_last_gigabytes(small_storage, monkeypatch):
+    client, alice, _bob, components = small_storage
+    _slowed(monkeypatch, "insert")
+    app = client.application
+    body = {"configuration": {**GOOD_CONFIGURATION, "storageGB": 30}}
+    answers = _at_once(
+        [lambda n=n: app.test_client().post("/v1/workstations", json={"name": f"w{n}", **body}, headers=alice)
+         for n in range(2)]
+    )
+    assert sorted(answer.status_code for answer in answers) == [201, 403], [a.get_json() for a in answers]
+    assert client.get("/v1/account", headers=alice).get_json()["use"]["storageGB"] == 30
+
+
+def test_patches_at_once_cannot_both_take_the_last_gigabytes(small_storage, monkeypatch):
+    client, alice, _bob, components = small_storage
+    first, second = (create_stopped(client, alice, name=f"w{n}", storageGB=20) for n in range(2))
+    _slowed(monkeypatch, "transition")
+    app = client.application
+    answers = _at_once(
+        [lambda ws=ws: app.test_client().patch(
+            f"/v1/workstations/{ws['id']}", json={"configuration": {"storageGB": 26}}, headers=alice)
+         for ws in (first, second)]
+    )
+    assert sorted(answer.status_code for answer in answers) == [200, 403], [a.get_json() for a in answers]
+    assert client.get("/v1/account", headers=alice).get_json()["use"]["storageGB"] == 46
+
+
+def test_creates_at_once_cannot_both_take_the_last_place(tmp_path, monkeypatch):
+    config = make_config(tmp_path / "data", limits={"max_workstations": 1})
+    Database(config.database_path).migrate()
+    app = create_app(config)
+    alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
+    _slowed(monkeypatch, "insert")
+    body = {"configuration": GOOD_CONFIGURATION}
+    answers = _at_once(
+        [lambda n=n: app.test_client().post("/v1/workstations", json={"name": f"w{n}", **body}, headers=alice)
+         for n in range(2)]
+    )
+    assert sorted(answer.status_code for answer in answers) == [201, 403], [a.get_json() for a in answers]
+    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    power_off_fake_guests(config.data_dir)

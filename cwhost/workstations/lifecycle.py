@@ -12,8 +12,7 @@ that a crash at any point leaves something the reconciler can finish:
 - delete commits ``deleted_at`` before removing the domain; recovery removes
   the domain of a deleted row that is still there.
 
-All transitions of one workstation are serialised by a per-workstation lock,
-which is enough because one process owns the database (cwhost.serverlock).
+A per-workstation lock serialises its transitions: enough, as one process owns the database.
 """
 
 from __future__ import annotations
@@ -160,10 +159,12 @@ class Lifecycle:
         self._accounts.require_credit(principal.account_id)
         now = self._clock()
         row = request.row(principal.account_id, name, type_id, workspace_id, keys, now)
-        # Under the allocation lock, so that two creates cannot both take the last place.
-        with self._allocation.lock:
-            self._accounts.require_quota_for_another_workstation(principal.account_id)
-            self._storage.require(principal.account_id, request.configuration.storage_gb * GIB)
+        # Promised before the write, so that two creates cannot both take the last place.
+        with self._storage.promised(
+            principal.account_id,
+            request.configuration.storage_gb * GIB,
+            lambda creating: self._accounts.require_quota_for_another_workstation(principal.account_id, creating),
+        ):
             self._store.insert(row, now, "Created; provisioning its disk and virtual machine.")
         self.submit(self.provision, row["id"])
         return from_row(row)
@@ -332,42 +333,45 @@ class Lifecycle:
             if ws.status != STOPPED:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; it can be changed only when stopped.")
             new = self._reconfigured(ws, configuration)
-            updated = replace(
-                ws, name=name or ws.name, configuration=new, ssh_public_keys=_given_or(keys, ws.ssh_public_keys)
-            )
+            with self._storage.promised(ws.account_id, (new.storage_gb - ws.configuration.storage_gb) * GIB):
+                return self._reconfigure(ws, new, name, keys, idle_timeout_minutes, running_timeout_minutes)
+
+    def _reconfigure(self, ws, new, name, keys, idle_timeout_minutes, running_timeout_minutes) -> Workstation:
+        """Change the domain and the record to ``new``; the domain goes back if the record cannot be written."""
+        updated = replace(
+            ws, name=name or ws.name, configuration=new, ssh_public_keys=_given_or(keys, ws.ssh_public_keys)
+        )
+        if updated.spec() != ws.spec():
+            with hypervisor("update"):
+                self._driver.update(updated.spec())
+        columns = {
+            "name": updated.name,
+            **{field: getattr(new, field) for field in CONFIGURATION_FIELDS},
+            "idle_timeout_minutes": _given_or(idle_timeout_minutes, ws.idle_timeout_minutes),
+            "running_timeout_minutes": _given_or(running_timeout_minutes, ws.running_timeout_minutes),
+            "ssh_public_keys": json.dumps(list(updated.ssh_public_keys)),
+        }
+        try:
+            event = ("info", describe_change(ws, updated))
+            self._store.transition(ws, self._clock(), STOPPED, event, configuration=new, **columns)
+        except Exception:
+            # The domain changed but the record did not: put the domain back
+            # (a disk that grew stays grown, which only wastes space).
             if updated.spec() != ws.spec():
-                with hypervisor("update"):
-                    self._driver.update(updated.spec())
-            columns = {
-                "name": updated.name,
-                **{field: getattr(new, field) for field in CONFIGURATION_FIELDS},
-                "idle_timeout_minutes": _given_or(idle_timeout_minutes, ws.idle_timeout_minutes),
-                "running_timeout_minutes": _given_or(running_timeout_minutes, ws.running_timeout_minutes),
-                "ssh_public_keys": json.dumps(list(updated.ssh_public_keys)),
-            }
-            try:
-                event = ("info", describe_change(ws, updated))
-                self._store.transition(ws, self._clock(), STOPPED, event, configuration=new, **columns)
-            except Exception:
-                # The domain changed but the record did not: put the domain back
-                # (a disk that grew stays grown, which only wastes space).
-                if updated.spec() != ws.spec():
-                    self._driver.update(replace(ws.spec(), storage_gb=new.storage_gb))
-                raise
-            return self._store.reload(ws.id)
+                self._driver.update(replace(ws.spec(), storage_gb=new.storage_gb))
+            raise
+        return self._store.reload(ws.id)
 
     def _reconfigured(self, ws: Workstation, changes: dict) -> Configuration:
-        """The configuration a PATCH asks for, checked: storage only grows, all fits the host and quotas."""
-        old = ws.configuration
-        new = replace(old, **{key: value for key, value in changes.items() if key in CONFIGURATION_FIELDS})
-        if new.storage_gb < old.storage_gb:
+        """The configuration a PATCH asks for, checked: storage only grows, all fits the host (quotas: ``patch``)."""
+        was = ws.configuration.storage_gb
+        new = replace(ws.configuration, **{key: value for key, value in changes.items() if key in CONFIGURATION_FIELDS})
+        if new.storage_gb < was:
             raise InvalidRequest(
-                f"Storage can grow but never shrink (it is {old.storage_gb} GB).",
-                details={"configuration": {"storage_gb": [f"Must be at least {old.storage_gb}."]}},
+                f"Storage can grow but never shrink (it is {was} GB).",
+                details={"configuration": {"storage_gb": [f"Must be at least {was}."]}},
             )
         sizing.validate(self._config, self.host_info(), new)
-        with self._allocation.lock:
-            self._storage.require(ws.account_id, (new.storage_gb - old.storage_gb) * GIB)
         return new
 
     # -- delete ------------------------------------------------------------------------
