@@ -7,7 +7,12 @@ RSS at the start of that run (after one minute of warm-up) and at its end,
 and every --every seconds between. Target: flat (growth within the noise of
 a few MiB).
 
-    PYTHONPATH=. python benchmarks/memory.py [--workstations 200] [--minutes 10] [--every 30]
+RSS is also split into anonymous memory (the heap: what a leak grows),
+file-backed pages and shared memory (SQLite's WAL index), from
+``/proc/<pid>/status``. ``--env NAME=VALUE`` sets a variable for the server
+(for example ``MALLOC_ARENA_MAX=2``, to compare an allocator setting).
+
+    PYTHONPATH=. python benchmarks/memory.py [--workstations 200] [--minutes 10] [--every 30] [--env NAME=VALUE]
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ guest_memory_mb = 1
 """
 
 
+def rss_parts(pid: int) -> dict[str, float]:
+    """The process's resident memory by kind, in MiB."""
+    wanted = ("RssAnon", "RssFile", "RssShmem")
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return {name: int(fields[name].split()[0]) / 1024 for name in wanted}
+
+
 def launch_all(url: str, token: str, count: int) -> list[str]:
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {token}"
@@ -73,9 +86,11 @@ def main() -> None:
     parser.add_argument("--workstations", type=int, default=200)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--every", type=float, default=30)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cwhost-bench-memory-", dir="/var/tmp"))
-    server = start_server(work, CONFIG.format(many=args.workstations * 2))
+    extra_env = dict(setting.split("=", 1) for setting in args.env)
+    server = start_server(work, CONFIG.format(many=args.workstations * 2), extra_env=extra_env)
     try:
         token = cli(server.env, "keys", "create", "--account", "team").stdout.split()[-1]
         ids = launch_all(server.url, token, args.workstations)
@@ -87,11 +102,12 @@ def main() -> None:
         for reader in readers:
             reader.start()
         time.sleep(60)
-        began, series = time.monotonic(), []
+        began, series, parts = time.monotonic(), [], [rss_parts(process.pid)]
         while time.monotonic() - began < args.minutes * 60:
             series.append(process.memory_info().rss / 2**20)
             time.sleep(args.every)
         series.append(process.memory_info().rss / 2**20)
+        parts.append(rss_parts(process.pid))
         stop.set()
         for reader in readers:
             reader.join()
@@ -104,6 +120,9 @@ def main() -> None:
           f" in {args.minutes:g} min after 1 min of warm-up; failed ticks: {ticks}")
     print(f"service RSS: {series[0]:.1f} MiB at the start, {series[-1]:.1f} MiB at the end"
           f" ({series[-1] - series[0]:+.1f} MiB); every {args.every:g} s: {' '.join(f'{r:.0f}' for r in series)}")
+    for name in parts[0]:
+        print(f"  {name:9s} {parts[0][name]:6.1f} MiB -> {parts[-1][name]:6.1f} MiB"
+              f" ({parts[-1][name] - parts[0][name]:+.1f} MiB)")
 
 
 if __name__ == "__main__":
