@@ -92,7 +92,7 @@ class Allocation:
         self._accounts.require_credit(ws.account_id)
         limits = self._accounts.limits(ws.account_id)
         host = self._host_info()
-        # Everything read under the lock is read from memory: a read from SQLite lets go of the GIL,
+        # Workstations are read from memory under the lock: a read from SQLite lets go of the GIL,
         # and under load every launch would wait for each one of them in turn.
         with self.lock:
             running = self._store.running()
