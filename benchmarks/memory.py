@@ -10,7 +10,7 @@ a few MiB).
 RSS is also split into anonymous memory (the heap: what a leak grows),
 file-backed pages and shared memory (SQLite's WAL index), from
 ``/proc/<pid>/status``. ``--env NAME=VALUE`` sets a variable for the server
-(for example ``MALLOC_ARENA_MAX=2``, to compare an allocator setting).
+(for example ``PYTHONMALLOC=malloc``, to compare allocators).
 
     PYTHONPATH=. python benchmarks/memory.py [--workstations 200] [--minutes 10] [--every 30] [--env NAME=VALUE]
 """
