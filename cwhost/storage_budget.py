@@ -28,7 +28,7 @@ GIB = 1024**3
 
 class Promise(NamedTuple):
     account_id: str
-    bytes: int
+    size_bytes: int
     new_workstation: bool
 
 
@@ -84,7 +84,7 @@ class StorageBudget:
                 del self._promises[promise]
 
     def _promised_bytes(self, account_id: str | None) -> int:
-        return sum(p.bytes for p in self._promises.values() if account_id is None or p.account_id == account_id)
+        return sum(p.size_bytes for p in self._promises.values() if account_id is None or p.account_id == account_id)
 
     def require(self, account_id: str, more_bytes: int) -> None:
         """QuotaExceeded unless ``more_bytes`` fit both the account's limit and the host (with the lock held)."""
