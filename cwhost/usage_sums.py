@@ -108,7 +108,7 @@ class LedgerSums:
         self._add_grouped(
             lambda key: f"SELECT {key} AS key, {_summed()} FROM {table} WHERE {where} GROUP BY key",
             {**self._params, "first": first, "last": last},
-            slot=f"(start / {int(self._step or 1)}) * {int(self._step or 1)}",
+            moment="start",
         )
         if first is not None and start is not None and start < first:
             self._resolve(start, first, finer)
@@ -121,15 +121,16 @@ class LedgerSums:
                 f"SELECT {key} AS key, {_summed(' * share')} FROM ({SAMPLE_SHARES}) WHERE share > 0 GROUP BY key"
             ),
             {**self._params, "start": -math.inf if start is None else start, "end": end},
-            slot=f"CAST(counted_from / {int(self._step or 1)} AS INTEGER) * {int(self._step or 1)}",
+            moment="counted_from",
         )
 
-    def _add_grouped(self, query_by, params: dict, slot: str) -> None:
-        """Run a summing query grouped by workstation, and by ``slot`` when buckets are asked for."""
+    def _add_grouped(self, query_by, params: dict, moment: str) -> None:
+        """Run a summing query grouped by workstation, and by the bucket of ``moment`` when buckets are asked for."""
         for row in self._db.query(query_by("workstation_id"), params):
             self.per_workstation[row["key"]].add_metered(row)
         if self._step:
-            for row in self._db.query(query_by(slot), params):
+            step = int(self._step)
+            for row in self._db.query(query_by(f"CAST({moment} / {step} AS INTEGER) * {step}"), params):
                 self.buckets[row["key"]].add_metered(row)
 
 

@@ -183,9 +183,15 @@ class FakeDriver(HypervisorDriver):
             raise HypervisorUnavailable("fake hypervisor is unavailable")
 
     def _current(self, name: str) -> FakeDomain:
+        domain = self._found(name)
+        if domain is None:
+            raise DomainNotFound(name)
+        return domain
+
+    def _found(self, name: str) -> FakeDomain | None:
         with self._lock:
             self._check_available()
-            return self._get(name)
+            return self._domains.get(name)
 
     def _get(self, name: str) -> FakeDomain:
         try:
@@ -208,9 +214,7 @@ class FakeDriver(HypervisorDriver):
 
     def define(self, spec: DomainSpec) -> None:
         with self._changing(spec.name):
-            with self._lock:
-                self._check_available()
-                existing = self._domains.get(spec.name)
+            existing = self._found(spec.name)
             if existing is not None:
                 if not self._same(existing, spec):
                     raise ProvisioningError(f"domain {spec.name} exists with another spec")
@@ -296,9 +300,7 @@ class FakeDriver(HypervisorDriver):
 
     def delete(self, name: str) -> None:
         with self._changing(name):
-            with self._lock:
-                self._check_available()
-                domain = self._domains.get(name)
+            domain = self._found(name)
             if domain is None:
                 self.disk_path(name).unlink(missing_ok=True)
                 return

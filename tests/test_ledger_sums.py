@@ -23,17 +23,19 @@ from cwhost.metering import MeterRecorder, ProcessReading
 from cwhost.usage import UsageLedger, close_segment, open_segment
 from cwhost.usage_figures import DAY, GB, HOUR
 from tests.conftest import make_config
-from tests.test_metering import T0
+from tests.test_metering import T0, Clock
 
 DAYS = 4
 GPU_RATES = {"NVIDIA L40S": 1.6, "Other": 1.0}
 
 
-class Clock:
-    now = T0 + DAYS * DAY + 5 * HOUR + 17.25
+NOW = T0 + DAYS * DAY + 5 * HOUR + 17.25
 
-    def __call__(self):
-        return self.now
+
+def _clock_at_now():
+    clock = Clock()
+    clock.advance(NOW - T0)
+    return clock
 
 
 def _metered_workstation(db, recorder, rng, account_id, ws_id):
@@ -45,7 +47,7 @@ def _metered_workstation(db, recorder, rng, account_id, ws_id):
         )
     readings = []
     pid, started, cpu, now = 100, T0 + rng.uniform(0, 600), 0.0, T0 + 700
-    while now < Clock.now - 60:
+    while now < NOW - 60:
         if rng.random() < 0.03:
             pid, started, cpu = pid + 1, now - rng.uniform(0, 30), 0.0  # the VM started again
         cpu += rng.uniform(0, 3) * (now - started if cpu == 0 else 1)
@@ -59,7 +61,7 @@ def _metered_workstation(db, recorder, rng, account_id, ws_id):
 def _segments(db, rng, ws_id):
     at = T0 + rng.uniform(0, 3600)
     with db.write() as tx:
-        while at < Clock.now:
+        while at < NOW:
             close_segment(tx, ws_id, at)
             open_segment(tx, ws_id, at, rng.random() < 0.6, rng.choice([10, 25, 100]), rng.choice([None, *GPU_RATES]))
             at += rng.choice([rng.uniform(0.2, 3), rng.uniform(20, 60)]) * HOUR
@@ -94,7 +96,7 @@ def _reference(db, pricing, ws_id, start, end, day):
         for n, name in enumerate(("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds")):
             figures[n] += (row[name] or 0.0) * share
     for row in db.query("SELECT * FROM usage_segments WHERE workstation_id = ?", [ws_id]):
-        seconds = _overlap(row["started_at"], row["ended_at"] or Clock.now, lo, hi)
+        seconds = _overlap(row["started_at"], row["ended_at"] or NOW, lo, hi)
         figures[3] += row["storage_gb"] * seconds
         if row["running"] and row["gpu"]:
             figures[4] += seconds
@@ -117,7 +119,7 @@ def _windows(db, rng):
         yield row["since"] - 2 * HOUR, row["since"] - 0.5
     yield T0 + DAY, T0 + 3 * DAY  # whole days
     yield T0 + DAY + 3 * HOUR, T0 + 2 * DAY + 7 * HOUR  # whole hours
-    yield T0 + 0.5, Clock.now  # all of it but half a second
+    yield T0 + 0.5, NOW  # all of it but half a second
     for _ in range(12):
         start = T0 + rng.uniform(0, DAYS * DAY)
         yield start, start + rng.choice([rng.uniform(1, 120), rng.uniform(HOUR, 2 * DAY)])
@@ -129,10 +131,10 @@ def _days(start, end):
 
 def test_each_workstations_report_and_the_accounts_equal_the_readings_spread_by_hand(ledger_db):
     db, pricing, account_id, ids = ledger_db
-    ledger = UsageLedger(db, pricing, Clock())
-    accounts = AccountUsageReports(db, ledger, Clock())
+    ledger = UsageLedger(db, pricing, _clock_at_now())
+    accounts = AccountUsageReports(db, ledger, _clock_at_now())
     for start, end in _windows(db, random.Random(7)):
-        lo, hi = start if start is not None else T0, min(end if end is not None else Clock.now, Clock.now)
+        lo, hi = start if start is not None else T0, min(end if end is not None else NOW, NOW)
         expected = {ws_id: {day: _reference(db, pricing, ws_id, lo, hi, day) for day in _days(lo, hi)} for ws_id in ids}
         account = accounts.report(account_id, start, end, "day")
         by_id = {usage.id: usage.figures for usage in account.workstations}
@@ -152,7 +154,7 @@ def test_each_workstations_report_and_the_accounts_equal_the_readings_spread_by_
 
 def test_a_workstations_running_total_equals_its_report_from_the_start(ledger_db):
     db, pricing, _, ids = ledger_db
-    ledger = UsageLedger(db, pricing, Clock())
+    ledger = UsageLedger(db, pricing, _clock_at_now())
     for ws_id in ids:
         running_total = ledger.report(ws_id).total
         from_the_start = ledger.report(ws_id, T0 - DAY, None).total

@@ -100,8 +100,6 @@ class Presenter:
         if cached is None or cached[0] is not live:
             cached = ws.derived["json"] = (live, _Encoded(self._body(ws, live)))
         encoded: _Encoded = cached[1]
-        if encoded.whole is not None:
-            return encoded.whole
         links = {}
         if encoded.console:
             link, socket = self._console_urls(ws.id)  # type: ignore[misc]  # a placeholder means it is set
