@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from cwhost.config import build_config
-from cwhost.db import ROLLUP_TABLES, Database
+from cwhost.db import Database
 from cwhost.sampler import Sampler
+from cwhost.schema import ROLLUP_TABLES
 from cwhost.usage import UsageLedger
 from cwhost.usage_figures import HOUR
 from cwhost.workstations.model import RUNNING, domain_name

@@ -13,7 +13,8 @@ import json
 import math
 from typing import NamedTuple
 
-from cwhost.db import ROLLUP_TABLES, Database
+from cwhost.db import Database
+from cwhost.schema import ROLLUP_TABLES
 from cwhost.usage_figures import GB, slot_of, split_by_step
 from cwhost.workstations.model import RUNNING
 

@@ -19,7 +19,8 @@ import math
 from collections import defaultdict
 
 from cwhost.config import Pricing
-from cwhost.db import ROLLUP_TABLES, Database
+from cwhost.db import Database
+from cwhost.schema import ROLLUP_TABLES
 from cwhost.usage_figures import Figures, slot_of, split_by_step
 
 IN_SET = "workstation_id IN (SELECT value FROM json_each(:ids))"
