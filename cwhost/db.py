@@ -9,6 +9,7 @@ a read snapshot and then fight to upgrade it (that fight fails at once with
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,14 @@ from cwhost.schema import migrations
 
 BUSY_TIMEOUT_MS = 10_000
 PAGE_CACHE_KIB = 256
+# The write-ahead log is started over once it is longer than this, and its
+# file cut back to this length: four of SQLite's automatic checkpoints.
+WAL_RESTART_BYTES = 16 * 2**20
+# How long a restart waits for the readers of the old log; if they are not
+# done, a later commit tries again.
+WAL_RESTART_WAIT_MS = 100
+
+log = logging.getLogger(__name__)
 
 # What a client is told when SQLite cannot do its part; nothing was changed.
 _STORAGE_FAULTS = {
@@ -67,8 +76,10 @@ def split_page(rows: list[dict], limit: int, cursor_column: str) -> tuple[list[d
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, wal_restart_bytes: int = WAL_RESTART_BYTES):
         self.path = Path(path)
+        self._wal_path = Path(f"{self.path}-wal")
+        self._wal_restart_bytes = wal_restart_bytes
         self._local = threading.local()
         self._writer = threading.Lock()
 
@@ -85,6 +96,7 @@ class Database:
         # stays flat as the database grows instead of rising towards threads x
         # 2 MiB. The OS page cache still holds the file for all of them.
         db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+        db.execute(f"PRAGMA journal_size_limit = {self._wal_restart_bytes}")
         return db
 
     @property
@@ -119,8 +131,36 @@ class Database:
                     if db.conn.in_transaction:
                         db.execute("ROLLBACK")
                     raise
+            self._keep_wal_short(db)
         finally:
             self._writer.release()
+
+    def _keep_wal_short(self, db: sqlite_utils.Database) -> None:
+        """Start the write-ahead log over once it is longer than its limit; under the write lock.
+
+        SQLite's automatic checkpoints copy the log into the database, but the
+        log starts over only at a commit that finds no reader on it. Under
+        steady reads that moment never came: with 200 workstations metered
+        each second the log grew by 1 MB a second, and its index, mapped by
+        every connection, with it. A RESTART checkpoint waits for the readers
+        of the old log (new ones read the database file), so the next commit
+        writes from the log's start and cuts its file back to the limit.
+        """
+        try:
+            if self._wal_path.stat().st_size <= self._wal_restart_bytes:
+                return
+        except FileNotFoundError:
+            return
+        conn = db.conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            # The commit stands; the log is only longer until a later one.
+            log.warning("the database's log could not be started over: %s", exc)
 
     def query(self, sql: str, params=()) -> list[dict]:
         """Rows of a SELECT as dicts.
