@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +27,14 @@ PAGE_CACHE_KIB = 256
 # The write-ahead log is started over once it is longer than this, and its
 # file cut back to this length: four of SQLite's automatic checkpoints.
 WAL_RESTART_BYTES = 16 * 2**20
-# How long a restart waits for the readers of the old log; if they are not
-# done, a later commit tries again.
-WAL_RESTART_WAIT_MS = 100
+# A restart waits for the readers of the old log, holding back every writer
+# meanwhile, but only as long as they take: first 100 ms at most; each time
+# readers outlast the wait, the next try comes a while later and may wait
+# twice as long, up to the slowest reads seen under load (an account's usage
+# over 200 workstations took 500 ms).
+WAL_RESTART_FIRST_WAIT_MS = 100
+WAL_RESTART_LONGEST_WAIT_MS = 1600
+WAL_RESTART_RETRY_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,8 @@ class Database:
         self.path = Path(path)
         self._wal_path = Path(f"{self.path}-wal")
         self._wal_restart_bytes = wal_restart_bytes
+        self._wal_restart_wait_ms = WAL_RESTART_FIRST_WAIT_MS
+        self._wal_restart_not_before = 0.0
         self._local = threading.local()
         self._writer = threading.Lock()
 
@@ -151,16 +159,22 @@ class Database:
                 return
         except FileNotFoundError:
             return
-        conn = db.conn
+        if time.monotonic() < self._wal_restart_not_before:
+            return
+        conn, started_over = db.conn, False
         try:
-            conn.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {self._wal_restart_wait_ms}")
             try:
-                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                readers_outlasted_the_wait = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                started_over = not readers_outlasted_the_wait
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             # The commit stands; the log is only longer until a later one.
             log.warning("the database's log could not be started over: %s", exc)
+        if not started_over:
+            self._wal_restart_wait_ms = min(2 * self._wal_restart_wait_ms, WAL_RESTART_LONGEST_WAIT_MS)
+            self._wal_restart_not_before = time.monotonic() + WAL_RESTART_RETRY_SECONDS
 
     def query(self, sql: str, params=()) -> list[dict]:
         """Rows of a SELECT as dicts.

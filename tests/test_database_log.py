@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 
+from cwhost import db as db_module
 from cwhost.db import Database
 
 LIMIT = 256 * 1024
@@ -50,3 +53,42 @@ def test_the_log_is_started_over_though_readers_never_pause(tmp_path):
     counted = db.query_row("SELECT count(*) AS n, sum(length(body)) AS size FROM blobs")
     assert counted == {"n": 400, "size": 400 * 16 * 1024}
     assert db.query_row("PRAGMA integrity_check") == {"integrity_check": "ok"}
+
+
+def test_the_log_is_started_over_though_reads_outlast_the_first_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(db_module, "WAL_RESTART_RETRY_SECONDS", 0.2)
+    db = Database(tmp_path / "cwhost.db", wal_restart_bytes=LIMIT)
+    db.migrate()
+    with db.write() as tx:
+        tx.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB)")
+        tx.execute("INSERT INTO blobs (body) VALUES (x'00')")
+    stop = threading.Event()
+
+    def read_slowly(delay: float) -> None:
+        # Each read holds its snapshot 300 ms, as a long report does on a busy server; one always holds one.
+        time.sleep(delay)
+        own = sqlite3.connect(db.path)
+        while not stop.is_set():
+            rows = own.execute("SELECT id FROM blobs")
+            rows.fetchone()
+            time.sleep(0.3)
+            rows.fetchall()
+        own.close()
+
+    readers = [threading.Thread(target=read_slowly, args=(n * 0.1,)) for n in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        written = 0
+        ends = time.monotonic() + 3
+        while time.monotonic() < ends:
+            with db.write() as tx:
+                tx.execute("INSERT INTO blobs (body) VALUES (?)", [os.urandom(16 * 1024)])
+            written += 16 * 1024
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert written > 8 * LIMIT
+    assert log_bytes(db) < 2 * LIMIT, f"{written} bytes written, the log is {log_bytes(db)} bytes long"
