@@ -8,8 +8,10 @@ and every --every seconds between. Target: flat (growth within the noise of
 a few MiB).
 
 RSS is also split into anonymous memory (the heap: what a leak grows),
-file-backed pages and shared memory (SQLite's WAL index), from
-``/proc/<pid>/status``. ``--env NAME=VALUE`` sets a variable for the server
+file-backed pages (libraries, and SQLite's WAL index ``cwhost.db-shm``, which
+grows with the log) and shared memory, from ``/proc/<pid>/status``, and the
+largest changes are named by mapping (``/proc/<pid>/smaps``). The log's
+length is printed too. ``--env NAME=VALUE`` sets a variable for the server
 (for example ``PYTHONMALLOC=malloc``, to compare allocators).
 
     PYTHONPATH=. python benchmarks/memory.py [--workstations 200] [--minutes 10] [--every 30] [--env NAME=VALUE]
@@ -54,6 +56,26 @@ def rss_parts(pid: int) -> dict[str, float]:
     with open(f"/proc/{pid}/status") as status:
         fields = dict(line.split(":", 1) for line in status)
     return {name: int(fields[name].split()[0]) / 1024 for name in wanted}
+
+
+def rss_by_mapping(pid: int) -> dict[str, float]:
+    """Resident MiB per mapped file ("[anon]" for anonymous memory), from ``/proc/<pid>/smaps``."""
+    resident: dict[str, float] = {}
+    name = "[anon]"
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if not fields[0].endswith(":"):
+                name = fields[5] if len(fields) > 5 else "[anon]"
+            elif fields[0] == "Rss:":
+                resident[name] = resident.get(name, 0.0) + int(fields[1]) / 1024
+    return resident
+
+
+def print_growth_by_mapping(before: dict[str, float], after: dict[str, float], shown: int = 6) -> None:
+    growth = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in before.keys() | after.keys()}
+    for name in sorted(growth, key=lambda name: -abs(growth[name]))[:shown]:
+        print(f"  {growth[name]:+6.1f} MiB  {name}")
 
 
 def launch_all(url: str, token: str, count: int) -> list[str]:
@@ -103,11 +125,16 @@ def main() -> None:
             reader.start()
         time.sleep(60)
         began, series, parts = time.monotonic(), [], [rss_parts(process.pid)]
+        mappings = [rss_by_mapping(process.pid)]
+        wal = work / "server-data" / "cwhost.db-wal"
+        wal_sizes = [wal.stat().st_size / 2**20]
         while time.monotonic() - began < args.minutes * 60:
             series.append(process.memory_info().rss / 2**20)
+            wal_sizes.append(wal.stat().st_size / 2**20)
             time.sleep(args.every)
         series.append(process.memory_info().rss / 2**20)
         parts.append(rss_parts(process.pid))
+        mappings.append(rss_by_mapping(process.pid))
         stop.set()
         for reader in readers:
             reader.join()
@@ -123,6 +150,9 @@ def main() -> None:
     for name in parts[0]:
         print(f"  {name:9s} {parts[0][name]:6.1f} MiB -> {parts[-1][name]:6.1f} MiB"
               f" ({parts[-1][name] - parts[0][name]:+.1f} MiB)")
+    print(f"database log (cwhost.db-wal): {wal_sizes[0]:.1f} MiB at the start, at most {max(wal_sizes):.1f} MiB")
+    print("largest changes by mapping:")
+    print_growth_by_mapping(*mappings)
 
 
 if __name__ == "__main__":
