@@ -29,12 +29,14 @@ PAGE_CACHE_KIB = 256
 WAL_RESTART_BYTES = 16 * 2**20
 # A restart waits for the readers of the old log, holding back every writer
 # meanwhile, but only as long as they take: first 100 ms at most; each time
-# readers outlast the wait, the next try comes a while later and may wait
-# twice as long, up to the slowest reads seen under load (an account's usage
-# over 200 workstations took 500 ms).
+# readers outlast the wait, the next try may wait twice as long, up to the
+# slowest reads seen under load (an account's usage over 200 workstations
+# took 500 ms), and comes twice as late, so that reads slower still hold the
+# writers back for at most 1.6 s a minute.
 WAL_RESTART_FIRST_WAIT_MS = 100
 WAL_RESTART_LONGEST_WAIT_MS = 1600
 WAL_RESTART_RETRY_SECONDS = 2.0
+WAL_RESTART_RETRY_MAX_SECONDS = 64.0
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class Database:
         self._wal_restart_bytes = wal_restart_bytes
         self._wal_restart_wait_ms = WAL_RESTART_FIRST_WAIT_MS
         self._wal_restart_not_before = 0.0
+        self._wal_restart_retry_seconds = WAL_RESTART_RETRY_SECONDS
         self._local = threading.local()
         self._writer = threading.Lock()
 
@@ -172,9 +175,12 @@ class Database:
         except sqlite3.Error as exc:
             # The commit stands; the log is only longer until a later one.
             log.warning("the database's log could not be started over: %s", exc)
-        if not started_over:
+        if started_over:
+            self._wal_restart_retry_seconds = WAL_RESTART_RETRY_SECONDS
+        else:
             self._wal_restart_wait_ms = min(2 * self._wal_restart_wait_ms, WAL_RESTART_LONGEST_WAIT_MS)
-            self._wal_restart_not_before = time.monotonic() + WAL_RESTART_RETRY_SECONDS
+            self._wal_restart_not_before = time.monotonic() + self._wal_restart_retry_seconds
+            self._wal_restart_retry_seconds = min(2 * self._wal_restart_retry_seconds, WAL_RESTART_RETRY_MAX_SECONDS)
 
     def query(self, sql: str, params=()) -> list[dict]:
         """Rows of a SELECT as dicts.
