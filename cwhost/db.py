@@ -81,6 +81,26 @@ def split_page(rows: list[dict], limit: int, cursor_column: str) -> tuple[list[d
     return rows[:limit], str(rows[limit - 1][cursor_column])
 
 
+class _RestartSchedule:
+    """When the log's next restart may be tried, and how long it may wait for readers."""
+
+    def __init__(self) -> None:
+        self.wait_ms = WAL_RESTART_FIRST_WAIT_MS
+        self._retry_seconds = WAL_RESTART_RETRY_SECONDS
+        self._not_before = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._not_before
+
+    def record(self, started_over: bool) -> None:
+        if started_over:
+            self._retry_seconds = WAL_RESTART_RETRY_SECONDS
+            return
+        self.wait_ms = min(2 * self.wait_ms, WAL_RESTART_LONGEST_WAIT_MS)
+        self._not_before = time.monotonic() + self._retry_seconds
+        self._retry_seconds = min(2 * self._retry_seconds, WAL_RESTART_RETRY_MAX_SECONDS)
+
+
 class Database:
     """Per-thread sqlite-utils connections to one database file."""
 
@@ -88,9 +108,7 @@ class Database:
         self.path = Path(path)
         self._wal_path = Path(f"{self.path}-wal")
         self._wal_restart_bytes = wal_restart_bytes
-        self._wal_restart_wait_ms = WAL_RESTART_FIRST_WAIT_MS
-        self._wal_restart_not_before = 0.0
-        self._wal_restart_retry_seconds = WAL_RESTART_RETRY_SECONDS
+        self._wal_restarts = _RestartSchedule()
         self._local = threading.local()
         self._writer = threading.Lock()
 
@@ -157,16 +175,16 @@ class Database:
         of the old log (new ones read the database file), so the next commit
         writes from the log's start and cuts its file back to the limit.
         """
+        if not self._wal_restarts.due():
+            return
         try:
             if self._wal_path.stat().st_size <= self._wal_restart_bytes:
                 return
         except FileNotFoundError:
             return
-        if time.monotonic() < self._wal_restart_not_before:
-            return
         conn, started_over = db.conn, False
         try:
-            conn.execute(f"PRAGMA busy_timeout = {self._wal_restart_wait_ms}")
+            conn.execute(f"PRAGMA busy_timeout = {self._wal_restarts.wait_ms}")
             try:
                 readers_outlasted_the_wait = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
                 started_over = not readers_outlasted_the_wait
@@ -175,12 +193,7 @@ class Database:
         except sqlite3.Error as exc:
             # The commit stands; the log is only longer until a later one.
             log.warning("the database's log could not be started over: %s", exc)
-        if started_over:
-            self._wal_restart_retry_seconds = WAL_RESTART_RETRY_SECONDS
-        else:
-            self._wal_restart_wait_ms = min(2 * self._wal_restart_wait_ms, WAL_RESTART_LONGEST_WAIT_MS)
-            self._wal_restart_not_before = time.monotonic() + self._wal_restart_retry_seconds
-            self._wal_restart_retry_seconds = min(2 * self._wal_restart_retry_seconds, WAL_RESTART_RETRY_MAX_SECONDS)
+        self._wal_restarts.record(started_over)
 
     def query(self, sql: str, params=()) -> list[dict]:
         """Rows of a SELECT as dicts.
