@@ -4,7 +4,9 @@ Time-based quantities come from the segments. Metered ones come from daily
 rollups for the whole days inside the window, hourly ones for the whole hours
 left, and raw samples for the partial hours at its edges; each spreads a
 reading evenly over the interval it covers, so they agree with each other.
-Partial edge hours older than the raw samples' retention count nothing.
+A window that ends late in one of the last hours (one to now, most often)
+takes that hour from its rollup less the readings after the end. Partial edge
+hours older than the raw samples' retention count nothing.
 
 Each query covers the whole set and is summed in SQL, once per workstation
 and once per bucket: an account's year by day is a dozen queries whatever the
@@ -102,19 +104,51 @@ class LedgerSums:
         (table, size), finer = levels[0], levels[1:]
         first = None if start is None else math.ceil(start / size) * size
         last = slot_of(end, size)
-        if first is not None and first >= last:
+        if first is not None and first > last:
+            # It starts after the start of the slot it ends in: no slot here is whole or begun in it.
             self._resolve(start, end, finer)
             return
+        if first is None or first < last:
+            self._add_whole_slots(table, first, last)
+        if first is not None and start is not None and start < first:
+            self._resolve(start, first, finer)
+        if last < end and not finer and self._now - end < end - last:
+            # Fewer readings after the end than before it in its hour. The
+            # end is then within the last hour and the retention at least a
+            # day, so the readings after it are all kept.
+            self._add_slot_so_far(table, size, last)
+        elif last < end:
+            self._resolve(last, end, finer)
+
+    def _add_whole_slots(self, table: str, first: int | None, last: int) -> None:
         where = f"{IN_SET} AND start < :last" + ("" if first is None else " AND start >= :first")
         self._add_grouped(
             lambda key: f"SELECT {key} AS key, {_summed()} FROM {table} WHERE {where} GROUP BY key",
             {**self._params, "first": first, "last": last},
             moment="start",
         )
-        if first is not None and start is not None and start < first:
-            self._resolve(start, first, finer)
-        if last < end:
-            self._resolve(last, end, finer)
+
+    def _add_slot_so_far(self, table: str, size: int, slot: int) -> None:
+        """A slot up to the window's end: its rollup, less the shares of the readings after the end.
+
+        The rollup is kept current every tick, so a window to now late in
+        the hour reads a row per workstation rather than up to an hour of
+        samples. One statement, so both come from one snapshot even while
+        the sampler commits.
+        """
+        self._add_grouped(
+            lambda key: (
+                f"""SELECT {key} AS key, {_summed()} FROM (
+                    SELECT workstation_id, :slot AS moment, {", ".join(METERED)}
+                      FROM {table} WHERE {IN_SET} AND start = :slot
+                    UNION ALL
+                    SELECT workstation_id, :slot AS moment, {", ".join(f"-{name} * share" for name in METERED)}
+                      FROM ({SAMPLE_SHARES}) WHERE share > 0)
+                 GROUP BY key"""
+            ),
+            {**self._params, "slot": slot, "start": self.end, "end": slot + size},
+            moment="moment",
+        )
 
     def _add_samples(self, start: float | None, end: float) -> None:
         self._add_grouped(

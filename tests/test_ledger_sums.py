@@ -159,3 +159,50 @@ def test_a_workstations_running_total_equals_its_report_from_the_start(ledger_db
         running_total = ledger.report(ws_id).total
         from_the_start = ledger.report(ws_id, T0 - DAY, None).total
         assert _as_list(running_total) == pytest.approx(_as_list(from_the_start), rel=1e-9)
+
+
+def _moments_with_readings_after_them_in_their_hour(db):
+    """Moments late, midway and early in hours that have readings both before and after them."""
+    moments = []
+    for row in db.query(
+        "SELECT CAST(sampled_at / 3600 AS INTEGER) * 3600 AS hour FROM usage_samples"
+        " GROUP BY hour HAVING COUNT(*) > 3 ORDER BY hour"
+    )[::4]:
+        for into in (3599.25, 2400.5, 1800.75, 7.5):
+            moment = row["hour"] + into
+            before, after = (
+                db.query_row(f"SELECT COUNT(*) AS n FROM usage_samples WHERE since < ? AND sampled_at {op} ?",
+                             [row["hour"] + HOUR, moment])["n"]
+                for op in ("<=", ">")
+            )
+            if before and after:
+                moments.append(moment)
+    return moments
+
+
+def test_a_window_to_now_late_in_the_hour_equals_the_readings_though_some_came_after_now(ledger_db):
+    """The hour a window ends in is then its rollup less the readings after the end: they must come off exactly.
+
+    Readings after a window's end are what a tick committed after the
+    request began; here, the clock is set back into the data, so most hours
+    have many.
+    """
+    db, pricing, account_id, ids = ledger_db
+    moments = _moments_with_readings_after_them_in_their_hour(db)
+    assert len(moments) >= 20
+    for moment in moments:
+        clock = Clock()
+        clock.advance(moment - T0)
+        ledger = UsageLedger(db, pricing, clock)
+        accounts = AccountUsageReports(db, ledger, clock)
+        for start, end in ((None, None), (moment - 1.5 * DAY, None), (moment - 3 * HOUR, moment - 3.25),
+                           (moment - 2 * HOUR, moment + DAY), (moment - 100, None), (moment // HOUR * HOUR, None)):
+            lo, hi = start if start is not None else T0, moment if end is None else min(end, moment)
+            expected = {ws_id: {day: _reference(db, pricing, ws_id, lo, hi, day) for day in _days(lo, hi)}
+                        for ws_id in ids}
+            by_id = {usage.id: usage.figures for usage in accounts.report(account_id, start, end, "day").workstations}
+            for ws_id in ids:
+                whole = [sum(column) for column in zip(*expected[ws_id].values(), strict=True)]
+                assert _as_list(by_id[ws_id]) == pytest.approx(whole, rel=1e-9, abs=1e-6), (ws_id, moment, start)
+                own = ledger.report(ws_id, start, end, "hour")
+                assert _as_list(own.total) == pytest.approx(whole, rel=1e-9, abs=1e-6), (ws_id, moment, start)
