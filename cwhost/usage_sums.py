@@ -4,9 +4,10 @@ Time-based quantities come from the segments. Metered ones come from daily
 rollups for the whole days inside the window, hourly ones for the whole hours
 left, and raw samples for the partial hours at its edges; each spreads a
 reading evenly over the interval it covers, so they agree with each other.
-A window that ends late in one of the last hours (one to now, most often)
-takes that hour from its rollup less the readings after the end. Partial edge
-hours older than the raw samples' retention count nothing.
+A partial hour of the last day with fewer readings outside the window than
+inside (a window to now late in the hour, most often) is its rollup less the
+readings outside. Partial edge hours older than the raw samples' retention
+count nothing.
 
 Each query covers the whole set and is summed in SQL, once per workstation
 and once per bucket: an account's year by day is a dozen queries whatever the
@@ -23,29 +24,39 @@ from collections import defaultdict
 from cwhost.config import Pricing
 from cwhost.db import Database
 from cwhost.schema import ROLLUP_TABLES
-from cwhost.usage_figures import Figures, slot_of, split_by_step
+from cwhost.usage_figures import DAY, HOUR, Figures, slot_of, split_by_step
 
 IN_SET = "workstation_id IN (SELECT value FROM json_each(:ids))"
 METERED = ("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds")
 
-# The samples whose interval meets (from, to]: those read inside it, and each
-# workstation's first read after it, whose interval may reach back into it.
-SAMPLES_MEETING_WINDOW = f"""
-    SELECT workstation_id, since, sampled_at, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds
-      FROM usage_samples WHERE {IN_SET} AND sampled_at > :start AND sampled_at <= :end
-    UNION ALL
-    SELECT s.workstation_id, s.since, s.sampled_at, s.cpu_seconds, s.memory_gb_seconds, s.gpu_utilized_seconds
-      FROM json_each(:ids) AS j JOIN usage_samples AS s ON s.rowid = (
-           SELECT rowid FROM usage_samples WHERE workstation_id = j.value AND sampled_at > :end
-            ORDER BY sampled_at LIMIT 1)"""
 
-# The share of each sample inside the window, and where that share begins (a
-# sample of no duration has no share and is left out, as it holds nothing).
-SAMPLE_SHARES = f"""
-    SELECT workstation_id, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds,
-           MAX(since, :start) AS counted_from,
-           (MIN(sampled_at, :end) - MAX(since, :start)) / (sampled_at - since) AS share
-      FROM ({SAMPLES_MEETING_WINDOW})"""
+def sample_shares(start: str, end: str) -> str:
+    """Each sample's share inside (``:start``, ``:end``], and where that share begins.
+
+    The samples are those read inside the window and each workstation's
+    first read after it, whose interval may reach back into it. A sample of
+    no duration has no share and is left out, as it holds nothing.
+    """
+    meeting = f"""
+        SELECT workstation_id, since, sampled_at, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds
+          FROM usage_samples WHERE {IN_SET} AND sampled_at > :{start} AND sampled_at <= :{end}
+        UNION ALL
+        SELECT s.workstation_id, s.since, s.sampled_at, s.cpu_seconds, s.memory_gb_seconds, s.gpu_utilized_seconds
+          FROM json_each(:ids) AS j JOIN usage_samples AS s ON s.rowid = (
+               SELECT rowid FROM usage_samples WHERE workstation_id = j.value AND sampled_at > :{end}
+                ORDER BY sampled_at LIMIT 1)"""
+    return f"""
+        SELECT workstation_id, cpu_seconds, memory_gb_seconds, gpu_utilized_seconds,
+               MAX(since, :{start}) AS counted_from,
+               (MIN(sampled_at, :{end}) - MAX(since, :{start})) / (sampled_at - since) AS share
+          FROM ({meeting})"""
+
+
+SAMPLE_SHARES = sample_shares("start", "end")
+# The raw samples are kept at least a day (the configuration's least
+# retention): those read after a slot that began an hour before that are all
+# there, with some room for a tick that commits after a report's clock reading.
+RECENT_SLOTS_SECONDS = DAY - HOUR
 
 
 def _summed(factor: str = "") -> str:
@@ -104,21 +115,33 @@ class LedgerSums:
         (table, size), finer = levels[0], levels[1:]
         first = None if start is None else math.ceil(start / size) * size
         last = slot_of(end, size)
-        if first is not None and first > last:
-            # It starts after the start of the slot it ends in: no slot here is whole or begun in it.
-            self._resolve(start, end, finer)
+        if start is not None and first is not None and first > last:
+            # It starts after the start of the slot it ends in: only a part of one slot.
+            self._add_part(table, size, start, end, finer)
             return
         if first is None or first < last:
             self._add_whole_slots(table, first, last)
         if first is not None and start is not None and start < first:
-            self._resolve(start, first, finer)
-        if last < end and not finer and self._now - end < end - last:
-            # Fewer readings after the end than before it in its hour. The
-            # end is then within the last hour and the retention at least a
-            # day, so the readings after it are all kept.
-            self._add_slot_so_far(table, size, last)
-        elif last < end:
-            self._resolve(last, end, finer)
+            self._add_part(table, size, start, first, finer)
+        if last < end:
+            self._add_part(table, size, last, end, finer)
+
+    def _add_part(self, table: str, size: int, start: float, end: float, finer: list[tuple[str, int]]) -> None:
+        """[start, end) within one slot: from finer levels, or from the samples it holds or those it leaves out.
+
+        A recent slot's rollup is kept current every tick, so when the slot
+        has fewer readings outside the part than inside (a report to now late
+        in the hour, most often), the rollup less those is the cheaper sum.
+        """
+        if finer:
+            self._resolve(start, end, finer)
+            return
+        slot = slot_of(start, size)
+        outside = (start - slot) + max(0.0, min(self._now, slot + size) - end)
+        if slot >= self._now - RECENT_SLOTS_SECONDS and outside < end - start:
+            self._add_slot_less_outside(table, size, slot, start, end)
+        else:
+            self._add_samples(start, end)
 
     def _add_whole_slots(self, table: str, first: int | None, last: int) -> None:
         where = f"{IN_SET} AND start < :last" + ("" if first is None else " AND start >= :first")
@@ -128,26 +151,23 @@ class LedgerSums:
             moment="start",
         )
 
-    def _add_slot_so_far(self, table: str, size: int, slot: int) -> None:
-        """A slot up to the window's end: its rollup, less the shares of the readings after the end.
+    def _add_slot_less_outside(self, table: str, size: int, slot: int, start: float, end: float) -> None:
+        """The slot's rollup less the shares of its readings before ``start`` and after ``end``.
 
-        The rollup is kept current every tick, so a window to now late in
-        the hour reads a row per workstation rather than up to an hour of
-        samples. One statement, so both come from one snapshot even while
-        the sampler commits.
+        One statement, so the rollup and the samples come from one snapshot
+        even while the sampler commits.
         """
+        less = ", ".join(f"-{name} * share" for name in METERED)
+        parts = [f"SELECT workstation_id, {', '.join(METERED)} FROM {table} WHERE {IN_SET} AND start = :slot"]
+        # An empty side is left out: it would still look up each workstation's first reading after it.
+        sides = ([("slot", "start")] if start > slot else []) + ([("end", "slot_end")] if end < slot + size else [])
+        for side_start, side_end in sides:
+            parts.append(f"SELECT workstation_id, {less} FROM ({sample_shares(side_start, side_end)}) WHERE share > 0")
+        union = " UNION ALL ".join(parts)
         self._add_grouped(
-            lambda key: (
-                f"""SELECT {key} AS key, {_summed()} FROM (
-                    SELECT workstation_id, :slot AS moment, {", ".join(METERED)}
-                      FROM {table} WHERE {IN_SET} AND start = :slot
-                    UNION ALL
-                    SELECT workstation_id, :slot AS moment, {", ".join(f"-{name} * share" for name in METERED)}
-                      FROM ({SAMPLE_SHARES}) WHERE share > 0)
-                 GROUP BY key"""
-            ),
-            {**self._params, "slot": slot, "start": self.end, "end": slot + size},
-            moment="moment",
+            lambda key: f"SELECT {key} AS key, {_summed()} FROM ({union}) GROUP BY key",
+            {**self._params, "slot": slot, "start": start, "end": end, "slot_end": slot + size},
+            moment=":slot",
         )
 
     def _add_samples(self, start: float | None, end: float) -> None:
