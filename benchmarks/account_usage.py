@@ -1,9 +1,10 @@
 """An account's spend report over a year: per workstation and per day, for 50 workstations.
 
 The database holds what a year of 10 s sampling leaves (default retention):
-hourly and daily rollups for the whole year and the raw samples of the last
-30 days, for 50 workstations that ran all year, with their segments and meter
-state; filled synthetically, 30 days of raw samples take about a minute.
+hourly and daily rollups for the whole year, the raw samples and minute
+rollups of the last 30 days, for 50 workstations that ran all year, with
+their segments and meter state; filled synthetically, 30 days of raw samples
+take about a minute.
 ``GET /v1/account/usage?granularity=day`` over that year, through the WSGI
 app in-process, is timed against its floor in the same run: one SQL
 query per grouping summing the daily rollups by workstation, then by day
@@ -12,10 +13,10 @@ report under 20 ms.
 
 Then the current hour at a 1 s interval for 200 workstations: the account's
 report to now at 59 min 50 s into the hour, against the same report 10 s into
-it, in the same run. Target: under 2x; it does not grow with the hour's
-samples. Printed beside them, what the report once did: the hour's samples
-summed in SQL (718 000 rows late in the hour, a read long enough under load
-to keep the database's log from starting over).
+it, in the same run, and beside them what the report once did: the hour's
+samples summed in SQL (718 000 rows late in the hour, a read long enough
+under load to keep the database's log from starting over). Target: late in
+the hour under 20 ms, as for a year's report.
 
     python benchmarks/account_usage.py [--workstations 50] [--raw-days 30] [--rounds 15] [--hour-workstations 200]
 """
@@ -37,7 +38,7 @@ from cwhost.config import build_config
 from cwhost.db import Database
 from cwhost.ids import unix_to_rfc3339
 from cwhost.usage import UsageLedger
-from cwhost.usage_figures import DAY, HOUR
+from cwhost.usage_figures import DAY, HOUR, split_by_step
 from cwhost.usage_sums import SAMPLE_SHARES
 
 YEAR = 365 * DAY
@@ -66,12 +67,14 @@ def fill(db: Database, account_id: str, count: int, raw_days: int, end: float) -
                 " VALUES (?, ?, NULL, 1, 100, NULL)",
                 [ws_id, start],
             )
-            for table, size in (("usage_hourly", HOUR), ("usage_daily", DAY)):
+            # The minutes are kept as long as the raw samples.
+            for table, size, first in (("usage_hourly", HOUR, start), ("usage_daily", DAY, start),
+                                       ("usage_minutely", 60, end - raw_days * DAY)):
                 per_slot = [value * size / INTERVAL for value in PER_SAMPLE]
                 conn.executemany(
                     f"INSERT INTO {table} (workstation_id, start, cpu_seconds, memory_gb_seconds,"
                     " gpu_utilized_seconds) VALUES (?, ?, ?, ?, ?)",
-                    ((ws_id, slot, *per_slot) for slot in range(int(start), int(end), size)),
+                    ((ws_id, slot, *per_slot) for slot in range(int(first) // size * size, int(end), size)),
                 )
             conn.executemany(
                 "INSERT INTO usage_samples (workstation_id, since, sampled_at, cpu_seconds, memory_gb_seconds,"
@@ -99,11 +102,11 @@ def fill_hour_by_the_second(db: Database, account_id: str, count: int, hour: flo
                 " gpu_utilized_seconds) VALUES (?, ?, ?, 0.5, 4.0, 0.0)",
                 ((ws_id, t - 1, t) for t in range(int(hour) + 1, int(upto) + 1)),
             )
-            for table, size in (("usage_hourly", HOUR), ("usage_daily", DAY)):
-                conn.execute(
+            for table, size in (("usage_hourly", HOUR), ("usage_daily", DAY), ("usage_minutely", 60)):
+                conn.executemany(
                     f"INSERT INTO {table} (workstation_id, start, cpu_seconds, memory_gb_seconds,"
                     " gpu_utilized_seconds) VALUES (?, ?, ?, ?, 0.0)",
-                    [ws_id, hour // size * size, 0.5 * (upto - hour), 4.0 * (upto - hour)],
+                    ((ws_id, slot, 0.5 * seconds, 4.0 * seconds) for slot, seconds in split_by_step(hour, upto, size)),
                 )
 
 
@@ -146,10 +149,10 @@ def current_hour(config, count: int, rounds: int) -> None:
     ratio = late_ms / early_ms
     print(f"the current hour at 1 s, {count} workstations, {rounds} rounds:")
     print(f"  the account's report to now, 59:50 into the hour   median {late_ms:8.2f} ms")
-    print(f"  the same report, 0:10 into the hour                median {early_ms:8.2f} ms  ({ratio:.2f}x;"
-          f" target under 2x -> {'met' if ratio < 2 else 'NOT met'})")
+    print(f"  the same report, 0:10 into the hour                median {early_ms:8.2f} ms  ({ratio:.2f}x)")
     print(f"  59:50 of samples summed in SQL, as it was done     median {samples_ms:8.2f} ms"
           f"  ({late_ms / samples_ms:.4f}x)")
+    print(f"  late in the hour under 20 ms, as a year's report -> {'met' if late_ms < 20 else 'NOT met'}")
 
 
 def floor_query(db: Database, account_id: str, start: float, end: float) -> int:

@@ -14,7 +14,7 @@ import math
 from typing import NamedTuple
 
 from cwhost.db import Database
-from cwhost.schema import ROLLUP_TABLES
+from cwhost.schema import PRUNED_ROLLUP_TABLES, ROLLUP_TABLES
 from cwhost.usage_figures import GB, slot_of, split_by_step
 from cwhost.workstations.model import RUNNING
 
@@ -47,6 +47,9 @@ class MeterRecorder:
                     )
             _insert(tx.conn, samples, rollups, states)
             tx.conn.execute("DELETE FROM usage_samples WHERE sampled_at < ?", [now - self._retention])
+            for table in PRUNED_ROLLUP_TABLES:
+                # A slot goes with the last of its samples.
+                tx.conn.execute(f"DELETE FROM {table} WHERE start < ?", [now - self._retention - ROLLUP_TABLES[table]])
 
     def _still_running(self, readings) -> dict[str, dict | None]:
         """The meter state of each workstation read that still runs, or None for one not metered yet.

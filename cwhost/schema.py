@@ -6,12 +6,16 @@ which it has run, and a changed one would never run there again.
 
 from __future__ import annotations
 
+import math
+
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 migrations = Migrations("cwhost")
 # Rollup tables by the length of their slot in seconds, coarsest first.
-ROLLUP_TABLES = {"usage_daily": 86400, "usage_hourly": 3600}
+ROLLUP_TABLES = {"usage_daily": 86400, "usage_hourly": 3600, "usage_minutely": 60}
+# Those kept only as long as the raw samples.
+PRUNED_ROLLUP_TABLES = ("usage_minutely",)
 
 
 @migrations(name="0001_accounts_keys_workstations")
@@ -118,23 +122,28 @@ def _usage_ledger(db: sqlite_utils.Database) -> None:
     _create_rollups_and_meter_state(db)
 
 
+def _create_rollup(db: sqlite_utils.Database, table: str) -> None:
+    """Part of 0002 and 0011 (a helper of applied migrations: what it creates must never change)."""
+    db.execute(
+        f"""CREATE TABLE {table} (
+                workstation_id TEXT NOT NULL,
+                start INTEGER NOT NULL,
+                cpu_seconds REAL NOT NULL,
+                memory_gb_seconds REAL NOT NULL,
+                gpu_utilized_seconds REAL NOT NULL,
+                PRIMARY KEY (workstation_id, start)
+            ) WITHOUT ROWID"""
+    )
+
+
 def _create_rollups_and_meter_state(db: sqlite_utils.Database) -> None:
     """Part of 0002 (a helper of an applied migration: what it creates must never change)."""
     # Rollups of the samples per UTC hour and per UTC day, kept forever.
     # WITHOUT ROWID keeps a workstation's rows together in key order, so a
     # window's range scan reads contiguous pages (3x faster for a year of
     # hours with 20 workstations interleaved).
-    for table in ROLLUP_TABLES:
-        db.execute(
-            f"""CREATE TABLE {table} (
-                    workstation_id TEXT NOT NULL,
-                    start INTEGER NOT NULL,
-                    cpu_seconds REAL NOT NULL,
-                    memory_gb_seconds REAL NOT NULL,
-                    gpu_utilized_seconds REAL NOT NULL,
-                    PRIMARY KEY (workstation_id, start)
-                ) WITHOUT ROWID"""
-        )
+    for table in ("usage_daily", "usage_hourly"):
+        _create_rollup(db, table)
     # The last counter values read (so a restart neither loses nor repeats an
     # interval) and the running totals.
     db.table("meter_state").create(
@@ -247,3 +256,18 @@ def _workstation_cdp_port(db: sqlite_utils.Database) -> None:
     # The host port (on its loopback) forwarded to a running browser type's DevTools relay.
     db.table("workstations").add_column("cdp_port", int)
     db.table("workstations").create_index(["cdp_port"], unique=True)
+
+
+@migrations(name="0011_usage_minutely")
+def _usage_minutely(db: sqlite_utils.Database) -> None:
+    # Rollups per minute, kept as long as the samples, so that a partial hour
+    # sums at most 59 rows and two minutes of samples per workstation. The
+    # readings recorded before this have none: a report takes the minutes
+    # from the one after the last of them from these rows, the earlier from
+    # the samples.
+    _create_rollup(db, "usage_minutely")
+    db.table("usage_minutely").create_index(["start"])
+    last_reading = db.execute("SELECT MAX(sampled_at) FROM usage_samples").fetchone()[0]
+    since = 0 if last_reading is None else math.ceil(last_reading / 60) * 60
+    db.table("rollup_starts").create({"rollup": str, "since": int}, pk="rollup", not_null={"since"})
+    db.table("rollup_starts").insert({"rollup": "usage_minutely", "since": since})

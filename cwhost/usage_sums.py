@@ -74,6 +74,7 @@ class LedgerSums:
         self._params = {"ids": json.dumps(list(ids)), "start": -math.inf if start is None else start, "end": end}
         self.end = end
         self._start, self._now, self._step = start, now, step
+        self._rollup_starts: dict[str, int] = {}
 
     def buckets_in_order(self) -> list[tuple[float, Figures]]:
         return [(slot, self.buckets[slot]) for slot in sorted(self.buckets)]
@@ -106,6 +107,7 @@ class LedgerSums:
     def add_metered(self) -> None:
         """Rollups of each level no coarser than the buckets asked for, so that a bucket sums rows within it."""
         levels = [(table, size) for table, size in ROLLUP_TABLES.items() if not self._step or size <= self._step]
+        self._rollup_starts = {row["rollup"]: row["since"] for row in self._db.query("SELECT * FROM rollup_starts")}
         self._resolve(self._start, self.end, levels)
 
     def _resolve(self, start: float | None, end: float, levels: list[tuple[str, int]]) -> None:
@@ -113,6 +115,11 @@ class LedgerSums:
             self._add_samples(start, end)
             return
         (table, size), finer = levels[0], levels[1:]
+        rollup_since = self._rollup_starts.get(table)
+        if rollup_since is not None and (start is None or start < rollup_since):
+            # Partly before the rollup was kept.
+            self._resolve(start, end, finer)
+            return
         first = None if start is None else math.ceil(start / size) * size
         last = slot_of(end, size)
         if start is not None and first is not None and first > last:
