@@ -2,12 +2,13 @@
 
 Time-based quantities come from the segments. Metered ones come from daily
 rollups for the whole days inside the window, hourly ones for the whole hours
-left, and raw samples for the partial hours at its edges; each spreads a
-reading evenly over the interval it covers, so they agree with each other.
-A partial hour of the last day with fewer readings outside the window than
-inside (a window to now late in the hour, most often) is its rollup less the
-readings outside. Partial edge hours older than the raw samples' retention
-count nothing.
+left, minute ones for the whole minutes left, and raw samples for the partial
+minutes at its edges; each spreads a reading evenly over the interval it
+covers, so they agree with each other. A partial minute of the last day with
+fewer readings outside the window than inside (a window to now, most often)
+is its rollup less the readings outside. Minutes from before the minute
+rollups began (a server upgraded since) come from the samples; partial edge
+hours older than the raw samples' retention count nothing.
 
 Each query covers the whole set and is summed in SQL, once per workstation
 and once per bucket: an account's year by day is a dozen queries whatever the
@@ -117,7 +118,7 @@ class LedgerSums:
         (table, size), finer = levels[0], levels[1:]
         rollup_since = self._rollup_starts.get(table)
         if rollup_since is not None and (start is None or start < rollup_since):
-            # Partly before the rollup was kept.
+            # It begins before this rollup was kept (a server upgraded since).
             self._resolve(start, end, finer)
             return
         first = None if start is None else math.ceil(start / size) * size
@@ -137,8 +138,8 @@ class LedgerSums:
         """[start, end) within one slot: from finer levels, or from the samples it holds or those it leaves out.
 
         A recent slot's rollup is kept current every tick, so when the slot
-        has fewer readings outside the part than inside (a report to now late
-        in the hour, most often), the rollup less those is the cheaper sum.
+        has fewer readings outside the part than inside (a report to now,
+        most often), the rollup less those is the cheaper sum.
         """
         if finer:
             self._resolve(start, end, finer)
