@@ -180,8 +180,8 @@ def _moments_with_readings_after_them_in_their_hour(db):
     return moments
 
 
-def test_partial_hours_of_the_last_day_equal_the_readings_though_some_came_after_now(ledger_db):
-    """A partial hour with few readings outside the window is its rollup less those: they must come off exactly.
+def test_windows_inside_recent_hours_equal_the_readings_though_some_came_after_now(ledger_db):
+    """A partial minute with few readings outside the window is its rollup less those: they must come off exactly.
 
     Readings after a window's end are what a tick committed after the
     request began; here, the clock is set back into the data, so most hours

@@ -21,9 +21,9 @@ from cwhost.schema import migrations
 from cwhost.usage import UsageLedger
 from cwhost.usage_figures import DAY, GB, HOUR
 from tests.conftest import make_config
+from tests.test_ledger_sums import _days, _reference
 from tests.test_metering import T0, Clock
 
-METERED = ("cpu_seconds", "memory_gb_seconds", "gpu_utilized_seconds")
 IDS = ("ws-min0", "ws-min1")
 
 
@@ -58,14 +58,10 @@ def _upgrade(db):
     migrations.apply(db.db)
 
 
-def _reference(db, ws_id, start, end):
-    """Each reading spread evenly over its interval, clipped to [start, end)."""
-    figures = [0.0] * 3
-    for row in db.query("SELECT * FROM usage_samples WHERE workstation_id = ?", [ws_id]):
-        overlap = max(0.0, min(row["sampled_at"], end) - max(row["since"], start))
-        for n, name in enumerate(METERED):
-            figures[n] += (row[name] or 0.0) * overlap / (row["sampled_at"] - row["since"])
-    return figures
+def _metered(db, config, ws_id, start, end):
+    """The readings spread by hand over [start, end): the reference of tests/test_ledger_sums.py, day by day."""
+    by_day = [_reference(db, config.pricing, ws_id, start, end, day)[:3] for day in _days(start, end)]
+    return [sum(column) for column in zip(*by_day, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +105,7 @@ def test_reports_across_the_upgrade_equal_the_readings(upgraded):
                 continue
             by_id = {usage.id: usage.figures for usage in accounts.report(account_id, start, end, "day").workstations}
             for ws_id in IDS:
-                expected = _reference(db, ws_id, start, end)
+                expected = _metered(db, config, ws_id, start, end)
                 shown = by_id[ws_id]
                 got = [shown.cpu_seconds, shown.memory_gb_seconds, shown.gpu_utilized_seconds]
                 assert got == pytest.approx(expected, rel=1e-9, abs=1e-6), (ws_id, now, start, end)
