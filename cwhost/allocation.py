@@ -21,7 +21,6 @@ from cwhost.accounts import Accounts, require_room_to_run
 from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.errors import Unavailable
-from cwhost.images.guest_files import CDP_GUEST_PORT
 from cwhost.workspaces import Workspace
 from cwhost.workstations.model import Workstation
 from cwhost.workstations.store import WorkstationStore
@@ -56,13 +55,10 @@ class Reservation:
     gpu: GpuDevice | None
     workspace: Workspace | None
     ssh_port: int | None
-    cdp_port: int | None = None
 
     def forwards(self, listen: str) -> tuple[PortForward, ...]:
-        """SSH on ``listen``; the browser's DevTools on loopback only, for cwhost's token-bound proxy."""
-        ssh = (PortForward(self.ssh_port, 22, listen),) if self.ssh_port else ()
-        cdp = (PortForward(self.cdp_port, CDP_GUEST_PORT, "127.0.0.1"),) if self.cdp_port else ()
-        return ssh + cdp
+        """SSH on ``listen``: the one port forwarded (the browser's DevTools are reached over the guest network)."""
+        return (PortForward(self.ssh_port, 22, listen),) if self.ssh_port else ()
 
 
 class Allocation:
@@ -103,20 +99,19 @@ class Allocation:
             )
             self._require_capacity(host, running, ws)
             gpu = self._free_gpu(host, ws)
-            ports = self._free_ports(2 if self._has_browser(ws) else 1) if self._forwards_ports else []
-            ssh_port, cdp_port = (ports + [None, None])[:2]
+            ssh_port = self._free_port() if self._forwards_ports else None
             # Read again under the lock: archiving or deleting a workspace
             # detaches it, under this same lock.
             workspace_id = self._store.current(ws.id).workspace_id
             workspace = self._find_workspace(workspace_id) if workspace_id else None
             self._launching[ws.id] = replace(ws, workspace_id=workspace_id)
-            self._reserved[ws.id] = (gpu.pci_address if gpu else None, *ports)
+            self._reserved[ws.id] = (gpu.pci_address if gpu else None, ssh_port)
         try:
-            self._store.set(ws.id, gpu_address=gpu.pci_address if gpu else None, ssh_port=ssh_port, cdp_port=cdp_port)
+            self._store.set(ws.id, gpu_address=gpu.pci_address if gpu else None, ssh_port=ssh_port)
         except BaseException:
             self.launched(ws)
             raise
-        return Reservation(gpu, workspace, ssh_port, cdp_port)
+        return Reservation(gpu, workspace, ssh_port)
 
     def _require_capacity(self, host: HostInfo, running: list[Workstation], ws: Workstation) -> None:
         cpu = memory = 0
@@ -147,20 +142,13 @@ class Allocation:
             raise Unavailable(f"No {model} GPU is free on this host right now.", retry_after=60)
         return free[0]
 
-    def _has_browser(self, ws: Workstation) -> bool:
-        wtype = self._config.workstation_type(ws.type) if ws.type else None
-        return wtype is not None and "chromium" in wtype.software
-
-    def _free_ports(self, count: int) -> list[int]:
-        """Host ports to forward: in the range, held by no workstation, and that nothing else listens on."""
-        held = self._store.held_ports() | {port for taken in self._reserved.values() for port in taken[1:]}
+    def _free_port(self) -> int:
+        """A host port to forward: in the range, held by no workstation, and that nothing else listens on."""
+        held = self._store.held_ports() | {taken[1] for taken in self._reserved.values()}
         listen = self._config.access.forward_listen
-        found: list[int] = []
         for port in self._config.ssh_ports:
             if port not in held and _bindable(listen, port):
-                found.append(port)
-                if len(found) == count:
-                    return found
+                return port
         raise Unavailable(
             f"No host port is free to forward in {self._config.access.ssh_port_first}"
             f"-{self._config.access.ssh_port_last}; a stop frees one.",
@@ -177,7 +165,7 @@ class Allocation:
         """Give back what ``reserve`` took for a launch that did not happen."""
         # Written before the reservation ends: until then the database still shows them held.
         try:
-            self._store.set(ws.id, gpu_address=None, ssh_port=None, cdp_port=None)
+            self._store.set(ws.id, gpu_address=None, ssh_port=None)
         finally:
             self.launched(ws)
 

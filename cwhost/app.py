@@ -7,6 +7,7 @@ races a migration.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from cwhost.config import Config, ConfigError
 from cwhost.console import ConsoleTokens
 from cwhost.db import Database
 from cwhost.enforcer import Enforcer
+from cwhost.images.guest_files import CDP_GUEST_PORT
 from cwhost.metrics import SamplerMetrics, build_registry
 from cwhost.reconciler import Reconciler
 from cwhost.sampler import GpuReader, Sampler
@@ -155,12 +157,17 @@ def _vnc_address(store: WorkstationStore, driver: HypervisorDriver):
     return address
 
 
-def _cdp_address(store: WorkstationStore):
-    """Where a running browser workstation's DevTools relay is forwarded on this host; None otherwise."""
+def _cdp_address(store: WorkstationStore, driver: HypervisorDriver):
+    """Where the host reaches a running workstation's DevTools relay (on its private network); None otherwise."""
 
     def address(workstation_id: str) -> tuple[str, int] | None:
         ws = store.running_one(workstation_id)
-        return ("127.0.0.1", ws.cdp_port) if ws is not None and ws.cdp_port else None
+        if ws is None:
+            return None
+        try:
+            return driver.guest_endpoint(ws.domain_name, CDP_GUEST_PORT)
+        except DriverError:
+            return None
 
     return address
 
@@ -197,6 +204,7 @@ def make_driver(config: Config) -> HypervisorDriver:
 def _libvirt_driver(config: Config) -> HypervisorDriver:
     try:
         from drivers.kvm import LibvirtDriver
+        from drivers.libvirt_network import GuestNetwork
         from drivers.libvirt_xml import KernelBoot
     except ImportError as exc:
         raise ConfigError(
@@ -208,7 +216,8 @@ def _libvirt_driver(config: Config) -> HypervisorDriver:
         disk_dir=config.disk_dir,
         console_dir=config.data_dir / "consoles",
         domain_type=settings.domain_type,
-        network=settings.network or None,
+        network=settings.network
+        or GuestNetwork(settings.guest_network, settings.guest_bridge, ipaddress.IPv4Network(settings.guest_subnet)),
         graphics=settings.graphics or None,
         kernel_boot=(
             KernelBoot(settings.kernel, settings.initrd or None, settings.cmdline or None) if settings.kernel else None
@@ -242,7 +251,7 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         console=ConsoleTokens(_vnc_address(services.store, driver), config.console.link_seconds)
         if config.console.port
         else None,
-        browser=ConsoleTokens(_cdp_address(services.store), config.console.link_seconds)
+        browser=ConsoleTokens(_cdp_address(services.store, driver), config.console.link_seconds)
         if config.browser.port
         else None,
     )

@@ -20,10 +20,10 @@ import marshmallow as ma
 from marshmallow import fields
 from marshmallow.validate import Length, OneOf, Range
 
+from cwhost.driver_config import DriverConfig
 from cwhost.patterns import FullMatch
-from cwhost.settings import flatten_errors, schema_for, setting
+from cwhost.settings import flatten_errors, schema_for, setting, strict_table
 from cwhost.workstation_types import TypeSettings, WorkstationType, declared_types, seed_types
-from drivers.base import GpuDevice
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -38,12 +38,6 @@ def default_data_dir(environ=os.environ) -> str:
         return environ["STATE_DIRECTORY"].split(":")[0]
     xdg = environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return os.path.join(xdg, "cwhost")
-
-
-def _strict_table(**declared: fields.Field) -> type[ma.Schema]:
-    schema = ma.Schema.from_dict(declared)
-    schema.Meta.unknown = ma.RAISE  # type: ignore[attr-defined]
-    return schema
 
 
 @dataclass(frozen=True)
@@ -63,66 +57,6 @@ class ServerConfig:
     max_connections_per_peer: int = setting(64, validate=Range(1, 65536))
     # An idle connection is closed after this long.
     idle_connection_seconds: int = setting(60, validate=Range(1, 3600))
-
-
-_GPU_TABLE = _strict_table(
-    model=fields.String(required=True, validate=Length(1, 128)),
-    pci_address=fields.String(
-        required=True,
-        validate=FullMatch(
-            r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", error="must be a PCI address like 0000:65:00.0"
-        ),
-    ),
-)
-
-
-@dataclass(frozen=True)
-class FakeDriverConfig:
-    cpu_cores: int = setting(32, validate=Range(1))
-    memory_gb: int = setting(128, validate=Range(1))
-    storage_gb: int = setting(4096, validate=Range(1))
-    # Each running fake guest is a real process burning this share of a CPU and holding this memory.
-    guest_cpu_share: float = setting(0.02, validate=Range(0, 1))
-    guest_memory_mb: int = setting(8, validate=Range(1, 65536))
-    gpus: tuple[GpuDevice, ...] = setting(
-        (
-            GpuDevice("NVIDIA RTX A5000", "0000:65:00.0"),
-            GpuDevice("NVIDIA RTX A5000", "0000:b3:00.0"),
-            GpuDevice("NVIDIA L40S", "0000:ca:00.0"),
-        ),
-        field=fields.List(fields.Nested(_GPU_TABLE)),
-        convert=lambda tables: tuple(GpuDevice(t["model"], t["pci_address"]) for t in tables),
-    )
-
-
-@dataclass(frozen=True)
-class LibvirtDriverConfig:
-    """Empty strings mean "none": no network (user-mode networking), no graphics, no base image."""
-
-    uri: str = setting("qemu:///system")
-    domain_type: str = setting("kvm", validate=OneOf(["kvm", "qemu"]))
-    network: str = setting("")
-    graphics: str = setting("vnc", validate=OneOf(["vnc", "spice", ""]))
-    disk_dir: str = setting("")
-    base_image: str = setting("")
-    kernel: str = setting("")
-    initrd: str = setting("")
-    cmdline: str = setting("")
-    pid_dir: str = setting("/run/libvirt/qemu")
-    gpu_vendors: tuple[int, ...] = setting(
-        (0x10DE,),
-        field=fields.List(fields.String(validate=FullMatch(r"^0x[0-9a-fA-F]{4}$", error="must be like 0x10de"))),
-        convert=lambda vendors: tuple(int(v, 16) for v in vendors),
-    )
-
-
-@dataclass(frozen=True)
-class DriverConfig:
-    name: str = setting("fake", validate=OneOf(["fake", "libvirt"]))
-    stop_timeout_seconds: float = setting(60.0, validate=Range(0, 3600))
-    reconcile_interval_seconds: float = setting(30.0, validate=Range(0.1, 86400))
-    fake: FakeDriverConfig = setting(FakeDriverConfig)
-    libvirt: LibvirtDriverConfig = setting(LibvirtDriverConfig)
 
 
 @dataclass(frozen=True)
@@ -172,7 +106,7 @@ class AccountLimits:
     max_storage_gb: int
 
 
-_LIMIT_OVERRIDES = _strict_table(
+_LIMIT_OVERRIDES = strict_table(
     **{spec.name: fields.Integer(strict=True, validate=Range(0)) for spec in dataclass_fields(AccountLimits)}
 )
 
@@ -231,12 +165,22 @@ class AccessConfig:
 
 
 @dataclass(frozen=True)
-class ConsoleConfig:
-    # The WebSocket listener between browsers and the VMs' VNC (which listens
-    # on the host's loopback only); 0, the default, turns the browser console
-    # off (the example configuration turns it on, at 6080).
+class SideListenerConfig:
+    """A listener beside the API's port (the console's bridge, the CDP proxy); port 0, the default, is off."""
+
     port: int = setting(0, validate=Range(0, 65535))
-    listen: str = setting("0.0.0.0")
+    # Loopback, as the API: the LAN reaches it through a TLS proxy in front (see README).
+    listen: str = setting("127.0.0.1")
+    # Open connections in all, and from one address: each holds a thread.
+    max_connections: int = setting(256, validate=Range(1, 65536))
+    max_connections_per_peer: int = setting(16, validate=Range(1, 65536))
+
+
+@dataclass(frozen=True)
+class ConsoleConfig(SideListenerConfig):
+    """The WebSocket bridge between browsers and the VMs' VNC, which listens on the host's loopback only
+    (the example configuration turns it on, at 6080)."""
+
     # noVNC's files, from Debian's novnc package.
     novnc_dir: str = setting("/usr/share/novnc")
     # How long a console link, and the WebSocket token it leads to, may wait to be used.
@@ -244,16 +188,18 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
-class BrowserConfig:
-    # The token-bound proxy to browser types' Chromium over CDP (access.browser.cdpUrl); 0, the default, is off.
-    port: int = setting(0, validate=Range(0, 65535))
-    listen: str = setting("0.0.0.0")
+class BrowserConfig(SideListenerConfig):
+    """The token-bound proxy to browser types' Chromium over CDP (access.browser.cdpUrl)."""
 
 
 @dataclass(frozen=True)
 class ExecConfig:
     # POST /v1/workstations/{id}/exec: each of stdout and stderr is cut to this.
     max_output_bytes: int = setting(1024 * 1024, validate=Range(1024, 16 * 1024 * 1024))
+    # Guest operations (exec, input, screenshot) one account may have under
+    # way at once; more answer 429. Keep it well under server.max_in_flight,
+    # so that long commands of one account never hold every request slot.
+    max_per_account: int = setting(2, validate=Range(1, 254))
 
 
 @dataclass(frozen=True)
@@ -306,6 +252,11 @@ class Config:
     @property
     def public_host(self) -> str:
         return self.access.public_host or socket.getfqdn()
+
+    @property
+    def guests_on_own_network(self) -> bool:
+        """Whether guests are on cwhost's own isolated network (not an operator's bridge to the LAN)."""
+        return self.driver.name == "fake" or not self.driver.libvirt.network
 
     @property
     def ssh_ports(self) -> range:

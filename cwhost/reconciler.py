@@ -93,7 +93,7 @@ class Reconciler:
                 status=RUNNING,
                 started_at=ws.started_at or unix_to_rfc3339(now),
             )
-        elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address or ws.ssh_port or ws.cdp_port):
+        elif state == DomainState.STOPPED and (ws.status == RUNNING or ws.gpu_address or ws.ssh_port):
             log.warning("workstation %s is not running on the hypervisor; recording it", ws.id)
             at = self._last_seen(ws) if ws.status == RUNNING else self._clock()
             self._store.transition(
@@ -105,7 +105,6 @@ class Reconciler:
                 started_at=None,
                 gpu_address=None,
                 ssh_port=None,
-                cdp_port=None,
             )
 
     def _finish_deletion(self, ws: Workstation, state: DomainState) -> None:
@@ -127,7 +126,6 @@ class Reconciler:
             started_at=None,
             gpu_address=None,
             ssh_port=None,
-            cdp_port=None,
             status_message=gone,
         )
 

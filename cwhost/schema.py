@@ -271,3 +271,11 @@ def _usage_minutely(db: sqlite_utils.Database) -> None:
     since = 0 if last_reading is None else math.ceil(last_reading / 60) * 60
     db.table("rollup_starts").create({"rollup": str, "since": int}, pk="rollup", not_null={"since"})
     db.table("rollup_starts").insert({"rollup": "usage_minutely", "since": since})
+
+
+@migrations(name="0012_drop_workstation_cdp_port")
+def _drop_workstation_cdp_port(db: sqlite_utils.Database) -> None:
+    # The DevTools relay is reached over the guest's isolated network, no longer through a host port.
+    db.execute("DROP INDEX IF EXISTS idx_workstations_cdp_port")
+    db.execute("ALTER TABLE workstations DROP COLUMN cdp_port")
+

@@ -96,3 +96,9 @@ def flatten_errors(messages, prefix: str = ""):
             yield from flatten_errors(value, f"{name}.")
         else:
             yield f"{name}: {' '.join(str(v) for v in value)}"
+
+
+def strict_table(**declared: fields.Field) -> type[ma.Schema]:
+    schema = ma.Schema.from_dict(declared)
+    schema.Meta.unknown = ma.RAISE  # type: ignore[attr-defined]
+    return schema

@@ -137,6 +137,10 @@ class GuestSeed:
     ssh_keys: tuple[str, ...] = ()
     # Mount the share (SHARE_TAG) at the user's ~/workspace.
     mount_share: bool = False
+    # The host's address on the guest's private network: the one peer that
+    # the guest's host-only services (the browser's DevTools relay) answer.
+    # The driver fills it in; None on a network the host does not own.
+    host_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,15 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def access(self, name: str) -> Access | None:
         """The console (with the password made at this launch) and guest addresses; None when stopped."""
+
+    @abc.abstractmethod
+    def guest_endpoint(self, name: str, guest_port: int) -> tuple[str, int] | None:
+        """Where the host reaches ``guest_port`` of the running guest, on a path no other guest shares.
+
+        None when the domain is stopped, its guest has no such path yet (it is
+        still booting), or the driver gives none (an operator's network, where
+        the LAN could reach the same port).
+        """
 
     @abc.abstractmethod
     def exec(self, name: str, request: ExecRequest) -> ExecResult:

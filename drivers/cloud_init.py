@@ -22,6 +22,8 @@ import yaml
 from drivers.base import GUEST_UID, SHARE_TAG, GuestSeed
 
 VOLUME_LABEL = "cidata"
+# Where the guest finds GuestSeed.host_address (the images' DevTools relay reads it).
+HOST_ADDRESS_FILE = "/etc/cwhost/host-address"
 _FILES = ("meta-data", "user-data", "network-config")
 
 
@@ -54,17 +56,22 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
         ],
         "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
     }
+    written = []
+    if seed.host_address:
+        written.append({"path": HOST_ADDRESS_FILE, "content": seed.host_address + "\n"})
     if seed.mount_share:
         # A mount unit started once the user exists, not cloud-init's `mounts`:
         # that module runs before users are made, and its mkdir would leave
         # the user a home owned by root.
         unit = workspace_mount_unit(seed.user)
-        config["write_files"] = [{"path": f"/etc/systemd/system/{unit}", "content": _mount_unit_text(home)}]
+        written.append({"path": f"/etc/systemd/system/{unit}", "content": _mount_unit_text(home)})
         config["runcmd"][:0] = [
             ["install", "-d", "-o", seed.user, "-g", seed.user, f"{home}/workspace"],
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", unit],
         ]
+    if written:
+        config["write_files"] = written
     user_data = b"#cloud-config\n" + yaml.safe_dump(config, sort_keys=False).encode()
     instance_id = f"{name}-{hashlib.sha256(user_data).hexdigest()[:12]}"
     return {
@@ -119,9 +126,11 @@ def seed_of(files: dict[str, bytes]) -> GuestSeed:
     """The GuestSeed a seed's files say."""
     config = yaml.safe_load(files["user-data"])
     user = config["users"][0]
+    written = {entry["path"]: entry["content"] for entry in config.get("write_files") or ()}
     return GuestSeed(
         hostname=config["hostname"],
         user=user["name"],
         ssh_keys=tuple(user.get("ssh_authorized_keys") or ()),
-        mount_share=bool(config.get("write_files")),
+        mount_share=f"/etc/systemd/system/{workspace_mount_unit(user['name'])}" in written,
+        host_address=written[HOST_ADDRESS_FILE].strip() if HOST_ADDRESS_FILE in written else None,
     )

@@ -43,7 +43,7 @@ from drivers.base import (
 from drivers.fake_domain import DomainFiles, FakeDomain, stopped
 from drivers.fake_guest_agent import SCREEN_SIZE, simulate_exec, simulated_screen
 from drivers.fake_processes import is_guest, launch_guest, live_guest, owner_of, stop_guest
-from drivers.input_events import InputAction, batches_of
+from drivers.input_events import InputAction, all_batches
 
 GIB = 1024**3
 
@@ -350,6 +350,10 @@ class FakeDriver(HypervisorDriver):
     def console_log(self, name: str) -> Path | None:
         return None  # a fake guest has no serial console
 
+    def guest_endpoint(self, name: str, guest_port: int) -> tuple[str, int] | None:
+        self._current(name)
+        return None  # a fake guest is a host process with no network of its own
+
     def guest_seed(self, name: str) -> GuestSeed | None:
         domain = self._live(name)
         if domain is None or domain.seed is None:
@@ -373,8 +377,7 @@ class FakeDriver(HypervisorDriver):
         if self._live(name) is None:
             raise InvalidDomainState(f"domain {name} is not running")
         # Checked as a real display would take them; a simulated screen has nothing to move.
-        for action in actions:
-            batches_of(action, SCREEN_SIZE)
+        all_batches(actions, SCREEN_SIZE)
 
     def screenshot(self, name: str) -> bytes:
         domain = self._live(name)

@@ -13,9 +13,9 @@ and the next one reconnects.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import libvirt
@@ -43,6 +43,8 @@ from drivers.cloud_init import read_seed_iso, seed_of, write_seed_iso
 from drivers.guest_agent import guest_addresses, run_command, screenshot_png, send_input
 from drivers.input_events import InputAction
 from drivers.libvirt_connection import LibvirtConnection
+from drivers.libvirt_host import host_info
+from drivers.libvirt_network import GuestNetwork, ensure_running, leased_address
 from drivers.libvirt_xml import (
     DomainXml,
     Graphics,
@@ -50,13 +52,14 @@ from drivers.libvirt_xml import (
     PciAddress,
     from_xml,
     live_console,
-    parse_pci_device,
+    network_mac,
     to_xml,
 )
 
-GIB = 1024**3
 NVIDIA = 0x10DE
 SHUTDOWN_POLL_SECONDS = 0.2
+# cwhost's own guest network as it is by default.
+OWN_NETWORK = GuestNetwork()
 
 # Keep libvirt from printing every error to stderr; each is raised as an exception.
 libvirt.registerErrorHandler(lambda context, error: None, None)
@@ -69,7 +72,7 @@ class LibvirtDriver(HypervisorDriver):
         disk_dir: Path,
         console_dir: Path,
         domain_type: str = "kvm",
-        network: str | None = None,
+        network: GuestNetwork | str = OWN_NETWORK,
         graphics: str | None = "vnc",
         graphics_listen: str = "127.0.0.1",
         kernel_boot: KernelBoot | None = None,
@@ -82,9 +85,11 @@ class LibvirtDriver(HypervisorDriver):
         self._disk_dir = Path(disk_dir)
         self._console_dir = Path(console_dir)
         self._domain_type = domain_type
-        self._network = network
-        # A libvirt network (a bridge to the LAN, say) gives the guest an address of its own.
-        self.forwards_ports = network is None
+        # cwhost's own isolated network, or the name of an operator's (a bridge to the LAN, say).
+        self._own_network = network if isinstance(network, GuestNetwork) else None
+        self._network = network.name if isinstance(network, GuestNetwork) else network
+        # On an operator's network the guest has an address of its own, and its ports are the LAN's business.
+        self.forwards_ports = self._own_network is not None
         self._graphics = graphics
         self._graphics_listen = graphics_listen
         self._kernel_boot = kernel_boot
@@ -185,25 +190,10 @@ class LibvirtDriver(HypervisorDriver):
     # -- HypervisorDriver ------------------------------------------------------
 
     def host(self) -> HostInfo:
-        conn = self._libvirt.get()
         try:
-            _, memory_mib, cpus, *_ = conn.getInfo()
-            devices = conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
-            gpus = []
-            for device in devices:
-                gpu = parse_pci_device(device.XMLDesc())
-                if gpu is None or gpu.vendor_id not in self._gpu_vendors:
-                    continue
-                address = str(gpu.address)
-                gpus.append(GpuDevice(self._gpu_names.get(address, gpu.product), address, gpu.iommu_group))
+            return host_info(self._libvirt.get(), self._disk_dir, self._gpu_vendors, self._gpu_names)
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc) from exc
-        return HostInfo(
-            cpu_cores=cpus,
-            memory_gb=memory_mib // 1024,
-            storage_gb=shutil.disk_usage(self._disk_dir).total // GIB,
-            gpus=tuple(sorted(gpus, key=lambda g: g.pci_address)),
-        )
 
     def define(self, spec: DomainSpec) -> None:
         try:
@@ -246,27 +236,22 @@ class LibvirtDriver(HypervisorDriver):
         if domain.isActive():
             raise InvalidDomainState(f"domain {name} is already running")
         if forwards and not self.forwards_ports:
-            raise ProvisioningError("ports are forwarded only on QEMU's user-mode network, not on a libvirt network")
+            raise ProvisioningError("ports are forwarded only on cwhost's own network, not on an operator's")
         require_shared_directory(share)
         current = self._inactive(domain)
         seed_iso = None
         if seed is not None:
             seed_iso = self.seed_path(name)
+            if self._own_network is not None:
+                seed = replace(seed, host_address=str(self._own_network.gateway))
             write_seed_iso(seed_iso, seed, name)
         # A new console password at every launch; the GPU, the share and the
         # seed are in the definition only for the run that has them.
-        self._define_xml(
-            self._xml(
-                self._spec(current),
-                current.uuid,
-                gpu,
-                password=secrets.token_urlsafe(6)[:8],
-                share=share,
-                seed_iso=seed_iso,
-                forwards=forwards,
-            )
-        )
+        password = secrets.token_urlsafe(6)[:8]
+        self._define_xml(self._xml(self._spec(current), current.uuid, gpu, password, share, seed_iso, forwards))
         try:
+            if self._own_network is not None:
+                ensure_running(self._libvirt.get(), self._own_network)
             domain.create()
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc, name) from exc
@@ -345,6 +330,18 @@ class LibvirtDriver(HypervisorDriver):
             ip_addresses=guest_addresses(domain),
             forwards=from_xml(description).forwards,
         )
+
+    def guest_endpoint(self, name: str, guest_port: int) -> tuple[str, int] | None:
+        if self._own_network is None:
+            return None
+        domain = self._domain(name)
+        try:
+            if not domain.isActive():
+                return None
+            address = leased_address(self._libvirt.get(), self._own_network, network_mac(domain.XMLDesc(0)))
+        except libvirt.libvirtError as exc:
+            raise self._libvirt.error(exc, name) from exc
+        return (address, guest_port) if address else None
 
     def seed_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.seed.iso"

@@ -16,8 +16,10 @@ METADATA_NAMESPACE = "https://cwhost.invalid/xmlns/workstation/1"
 ET.register_namespace("cwhost", METADATA_NAMESPACE)
 QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
 ET.register_namespace("qemu", QEMU_NAMESPACE)
-# The user-mode NIC that carries port forwards, by its QEMU id.
+# The user-mode NIC that carries port forwards, by its QEMU id, and the MAC the guest knows it by
+# (the same in every guest: each such NIC is alone on its link).
 FORWARDING_NETDEV = "cwhostnet0"
+FORWARDING_MAC = "52:54:00:cf:00:01"
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
@@ -64,7 +66,8 @@ class DomainXml:
     disk_path: str
     storage_gb: int
     console_log: str
-    network: str | None = None  # a libvirt network's name; None for user-mode networking
+    # The libvirt network the guest's one routed NIC is on, as an isolated port.
+    network: str = "cwhost"
     graphics: Graphics | None = None
     kernel_boot: KernelBoot | None = None
     gpu: PciAddress | None = None
@@ -75,7 +78,7 @@ class DomainXml:
     base_image: str | None = None
     # A cloud-init NoCloud seed image, as a CD-ROM on the SATA bus (where cloud-init looks on q35).
     seed_iso: str | None = None
-    # Host ports forwarded to the guest through QEMU's user-mode network (no network or bridge needed).
+    # Host ports forwarded to the guest through a second NIC, on a user-mode network restricted to them.
     forwards: tuple[PortForward, ...] = ()
 
 
@@ -99,10 +102,9 @@ def to_xml(domain: DomainXml) -> str:
     _sub(root, "on_crash", "destroy")
     devices = _sub(root, "devices")
     _write_disk(devices, domain.disk_path)
+    _write_interface(devices, domain.network)
     if domain.forwards:
         _write_forwarding_nic(root, domain.forwards)
-    else:
-        _write_interface(devices, domain.network)
     _write_serial_console(devices, domain.console_log)
     _write_guest_agent_channel(devices)
     if domain.graphics:
@@ -175,26 +177,30 @@ def _write_cdrom(devices: ET.Element, path: str) -> None:
     _sub(cdrom, "readonly")
 
 
-def _write_interface(devices: ET.Element, network: str | None) -> None:
-    if network:
-        interface = _sub(devices, "interface", type="network")
-        _sub(interface, "source", network=network)
-    else:
-        interface = _sub(devices, "interface", type="user")
+def _write_interface(devices: ET.Element, network: str) -> None:
+    interface = _sub(devices, "interface", type="network")
+    _sub(interface, "source", network=network)
     _sub(interface, "model", type="virtio")
+    # The bridge carries nothing from this port to another isolated one: no guest reaches another.
+    _sub(interface, "port", isolated="yes")
 
 
 def _write_forwarding_nic(root: ET.Element, forwards: tuple[PortForward, ...]) -> None:
     """A virtio NIC on QEMU's user-mode network with ``hostfwd`` rules, passed through libvirt's
-    QEMU namespace: libvirt 9.0 forwards ports only with passt, which Debian 12's cannot do."""
+    QEMU namespace: libvirt 9.0 forwards ports only with passt, which Debian 12's cannot do.
+
+    ``restrict=on`` makes it inbound only: the forwarded connections reach the
+    guest, and the guest reaches nothing through it (not the host's loopback
+    as 10.0.2.2, not the outside world); its routes are on the network NIC.
+    """
     rules = ",".join(f"hostfwd=tcp:{f.listen}:{f.host_port}-:{f.guest_port}" for f in forwards)
     commandline = ET.SubElement(root, f"{{{QEMU_NAMESPACE}}}commandline")
     for value in (
         "-netdev",
-        f"user,id={FORWARDING_NETDEV},{rules}",
+        f"user,id={FORWARDING_NETDEV},restrict=on,{rules}",
         "-device",
         # A slot of its own: libvirt hands out the root bus's slots from 2 up and knows nothing of this NIC.
-        f"virtio-net-pci,netdev={FORWARDING_NETDEV},bus=pci.0,addr=0x1e",
+        f"virtio-net-pci,netdev={FORWARDING_NETDEV},mac={FORWARDING_MAC},bus=pci.0,addr=0x1e",
     ):
         ET.SubElement(commandline, f"{{{QEMU_NAMESPACE}}}arg", value=value)
 
@@ -281,7 +287,7 @@ def from_xml(text: str) -> DomainXml:
         disk_path=_attribute(_child(devices, "disk[@device='disk']/source"), "file"),
         storage_gb=int(_attribute(workstation, "storageGB")) if workstation is not None else 0,
         console_log=_attribute(_child(devices, "serial/log"), "file"),
-        network=_read_network(devices.find("interface")),
+        network=_read_network(_child(devices, "interface[@type='network']")),
         graphics=_read_graphics(devices.find("graphics")),
         kernel_boot=_read_kernel_boot(_child(root, "os")),
         gpu=_read_hostdev(devices.find("hostdev[@type='pci']")),
@@ -306,9 +312,7 @@ def _read_cdrom(cdrom: ET.Element | None) -> str | None:
     return _attribute(_child(cdrom, "source"), "file") if cdrom is not None else None
 
 
-def _read_network(interface: ET.Element | None) -> str | None:
-    if interface is None or interface.get("type") != "network":
-        return None
+def _read_network(interface: ET.Element) -> str:
     return _attribute(_child(interface, "source"), "network")
 
 
@@ -357,6 +361,11 @@ def parse_pci_device(text: str) -> NodeGpu | None:
         product=capability.findtext("product") or "",
         iommu_group=int(_attribute(group, "number")) if group is not None else None,
     )
+
+
+def network_mac(text: str) -> str:
+    """The MAC libvirt gave the domain's network NIC (it writes one in when the domain is defined)."""
+    return _attribute(_child(ET.fromstring(text), "devices/interface[@type='network']/mac"), "address")
 
 
 @dataclass(frozen=True)

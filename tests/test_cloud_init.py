@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from drivers.base import SHARE_TAG, GuestSeed
-from drivers.cloud_init import hostname_of, read_seed_iso, seed_files, seed_of, write_seed_iso
+from drivers.cloud_init import HOST_ADDRESS_FILE, hostname_of, read_seed_iso, seed_files, seed_of, write_seed_iso
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM alice@laptop"
 
@@ -33,6 +33,17 @@ def test_the_seed_is_an_iso_labelled_cidata_that_reads_back(tmp_path):
     files = read_seed_iso(path)
     assert seed_of(files) == seed
     assert files["user-data"].startswith(b"#cloud-config\n")
+
+
+@pytest.mark.parametrize("mount_share", [False, True])
+def test_the_host_address_is_a_file_the_devtools_relay_reads_and_reads_back(tmp_path, mount_share):
+    seed = GuestSeed("box", "dev", (KEY,), mount_share=mount_share, host_address="192.168.150.1")
+    files = seed_files(seed, "cwhost-ws-1")
+    written = {f["path"]: f["content"] for f in yaml.safe_load(files["user-data"])["write_files"]}
+    assert written[HOST_ADDRESS_FILE] == "192.168.150.1\n"
+    assert seed_of(files) == seed
+    # Without it, no file: the relay's unit, conditioned on it, does not start.
+    assert seed_of(seed_files(GuestSeed("box", "dev"), "cwhost-ws-1")).host_address is None
 
 
 def test_user_data_gives_the_user_keys_sudo_locale_agent_and_the_workspace(tmp_path):

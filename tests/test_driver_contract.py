@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -183,9 +184,7 @@ def test_destroy_stops_at_once_and_only_a_running_domain(driver):
 
 def test_describe_reads_back_what_was_defined(driver):
     driver.define(spec(title="<b>&\"'</b>", cpu_cores=3, memory_gb=2, storage_gb=7))
-    assert driver.describe("cwhost-ws-test0001") == spec(
-        title="<b>&\"'</b>", cpu_cores=3, memory_gb=2, storage_gb=7
-    )
+    assert driver.describe("cwhost-ws-test0001") == spec(title="<b>&\"'</b>", cpu_cores=3, memory_gb=2, storage_gb=7)
 
 
 def test_a_boot_source_is_kept_with_the_domain(driver, tmp_path):
@@ -257,15 +256,31 @@ def test_a_shutdown_without_waiting_only_asks(driver):
 
 
 def test_a_seed_is_given_for_one_run_only(driver):
-    seed = GuestSeed("my-box", "dev", ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM a",))
+    seed = GuestSeed(
+        "my-box", "dev", ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM a",)
+    )
     driver.define(spec())
     assert driver.guest_seed("cwhost-ws-test0001") is None
     driver.start("cwhost-ws-test0001", seed=seed)
-    assert driver.guest_seed("cwhost-ws-test0001") == seed
+    given = driver.guest_seed("cwhost-ws-test0001")
+    # A driver that owns the guest's network tells the guest its own address on it.
+    assert given is not None and replace(given, host_address=None) == seed
     driver.destroy("cwhost-ws-test0001")
     assert driver.guest_seed("cwhost-ws-test0001") is None
     driver.start("cwhost-ws-test0001")
     assert driver.guest_seed("cwhost-ws-test0001") is None
+
+
+def test_a_guest_endpoint_is_given_only_while_running(driver):
+    with pytest.raises(DomainNotFound):
+        driver.guest_endpoint("cwhost-ws-nothere1", 9223)
+    driver.define(spec())
+    assert driver.guest_endpoint("cwhost-ws-test0001", 9223) is None
+    driver.start("cwhost-ws-test0001")
+    # Before the guest has an address (neither of these drivers' guests ever gets one) there is none.
+    assert driver.guest_endpoint("cwhost-ws-test0001", 9223) is None
+    driver.destroy("cwhost-ws-test0001")
+    assert driver.guest_endpoint("cwhost-ws-test0001", 9223) is None
 
 
 def test_a_screenshot_is_a_png_of_a_running_domains_display(driver):

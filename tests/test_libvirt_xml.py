@@ -31,7 +31,7 @@ BASE = dict(
     disk_path="/var/lib/cwhost/disks/cwhost-ws-8f3k2m9q.qcow2",
     storage_gb=512,
     console_log="/var/lib/cwhost/consoles/cwhost-ws-8f3k2m9q.log",
-    network="default",
+    network="cwhost",
     graphics=Graphics("vnc", "192.168.1.10", "s3cretpw"),
 )
 KINDS = {
@@ -45,9 +45,9 @@ KINDS = {
         share="/var/lib/cwhost/workspaces/wsp-1a2b3c4d",
         seed_iso="/var/lib/cwhost/disks/cwhost-ws-8f3k2m9q.seed.iso",
     ),
-    # QEMU's user-mode NIC with SSH forwarded from a host port, and the cloud-init seed.
+    # A second NIC, on QEMU's user-mode network restricted to SSH forwarded from a host port, and the seed.
     "forwards-seed": DomainXml(
-        **{**BASE, "network": None, "graphics": Graphics("vnc", "127.0.0.1", "s3cretpw")},
+        **{**BASE, "graphics": Graphics("vnc", "127.0.0.1", "s3cretpw")},
         seed_iso="/var/lib/cwhost/disks/cwhost-ws-8f3k2m9q.seed.iso",
         forwards=(PortForward(22014, 22, "0.0.0.0"),),
         kernel_boot=KernelBoot(
@@ -58,7 +58,7 @@ KINDS = {
         base_image="/var/lib/cwhost/images/python/20261130T083029Z/disk.qcow2",
     ),
     "kernel-boot": DomainXml(
-        **{**BASE, "domain_type": "qemu", "network": None, "graphics": None},
+        **{**BASE, "domain_type": "qemu", "network": "lan-bridge", "graphics": None},
         kernel_boot=KernelBoot("/srv/guest/vmlinuz", "/srv/guest/initrd.img", "console=ttyS0 quiet"),
     ),
 }
@@ -126,6 +126,8 @@ def test_libvirt_accepts_each_golden_document_under_schema_validation(kind, tmp_
         domain = conn.defineXMLFlags((DATA / f"domain-{kind}.xml").read_text(), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         assert from_xml(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).title == "My-New-Workstation"
         with pytest.raises(libvirt.libvirtError):
-            conn.defineXMLFlags("<domain type='kvm'><name>x</name><bogus/></domain>", libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            conn.defineXMLFlags(
+                "<domain type='kvm'><name>x</name><bogus/></domain>", libvirt.VIR_DOMAIN_DEFINE_VALIDATE
+            )
     finally:
         conn.close()

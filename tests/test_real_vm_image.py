@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import socket
@@ -21,12 +22,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from cwhost.images import guest_files
 from cwhost.images.packages import SEED_PACKAGES
+from drivers.libvirt_network import GuestNetwork
 from tests.conftest import cli, free_port, start_server, wait_until
 from tests.test_deployment_files import unit_service_section
 
@@ -37,6 +40,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="building an image needs root"),
 ]
 BOOT_SECONDS = 420
+# The host's address on cwhost's own guest network (the default subnet).
+GATEWAY = str(GuestNetwork().gateway)
 
 
 IMAGES_SOURCE = Path(guest_files.__file__).parent
@@ -112,7 +117,8 @@ port = {free_port()}
 listen = "127.0.0.1"
 [access]
 public_host = "127.0.0.1"
-forward_listen = "127.0.0.1"
+# Every address, as by default: guests reach each other's SSH forwards too, and keys decide.
+forward_listen = "0.0.0.0"
 ssh_port_first = {first}
 ssh_port_last = {first + 5}
 {_types_toml()}
@@ -156,6 +162,7 @@ def _wait_for_cloud_init(client: paramiko.SSHClient) -> None:
 
 
 def _new_key():
+    """A key pair: paramiko's private key, its public line, and the private key as OpenSSH's file holds it."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -164,7 +171,7 @@ def _new_key():
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     ).decode()
     public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), public.decode() + " ci@test"
+    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), public.decode() + " ci@test", pem
 
 
 def _refused(port: int) -> bool:
@@ -176,7 +183,7 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     server, data_dir = server
     http = requests.Session()
     http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", "ci").stdout.split()[-1]
-    key, public_key = _new_key()
+    key, public_key, _ = _new_key()
     assert http.post(server.url + "/v1/account/ssh-keys", json={"name": "ci", "publicKey": public_key}).ok
     workspace = http.post(server.url + "/v1/workspaces", json={"name": "code"}).json()["id"]
     files = f"{server.url}/v1/workspaces/{workspace}/files"
@@ -353,22 +360,47 @@ def _typing_and_pointing(http: requests.Session, url: str, before) -> None:
     assert read["stdout"].split() == [str(round(100 * 32767 / (width - 1))), str(round(200 * 32767 / (height - 1)))]
 
 
-def _exec(http: requests.Session, url: str, *command: str) -> dict:
-    return http.post(url + "/exec", json={"command": list(command), "timeoutSeconds": 30}).json()
+def _exec(http: requests.Session, url: str, *command: str, stdin: str = "") -> dict:
+    return http.post(url + "/exec", json={"command": list(command), "stdin": stdin, "timeoutSeconds": 30}).json()
 
 
-def test_a_chromium_workstation_shows_its_browser_full_screen(server):
-    """The chromium image: its X session shows Chromium full-screen, its DevTools on the guest's loopback only."""
-    from PIL import Image
-
-    server, _data_dir = server
+def _account(server, name: str) -> requests.Session:
     http = requests.Session()
-    http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", "web").stdout.split()[-1]
-    created = http.post(server.url + "/v1/workstations", json={"name": "web", "type": "chromium"})
+    http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", name).stdout.split()[-1]
+    return http
+
+
+def _launched(http: requests.Session, server, body: dict) -> str:
+    created = http.post(server.url + "/v1/workstations", json=body)
     assert created.status_code == 201, created.text
     url = f"{server.url}/v1/workstations/{created.json()['id']}"
     wait_until(lambda: http.get(url).json()["status"] == "stopped", 120, "provisioning")
     assert http.post(url + "/launch").status_code == 200
+    return url
+
+
+def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):
+    """bob's chromium workstation shows its browser full-screen, drives over CDP and loads a page the
+    host serves on its bridge address; alice's python workstation, running beside it, reaches none of
+    bob's doors (DevTools, VNC, SSH) but bob's public SSH forward, which refuses her key."""
+    server, _data_dir = server
+    bob, alice = _account(server, "bob"), _account(server, "alice")
+    _, alice_public, alice_key = _new_key()
+    assert alice.post(server.url + "/v1/account/ssh-keys", json={"name": "a", "publicKey": alice_public}).ok
+    url = _launched(bob, server, {"name": "web", "type": "chromium"})
+    alice_url = _launched(alice, server, {"name": "py", "type": "python"})
+    _the_browser_full_screen(bob, url)
+    _walled_off(server, alice, alice_url, alice_key, bob, url)
+    _an_agents_loop(bob, url)
+    for http, each in ((bob, url), (alice, alice_url)):
+        assert http.post(each + "/stop", params={"force": "true"}).status_code == 200
+        assert http.delete(each).status_code == 204
+
+
+def _the_browser_full_screen(http: requests.Session, url: str) -> None:
+    """The chromium image: its X session shows Chromium full-screen, its DevTools on the guest's loopback only."""
+    from PIL import Image
+
     wait_until(lambda: _exec(http, url, "true").get("exitCode") == 0, BOOT_SECONDS, "the guest agent and its user")
     wait_until(lambda: _exec(http, url, "pgrep", "-u", "desktop", "-x", "chromium")["exitCode"] == 0, 300, "Chromium")
     # The seed's user (uid 1000) and the desktop's own (a system user) both exist.
@@ -389,9 +421,71 @@ def test_a_chromium_workstation_shows_its_browser_full_screen(server):
         return all(c > 200 for c in corners) and image.getextrema()[0] < 60
 
     wait_until(page_shown, 180, "the start page full-screen")
-    _an_agents_loop(http, url)
-    assert http.post(url + "/stop", params={"force": "true"}).status_code == 200
-    assert http.delete(url).status_code == 204
+
+
+SCAN = """
+import concurrent.futures, json, socket, sys
+def probe(target):
+    try:
+        socket.create_connection(tuple(target), timeout=3).close()
+        return target
+    except OSError:
+        return None
+with concurrent.futures.ThreadPoolExecutor(64) as pool:
+    print(json.dumps([t for t in pool.map(probe, json.loads(sys.stdin.read())) if t]))
+"""
+
+
+def _guest_address(http: requests.Session, url: str) -> str:
+    subnet = GuestNetwork().subnet
+
+    def found():
+        addresses = http.get(url).json()["access"]["ipAddresses"]
+        return next((a for a in addresses if "." in a and ipaddress.ip_address(a) in subnet), None)
+
+    return wait_until(found, 180, "the guest's address on cwhost's network")
+
+
+def _walled_off(server, alice: requests.Session, alice_url: str, alice_key: str, bob: requests.Session, url: str):
+    """From inside alice's guest: of every host and guest door, only the two public SSH forwards open, and
+    bob's refuses her key; from bob's guest, alice's SSH is not reachable directly either."""
+    wait_until(lambda: _exec(alice, alice_url, "true").get("exitCode") == 0, BOOT_SECONDS, "alice's guest agent")
+    bob_ws, alice_ws = bob.get(url).json(), alice.get(alice_url).json()
+    assert alice.get(url).status_code == 404
+    bob_ip, alice_ip = _guest_address(bob, url), _guest_address(alice, alice_url)
+    forwards = {bob_ws["access"]["ssh"]["port"], alice_ws["access"]["ssh"]["port"]}
+    first = min(forwards)
+    host_ports = {
+        urlsplit(server.url).port,
+        urlsplit(bob_ws["access"]["console"]["websocketUrl"]).port,
+        urlsplit(bob_ws["access"]["browser"]["cdpUrl"]).port,
+        bob_ws["access"]["console"]["port"],
+        *range(5900, 5906),
+        *range(first - 5, first + 6),
+        22,
+        9222,
+        9223,
+    }
+    targets = [[host, port] for host in (GATEWAY, "10.0.2.2", "10.0.2.3") for port in sorted(host_ports)]
+    targets += [[bob_ip, port] for port in (22, 5900, 9222, 9223)]
+    scan = alice.post(
+        alice_url + "/exec",
+        json={"command": ["python3", "-c", SCAN], "stdin": json.dumps(targets), "timeoutSeconds": 60},
+    ).json()
+    assert scan["exitCode"] == 0, scan
+    assert sorted(map(tuple, json.loads(scan["stdout"]))) == sorted((GATEWAY, port) for port in forwards)
+
+    ssh = (
+        "ssh -i ~/.ssh/a -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -p {} dev@{} true"
+    )
+    put_key = "install -m 700 -d ~/.ssh && cat > ~/.ssh/a && chmod 600 ~/.ssh/a"
+    assert _exec(alice, alice_url, "sh", "-c", put_key, stdin=alice_key)["exitCode"] == 0
+    own = _exec(alice, alice_url, "sh", "-c", ssh.format(alice_ws["access"]["ssh"]["port"], GATEWAY))
+    assert own["exitCode"] == 0, own
+    refused = _exec(alice, alice_url, "sh", "-c", ssh.format(bob_ws["access"]["ssh"]["port"], GATEWAY))
+    assert refused["exitCode"] == 255 and "Permission denied (publickey)" in refused["stderr"], refused
+    direct = _exec(bob, url, "bash", "-c", f"timeout 5 bash -c 'exec 3<>/dev/tcp/{alice_ip}/22'")
+    assert direct["exitCode"] != 0, direct
 
 
 FORM = b"""<!doctype html><html><body style="margin:0">
@@ -400,7 +494,7 @@ FORM = b"""<!doctype html><html><body style="margin:0">
 
 
 def _serve_form():
-    """A page on the host's loopback, which the guest reaches as 10.0.2.2 (QEMU's user-mode network)."""
+    """A page on the host's bridge address: the one host address guests reach."""
     import http.server
 
     class Form(http.server.BaseHTTPRequestHandler):
@@ -414,7 +508,7 @@ def _serve_form():
         def log_message(self, format, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Form)
+    server = http.server.ThreadingHTTPServer((GATEWAY, 0), Form)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -431,7 +525,7 @@ def _an_agents_loop(http: requests.Session, url: str) -> None:
                 playwright.chromium.connect_over_cdp(cdp_url.rsplit("/", 1)[0] + "/" + "x" * 43, timeout=10_000)
             browser = playwright.chromium.connect_over_cdp(cdp_url, timeout=60_000)
             page = browser.contexts[0].pages[0]
-            page.goto(f"http://10.0.2.2:{form.server_address[1]}/", timeout=60_000)
+            page.goto(f"http://{GATEWAY}:{form.server_address[1]}/", timeout=60_000)
             box = page.locator("#field").bounding_box()
             x, y = round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2)
             # The screenshot shows the field where the page puts it: its coordinates are the screen's.

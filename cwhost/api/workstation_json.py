@@ -24,7 +24,7 @@ from flask import Response, current_app, request
 
 from cwhost.api.schemas import AccessSchema, WorkstationSchema
 from cwhost.workspaces import Workspace
-from cwhost.workstations.access import reach
+from cwhost.workstations.access import offers_browser, reach
 from cwhost.workstations.model import Workstation
 
 _RECORD = WorkstationSchema(exclude=("access",))
@@ -130,7 +130,7 @@ class Presenter:
         )
         if console is not None and console["protocol"] == "vnc" and self._console_urls is not None:
             access["console"] = {**access["console"], "url": _LINK, "websocketUrl": _SOCKET}
-        if ws.cdp_port is not None and self._cdp_urls is not None:
+        if self._cdp_urls is not None and offers_browser(ws, self._config):
             access["browser"] = {"cdpUrl": _CDP}
         return {**body, "access": access}
 

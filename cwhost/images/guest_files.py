@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import json
 
+from drivers.cloud_init import HOST_ADDRESS_FILE
+from drivers.libvirt_xml import FORWARDING_MAC
+
 # The kernel boots the image's one file system directly: no partition table,
 # no boot loader. cloud-init grows the file system to the disk at first boot.
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 DESKTOP_USER = "desktop"
 # Chromium's DevTools listen on the guest's loopback (9222); this relay alone
-# reaches them from the NIC, where only the host's forwarded port leads.
+# reaches them from the routed NIC, and answers only the host's address on
+# cwhost's network (HOST_ADDRESS_FILE), where no other guest can reach it.
 CDP_GUEST_PORT = 9223
 
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
-    # One virtio NIC, named eth0 by net.ifnames=0; DHCP from libvirt's network or QEMU's.
-    "etc/network/interfaces.d/eth0": "auto eth0\niface eth0 inet dhcp\n",
+    # The routed NIC, on libvirt's network: DHCP gives it its address, its route and DNS.
+    "etc/network/interfaces.d/eth0": "allow-hotplug eth0\niface eth0 inet dhcp\n",
+    # The NIC that only carries forwarded ports in (QEMU's user-mode network,
+    # restricted): named by its MAC, whatever order the NICs are found in,
+    # with the address QEMU forwards to and no route, so nothing goes out by it.
+    "etc/systemd/network/10-cwhost-forwards.link": f"[Match]\nMACAddress={FORWARDING_MAC}\n\n[Link]\nName=fwd0\n",
+    "etc/network/interfaces.d/fwd0": "allow-hotplug fwd0\niface fwd0 inet static\n    address 10.0.2.15/24\n",
     # Only the NoCloud seed cwhost attaches: probing cloud providers' metadata
     # services would wait for timeouts at every boot. The network is ifupdown's.
     "etc/cloud/cloud.cfg.d/90-cwhost.cfg": json.dumps(
@@ -57,12 +66,19 @@ exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars \\
 CDP_FILES = {
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
-After=network-online.target
+Wants=network-online.target
+After=network-online.target cloud-init.service
+ConditionPathExists={HOST_ADDRESS_FILE}
 
 [Service]
 User=desktop
-ExecStart=/usr/bin/socat TCP-LISTEN:{CDP_GUEST_PORT},fork,reuseaddr TCP:127.0.0.1:9222
+# socat's range= refuses every peer but the host's address on cwhost's
+# network, which the seed gives; on any other network the seed gives none,
+# and the relay does not run.
+ExecStart=/bin/sh -c 'exec /usr/bin/socat \\
+    TCP-LISTEN:{CDP_GUEST_PORT},fork,reuseaddr,range=$$(cat {HOST_ADDRESS_FILE})/32 TCP:127.0.0.1:9222'
 Restart=always
+RestartSec=2
 
 [Install]
 WantedBy=multi-user.target

@@ -48,6 +48,16 @@ class LiveAccess:
         return self._by_id.get(workstation_id)
 
 
+def offers_browser(ws: Workstation, config: Config) -> bool:
+    """Whether a browser type's DevTools are offered (access.browser.cdpUrl).
+
+    Only on cwhost's own network, where the host alone reaches the guest's
+    DevTools relay: on an operator's LAN bridge, every LAN peer would too.
+    """
+    wtype = config.workstation_type(ws.type) if ws.type else None
+    return wtype is not None and "chromium" in wtype.software and config.guests_on_own_network
+
+
 def reach(ws: Workstation, live: Access | None, config: Config) -> Reach | None:
     """How to reach a running workstation; None when it is not running.
 

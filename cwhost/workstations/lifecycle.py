@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
 # What a running workstation holds of the host, given back when it stops.
-RELEASED_AT_STOP = {"gpu_address": None, "ssh_port": None, "cdp_port": None}
+RELEASED_AT_STOP = {"gpu_address": None, "ssh_port": None}
 # How often a stopping guest's process is read while it shuts down.
 STOP_READING_SECONDS = 0.1
 

@@ -50,8 +50,6 @@ class Workstation:
     ssh_public_keys: tuple[str, ...] = ()
     # The host port forwarded to its SSH while it runs.
     ssh_port: int | None = None
-    # The host port forwarded to its browser's DevTools relay while it runs (browser types).
-    cdp_port: int | None = None
     # What other layers derive from this version of the record, computed once (the API's JSON of it).
     # Every change makes a new Workstation, and dataclasses.replace() starts it empty.
     derived: dict = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -115,7 +113,6 @@ def from_row(row: dict) -> Workstation:
         ),
         ssh_public_keys=tuple(json.loads(row.get("ssh_public_keys") or "[]")),
         ssh_port=row.get("ssh_port"),
-        cdp_port=row.get("cdp_port"),
     )
 
 

@@ -148,9 +148,9 @@ class WorkstationStore:
     # workstation can be deleted, and stopping or failing releases them.
 
     def held_ports(self) -> set[int]:
-        """Host ports forwarded to any workstation: SSH and DevTools alike."""
+        """Host ports forwarded to any workstation's SSH."""
         with self._records_now() as records:
-            return {port for ws in records.all() for port in (ws.ssh_port, ws.cdp_port) if port is not None}
+            return {ws.ssh_port for ws in records.all() if ws.ssh_port is not None}
 
     def held_gpu_addresses(self) -> set[str]:
         with self._records_now() as records:

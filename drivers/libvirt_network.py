@@ -1,0 +1,76 @@
+"""cwhost's own guest network: a libvirt NAT network whose guests reach the world and the host's
+bridge address, never the host's loopback and never each other.
+
+Why not QEMU's user-mode network: there every guest reaches the host's
+``127.0.0.1`` as ``10.0.2.2``, so any guest could open whatever listens on
+the host's loopback (other guests' forwarded ports, VNC, cwhost's own
+listeners). On a bridge, a guest's packets to ``127.0.0.0/8`` are martians the
+host's kernel drops, each guest is its own peer (its own address) to every
+host listener, and each interface's ``<port isolated='yes'/>`` keeps the
+bridge from carrying one guest's frames to another. (passt would do the same
+without a bridge, but libvirt 9.0 refuses it and Debian 12's passt crashes.)
+
+libvirtd (root) runs the network's dnsmasq and its NAT rules: cwhost itself
+needs no privilege beyond the libvirt socket. The network is defined once,
+set to start with libvirtd, and started whenever a domain needs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import libvirt
+
+
+@dataclass(frozen=True)
+class GuestNetwork:
+    name: str = "cwhost"
+    bridge: str = "cwhost0"
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.150.0/24")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        """The host's address on the bridge: the one host address guests reach."""
+        return self.subnet.network_address + 1
+
+    def to_xml(self) -> str:
+        root = ET.Element("network")
+        ET.SubElement(root, "name").text = self.name
+        ET.SubElement(root, "forward", mode="nat")
+        ET.SubElement(root, "bridge", name=self.bridge, stp="on", delay="0")
+        ip = ET.SubElement(root, "ip", address=str(self.gateway), netmask=str(self.subnet.netmask))
+        hosts = list(self.subnet.hosts())
+        ET.SubElement(ET.SubElement(ip, "dhcp"), "range", start=str(hosts[1]), end=str(hosts[-1]))
+        return ET.tostring(root, encoding="unicode")
+
+
+def ensure_running(conn: libvirt.virConnect, network: GuestNetwork) -> None:
+    """Define the network if libvirt does not know it, and start it if it is down."""
+    try:
+        found = conn.networkLookupByName(network.name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+            raise
+        found = conn.networkDefineXML(network.to_xml())
+        found.setAutostart(1)
+    if not found.isActive():
+        found.create()
+
+
+def leased_address(conn: libvirt.virConnect, network: GuestNetwork, mac: str) -> str | None:
+    """The IPv4 address the network's DHCP server gave the interface ``mac``; None before it asked.
+
+    The lease, not what the guest's agent says: a guest chooses what its
+    agent reports, while dnsmasq hands each MAC its own address.
+    """
+    try:
+        leases = conn.networkLookupByName(network.name).DHCPLeases(mac)
+    except libvirt.libvirtError as exc:
+        # libvirt's test driver keeps no leases: its guests never have an address.
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return None
+        raise
+    found = [lease["ipaddr"] for lease in leases if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4]
+    return found[-1] if found else None
