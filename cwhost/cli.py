@@ -28,6 +28,7 @@ from cwhost.errors import NotFound
 from cwhost.http_server import make_server
 from cwhost.images import command as images_command
 from cwhost.images.catalog import ImageCatalog
+from cwhost.listener_guard import ConnectionCaps
 from cwhost.patterns import ACCOUNT_NAME_PATTERN
 from cwhost.serverlock import AlreadyServing, hold_data_dir
 from cwhost.usage import UsageLedger
@@ -258,7 +259,8 @@ def _side_listeners(components, config) -> list[socketserver.BaseServer]:
         if tokens is None:
             continue
         try:
-            listener = make(tokens, settings.listen, settings.port)
+            caps = ConnectionCaps(settings.max_connections, settings.max_connections_per_peer)
+            listener = make(tokens, settings.listen, settings.port, caps)
         except OSError as exc:
             for started in listeners:
                 started.shutdown()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -30,12 +31,13 @@ from urllib.parse import parse_qs, urlparse
 
 from websockify.websocketproxy import LibProxyServer, ProxyRequestHandler
 
+from cwhost.listener_guard import HANDSHAKE_SECONDS, ConnectionCaps, GuardedServer, close_at_deadline
+
 # The most opened, unexpired links remembered at once; beyond it links are refused.
 MAX_OPENED = 100_000
-# Seconds an unauthenticated WebSocket handshake may take.
-HANDSHAKE_SECONDS = 10
 # Two 128-bit MACs from one 256-bit digest, in hex.
 _LINK, _SOCKET = slice(0, 32), slice(32, 64)
+_MAC = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class ConsoleTokens:
         if len(parts) != 4 or not parts[1].isdigit() or len(parts[1]) > 12:
             return None
         workstation_id, expires, nonce, mac = parts
+        # compare_digest takes ASCII text only: anything else is no MAC of ours.
+        if _MAC.fullmatch(mac) is None or not workstation_id.isascii() or not nonce.isascii():
+            return None
         signed = f"{workstation_id}_{expires}_{nonce}".encode()
         expected = hashlib.blake2b(signed, key=self._key, digest_size=32).hexdigest()[half]
         if not hmac.compare_digest(expected, mac) or int(expires) <= self._clock():
@@ -144,6 +149,14 @@ class _OneConnection:
 class _ConsoleHandler(ProxyRequestHandler):
     timeout = HANDSHAKE_SECONDS
 
+    def setup(self):
+        self._disarm = close_at_deadline(self.request)
+        super().setup()
+
+    def finish(self):
+        self._disarm()
+        super().finish()
+
     def handle_upgrade(self):
         # websockify's own token check, in its library server, fails on any
         # unknown token with an AttributeError: the look-up is done here.
@@ -155,6 +168,7 @@ class _ConsoleHandler(ProxyRequestHandler):
             return
         self.server = _OneConnection(shared, *target)
         # Authenticated: from here the proxy loop waits on select, as long as the session lasts.
+        self._disarm()
         self.request.settimeout(None)
         super().handle_upgrade()
 
@@ -166,9 +180,14 @@ class _ConsoleHandler(ProxyRequestHandler):
         pass
 
 
-def console_bridge(tokens: ConsoleTokens, host: str, port: int) -> LibProxyServer:
+class _ConsoleBridge(GuardedServer, LibProxyServer):
+    pass
+
+
+def console_bridge(tokens: ConsoleTokens, host: str, port: int, caps: ConnectionCaps) -> LibProxyServer:
     """The WebSocket-to-VNC listener; ``serve_forever()`` it on a thread."""
-    server = LibProxyServer(RequestHandlerClass=_ConsoleHandler, listen_host=host, listen_port=port)
+    server = _ConsoleBridge(RequestHandlerClass=_ConsoleHandler, listen_host=host, listen_port=port)
+    server.caps = caps
     server.tokens = tokens
     server.daemon_threads = True
     # Nor does it set what its handler reads of a server listening on TCP.

@@ -279,3 +279,11 @@ def _drop_workstation_cdp_port(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_workstations_cdp_port")
     db.execute("ALTER TABLE workstations DROP COLUMN cdp_port")
 
+
+@migrations(name="0013_idempotency_replays_without_access")
+def _idempotency_replays_without_access(db: sqlite_utils.Database) -> None:
+    # Kept answers held a launch's console password and links; replays now mint access afresh.
+    db.execute(
+        "UPDATE idempotency_keys SET body = json_set(body, '$.access', json('null'))"
+        " WHERE json_valid(body) AND json_type(body, '$.access') = 'object'"
+    )

@@ -5,10 +5,15 @@ tests/test_real_vm_image.py drives a real Chromium through it with Playwright.""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
+import time
+
+import pytest
 
 from cwhost.cdp import CdpProxy
+from cwhost.listener_guard import ConnectionCaps
 from cwhost.console import ConsoleTokens
 from tests.conftest import StandInServer
 
@@ -47,7 +52,7 @@ def _ask(port: int, path: str, extra: str = "") -> socket.socket:
 def test_a_token_leads_to_the_browsers_endpoint_and_nothing_else_does():
     devtools = StandInDevTools()
     tokens = ConsoleTokens({"ws-1": ("127.0.0.1", devtools.port)}.get, link_seconds=60)
-    proxy = CdpProxy(tokens, "127.0.0.1", 0)
+    proxy = CdpProxy(tokens, "127.0.0.1", 0, ConnectionCaps(256, 16))
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     port = proxy.server_address[1]
     try:
@@ -68,3 +73,115 @@ def test_a_token_leads_to_the_browsers_endpoint_and_nothing_else_does():
         proxy.shutdown()
         proxy.server_close()
         devtools.close()
+
+
+class StandInGuest(StandInServer):
+    """A guest answering /json/version with whatever it likes, as a hostile guest may."""
+
+    def __init__(self, answer_body: bytes):
+        self.body = answer_body
+        super().__init__()
+
+    def answer(self, connection):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += connection.recv(4096)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body))
+        try:
+            connection.sendall(self.body)
+        except OSError:
+            pass  # the proxy stopped reading: as it should
+        connection.close()
+
+
+def _proxy(targets: dict):
+    tokens = ConsoleTokens(targets.get, link_seconds=60)
+    proxy = CdpProxy(tokens, "127.0.0.1", 0, ConnectionCaps(8, 3))
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    return tokens, proxy
+
+
+def _answer_of(connection: socket.socket) -> tuple[bytes, dict]:
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b'{"webSocketDebuggerUrl": 7}', b"not json", b'{"x": "' + b"a" * (300 * 1024) + b'"}'],
+    ids=["a-list", "a-number", "not-json", "300-KiB"],
+)
+def test_a_guest_answering_anything_but_chromiums_version_gets_a_json_503(body):
+    guest = StandInGuest(body)
+    tokens, proxy = _proxy({"ws-1": ("127.0.0.1", guest.port)})
+    try:
+        with _ask(proxy.server_address[1], f"/cdp/{tokens.websocket_token('ws-1')}") as connection:
+            head, answer = _answer_of(connection)
+        assert head.startswith(b"HTTP/1.1 503") and b"\r\nRetry-After: 5\r\n" in head
+        assert answer["error"] == "unavailable" and "booting" in answer["message"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        guest.close()
+
+
+def test_a_booting_guest_gets_one_json_503_and_no_warning(caplog):
+    nothing = socket.create_server(("127.0.0.1", 0))
+    port = nothing.getsockname()[1]
+    nothing.close()
+    tokens, proxy = _proxy({"ws-1": ("127.0.0.1", port)})
+    try:
+        for _ in range(3):
+            with _ask(proxy.server_address[1], f"/cdp/{tokens.websocket_token('ws-1')}") as connection:
+                head, answer = _answer_of(connection)
+            assert head.startswith(b"HTTP/1.1 503") and answer["error"] == "unavailable"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_a_header_line_with_a_bare_line_feed_is_refused_before_any_guest_is_reached():
+    devtools = StandInDevTools()
+    tokens, proxy = _proxy({"ws-1": ("127.0.0.1", devtools.port)})
+    try:
+        token = tokens.websocket_token("ws-1")
+        with _ask(proxy.server_address[1], f"/cdp/{token}", "X-A: 1\nInjected: yes\r\n") as connection:
+            head, answer = _answer_of(connection)
+        assert head.startswith(b"HTTP/1.1 400") and answer["error"] == "invalid_request"
+        assert devtools.requests == []
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        devtools.close()
+
+
+def test_a_slow_handshake_is_closed_at_its_deadline_and_one_peer_holds_few_connections(monkeypatch):
+    from cwhost import listener_guard
+
+    monkeypatch.setattr(listener_guard, "HANDSHAKE_SECONDS", 1)
+    _, proxy = _proxy({})
+    port = proxy.server_address[1]
+    try:
+        dripping = socket.create_connection(("127.0.0.1", port), timeout=10)
+        began = time.monotonic()
+        # One byte at a time, each well within any per-read timeout: the deadline still ends it.
+        with pytest.raises(OSError):
+            for byte in b"GET /cdp/" + b"x" * 40:
+                dripping.sendall(bytes([byte]))
+                time.sleep(0.2)
+        assert time.monotonic() - began < 5
+        dripping.close()
+        # 3 per peer (as this proxy is set up): a fourth is closed at once, unanswered.
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as fourth:
+            assert fourth.recv(10) == b""
+        for connection in held:
+            connection.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

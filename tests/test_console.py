@@ -16,6 +16,7 @@ import pytest
 
 from cwhost import auth
 from cwhost.app import create_app
+from cwhost.listener_guard import ConnectionCaps
 from cwhost.console import ConsoleTokens, console_bridge
 from cwhost.db import Database
 from tests.conftest import StandInServer, bearer, create_stopped, free_port, make_config, power_off_fake_guests
@@ -120,6 +121,10 @@ def test_a_running_workstations_console_link_opens_the_page_once(console_app):
     used = client.get(console["url"].removeprefix("http://localhost"))
     assert used.status_code == 404 and used.get_json()["error"] == "not_found"
     assert client.get("/console/made-up-token").status_code == 404
+    # A token that is no hex MAC (non-ASCII here) is unknown like any other, not a crash.
+    for made_up in ("/console/ws-x_123_abc_%C3%A9", "/console/ws-x_123_abc_" + "%C3%A9" * 16):
+        refused = client.get(made_up)
+        assert refused.status_code == 404 and refused.get_json()["error"] == "not_found", made_up
     # noVNC's modules are served, nothing else of its directory.
     for path, status in (
         ("/console/novnc/core/rfb.js", 200),
@@ -178,7 +183,7 @@ def test_the_bridge_leads_each_token_to_its_own_vnc_and_nothing_else():
     first, second = StandInVnc(b"first"), StandInVnc(b"second")
     running = {"ws-1": ("127.0.0.1", first.port), "ws-2": ("127.0.0.1", second.port)}
     tokens = ConsoleTokens(running.get, link_seconds=60)
-    bridge = console_bridge(tokens, "127.0.0.1", 0)
+    bridge = console_bridge(tokens, "127.0.0.1", 0, ConnectionCaps(256, 16))
     port = bridge.server_address[1]
     threading.Thread(target=bridge.serve_forever, daemon=True).start()
     try:
@@ -196,8 +201,31 @@ def test_the_bridge_leads_each_token_to_its_own_vnc_and_nothing_else():
             thread.join(timeout=30)
         assert answers == {i: first.greeting if i % 2 else second.greeting for i in range(16)}
         assert _websocket_read(port, "made-up") == b""
+        assert _websocket_read(port, f"ws-1_{10**11}_abc_" + "%C3%A9" * 16) == b""
+        # The bridge still serves after them.
+        assert _websocket_read(port, one) == first.greeting
     finally:
         bridge.shutdown()
         bridge.server_close()
         first.close()
         second.close()
+
+
+def test_an_idempotent_launch_keeps_no_secret_and_its_replay_mints_fresh_links(console_app):
+    app, alice, _ = console_app
+    client = app.test_client()
+    workstation = create_stopped(client, alice, cpuCores=1, memoryGB=1)
+    launch = f"/v1/workstations/{workstation['id']}/launch"
+    first = client.post(launch, headers={**alice, "Idempotency-Key": "launch-secret"}).get_json()
+    console = first["access"]["console"]
+    kept = app.extensions["cwhost"].db.query_one("SELECT body FROM idempotency_keys")["body"]
+    assert console["password"] not in kept and console["url"].rsplit("/", 1)[1] not in kept
+    assert '"access":null' in kept
+    replay = client.post(launch, headers={**alice, "Idempotency-Key": "launch-secret"})
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    again = replay.get_json()["access"]["console"]
+    assert again["password"] == console["password"] and again["url"] != console["url"]
+    assert client.get(again["url"].removeprefix("http://localhost")).status_code == 200
+    assert {k: v for k, v in replay.get_json().items() if k != "access"} == {
+        k: v for k, v in first.items() if k != "access"
+    }

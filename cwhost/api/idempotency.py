@@ -5,21 +5,28 @@ with the same key and the same request gets that answer again and changes
 nothing; the same key with another request is 422. Only answers that are final
 are stored: a 5xx or 429 may succeed when retried, so those are not replayed.
 Concurrent requests with one key are serialised, so the second replays the first.
+
+A workstation's ``access`` holds secrets (its console password, one-time
+links): it is stored as null, and a replay shows the workstation's access as
+it is now, with links minted for the replay.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import threading
 import time
 
 import flask
+import orjson
 from apispec import BasePlugin
 from flask import current_app, g, request
 
-from cwhost.errors import ServiceError
+from cwhost.api.workstation_json import Presenter
+from cwhost.errors import NotFound, ServiceError
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without space, as the document says too.
@@ -47,6 +54,30 @@ def _fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _stored(body: str) -> str:
+    """An answer as kept for replays: without a workstation's access."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(answer, dict) or answer.get("access") is None:
+        return body
+    return json.dumps({**answer, "access": None}, separators=(",", ":"))
+
+
+def _replayed(body: str) -> str:
+    """A kept answer as replayed: a workstation's access as it is now, with fresh links."""
+    answer = json.loads(body)
+    if not isinstance(answer, dict) or "access" not in answer or not isinstance(answer.get("id"), str):
+        return body
+    try:
+        ws = current_app.extensions["cwhost"].services.store.load(g.principal, answer["id"])
+    except NotFound:
+        return body  # deleted since: nothing to reach
+    answer["access"] = orjson.loads(orjson.dumps(Presenter().one(ws)))["access"]
+    return json.dumps(answer, separators=(",", ":"))
+
+
 def idempotent(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
@@ -66,7 +97,7 @@ def idempotent(view):
             if stored is not None:
                 if stored["fingerprint"] != fingerprint:
                     raise IdempotencyKeyReused(f"This {HEADER} was used for a different request; use a new key.")
-                replay = flask.make_response(stored["body"], stored["status"])
+                replay = flask.make_response(_replayed(stored["body"]), stored["status"])
                 replay.mimetype = "application/json"
                 if stored["location"]:
                     replay.headers["Location"] = stored["location"]
@@ -84,7 +115,7 @@ def idempotent(view):
                             "key": key,
                             "fingerprint": fingerprint,
                             "status": response.status_code,
-                            "body": response.get_data(as_text=True),
+                            "body": _stored(response.get_data(as_text=True)),
                             "location": response.headers.get("Location"),
                             "created_at": time.time(),
                         }
