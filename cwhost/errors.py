@@ -62,6 +62,14 @@ class UnknownAsset(ServiceError):
     code = "unknown_asset"
 
 
+class TooManyRequests(ServiceError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message, retry_after=retry_after)
+
+
 class Unavailable(ServiceError):
     status = 503
     code = "unavailable"

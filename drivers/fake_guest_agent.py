@@ -19,6 +19,15 @@ from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult
 SCREEN_SIZE = (1024, 768)
 
 
+def _interval(text: str) -> float | None:
+    """Seconds as GNU sleep reads them (no suffixes): a number from 0, or inf; None for anything else."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None  # NaN is not >= 0 either
+
+
 def _run(request: ExecRequest) -> tuple[int, bytes, bytes]:
     program, *args = request.command
     name = os.path.basename(program)
@@ -29,7 +38,9 @@ def _run(request: ExecRequest) -> tuple[int, bytes, bytes]:
     if name in ("true", "false"):
         return int(name == "false"), b"", b""
     if name == "sleep" and len(args) == 1:
-        seconds = float(args[0])
+        seconds = _interval(args[0])
+        if seconds is None:
+            return 1, b"", f"sleep: invalid time interval '{args[0]}'\n".encode()
         time.sleep(min(seconds, request.timeout_seconds))
         return (KILLED_AT_TIMEOUT if seconds > request.timeout_seconds else 0), b"", b""
     simulated = "echo, cat, true, false and sleep"

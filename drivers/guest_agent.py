@@ -13,7 +13,7 @@ import libvirt_qemu
 from PIL import Image
 
 from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult, GuestAgentUnavailable, ProvisioningError
-from drivers.input_events import InputAction, batches_of
+from drivers.input_events import InputAction, all_batches
 
 
 def guest_addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
@@ -148,8 +148,7 @@ def _capture(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Image
 def send_input(connection: libvirt.virConnect, domain: libvirt.virDomain, actions: tuple[InputAction, ...]) -> None:
     """Each action as QEMU input events (QMP input-send-event), all checked before any is sent."""
     screen = _capture(connection, domain).size
-    batches = [batch for action in actions for batch in batches_of(action, screen)]
-    for events in batches:
+    for events in all_batches(actions, screen):
         command = json.dumps({"execute": "input-send-event", "arguments": {"events": events}})
         try:
             libvirt_qemu.qemuMonitorCommand(domain, command, 0)

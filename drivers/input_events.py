@@ -42,6 +42,10 @@ _SHIFTED = dict(zip(")!@#$%^&*(", string.digits, strict=True)) | {
     "~": "grave_accent", "|": "backslash", "<": "comma", ">": "dot", "?": "slash",
 }  # fmt: skip
 BUTTONS = {"left", "right", "middle"}
+# The most batches (each one input-send-event, 10 ms apart) one request may
+# send: about ten seconds of input, 500 typed characters. More is refused
+# whole, before anything is sent, so no request holds a slot for hours.
+MAX_BATCHES = 1000
 
 
 class InputRejected(ValueError):
@@ -113,6 +117,19 @@ def _button(button: str, down: bool) -> dict:
 
 def _click(button: str, times: int) -> list[list[dict]]:
     return [[_button(button, down)] for _ in range(times) for down in (True, False)]
+
+
+def all_batches(actions: tuple[InputAction, ...], screen: tuple[int, int]) -> list[list[dict]]:
+    """Every action's batches, in order; InputRejected past MAX_BATCHES, built no further than one action past."""
+    batches: list[list[dict]] = []
+    for action in actions:
+        batches += batches_of(action, screen)
+        if len(batches) > MAX_BATCHES:
+            raise InputRejected(
+                f"the actions make more than {MAX_BATCHES} input events (about 10 s of input);"
+                " send them in several requests"
+            )
+    return batches
 
 
 def batches_of(action: InputAction, screen: tuple[int, int]) -> list[list[dict]]:

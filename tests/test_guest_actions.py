@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.conftest import create_stopped
+from tests.conftest import create_stopped, wait_until
 
 
 def _running(client, alice):
@@ -130,3 +130,70 @@ def test_a_call_its_type_does_not_offer_is_422_naming_the_capability(tmp_path):
     finally:
         app.extensions["cwhost"].services.lifecycle.wait_idle()
         power_off_fake_guests(config.data_dir)
+
+
+def test_a_sleep_the_guest_cannot_read_fails_as_sleep_would_not_500(client, alice):
+    url = _running(client, alice)
+    for interval in ("nan", "-1", "abc"):
+        answer = client.post(url + "/exec", json={"command": ["sleep", interval]}, headers=alice)
+        assert answer.status_code == 200, (interval, answer.get_json())
+        assert answer.get_json()["exitCode"] == 1 and "invalid time interval" in answer.get_json()["stderr"]
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_a_commands_log_line_is_one_bounded_line(client, alice):
+    url = _running(client, alice)
+    forged = "x\nRan rm -rf /: exit code 0."
+    assert (
+        client.post(url + "/exec", json={"command": ["echo", forged, "'" * 100_000]}, headers=alice).status_code == 200
+    )
+    messages = [entry["message"] for entry in client.get(url + "/logs", headers=alice).get_json()["data"]]
+    ran = [m for m in messages if m.startswith("Ran echo")]
+    assert len(ran) == 1 and "\n" not in ran[0] and "\\x0a" in ran[0] and len(ran[0]) < 260, ran
+    assert not any(m.startswith("Ran rm") for m in messages)
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_input_beyond_ten_seconds_of_events_is_refused_whole_at_once(client, alice):
+    url = _running(client, alice)
+    flood = [{"type": "text", "text": "a" * 10_000}] * 104
+    refused = client.post(url + "/input", json={"actions": flood}, headers=alice)
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_request")
+    assert "more than 1000 input events" in refused.get_json()["message"]
+    # 500 characters (1000 events, a press and a release each) are the most one request types.
+    fits = client.post(url + "/input", json={"actions": [{"type": "text", "text": "a" * 500}]}, headers=alice)
+    assert fits.status_code == 200
+    over = client.post(url + "/input", json={"actions": [{"type": "text", "text": "a" * 501}]}, headers=alice)
+    assert over.status_code == 400
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_one_accounts_long_commands_take_its_own_slots_not_everyones(client, alice, bob):
+    import threading
+
+    url, bobs = _running(client, alice), _running(client, bob)
+    answers = []
+
+    def sleep_in_the_guest():
+        answers.append(client.post(url + "/exec", json={"command": ["sleep", "3"]}, headers=alice).status_code)
+
+    sleepers = [threading.Thread(target=sleep_in_the_guest) for _ in range(2)]
+    for sleeper in sleepers:
+        sleeper.start()
+
+    # Both of alice's slots (exec.max_per_account = 2) are taken while they sleep.
+    def refused():
+        third = client.post(url + "/exec", json={"command": ["true"]}, headers=alice)
+        return third if third.status_code == 429 else None
+
+    third = wait_until(refused, 2, "alice's third command refused", every=0.1)
+    assert third.get_json()["error"] == "rate_limited"
+    assert int(third.headers["Retry-After"]) > 0 and "exec.max_per_account" in third.get_json()["message"]
+    # bob is not held up by them.
+    assert client.post(bobs + "/exec", json={"command": ["true"]}, headers=bob).get_json()["exitCode"] == 0
+    for sleeper in sleepers:
+        sleeper.join()
+    assert answers == [200, 200]
+    assert client.post(url + "/exec", json={"command": ["true"]}, headers=alice).status_code == 200
+    for each, who in ((url, alice), (bobs, bob)):
+        client.post(each + "/stop", headers=who, query_string={"force": "true"})

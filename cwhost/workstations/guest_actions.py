@@ -9,11 +9,13 @@ code, never its output or stdin.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 
 from cwhost.auth import Principal
 from cwhost.config import Config
 from cwhost.errors import InvalidRequest, InvalidState, Unavailable, UnknownAsset
+from cwhost.workstations.account_slots import AccountSlots
 from cwhost.workstations.guards import hypervisor
 from cwhost.workstations.model import RUNNING, Workstation
 from cwhost.workstations.store import WorkstationStore
@@ -24,6 +26,16 @@ log = logging.getLogger(__name__)
 
 # How soon to ask again while a guest's agent is not up (a booting guest).
 AGENT_RETRY_SECONDS = 5
+# The most of a command its log line shows: a log entry is a line, not a copy of any argument.
+LOGGED_COMMAND_CHARS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def loggable_command(command: list[str]) -> str:
+    """The command as a shell would read it, cut to LOGGED_COMMAND_CHARS, control characters escaped
+    (a newline in an argument could otherwise forge a line of its own)."""
+    text = _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", shlex.join(command))
+    return text if len(text) <= LOGGED_COMMAND_CHARS else text[: LOGGED_COMMAND_CHARS - 1] + "…"
 
 
 class GuestActions:
@@ -31,6 +43,7 @@ class GuestActions:
         self._store = store
         self._driver = driver
         self._config = config
+        self._slots = AccountSlots(config.exec.max_per_account)
 
     def _running(self, principal: Principal, workstation_id: str, capability: str) -> Workstation:
         ws = self._store.load(principal, workstation_id)
@@ -67,7 +80,7 @@ class GuestActions:
         )
         result = self._in_guest(ws, lambda: self._driver.exec(ws.domain_name, request))
         ending = "killed at its timeout" if result.timed_out else f"exit code {result.exit_code}"
-        self._store.log(ws.id, ("info", f"Ran {shlex.join(command)}: {ending}."))
+        self._store.log(ws.id, ("info", f"Ran {loggable_command(command)}: {ending}."))
         return result
 
     def send_input(self, principal: Principal, workstation_id: str, actions: list[InputAction]) -> None:
@@ -83,7 +96,7 @@ class GuestActions:
 
     def _in_guest(self, ws: Workstation, action):
         try:
-            with hypervisor("reach"):
+            with self._slots.held(ws.account_id), hypervisor("reach"):
                 return action()
         except GuestAgentUnavailable as exc:
             raise Unavailable(
