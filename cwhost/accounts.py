@@ -9,6 +9,7 @@ it so at that moment.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -156,9 +157,15 @@ class Accounts:
                 f"The account's credits are used up (balance {balance:.2f} USD).", balance_usd=balance
             )
 
-    def require_quota_for_another_workstation(self, account_id: str, being_created: int = 0) -> None:
+    def require_quota_for_another_workstation(self, account_id: str, being_created: list[str]) -> None:
+        """QuotaExceeded unless one more fits, besides ``being_created`` (counted once, written yet or not)."""
         limit = self.limits(account_id).max_workstations
-        count = self._counted_use(account_id).workstations + being_created
+        written = self._db.query_row(
+            "SELECT COUNT(*) AS n FROM workstations WHERE account_id = ? AND deleted_at IS NULL"
+            " AND id NOT IN (SELECT value FROM json_each(?))",
+            [account_id, json.dumps(being_created)],
+        )["n"]
+        count = written + len(being_created)
         if count + 1 > limit:
             raise QuotaExceeded(
                 f"The account may have at most {limit} workstations (max_workstations); it has {count}."

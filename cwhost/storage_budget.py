@@ -8,12 +8,15 @@ that one account cannot fill the disk and turn every write into a 503 for
 everyone. A check and what it allows must not interleave with another's,
 or two requests could both take the last gigabyte: an upload holds the
 budget's lock across both, and a create or PATCH, whose write waits its turn
-at the database, holds a promise instead (``promised``), counted with the
-used storage until its write is done, so that the lock is held for moments.
+at the database, holds a promise instead (``promised``) until its write is
+done, so that the lock is held for moments. A promise names its workstation
+and counts that disk at its promised size in place of the database's row,
+whether the write has committed yet or not: counted once, never twice.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +31,9 @@ GIB = 1024**3
 
 class Promise(NamedTuple):
     account_id: str
-    size_bytes: int
+    workstation_id: str
+    # The workstation's whole disk once its write is done.
+    disk_bytes: int
     new_workstation: bool
 
 
@@ -50,55 +55,80 @@ class StorageBudget:
         self._host_storage_gb = host_storage_gb
         self._account_limit_gb = account_limit_gb
 
-    def _disks_gb(self, account_id: str | None) -> int:
+    def _disks_bytes(self, account_id: str | None, excluding: list[str]) -> int:
         row = self._db.query_row(
             "SELECT COALESCE(SUM(storage_gb), 0) AS gb FROM workstations"
-            " WHERE deleted_at IS NULL AND (account_id = ? OR ? IS NULL)",
-            [account_id, account_id],
+            " WHERE deleted_at IS NULL AND (account_id = ? OR ? IS NULL)"
+            " AND id NOT IN (SELECT value FROM json_each(?))",
+            [account_id, account_id, json.dumps(excluding)],
         )
-        return row["gb"]
+        return row["gb"] * GIB
+
+    def _used(self, account_id: str | None, excluding: str | None = None) -> int:
+        """Bytes promised to an account (everyone, for None): disks as written or promised, and workspaces;
+        the disk of ``excluding`` left out."""
+        # list() of a dict's values is one step under the GIL: a read without the lock sees no half-change.
+        promises = [p for p in list(self._promises.values()) if account_id is None or p.account_id == account_id]
+        skipped = [p.workstation_id for p in promises] + ([excluding] if excluding else [])
+        promised = sum(p.disk_bytes for p in promises if p.workstation_id != excluding)
+        return self._disks_bytes(account_id, skipped) + promised + self._workspace_bytes(account_id)
 
     def used_bytes(self, account_id: str | None) -> int:
         """What an account (everyone, for None) has been promised, in bytes."""
-        return self._disks_gb(account_id) * GIB + self._workspace_bytes(account_id)
+        return self._used(account_id)
 
     @contextmanager
     def promised(
-        self, account_id: str, more_bytes: int, new_workstation: Callable[[int], None] | None = None
+        self,
+        account_id: str,
+        workstation_id: str,
+        disk_bytes: int,
+        new_workstation: Callable[[list[str]], None] | None = None,
     ) -> Iterator[None]:
-        """Hold ``more_bytes`` for the account while the caller writes what takes them.
+        """Hold a disk of ``disk_bytes`` for the workstation while the caller writes its row.
 
-        ``new_workstation``, for a create, checks the account's workstation
-        count given the creates still promised; it runs under the lock too.
+        A disk that grows (or is new) must fit the account's limit and the
+        host's. ``new_workstation``, for a create, checks the account's
+        workstation count given the ids of the creates still promised; it
+        runs under the lock too.
         """
         with self.lock:
             if new_workstation is not None:
-                new_workstation(sum(p.new_workstation for p in self._promises.values() if p.account_id == account_id))
-            self.require(account_id, more_bytes)
+                new_workstation(
+                    [p.workstation_id for p in self._promises.values() if p.account_id == account_id and p.new_workstation]
+                )
+            written = self._written_disk_bytes(workstation_id)
+            if disk_bytes > written:
+                self._require(account_id, disk_bytes - written, excluding=(workstation_id, written))
             promise = object()
-            self._promises[promise] = Promise(account_id, max(more_bytes, 0), new_workstation is not None)
+            self._promises[promise] = Promise(account_id, workstation_id, disk_bytes, new_workstation is not None)
         try:
             yield
         finally:
             with self.lock:
                 del self._promises[promise]
 
-    def _promised_bytes(self, account_id: str | None) -> int:
-        return sum(p.size_bytes for p in self._promises.values() if account_id is None or p.account_id == account_id)
+    def _written_disk_bytes(self, workstation_id: str) -> int:
+        row = self._db.query_one("SELECT storage_gb FROM workstations WHERE id = ?", [workstation_id])
+        return row["storage_gb"] * GIB if row else 0
 
     def require(self, account_id: str, more_bytes: int) -> None:
         """QuotaExceeded unless ``more_bytes`` fit both the account's limit and the host (with the lock held)."""
-        if more_bytes <= 0:
-            return
+        if more_bytes > 0:
+            self._require(account_id, more_bytes)
+
+    def _require(self, account_id: str, more_bytes: int, excluding: tuple[str, int] | None = None) -> None:
+        """``excluding``: a workstation whose disk is counted at the size given, not as the database has it."""
+        skipped, counted = excluding or (None, 0)
         limit_gb = self._account_limit_gb(account_id)
-        used = self.used_bytes(account_id) + self._promised_bytes(account_id)
+        used = self._used(account_id, skipped) + counted
         if used + more_bytes > limit_gb * GIB:
             raise QuotaExceeded(
                 f"This needs {more_bytes / GIB:.2f} GB more storage against the account's"
                 f" max_storage_gb of {limit_gb}; {used / GIB:.2f} GB are in use."
             )
         host_gb = self._host_storage_gb() * self._config.workstation.storage_overcommit
-        promised = self.used_bytes(None) + self._promised_bytes(None)
+        promised = self._used(None, skipped) + counted
         if promised + more_bytes > host_gb * GIB:
             raise QuotaExceeded(
                 f"The server has {max(0.0, host_gb - promised / GIB):.2f} GB of storage left to give;"

@@ -183,3 +183,41 @@ def test_account_and_credit_endpoints(client, alice, admin):
     assert missing.status_code == 404
     for bad in ({"balanceUSD": "5"}, {"balanceUSD": 5, "extra": 1}, {}):
         assert client.put("/v1/accounts/alice/credits", json=bad, headers=admin).status_code == 400
+
+
+@pytest.mark.parametrize("limit", ["max_workstations", "max_storage_gb"])
+def test_creates_released_together_admit_exactly_what_the_quota_allows(tmp_path, limit):
+    """20 creates at once against a limit of 3, 30 rounds on fresh accounts: 3 created, 17 refused, every time.
+
+    (A create whose row was written but whose promise was not yet given back used to be counted twice.)
+    """
+    import threading
+
+    from cwhost.auth import Principal, ensure_account
+
+    limits = {"max_workstations": 3, "max_storage_gb": 1000} if limit == "max_workstations" else {"max_storage_gb": 3}
+    meter = Meter(tmp_path, limits={**limits, "max_workstations": limits.get("max_workstations", 1000)})
+    one_gb = {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "region": "us-west-2"}
+    try:
+        for round_number in range(30):
+            principal = Principal(ensure_account(meter.db, f"racer{round_number}"), "key", admin=False)
+            barrier = threading.Barrier(20)
+            outcomes: list[str] = []
+
+            def create(number: int) -> None:
+                barrier.wait()
+                try:
+                    meter.services.lifecycle.create(principal, f"r{number}", dict(one_gb))
+                    outcomes.append("created")
+                except QuotaExceeded as refused:
+                    outcomes.append("refused" if limit in str(refused) else str(refused))
+
+            threads = [threading.Thread(target=create, args=(n,)) for n in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(outcomes) == ["created"] * 3 + ["refused"] * 17, (round_number, outcomes)
+    finally:
+        meter.services.lifecycle.wait_idle()
+        meter.close()

@@ -162,6 +162,7 @@ class Lifecycle:
         # Promised before the write, so that two creates cannot both take the last place.
         with self._storage.promised(
             principal.account_id,
+            row["id"],
             request.configuration.storage_gb * GIB,
             lambda creating: self._accounts.require_quota_for_another_workstation(principal.account_id, creating),
         ):
@@ -333,7 +334,7 @@ class Lifecycle:
             if ws.status != STOPPED:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; it can be changed only when stopped.")
             new = self._reconfigured(ws, configuration)
-            with self._storage.promised(ws.account_id, (new.storage_gb - ws.configuration.storage_gb) * GIB):
+            with self._storage.promised(ws.account_id, ws.id, new.storage_gb * GIB):
                 return self._reconfigure(ws, new, name, keys, idle_timeout_minutes, running_timeout_minutes)
 
     def _reconfigure(self, ws, new, name, keys, idle_timeout_minutes, running_timeout_minutes) -> Workstation:
