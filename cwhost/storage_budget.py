@@ -94,9 +94,8 @@ class StorageBudget:
         """
         with self.lock:
             if new_workstation is not None:
-                new_workstation(
-                    [p.workstation_id for p in self._promises.values() if p.account_id == account_id and p.new_workstation]
-                )
+                mine = [p for p in self._promises.values() if p.account_id == account_id]
+                new_workstation([p.workstation_id for p in mine if p.new_workstation])
             written = self._written_disk_bytes(workstation_id)
             if disk_bytes > written:
                 self._require(account_id, disk_bytes - written, excluding=(workstation_id, written))
