@@ -1,7 +1,10 @@
 """An account's SSH public keys: checked to be real OpenSSH public keys, stored, listed, removed.
 
 A key is parsed with ``cryptography`` (the key itself, not only its shape), so
-a truncated, mistyped or private key is refused with the reason. Its
+a truncated, mistyped or private key is refused with the reason. Only keys the
+images' OpenSSH (9.2, Debian 12) would use are taken: no DSA (ssh-dss is off
+by default since OpenSSH 7.0) and no RSA under 2048 bits; and no control
+character, which a comment would otherwise carry into authorized_keys. Its
 fingerprint is OpenSSH's own (``ssh-keygen -lf``): SHA-256 of the key's blob.
 """
 
@@ -10,10 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from cwhost.auth import Principal
@@ -23,6 +28,8 @@ from cwhost.ids import new_id, unix_to_rfc3339
 
 MAX_KEY_CHARACTERS = 16 * 1024
 MAX_KEYS_PER_ACCOUNT = 100
+MIN_RSA_BITS = 2048
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -50,18 +57,24 @@ def parse_public_key(text: str) -> tuple[str, str]:
         raise _refuse("it is a private key; give the public one (the .pub file)")
     if "\n" in line or "\r" in line:
         raise _refuse("it is more than one line; add one key at a time")
+    if _CONTROL.search(line):
+        raise _refuse("it holds a control character")
     parts = line.split()
     if len(parts) < 2:
         raise _refuse("it needs a key type and the key, as in a .pub file")
+    if parts[0] == "ssh-dss":
+        raise _refuse("DSA keys (ssh-dss) are refused by OpenSSH on the images; use an ed25519 key")
     try:
         blob = base64.b64decode(parts[1], validate=True)
-        load_ssh_public_key(line.encode("ascii"))
+        key = load_ssh_public_key(line.encode("ascii"))
     except (binascii.Error, UnicodeEncodeError):
         raise _refuse("its key part is not base64") from None
     except UnsupportedAlgorithm:
         raise _refuse(f"key type {parts[0]!r} is not supported") from None
     except ValueError as exc:
         raise _refuse(str(exc).rstrip(".") or "it does not parse") from None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise _refuse(f"an RSA key of {key.key_size} bits is too weak; it needs at least {MIN_RSA_BITS}")
     fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return " ".join(parts), fingerprint
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import warnings
 
 import pytest
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 URL = "/v1/account/ssh-keys"
 
@@ -158,3 +160,38 @@ def test_a_patch_of_the_workstations_own_keys_takes_effect_at_the_next_launch(cl
     messages = [e["message"] for e in client.get(url + "/logs", headers=alice).get_json()["data"]]
     assert "Reconfigured: its own SSH keys 1 -> 0." in messages
     client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+def _dsa_line() -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # as OpenSSH has deprecated them
+        return _openssh(dsa.generate_private_key(key_size=1024))
+
+
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda: _dsa_line(), "DSA keys"),
+        (lambda: _openssh(rsa.generate_private_key(public_exponent=65537, key_size=1024)), "1024 bits is too weak"),
+        (
+            lambda: rsa.RSAPublicNumbers(17, 61 * 53)
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode(),
+            "12 bits is too weak",
+        ),
+        (lambda: _openssh(ed25519.Ed25519PrivateKey.generate()) + " alice\x00@laptop", "control character"),
+        (lambda: _openssh(ed25519.Ed25519PrivateKey.generate()) + " \x1b[2Jalice", "control character"),
+    ],
+    ids=["dsa", "rsa-1024", "rsa-12-bit", "nul-in-comment", "esc-in-comment"],
+)
+def test_keys_the_images_openssh_would_not_use_are_refused(client, alice, components, make, reason):
+    refused = client.post(URL, json={"name": "weak", "publicKey": make()}, headers=alice)
+    assert refused.status_code == 400 and reason in refused.get_json()["message"], refused.get_json()
+    created = client.post(
+        "/v1/workstations",
+        json={"name": "w", "configuration": {"cpuCores": 1, "memoryGB": 1}, "sshPublicKeys": [make()]},
+        headers=alice,
+    )
+    assert created.status_code == 400 and reason in created.get_json()["message"], created.get_json()
+
