@@ -11,6 +11,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
+from tests.conftest import GOOD_CONFIGURATION
+
 URL = "/v1/account/ssh-keys"
 
 
@@ -190,7 +192,7 @@ def test_keys_the_images_openssh_would_not_use_are_refused(client, alice, compon
     assert refused.status_code == 400 and reason in refused.get_json()["message"], refused.get_json()
     created = client.post(
         "/v1/workstations",
-        json={"name": "w", "configuration": {"cpuCores": 1, "memoryGB": 1}, "sshPublicKeys": [make()]},
+        json={"name": "w", "configuration": GOOD_CONFIGURATION, "sshPublicKeys": [make()]},
         headers=alice,
     )
     assert created.status_code == 400 and reason in created.get_json()["message"], created.get_json()
