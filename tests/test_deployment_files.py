@@ -5,8 +5,6 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-import pytest
-
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 
 
@@ -45,14 +43,6 @@ def test_sysusers_creates_the_user_in_the_libvirt_group():
     ]
     assert ["u", "cwhost"] == lines[0][:2]
     assert ["m", "cwhost", "libvirt"] in lines
-
-
-def test_the_contract_shipped_in_the_repository_is_the_projects():
-    shipped = SYSTEMD.parent / "cwhost" / "api" / "API.md"
-    project = SYSTEMD.parent.parent / "shared" / "API.md"
-    if not project.exists():
-        pytest.skip("no shared/ beside this clone to compare with")
-    assert shipped.read_text() == project.read_text()
 
 
 def test_the_example_configuration_uses_the_units_state_directory():
