@@ -81,3 +81,24 @@ def test_logs_page_and_download(client, alice):
 def test_another_accounts_logs_are_404(client, alice, bob, path):
     ws = create_stopped(client, alice)
     assert client.get(f"/v1/workstations/{ws['id']}/{path}", headers=bob).status_code == 404
+
+
+def test_a_workstations_log_keeps_its_newest_events_only(client, alice, components, monkeypatch):
+    from cwhost.workstations import store
+
+    monkeypatch.setattr(store, "MAX_EVENTS_PER_WORKSTATION", 20)
+    monkeypatch.setattr(store, "PRUNE_EVERY", 5)
+    ws = create_stopped(client, alice)
+    other = create_stopped(client, alice)
+    client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+    for number in range(60):
+        ran = client.post(f"/v1/workstations/{ws['id']}/exec", json={"command": ["echo", str(number)]}, headers=alice)
+        assert ran.status_code == 200
+    kept = components.db.query(
+        "SELECT message FROM workstation_events WHERE workstation_id = ? ORDER BY id", [ws["id"]]
+    )
+    messages = [row["message"] for row in kept]
+    assert 20 <= len(messages) <= 25 and messages[-1] == "Ran echo 59: exit code 0."
+    # Another workstation's log is its own.
+    assert [m for _, m in _messages(client, alice, other["id"])][0].startswith("Created")
+    client.post(f"/v1/workstations/{ws['id']}/stop?force=true", headers=alice)

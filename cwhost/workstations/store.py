@@ -50,11 +50,24 @@ class Page:
 # of the GIL and waiting to take it back, while the write lock is held.
 
 
+# A log is for reading what happened lately: one tenant's loop of commands must not grow the database without end.
+MAX_EVENTS_PER_WORKSTATION = 10_000
+PRUNE_EVERY = 100
+
+
 def log_event(tx, workstation_id: str, at: float, level: str, message: str) -> None:
-    tx.execute(
+    """Add an event; a workstation keeps its newest MAX_EVENTS_PER_WORKSTATION (give or take PRUNE_EVERY)."""
+    cursor = tx.execute(
         "INSERT INTO workstation_events (workstation_id, at, level, message) VALUES (?, ?, ?, ?)",
         [workstation_id, at, level, message],
     )
+    # Now and then, not at every event: skipping to the cut costs a walk of the index.
+    if cursor.lastrowid % PRUNE_EVERY == 0:
+        tx.execute(
+            "DELETE FROM workstation_events WHERE workstation_id = ? AND id <= (SELECT id FROM workstation_events"
+            " WHERE workstation_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            [workstation_id, workstation_id, MAX_EVENTS_PER_WORKSTATION],
+        )
 
 
 def _insert_workstation(tx, row: dict) -> None:
