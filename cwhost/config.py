@@ -21,7 +21,7 @@ from marshmallow import fields
 from marshmallow.validate import Length, OneOf, Range
 
 from cwhost.driver_config import DriverConfig
-from cwhost.patterns import FullMatch
+from cwhost.patterns import MIRROR_PATTERN, FullMatch
 from cwhost.settings import flatten_errors, schema_for, setting, strict_table
 from cwhost.workstation_types import TypeSettings, WorkstationType, declared_types, seed_types
 
@@ -207,7 +207,7 @@ class ImagesConfig:
     # Where built images live: empty means <data_dir>/images.
     dir: str = setting("")
     # The Debian mirror to build from; empty means the host's own apt sources.
-    mirror: str = setting("")
+    mirror: str = setting("", validate=FullMatch(MIRROR_PATTERN, error="must be an http(s):// or file:// URI"))
 
 
 @dataclass(frozen=True)

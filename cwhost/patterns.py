@@ -20,6 +20,11 @@ class FullMatch(validate.Regexp):
         return value
 
 
+# A page a browser opens: an absolute URL (scheme first), so never an option, and one line.
+START_URL_PATTERN = r"^([a-zA-Z][a-zA-Z0-9+.-]*:[^\x00-\x1f\x7f]+)?$"
+# A Debian mirror as mmdebstrap takes it: an http(s) or file URI, with no space (a second argument) in it.
+MIRROR_PATTERN = r"^((https?|file)://[^\s\x00-\x1f\x7f]+)?$"
+
 # An account's name: what `cwhost keys create --account` takes and
 # PUT /v1/accounts/{name}/credits names.
 ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"

@@ -9,7 +9,7 @@ from marshmallow import fields
 from marshmallow.validate import Range
 
 from cwhost.images.packages import SEED_PACKAGES, SEED_START_URLS, has_desktop
-from cwhost.patterns import FullMatch
+from cwhost.patterns import START_URL_PATTERN, FullMatch
 from cwhost.settings import setting
 from cwhost.workstations.model import Configuration
 from drivers.base import BootSource
@@ -36,7 +36,9 @@ class TypeSettings:
         convert=tuple,
     )
     # The page a desktop type's full-screen browser opens.
-    start_url: str = setting("")
+    start_url: str = setting(
+        "", validate=FullMatch(START_URL_PATTERN, error="must be an absolute URL (https://…, data:…) on one line")
+    )
     # Files to boot instead of the built image (a hand-made image, or a kernel).
     image: str = setting("")
     kernel: str = setting("")

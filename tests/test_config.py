@@ -66,6 +66,13 @@ def test_config_file_from_cwhost_config(tmp_path):
         ("[workstation]\nmax_cpu_cores = 0\n", {}, "workstation.max_cpu_cores"),
         ("", {"CWHOST_PORT": "http"}, "CWHOST_PORT"),
         ("this is = not toml [", {}, "not valid TOML"),
+        # What reaches a command line as an argument must never be read as an option.
+        ('[images]\nmirror = "--customize-hook=touch /pwned"\n', {}, "images.mirror"),
+        ('[images]\nmirror = "http://a.lan/debian http://b.lan"\n', {}, "images.mirror"),
+        ('[types.web]\ncpu_cores = 1\nmemory_gb = 1\nstorage_gb = 1\nstart_url = "--no-sandbox"\n', {}, "start_url"),
+        ('[types.web]\ncpu_cores = 1\nmemory_gb = 1\nstorage_gb = 1\nstart_url = "a\\nb"\n', {}, "start_url"),
+        ("[driver.libvirt]\nguest_subnet = \"8.8.8.0/24\"\n", {}, "driver.libvirt.guest_subnet"),
+        ("[driver.libvirt]\nguest_subnet = \"10.0.0.0/30\"\n", {}, "driver.libvirt.guest_subnet"),
     ],
 )
 def test_bad_values_are_named_in_the_error(tmp_path, text, env, named):

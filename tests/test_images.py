@@ -67,7 +67,7 @@ def test_a_type_with_a_gpu_gets_nvidias_driver_from_non_free(tmp_path):
     command = mmdebstrap_command(_type(config, "cuda"), tmp_path / "root", "http://mirror.lan/debian")
     assert {"nvidia-driver", "firmware-misc-nonfree", "linux-headers-amd64", "git"} <= set(_included(command))
     assert "--components=main,contrib,non-free,non-free-firmware" in command
-    assert command[-3:] == ["bookworm", str(tmp_path / "root"), "http://mirror.lan/debian"]
+    assert command[-4:] == ["--", "bookworm", str(tmp_path / "root"), "http://mirror.lan/debian"]
 
 
 def test_a_package_list_in_the_configuration_is_checked(tmp_path):

@@ -41,6 +41,8 @@ def mmdebstrap_command(wtype: WorkstationType, root: Path, mirror: str) -> list[
         "--variant=important",
         "--components=" + ",".join(image_components(with_gpu)),
         "--include=" + ",".join(image_packages(wtype.packages, with_gpu)),
+        # The end of options: what follows is never read as one, whatever the configuration holds.
+        "--",
         SUITE,
         str(root),
     ]
