@@ -170,3 +170,72 @@ def test_links_lead_from_a_created_workstation_through_its_life_cycle(spec):
                 names = {p["name"] for p in target.get("parameters", []) + target[target_method].get("parameters", [])}
                 assert set(link["parameters"]) <= names
                 assert all(value == "$response.body#/id" for value in link["parameters"].values())
+
+
+def _document_accepts(spec, component: str, value) -> bool:
+    schema = {**spec["components"]["schemas"][component], "$schema": "https://json-schema.org/draft/2020-12/schema"}
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+INPUT_ACTIONS = [
+    {"type": "key"},
+    {"type": "key", "keys": ["ctrl", "a"]},
+    {"type": "text"},
+    {"type": "text", "text": "hi"},
+    {"type": "move", "x": 1},
+    {"type": "move", "x": 1, "y": 2},
+    {"type": "click"},
+    {"type": "click", "x": 3},
+    {"type": "click", "x": 3, "y": 4, "button": "right"},
+    {"type": "double_click", "y": 4},
+    {"type": "drag", "x": 1, "y": 1},
+    {"type": "drag", "x": 1, "y": 1, "toX": 2},
+    {"type": "drag", "x": 1, "y": 1, "toX": 2, "toY": 2},
+    {"type": "scroll", "dy": 2},
+]
+
+
+def test_the_document_states_what_each_input_action_needs_as_the_server_checks_it(spec, client, alice):
+    """An action the document allows is sent; one it does not is refused: a generated client agrees."""
+    url = f"/v1/workstations/{create_stopped(client, alice, cpuCores=1, memoryGB=1)['id']}"
+    client.post(url + "/launch", headers=alice)
+    for action in INPUT_ACTIONS:
+        answer = client.post(url + "/input", json={"actions": [action]}, headers=alice)
+        assert answer.status_code in (200, 400), answer.get_json()
+        assert _document_accepts(spec, "InputAction", action) == (answer.status_code == 200), (action, answer.get_json())
+    client.post(url + "/stop", headers=alice, query_string={"force": "true"})
+
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ED25519,
+        ED25519 + " alice@laptop",
+        "  " + ED25519.replace(" ", "\t") + "\tlaptop \n",
+        ED25519 + " alice\x1b[2J",
+        ED25519 + " a\x00b",
+        "ssh-dss " + ED25519.split()[1],
+        "ecdsa-sha2-nistp999 " + ED25519.split()[1],
+        ED25519.split()[1],
+    ],
+    ids=["plain", "comment", "tabs-and-blanks", "escape", "nul", "dss", "no-such-type", "no-type"],
+)
+def test_an_ssh_key_the_documents_pattern_refuses_the_server_refuses(spec, client, alice, key):
+    answer = client.post("/v1/account/ssh-keys", json={"name": "k", "publicKey": key}, headers=alice)
+    pattern = spec["components"]["schemas"]["SshKeyCreate"]["properties"]["publicKey"]["pattern"]
+    if re.search(pattern, key) is None:
+        assert answer.status_code == 400, (key, answer.get_json())
+    else:
+        assert answer.status_code == 201, (key, answer.get_json())
+
+
+def test_a_patch_with_no_body_is_refused_as_the_document_requires_one(spec, client, alice):
+    operation = spec["paths"]["/v1/workstations/{workstation_id}"]["patch"]
+    assert operation["requestBody"]["required"] is True
+    url = f"/v1/workstations/{create_stopped(client, alice)['id']}"
+    refused = client.patch(url, headers=alice)
+    assert refused.status_code == 400 and "needs a JSON body" in str(refused.get_json()["details"])
+    assert client.patch(url, json={}, headers=alice).status_code == 200

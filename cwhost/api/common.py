@@ -17,7 +17,7 @@ from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
-from marshmallow import RAISE
+from marshmallow import RAISE, ValidationError
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, PathConverter
@@ -68,6 +68,12 @@ class JsonParser(FlaskParser):
         "query": RAISE,
         "querystring": RAISE,
     }
+
+    def pre_load(self, location_data, *, schema, req, location):
+        # The document says every JSON body is required; no body at all is refused, not read as {}.
+        if location == "json" and not req.get_data(cache=True):
+            raise ValidationError({"_schema": ["The request needs a JSON body."]})
+        return super().pre_load(location_data, schema=schema, req=req, location=location)
 
     def _raw_load_json(self, req):
         try:

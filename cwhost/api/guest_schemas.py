@@ -79,6 +79,19 @@ class ExecResultSchema(ma.Schema):
 
 
 class InputActionSchema(StrictSchema):
+    # What each type needs, stated in the document as ``_what_each_needs`` checks it.
+    OPENAPI_EXTRA = {
+        "oneOf": [
+            {"properties": {"type": {"const": "key"}}, "required": ["keys"]},
+            {"properties": {"type": {"const": "text"}}, "required": ["text"]},
+            {"properties": {"type": {"enum": ["move", "drag"]}}, "required": ["x", "y"]},
+            {"properties": {"type": {"enum": ["click", "double_click", "scroll"]}}},
+        ],
+        "if": {"properties": {"type": {"const": "drag"}}},
+        "then": {"required": ["toX", "toY"]},
+        "dependentRequired": {"x": ["y"], "y": ["x"]},
+    }
+
     type = fields.String(
         required=True, validate=validate.OneOf(["key", "text", "move", "click", "double_click", "drag", "scroll"])
     )

@@ -20,7 +20,7 @@ from cwhost.api.fields import (
     timeout_field,
     url_field,
 )
-from cwhost.patterns import FullMatch
+from cwhost.patterns import SSH_PUBLIC_KEY_PATTERN, FullMatch
 from cwhost.workstations.model import STATUSES
 
 # -- requests -----------------------------------------------------------------
@@ -80,7 +80,7 @@ class WorkstationCreateSchema(StrictSchema):
     )
     workspace_id = fields.String(data_key="workspaceId", validate=validate.Length(1, 63))
     ssh_public_keys = fields.List(
-        fields.String(validate=validate.Length(1, 16 * 1024)),
+        fields.String(validate=validate.Length(1, 16 * 1024), metadata={"pattern": SSH_PUBLIC_KEY_PATTERN}),
         data_key="sshPublicKeys",
         validate=validate.Length(max=20),
         metadata={"description": "OpenSSH public keys for this workstation alone, besides the account's."},
@@ -98,7 +98,7 @@ class WorkstationPatchSchema(StrictSchema):
     name = name_field()
     configuration = fields.Nested(ConfigurationInSchema, load_default=dict)
     ssh_public_keys = fields.List(
-        fields.String(validate=validate.Length(1, 16 * 1024)),
+        fields.String(validate=validate.Length(1, 16 * 1024), metadata={"pattern": SSH_PUBLIC_KEY_PATTERN}),
         data_key="sshPublicKeys",
         validate=validate.Length(max=20),
         metadata={"description": "Replaces the workstation's own keys ([] removes them); used from its next launch."},
@@ -356,7 +356,10 @@ class SshKeyCreateSchema(StrictSchema):
         data_key="publicKey",
         required=True,
         validate=validate.Length(1, 16 * 1024),
-        metadata={"description": "One OpenSSH public key line, as in a .pub file: type, key, optional comment."},
+        metadata={
+            "description": "One OpenSSH public key line, as in a .pub file: type, key, optional comment.",
+            "pattern": SSH_PUBLIC_KEY_PATTERN,
+        },
     )
 
 
