@@ -10,7 +10,6 @@ dotted name, e.g. ``server.port: Must be greater than or equal to 1``.
 from __future__ import annotations
 
 import os
-import socket
 import tomllib
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
@@ -154,8 +153,8 @@ class GuestConfig:
 
 @dataclass(frozen=True)
 class AccessConfig:
-    # The server's name as users on the LAN reach it, in ssh commands and
-    # console links; empty means this host's fully qualified name.
+    # The server's name as users on the LAN reach it, in ssh commands, console
+    # links and CDP URLs alike; empty means the name each request was sent to.
     public_host: str = setting("")
     # The host address forwarded ports listen on: every address by default.
     forward_listen: str = setting("0.0.0.0")
@@ -248,10 +247,6 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "cwhost.db"
-
-    @property
-    def public_host(self) -> str:
-        return self.access.public_host or socket.getfqdn()
 
     @property
     def guests_on_own_network(self) -> bool:

@@ -138,7 +138,7 @@ def test_a_browser_type_gets_a_cdp_url_and_only_ssh_is_forwarded(tmp_path):
             wait_for_status(client, alice, workstation_id, "stopped")
             shown[type_id] = client.post(f"/v1/workstations/{workstation_id}/launch", headers=alice).get_json()
         browser = shown["chromium"]["access"]["browser"]
-        assert browser["cdpUrl"].startswith(f"ws://localhost:{config.browser.port}/cdp/")
+        assert browser["cdpUrl"].startswith(f"ws://gpu-server.lan:{config.browser.port}/cdp/")
         assert shown["python"]["access"]["browser"] is None
         forwards = app.extensions["cwhost"].driver.access("cwhost-" + shown["chromium"]["id"]).forwards
         # DevTools are reached over the guest's private network (driver.guest_endpoint), never a host port.
@@ -147,6 +147,46 @@ def test_a_browser_type_gets_a_cdp_url_and_only_ssh_is_forwarded(tmp_path):
         assert "cdp" in types["chromium"]["capabilities"] and "cdp" not in types["python"]["capabilities"]
         for ws in shown.values():
             client.post(f"/v1/workstations/{ws['id']}/stop", headers=alice, query_string={"force": "true"})
+    finally:
+        app.extensions["cwhost"].services.lifecycle.wait_idle()
+        power_off_fake_guests(config.data_dir)
+
+
+@pytest.mark.parametrize("public_host", ["", "ws.example.lan"])
+def test_ssh_console_and_cdp_name_the_server_by_one_rule(tmp_path, public_host):
+    first = free_port()
+    console, browser = free_port(), free_port()
+    config = make_config(
+        tmp_path / "data",
+        access={"public_host": public_host, "ssh_port_first": first, "ssh_port_last": first + 5},
+        console={"port": console},
+        browser={"port": browser},
+        driver={"name": "fake", "stop_timeout_seconds": 0.5, "fake": ONE_GPU_HOST},
+    )
+    Database(config.database_path).migrate()
+    app = create_app(config)
+    from cwhost import auth
+
+    alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
+    client = app.test_client()
+    sent_to = {"Host": "gpu-server.lan:8080"}
+    try:
+        from tests.conftest import wait_for_status
+
+        created = client.post("/v1/workstations", json={"name": "w", "type": "chromium"}, headers=alice)
+        wait_for_status(client, alice, created.get_json()["id"], "stopped")
+        url = f"/v1/workstations/{created.get_json()['id']}"
+        client.post(url + "/launch", headers=alice)
+        access = client.get(url, headers={**alice, **sent_to}).get_json()["access"]
+        name = public_host or "gpu-server.lan"
+        assert access["ssh"]["host"] == name and access["ssh"]["command"].endswith(f"dev@{name}")
+        assert access["console"]["url"].startswith(f"http://{name}:8080/console/")
+        assert access["console"]["websocketUrl"].startswith(f"ws://{name}:{console}/?token=")
+        assert access["browser"]["cdpUrl"].startswith(f"ws://{name}:{browser}/cdp/")
+        # Another request, another Host: the same record's JSON names that one (unless configured).
+        again = client.get(url, headers={**alice, "Host": "10.1.2.3"}).get_json()["access"]
+        assert again["ssh"]["host"] == (public_host or "10.1.2.3")
+        client.post(url + "/stop", headers=alice, query_string={"force": "true"})
     finally:
         app.extensions["cwhost"].services.lifecycle.wait_idle()
         power_off_fake_guests(config.data_dir)

@@ -17,6 +17,7 @@ from flask import Flask, Response, abort, current_app, render_template_string, s
 
 from cwhost.api.common import ApiBlueprint
 from cwhost.errors import InvalidState, NotFound, Unavailable
+from cwhost.workstations.model import RUNNING
 
 blp = ApiBlueprint("console", __name__, description="The browser console of a running workstation.")
 
@@ -77,16 +78,16 @@ def console_page(token: str):
     ws = components.services.store.find(grant.workstation_id)
     if ws is None:
         raise NotFound("This console link is unknown, used or expired; read the workstation again for a fresh one.")
-    reach = components.services.lifecycle.access(ws)
-    if reach is None:
+    if ws.status != RUNNING:
         raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation has a console.")
-    if reach.console is None:
+    live = components.services.lifecycle.live.get(ws.id)
+    if live is None or live.console is None:
         raise Unavailable("The workstation's display cannot be reached right now; try again shortly.")
     nonce = secrets.token_urlsafe(16)
     settings = {
         "port": components.config.console.port,
         "token": tokens.websocket_token(grant.workstation_id),
-        "password": reach.console.password,
+        "password": live.console.password,
     }
     page = render_template_string(PAGE, name=ws.name, settings=settings, nonce=nonce)
     return Response(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 import orjson
 from flask import Response, current_app, request
@@ -30,8 +31,8 @@ from cwhost.workstations.model import Workstation
 _RECORD = WorkstationSchema(exclude=("access",))
 _ACCESS = AccessSchema()
 # Placeholders for the links, as strings no value can hold (NUL is refused in every input), and encoded.
-_LINK, _SOCKET, _CDP = "\x00link\x00", "\x00socket\x00", "\x00cdp\x00"
-_HOLE = {name: orjson.dumps(name)[1:-1] for name in (_LINK, _SOCKET, _CDP)}
+_LINK, _SOCKET, _CDP, _HOST = "\x00link\x00", "\x00socket\x00", "\x00cdp\x00", "\x00host\x00"
+_HOLE = {name: orjson.dumps(name)[1:-1] for name in (_LINK, _SOCKET, _CDP, _HOST)}
 _HOLES = re.compile(b"(" + b"|".join(re.escape(encoded) for encoded in _HOLE.values()) + b")")
 
 
@@ -59,6 +60,7 @@ class _Encoded:
         self.whole = orjson.Fragment(self.pieces[0]) if len(self.pieces) == 1 else None
         self.console = _HOLE[_LINK] in self.pieces
         self.browser = _HOLE[_CDP] in self.pieces
+        self.host = _HOLE[_HOST] in self.pieces
 
     def filled(self, links: dict[bytes, bytes]) -> orjson.Fragment:
         if self.whole is not None:
@@ -69,20 +71,34 @@ class _Encoded:
         return orjson.Fragment(b"".join(pieces))
 
 
+def server_names(public_host: str) -> tuple[str, str]:
+    """The server's host, and host:port of this API, as an answer names them: ``[access] public_host``,
+    else the host the request was sent to (its Host header, which names the caller's own answer only)."""
+    try:
+        sent = urlsplit("//" + request.host)
+        name, port = sent.hostname or "localhost", sent.port
+    except ValueError:
+        name, port = "localhost", None
+    host = public_host or (f"[{name}]" if ":" in name else name)
+    return host, host + (f":{port}" if port else "")
+
+
 class Presenter:
-    """Workstations' JSON for one request: its host names the links, and its tokens share one expiry."""
+    """Workstations' JSON for one request: one rule names the server in SSH, console and CDP alike
+    (``server_names``), and its tokens share one expiry."""
 
     def __init__(self) -> None:
         components = current_app.extensions["cwhost"]
         self._lifecycle = components.services.lifecycle
         self._config = components.config
         self._live_access = self._lifecycle.live.get
-        host = request.host.rsplit(":", 1)[0]
+        host, netloc = server_names(components.config.access.public_host)
+        self._host = _encoded(host).encode()
         console, browser = components.console, components.browser
-        # The links' fixed parts come from the request's Host: encoded by orjson, whatever it holds.
+        # The links' fixed parts: encoded by orjson, whatever the Host held.
         self._console_urls = (
             console.minter(
-                _encoded(request.host_url + "console/"),
+                _encoded(f"{request.scheme}://{netloc}/console/"),
                 _encoded(f"ws://{host}:{components.config.console.port}/?token="),
             )
             if console is not None
@@ -100,7 +116,7 @@ class Presenter:
         if cached is None or cached[0] is not live:
             cached = ws.derived["json"] = (live, _Encoded(self._body(ws, live)))
         encoded: _Encoded = cached[1]
-        links = {}
+        links = {_HOLE[_HOST]: self._host}
         if encoded.console:
             link, socket = self._console_urls(ws.id)  # type: ignore[misc]  # a placeholder means it is set
             links[_HOLE[_LINK]], links[_HOLE[_SOCKET]] = link.encode(), socket.encode()
@@ -121,7 +137,8 @@ class Presenter:
     def _body(self, ws: Workstation, live) -> dict:
         """The row as WorkstationSchema has it, with placeholders where each answer's links go."""
         body = _RECORD.dump(_Dumpable(ws, self._lifecycle.workspace_of(ws)))
-        found = reach(ws, live, self._config)
+        # The SSH host is filled in per answer, unless the configuration names it.
+        found = reach(ws, live, self._config, self._config.access.public_host or _HOST)
         if found is None:
             return {**body, "access": None}
         console = asdict(found.console) if found.console else None

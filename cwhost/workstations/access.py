@@ -58,11 +58,12 @@ def offers_browser(ws: Workstation, config: Config) -> bool:
     return wtype is not None and "chromium" in wtype.software and config.guests_on_own_network
 
 
-def reach(ws: Workstation, live: Access | None, config: Config) -> Reach | None:
+def reach(ws: Workstation, live: Access | None, config: Config, host: str) -> Reach | None:
     """How to reach a running workstation; None when it is not running.
 
-    SSH is known from the database; the console and the guest's addresses
-    are left out until the driver has told them (``live``).
+    SSH is known from the database, at the server's ``host`` as the caller
+    names it; the console and the guest's addresses are left out until the
+    driver has told them (``live``).
     """
     if ws.status != RUNNING:
         return None
@@ -70,7 +71,7 @@ def reach(ws: Workstation, live: Access | None, config: Config) -> Reach | None:
     user = config.guest.user
     ssh: SshAccess | None
     if ws.ssh_port:
-        ssh = SshAccess(config.public_host, ws.ssh_port, user)
+        ssh = SshAccess(host, ws.ssh_port, user)
     else:
         # On a bridged network the guest has a LAN address of its own.
         ipv4 = [a for a in addresses if "." in a]

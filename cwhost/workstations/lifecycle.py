@@ -35,7 +35,7 @@ from cwhost.ssh_keys import SshKeys, authorized_lines
 from cwhost.storage_budget import GIB, StorageBudget
 from cwhost.workspaces import Workspace, Workspaces
 from cwhost.workstations import sizing
-from cwhost.workstations.access import LiveAccess, reach
+from cwhost.workstations.access import LiveAccess
 from cwhost.workstations.guards import WorkstationLocks, hypervisor, read_host
 from cwhost.workstations.model import (
     CONFIGURATION_FIELDS,
@@ -44,7 +44,6 @@ from cwhost.workstations.model import (
     RUNNING,
     STOPPED,
     Configuration,
-    Reach,
     Workstation,
     describe_change,
     from_row,
@@ -123,9 +122,6 @@ class Lifecycle:
         self._executor.shutdown(wait=True)
 
     # -- reads that need the hypervisor ------------------------------------------------
-
-    def access(self, ws: Workstation) -> Reach | None:
-        return reach(ws, self.live.get(ws.id), self._config)
 
     def console_log(self, ws: Workstation) -> Path | None:
         """The serial console's log file, if the driver keeps one and it exists yet."""
