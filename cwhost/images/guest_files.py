@@ -56,11 +56,12 @@ WantedBy=multi-user.target
 xset s off -dpms s noblank
 command -v pulseaudio >/dev/null && pulseaudio --start
 # No window manager: the window is placed and sized to the whole screen by hand.
+# After "--" the page is never read as a switch, whatever the configuration says.
 size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
 exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars \\
     --window-position=0,0 --window-size="${size%x*},${size#*x}" \\
     --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \\
-    "$(cat /etc/cwhost/start-url)"
+    -- "$(cat /etc/cwhost/start-url)"
 """,
 }
 CDP_FILES = {
