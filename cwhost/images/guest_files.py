@@ -24,7 +24,10 @@ BASE_FILES = {
     # restricted): named by its MAC, whatever order the NICs are found in,
     # with the address QEMU forwards to and no route, so nothing goes out by it.
     "etc/systemd/network/10-cwhost-forwards.link": f"[Match]\nMACAddress={FORWARDING_MAC}\n\n[Link]\nName=fwd0\n",
-    "etc/network/interfaces.d/fwd0": "allow-hotplug fwd0\niface fwd0 inet static\n    address 10.0.2.15/24\n",
+    # No IPv6 on it either: QEMU's router advertisement would give a default route that goes nowhere,
+    # and every AAAA answer would then wait for a time-out.
+    "etc/network/interfaces.d/fwd0": "allow-hotplug fwd0\niface fwd0 inet static\n    address 10.0.2.15/24\n"
+    "    pre-up echo 1 > /proc/sys/net/ipv6/conf/$IFACE/disable_ipv6\n",
     # Only the NoCloud seed cwhost attaches: probing cloud providers' metadata
     # services would wait for timeouts at every boot. The network is ifupdown's.
     "etc/cloud/cloud.cfg.d/90-cwhost.cfg": json.dumps(
