@@ -102,3 +102,25 @@ def test_idempotency_through_the_real_server(server):
     assert (other.status_code, other.json()["error"]) == (422, "idempotency_key_reused")
     listed = requests.get(server.url + "/v1/workstations", headers={"Authorization": f"Bearer {token}"})
     assert len(listed.json()["data"]) == 1
+
+
+def test_answers_kept_before_the_upgrade_lose_their_secrets(tmp_path):
+    """An older server kept a launch's whole answer, console password and links; migration 0013 scrubs them."""
+    import json
+
+    from cwhost.db import Database
+    from cwhost.schema import migrations
+
+    db = Database(tmp_path / "cwhost.db")
+    db.migrate()
+    launched = {"id": "ws-1", "status": "running", "access": {"console": {"password": "s3cretpw", "url": "x/tok"}}}
+    with db.write() as tx:
+        tx.conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0013_idempotency_replays_without_access'")
+        for key, body in (("k1", json.dumps(launched)), ("k2", '{"id": "wsp-1", "name": "files"}'), ("k3", "{]")):
+            tx.table("idempotency_keys").insert(
+                {"account_id": "a", "key": key, "fingerprint": "f", "status": 200, "body": body, "created_at": 1.0}
+            )
+    migrations.apply(db.db)
+    kept = {row["key"]: row["body"] for row in db.query("SELECT key, body FROM idempotency_keys")}
+    assert "s3cretpw" not in kept["k1"] and json.loads(kept["k1"]) == {**launched, "access": None}
+    assert json.loads(kept["k2"]) == {"id": "wsp-1", "name": "files"} and kept["k3"] == "{]"
