@@ -44,7 +44,7 @@ from drivers.guest_agent import guest_addresses, run_command, screenshot_png, se
 from drivers.input_events import InputAction
 from drivers.libvirt_connection import LibvirtConnection
 from drivers.libvirt_host import host_info
-from drivers.libvirt_network import GuestNetwork, ensure_running, leased_address
+from drivers.libvirt_network import GuestNetwork, NetworkMismatch, ensure_running, leased_address
 from drivers.libvirt_xml import (
     DomainXml,
     Graphics,
@@ -255,6 +255,8 @@ class LibvirtDriver(HypervisorDriver):
             domain.create()
         except libvirt.libvirtError as exc:
             raise self._libvirt.error(exc, name) from exc
+        except NetworkMismatch as exc:
+            raise ProvisioningError(str(exc)) from exc
 
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
         domain = self._domain(name)

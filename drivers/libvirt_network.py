@@ -46,8 +46,16 @@ class GuestNetwork:
         return ET.tostring(root, encoding="unicode")
 
 
+class NetworkMismatch(Exception):
+    """A libvirt network of the configured name exists with another address than the configuration's."""
+
+
 def ensure_running(conn: libvirt.virConnect, network: GuestNetwork) -> None:
-    """Define the network if libvirt does not know it, and start it if it is down."""
+    """Define the network if libvirt does not know it, and start it if it is down.
+
+    One that exists must have the configured address: guests are told the
+    host's address from the configuration, and would otherwise wait for it.
+    """
     try:
         found = conn.networkLookupByName(network.name)
     except libvirt.libvirtError as exc:
@@ -55,6 +63,14 @@ def ensure_running(conn: libvirt.virConnect, network: GuestNetwork) -> None:
             raise
         found = conn.networkDefineXML(network.to_xml())
         found.setAutostart(1)
+    ip = ET.fromstring(found.XMLDesc(0)).find("ip")
+    address = (ip.get("address"), ip.get("netmask")) if ip is not None else None
+    if address != (str(network.gateway), str(network.subnet.netmask)):
+        raise NetworkMismatch(
+            f"libvirt's network {network.name!r} has the address {address}, not {network.gateway}"
+            f" in {network.subnet} as the configuration says; change guest_subnet or guest_network,"
+            f" or remove it (virsh net-destroy {network.name}; virsh net-undefine {network.name})"
+        )
     if not found.isActive():
         found.create()
 

@@ -141,3 +141,26 @@ def test_with_a_base_image_each_disk_is_a_copy_on_write_overlay(tmp_path):
     info = _qemu_img_info(driver.disk_path("cwhost-ws-cow00001"))
     assert info["backing-filename"] == str(base)
     assert info["virtual-size"] == 8 * 1024**3
+
+
+
+def test_a_start_makes_cwhosts_guest_network_and_refuses_one_of_another_address_by_name(tmp_path):
+    import ipaddress
+
+    from drivers.base import DomainSpec, ProvisioningError
+    from drivers.libvirt_network import GuestNetwork
+
+    driver = _driver(tmp_path)
+    driver.define(DomainSpec("cwhost-ws-net00001", "n", 1, 1, 1))
+    driver.start("cwhost-ws-net00001")
+    # The test driver's connection is private to the driver: look through the driver's own.
+    made = driver._libvirt.get().networkLookupByName("cwhost")
+    assert made.isActive() and made.autostart() and "192.168.150.1" in made.XMLDesc(0)
+    driver.destroy("cwhost-ws-net00001")
+
+    (tmp_path / "other").mkdir()
+    elsewhere = _driver(tmp_path / "other")
+    elsewhere._libvirt.get().networkDefineXML(GuestNetwork(subnet=ipaddress.IPv4Network("10.77.0.0/24")).to_xml())
+    elsewhere.define(DomainSpec("cwhost-ws-net00002", "n", 1, 1, 1))
+    with pytest.raises(ProvisioningError, match="net-undefine cwhost"):
+        elsewhere.start("cwhost-ws-net00002")

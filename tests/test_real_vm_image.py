@@ -127,8 +127,22 @@ ssh_port_last = {first + 5}
     yield server, data_dir
     if server.process.poll() is None:
         server.stop()
-    # Its disks and consoles are gone with the workstations it deleted; what a failure left goes too.
+    # Its disks and consoles are gone with the workstations it deleted; what a failure left goes too,
+    # its running VMs first (they would slow every test after it).
+    _remove_domains_of(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _remove_domains_of(data_dir: Path) -> None:
+    conn = libvirt.open("qemu:///system")
+    try:
+        for domain in conn.listAllDomains():
+            if str(data_dir) in domain.XMLDesc(0):
+                if domain.isActive():
+                    domain.destroy()
+                domain.undefine()
+    finally:
+        conn.close()
 
 
 def _ssh(port: int, key) -> paramiko.SSHClient:
@@ -387,8 +401,9 @@ def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):
     bob, alice = _account(server, "bob"), _account(server, "alice")
     _, alice_public, alice_key = _new_key()
     assert alice.post(server.url + "/v1/account/ssh-keys", json={"name": "a", "publicKey": alice_public}).ok
-    url = _launched(bob, server, {"name": "web", "type": "chromium"})
-    alice_url = _launched(alice, server, {"name": "py", "type": "python"})
+    # One core each: this host has two, and each type asks for both.
+    url = _launched(bob, server, {"name": "web", "type": "chromium", "configuration": {"cpuCores": 1}})
+    alice_url = _launched(alice, server, {"name": "py", "type": "python", "configuration": {"cpuCores": 1}})
     _the_browser_full_screen(bob, url)
     _walled_off(server, alice, alice_url, alice_key, bob, url)
     _an_agents_loop(bob, url)
