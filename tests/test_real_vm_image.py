@@ -81,6 +81,10 @@ def _cached_image(type_id: str) -> Path:
         )
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
         assert f"{type_id}: [4/4] writing the manifest" in built.stdout
+        # Builds for inputs that no longer are (1-2 GB each) go: the cache keeps one per type.
+        for stale in images.parent.glob(f"cwhost-ci-images-{type_id}-*"):
+            if stale.name not in (images.name, config.name):
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     return images
 
 
