@@ -494,17 +494,31 @@ def _walled_off(server, alice: requests.Session, alice_url: str, alice_key: str,
     assert scan["exitCode"] == 0, scan
     assert sorted(map(tuple, json.loads(scan["stdout"]))) == sorted((GATEWAY, port) for port in forwards)
 
-    ssh = (
-        "ssh -i ~/.ssh/a -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -p {} dev@{} true"
-    )
     put_key = "install -m 700 -d ~/.ssh && cat > ~/.ssh/a && chmod 600 ~/.ssh/a"
     assert _exec(alice, alice_url, "sh", "-c", put_key, stdin=alice_key)["exitCode"] == 0
-    own = _exec(alice, alice_url, "sh", "-c", ssh.format(alice_ws["access"]["ssh"]["port"], GATEWAY))
+    # Each door is asked until its sshd answers at all (QEMU takes the connection before the guest's sshd is up).
+    own = _ssh_from(alice, alice_url, alice_ws["access"]["ssh"]["port"])
     assert own["exitCode"] == 0, own
-    refused = _exec(alice, alice_url, "sh", "-c", ssh.format(bob_ws["access"]["ssh"]["port"], GATEWAY))
+    refused = _ssh_from(alice, alice_url, bob_ws["access"]["ssh"]["port"])
     assert refused["exitCode"] == 255 and "Permission denied (publickey)" in refused["stderr"], refused
     direct = _exec(bob, url, "bash", "-c", f"timeout 5 bash -c 'exec 3<>/dev/tcp/{alice_ip}/22'")
     assert direct["exitCode"] != 0, direct
+
+
+SSH_TO_THE_HOST = (
+    "timeout 20 ssh -i ~/.ssh/a -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    " -p {} dev@{} true"
+)
+
+
+def _ssh_from(http: requests.Session, url: str, port: int) -> dict:
+    """ssh from inside a guest to a forward at the host's bridge address, once that sshd answers."""
+
+    def answered():
+        result = _exec(http, url, "sh", "-c", SSH_TO_THE_HOST.format(port, GATEWAY))
+        return result if result["exitCode"] == 0 or "Permission denied" in result["stderr"] else None
+
+    return wait_until(answered, BOOT_SECONDS, f"an sshd behind port {port}", every=5)
 
 
 FORM = b"""<!doctype html><html><body style="margin:0">
