@@ -152,7 +152,9 @@ def _remove_domains_of(data_dir: Path) -> None:
 def _ssh(port: int, key) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    client.connect("127.0.0.1", port=port, username="dev", pkey=key, timeout=10, banner_timeout=30, auth_timeout=30)
+    # From the host's bridge address, not its loopback: QEMU shows the guest a LAN client's own
+    # address (loopback it shows as 10.0.2.2), and the guest must answer it back through QEMU.
+    client.connect(GATEWAY, port=port, username="dev", pkey=key, timeout=10, banner_timeout=30, auth_timeout=30)
     return client
 
 
@@ -400,16 +402,18 @@ def _launched(http: requests.Session, server, body: dict) -> str:
 def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):
     """bob's chromium workstation shows its browser full-screen, drives over CDP and loads a page the
     host serves on its bridge address; alice's python workstation, running beside it, reaches none of
-    bob's doors (DevTools, VNC, SSH) but bob's public SSH forward, which refuses her key."""
+    bob's doors (DevTools, VNC, SSH) but bob's public SSH forward, which refuses her key and takes his."""
     server, _data_dir = server
     bob, alice = _account(server, "bob"), _account(server, "alice")
-    _, alice_public, alice_key = _new_key()
-    assert alice.post(server.url + "/v1/account/ssh-keys", json={"name": "a", "publicKey": alice_public}).ok
+    keys = {}
+    for name, http in (("alice", alice), ("bob", bob)):
+        _, public, keys[name] = _new_key()
+        assert http.post(server.url + "/v1/account/ssh-keys", json={"name": name, "publicKey": public}).ok
     # One core each: this host has two, and each type asks for both.
     url = _launched(bob, server, {"name": "web", "type": "chromium", "configuration": {"cpuCores": 1}})
     alice_url = _launched(alice, server, {"name": "py", "type": "python", "configuration": {"cpuCores": 1}})
     _the_browser_full_screen(bob, url)
-    _walled_off(server, alice, alice_url, alice_key, bob, url)
+    _walled_off(server, alice, alice_url, keys, bob, url)
     _an_agents_loop(bob, url)
     for http, each in ((bob, url), (alice, alice_url)):
         assert http.post(each + "/stop", params={"force": "true"}).status_code == 200
@@ -465,9 +469,10 @@ def _guest_address(http: requests.Session, url: str) -> str:
     return wait_until(found, 180, "the guest's address on cwhost's network")
 
 
-def _walled_off(server, alice: requests.Session, alice_url: str, alice_key: str, bob: requests.Session, url: str):
+def _walled_off(server, alice: requests.Session, alice_url: str, keys: dict, bob: requests.Session, url: str):
     """From inside alice's guest: of every host and guest door, only the two public SSH forwards open, and
-    bob's refuses her key; from bob's guest, alice's SSH is not reachable directly either."""
+    bob's refuses her key (and takes his, which shows the door works from a guest); from bob's guest,
+    alice's SSH is not reachable directly either."""
     wait_until(lambda: _exec(alice, alice_url, "true").get("exitCode") == 0, BOOT_SECONDS, "alice's guest agent")
     bob_ws, alice_ws = bob.get(url).json(), alice.get(alice_url).json()
     assert alice.get(url).status_code == 404
@@ -494,28 +499,30 @@ def _walled_off(server, alice: requests.Session, alice_url: str, alice_key: str,
     assert scan["exitCode"] == 0, scan
     assert sorted(map(tuple, json.loads(scan["stdout"]))) == sorted((GATEWAY, port) for port in forwards)
 
-    put_key = "install -m 700 -d ~/.ssh && cat > ~/.ssh/a && chmod 600 ~/.ssh/a"
-    assert _exec(alice, alice_url, "sh", "-c", put_key, stdin=alice_key)["exitCode"] == 0
-    # Each door is asked until its sshd answers at all (QEMU takes the connection before the guest's sshd is up).
-    own = _ssh_from(alice, alice_url, alice_ws["access"]["ssh"]["port"])
-    assert own["exitCode"] == 0, own
-    refused = _ssh_from(alice, alice_url, bob_ws["access"]["ssh"]["port"])
+    for name in ("alice", "bob"):
+        put_key = f"install -m 700 -d ~/.ssh && cat > ~/.ssh/{name} && chmod 600 ~/.ssh/{name}"
+        assert _exec(alice, alice_url, "sh", "-c", put_key, stdin=keys[name])["exitCode"] == 0
+    # Each try is repeated until bob's sshd answers at all (QEMU takes the connection before it is up).
+    bob_port = bob_ws["access"]["ssh"]["port"]
+    taken = _ssh_from(alice, alice_url, "bob", bob_port)
+    assert taken["exitCode"] == 0, taken
+    refused = _ssh_from(alice, alice_url, "alice", bob_port)
     assert refused["exitCode"] == 255 and "Permission denied (publickey)" in refused["stderr"], refused
     direct = _exec(bob, url, "bash", "-c", f"timeout 5 bash -c 'exec 3<>/dev/tcp/{alice_ip}/22'")
     assert direct["exitCode"] != 0, direct
 
 
 SSH_TO_THE_HOST = (
-    "timeout 20 ssh -i ~/.ssh/a -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    "timeout 20 ssh -i ~/.ssh/{} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
     " -p {} dev@{} true"
 )
 
 
-def _ssh_from(http: requests.Session, url: str, port: int) -> dict:
-    """ssh from inside a guest to a forward at the host's bridge address, once that sshd answers."""
+def _ssh_from(http: requests.Session, url: str, key: str, port: int) -> dict:
+    """ssh with ``key`` from inside a guest to a forward at the host's bridge address, once that sshd answers."""
 
     def answered():
-        result = _exec(http, url, "sh", "-c", SSH_TO_THE_HOST.format(port, GATEWAY))
+        result = _exec(http, url, "sh", "-c", SSH_TO_THE_HOST.format(key, port, GATEWAY))
         return result if result["exitCode"] == 0 or "Permission denied" in result["stderr"] else None
 
     return wait_until(answered, BOOT_SECONDS, f"an sshd behind port {port}", every=5)

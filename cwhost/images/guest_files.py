@@ -16,18 +16,31 @@ DESKTOP_USER = "desktop"
 # cwhost's network (HOST_ADDRESS_FILE), where no other guest can reach it.
 CDP_GUEST_PORT = 9223
 
+# The forwarding NIC: the address QEMU forwards to, and no route of the main
+# table, so the guest's own traffic never goes out by it. A forwarded
+# connection arrives with its real peer's address (a LAN host, another
+# guest), which the main table would answer through eth0, where it is lost:
+# so what is sent from 10.0.2.15 (the answers to forwarded connections) takes
+# a table of its own, back through QEMU. No IPv6: QEMU's router advertisement
+# would give a default route that goes nowhere.
+FORWARDS_INTERFACE = """allow-hotplug fwd0
+iface fwd0 inet static
+    address 10.0.2.15/24
+    pre-up echo 1 > /proc/sys/net/ipv6/conf/$IFACE/disable_ipv6
+    pre-up echo 2 > /proc/sys/net/ipv4/conf/$IFACE/rp_filter
+    post-up ip route replace default via 10.0.2.2 dev $IFACE table 15
+    post-up ip rule add from 10.0.2.15 table 15 priority 1500
+    pre-down ip rule del from 10.0.2.15 table 15 priority 1500
+"""
+
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
     # The routed NIC, on libvirt's network: DHCP gives it its address, its route and DNS.
     "etc/network/interfaces.d/eth0": "allow-hotplug eth0\niface eth0 inet dhcp\n",
     # The NIC that only carries forwarded ports in (QEMU's user-mode network,
-    # restricted): named by its MAC, whatever order the NICs are found in,
-    # with the address QEMU forwards to and no route, so nothing goes out by it.
+    # restricted): named by its MAC, whatever order the NICs are found in.
     "etc/systemd/network/10-cwhost-forwards.link": f"[Match]\nMACAddress={FORWARDING_MAC}\n\n[Link]\nName=fwd0\n",
-    # No IPv6 on it either: QEMU's router advertisement would give a default route that goes nowhere,
-    # and every AAAA answer would then wait for a time-out.
-    "etc/network/interfaces.d/fwd0": "allow-hotplug fwd0\niface fwd0 inet static\n    address 10.0.2.15/24\n"
-    "    pre-up echo 1 > /proc/sys/net/ipv6/conf/$IFACE/disable_ipv6\n",
+    "etc/network/interfaces.d/fwd0": FORWARDS_INTERFACE,
     # Only the NoCloud seed cwhost attaches: probing cloud providers' metadata
     # services would wait for timeouts at every boot. The network is ifupdown's.
     "etc/cloud/cloud.cfg.d/90-cwhost.cfg": json.dumps(
