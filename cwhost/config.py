@@ -168,7 +168,7 @@ class SideListenerConfig:
     """A listener beside the API's port (the console's bridge, the CDP proxy); port 0, the default, is off."""
 
     port: int = setting(0, validate=Range(0, 65535))
-    # Loopback, as the API: the LAN reaches it through a TLS proxy in front (see README).
+    # Loopback, as the API: the LAN reaches it through a TLS proxy in front (docs/operations.md).
     listen: str = setting("127.0.0.1")
     # Open connections in all, and from one address: each holds a thread.
     max_connections: int = setting(256, validate=Range(1, 65536))

@@ -1,4 +1,4 @@
-"""The systemd unit keeps the hardening the README promises and nothing that breaks metering."""
+"""The systemd unit keeps the hardening docs/operations.md promises and nothing that breaks metering."""
 
 from __future__ import annotations
 

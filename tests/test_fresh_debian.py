@@ -1,8 +1,9 @@
-"""The README's install, run and deploy steps, run as written in a fresh Debian 12 root.
+"""The README's install-and-run and test commands, and the deploy steps of docs/operations.md, run as
+written in a fresh Debian 12 root.
 
 The root is made with ``mmdebstrap`` from Debian's packages: what a stock
 Debian 12 server has (python3 without pip or venv, ca-certificates,
-systemd), and nothing of this machine's own Python. The README's marked
+systemd), and nothing of this machine's own Python. The marked
 blocks run in it through ``chroot`` in a private mount namespace. The
 root is cached in /var/tmp, keyed by what makes it.
 
@@ -43,10 +44,13 @@ pytestmark = [
 
 
 def readme_block(name: str) -> str:
-    """The shell block the README marks ``<!-- fresh-debian: NAME -->``."""
-    found = re.search(rf"<!-- fresh-debian: {re.escape(name)} -->\s*```sh\n(.*?)```", README.read_text(), re.S)
-    assert found, f"README has no block marked fresh-debian: {name}"
-    return found.group(1)
+    """The shell block the README or a page of docs/ marks ``<!-- fresh-debian: NAME -->``."""
+    pattern = rf"<!-- fresh-debian: {re.escape(name)} -->\s*```sh\n(.*?)```"
+    for page in (README, *sorted((REPO / "docs").glob("*.md"))):
+        found = re.search(pattern, page.read_text(), re.S)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"neither the README nor docs/ has a block marked fresh-debian: {name}")
 
 
 def _cached_root_tarball() -> Path:

@@ -1,7 +1,6 @@
 """A bounded soak on loopback: many clients driving life cycles and reads against the real server.
 
-CI runs it for 30 s. The long form, whose figures the README's Reliability
-section gives:
+CI runs it for 30 s. The long form, whose figures docs/reliability-and-performance.md gives:
 
     CWHOST_SOAK_SECONDS=300 CWHOST_SOAK_CLIENTS=32 python3 -m pytest tests/test_soak.py -s
 
