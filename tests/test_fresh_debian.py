@@ -100,18 +100,34 @@ def fresh_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def in_root(root: Path, script: str, env: dict | None = None, cache: bool = False, **popen) -> subprocess.Popen:
+# The device nodes a script installing packages and starting daemons needs, and no more: not the
+# host's /dev/kvm, whose group .ci/start-libvirtd would set to the root's own kvm group's number.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def _mounts(root: Path, installs: bool) -> list[str]:
+    if not installs:
+        return [f"mount -t proc proc {root}/proc", f"mount --rbind /dev {root}/dev"]
+    mounts = [f"mount -t proc proc {root}/proc", f"mount -t sysfs sysfs {root}/sys", f"mount -t tmpfs dev {root}/dev"]
+    for node in DEVICES:
+        mounts += [f"touch {root}/dev/{node}", f"mount --bind /dev/{node} {root}/dev/{node}"]
+    mounts += [f"mkdir -p {root}/dev/pts {root}/dev/shm", f"mount -t devpts -o newinstance devpts {root}/dev/pts"]
+    links = [f"ln -s pts/ptmx {root}/dev/ptmx", f"ln -s /proc/self/fd {root}/dev/fd"]
+    links += [f"ln -s /proc/self/fd/{n} {root}/dev/{name}" for n, name in enumerate(("stdin", "stdout", "stderr"))]
+    return mounts + links + [f"mount -t tmpfs shm {root}/dev/shm"]
+
+
+def in_root(root: Path, script: str, env: dict | None = None, installs: bool = False, **popen) -> subprocess.Popen:
     """Run ``script`` with bash -e as root inside ``root``, its working directory the copied checkout.
 
-    ``cache``: this machine's downloaded Debian packages serve the root's apt too (and sysfs is
-    mounted, for libvirtd), so a large install does not fetch them again.
+    ``installs``: the script installs packages and starts daemons. This machine's downloaded Debian
+    packages serve the root's apt too (a large install fetches nothing again), sysfs is there for
+    libvirtd, and /dev is the root's own, with only the common nodes of the host's in it.
     """
     binds, network_env = _network_setup()
-    if cache:
+    if installs:
         binds.append("/var/cache/apt/archives")
-    mounts = [f"mount -t proc proc {root}/proc", f"mount --rbind /dev {root}/dev"]
-    if cache:
-        mounts.append(f"mount -t sysfs sysfs {root}/sys")
+    mounts = _mounts(root, installs)
     for path in binds:
         inside = root / path.lstrip("/")
         if os.path.isdir(path):
@@ -137,8 +153,8 @@ def in_root(root: Path, script: str, env: dict | None = None, cache: bool = Fals
     return subprocess.Popen(["unshare", "--mount", "--fork", "bash", "-ec", command], **popen)
 
 
-def run_in_root(root: Path, script: str, env: dict | None = None, timeout: float = 900, cache: bool = False) -> str:
-    process = in_root(root, script, env, cache, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_in_root(root: Path, script: str, env: dict | None = None, timeout: float = 900, installs: bool = False) -> str:
+    process = in_root(root, script, env, installs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output[-5000:]
     return output
@@ -236,20 +252,25 @@ def _stop_daemons_in(root: Path) -> None:
             pass  # gone already, or not ours to read
 
 
+def _host_kvm_group() -> int | None:
+    return os.stat("/dev/kvm").st_gid if os.path.exists("/dev/kvm") else None
+
+
 def test_the_readme_test_command_runs_on_stock_debian():
     """The README's test command, as written, on stock Debian: it installs what it needs, starts its
     daemons, builds the test guest, checks the code, and runs pytest (here on a few modules: the
     whole suite, real VMs and this test included, is what CI runs it for)."""
     root = _new_root()
+    kvm_group = _host_kvm_group()
     try:
         command = readme_block("test").strip()
         output = run_in_root(
-            root, f"{command} tests/test_config.py tests/test_cloud_init.py", timeout=2400, cache=True
+            root, f"{command} tests/test_config.py tests/test_cloud_init.py", timeout=2400, installs=True
         )
         assert "Contracts: 3 kept, 0 broken." in output and "All checks passed!" in output, output[-5000:]
         assert re.search(r"\n=+ \d+ passed in ", output), output[-5000:]
     finally:
         _stop_daemons_in(root)
-        subprocess.run(["umount", "-R", str(root / "sys")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+    assert _host_kvm_group() == kvm_group, "the host's /dev/kvm changed group"
 
