@@ -113,6 +113,7 @@ class Reconciler:
             self._driver.destroy(ws.domain_name)
         self._driver.delete(ws.domain_name)
         self._store.transition(ws, self._clock(), None, ("warning", "Its deletion, interrupted, was finished."))
+        self._store.close_log(ws.id)
 
     def _record_lost(self, ws: Workstation) -> None:
         log.error("workstation %s has no domain on the hypervisor", ws.id)

@@ -102,3 +102,13 @@ def test_a_workstations_log_keeps_its_newest_events_only(client, alice, componen
     # Another workstation's log is its own.
     assert [m for _, m in _messages(client, alice, other["id"])][0].startswith("Created")
     client.post(f"/v1/workstations/{ws['id']}/stop?force=true", headers=alice)
+
+
+def test_a_deleted_workstations_log_keeps_only_its_last_entry(client, alice, components):
+    ws = create_stopped(client, alice)
+    for _ in range(3):
+        client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+        client.post(f"/v1/workstations/{ws['id']}/stop?force=true", headers=alice)
+    assert client.delete(f"/v1/workstations/{ws['id']}", headers=alice).status_code == 204
+    kept = components.db.query("SELECT message FROM workstation_events WHERE workstation_id = ?", [ws["id"]])
+    assert [row["message"] for row in kept] == ["Deleted, with its disk."]

@@ -388,6 +388,7 @@ class Lifecycle:
                 self._store.set(ws.id, deleted_at=None)
                 raise
             self._store.transition(ws, self._clock(), None, ("info", "Deleted, with its disk."))
+            self._store.close_log(ws.id)
         self.locks.forget(ws.id)
         self.live.forget(ws.id)
         log.info("workstation %s deleted", ws.id)

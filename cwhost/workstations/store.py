@@ -63,11 +63,15 @@ def log_event(tx, workstation_id: str, at: float, level: str, message: str) -> N
     )
     # Now and then, not at every event: skipping to the cut costs a walk of the index.
     if cursor.lastrowid % PRUNE_EVERY == 0:
-        tx.execute(
-            "DELETE FROM workstation_events WHERE workstation_id = ? AND id <= (SELECT id FROM workstation_events"
-            " WHERE workstation_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            [workstation_id, workstation_id, MAX_EVENTS_PER_WORKSTATION],
-        )
+        keep_newest_events(tx, workstation_id, MAX_EVENTS_PER_WORKSTATION)
+
+
+def keep_newest_events(tx, workstation_id: str, count: int) -> None:
+    tx.execute(
+        "DELETE FROM workstation_events WHERE workstation_id = ? AND id <= (SELECT id FROM workstation_events"
+        " WHERE workstation_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        [workstation_id, workstation_id, count],
+    )
 
 
 def _insert_workstation(tx, row: dict) -> None:
@@ -249,6 +253,11 @@ class WorkstationStore:
                     gpu=configuration.gpu,
                 )
         self.read_back([ws.id])
+
+    def close_log(self, workstation_id: str) -> None:
+        """A deleted workstation's log, which no one can read any more, down to its last entry."""
+        with self._db.write() as tx:
+            keep_newest_events(tx, workstation_id, 1)
 
     def log(self, workstation_id: str, event: tuple[str, str]) -> None:
         """An event in the workstation's log, nothing else."""
