@@ -400,9 +400,9 @@ def _launched(http: requests.Session, server, body: dict) -> str:
 
 
 def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):
-    """bob's chromium workstation shows its browser full-screen, drives over CDP and loads a page the
-    host serves on its bridge address; alice's python workstation, running beside it, reaches none of
-    bob's doors (DevTools, VNC, SSH) but bob's public SSH forward, which refuses her key and takes his."""
+    """bob's chromium workstation shows its browser full-screen; alice's python workstation, running
+    beside it, reaches none of bob's doors (DevTools, VNC, SSH) but bob's public SSH forward, which
+    refuses her key and takes his. (Driving the browser over CDP is the next test's, on both cores.)"""
     server, _data_dir = server
     bob, alice = _account(server, "bob"), _account(server, "alice")
     keys = {}
@@ -414,9 +414,18 @@ def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):
     alice_url = _launched(alice, server, {"name": "py", "type": "python", "configuration": {"cpuCores": 1}})
     _the_browser_full_screen(bob, url)
     _walled_off(server, alice, alice_url, keys, bob, url)
-    # alice's part is done: her core goes back to the host before bob's browser is driven (TCG is slow).
-    assert alice.post(alice_url + "/stop", params={"force": "true"}).status_code == 200
-    assert alice.delete(alice_url).status_code == 204
+    for http, each in ((bob, url), (alice, alice_url)):
+        assert http.post(each + "/stop", params={"force": "true"}).status_code == 200
+        assert http.delete(each).status_code == 204
+
+
+def test_a_browser_is_driven_over_cdp_through_the_proxy_to_a_page_on_the_hosts_bridge(server):
+    """Playwright, with the owner's token, drives a chromium workstation (both of this host's cores,
+    as the type asks) through the CDP proxy and the guest network to a page the host serves."""
+    server, _data_dir = server
+    bob = _account(server, "bob")
+    url = _launched(bob, server, {"name": "web", "type": "chromium"})
+    _the_browser_full_screen(bob, url)
     _an_agents_loop(bob, url)
     assert bob.post(url + "/stop", params={"force": "true"}).status_code == 200
     assert bob.delete(url).status_code == 204
