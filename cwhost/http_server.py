@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import resource
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -39,6 +37,7 @@ from waitress.utilities import Error
 
 from cwhost.api.common import error_body
 from cwhost.api.preflight import Refusal
+from cwhost.listener_guard import PeerCounts
 
 # A body this small is read like any other: it costs nothing to take, and
 # closing a socket with unread data resets it, so a client sending a small
@@ -93,27 +92,7 @@ def _parser_class(preflight: Preflight | None) -> type[HTTPRequestParser]:
     return PreflightParser
 
 
-class _PeerCounts:
-    def __init__(self, cap: int):
-        self.cap = cap
-        self._open: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def admit(self, peer: str) -> bool:
-        with self._lock:
-            if self._open[peer] >= self.cap:
-                return False
-            self._open[peer] += 1
-            return True
-
-    def release(self, peer: str) -> None:
-        with self._lock:
-            self._open[peer] -= 1
-            if self._open[peer] <= 0:
-                del self._open[peer]
-
-
-def _channel_class(preflight: Preflight | None, peers: _PeerCounts) -> type[HTTPChannel]:
+def _channel_class(preflight: Preflight | None, peers: PeerCounts) -> type[HTTPChannel]:
     class CwhostChannel(HTTPChannel):
         error_task_class = JsonErrorTask
         parser_class = _parser_class(preflight)
@@ -164,5 +143,5 @@ def make_server(
         asyncore_use_poll=True,
         **options,
     )
-    server.channel_class = _channel_class(preflight, _PeerCounts(max_connections_per_peer))
+    server.channel_class = _channel_class(preflight, PeerCounts(max_connections_per_peer))
     return server

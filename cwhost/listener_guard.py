@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable
 
 # Seconds an unauthenticated connection may take, from accept to a checked token.
@@ -37,35 +38,50 @@ def close_at_deadline(connection: socket.socket) -> Callable[[], None]:
     return timer.cancel
 
 
+class PeerCounts:
+    """Open connections by peer address, at most ``cap`` each (the API's port counts its channels with it)."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def admit(self, peer: str) -> bool:
+        with self._lock:
+            if self._open[peer] >= self.cap:
+                return False
+            self._open[peer] += 1
+            return True
+
+    def release(self, peer: str) -> None:
+        with self._lock:
+            self._open[peer] -= 1
+            if self._open[peer] <= 0:
+                del self._open[peer]
+
+
 class ConnectionCaps:
     """Counts of open connections, in all and by peer address; one instance per listener."""
 
     def __init__(self, max_connections: int, max_per_peer: int):
         self._max_connections = max_connections
-        self._max_per_peer = max_per_peer
+        self._peers = PeerCounts(max_per_peer)
         self._lock = threading.Lock()
-        self._by_peer: dict[str, int] = {}
         # Each admitted connection's peer, by the connection's identity (a closed socket has no peer name).
         self._counted: dict[int, str] = {}
 
     def admit(self, connection: socket.socket, peer: str) -> bool:
         with self._lock:
-            if len(self._counted) >= self._max_connections or self._by_peer.get(peer, 0) >= self._max_per_peer:
+            if len(self._counted) >= self._max_connections or not self._peers.admit(peer):
                 return False
-            self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
             self._counted[id(connection)] = peer
             return True
 
     def release(self, connection: socket.socket) -> None:
         with self._lock:
             peer = self._counted.pop(id(connection), None)
-            if peer is None:
-                return  # refused by admit: never counted
-            left = self._by_peer[peer] - 1
-            if left:
-                self._by_peer[peer] = left
-            else:
-                del self._by_peer[peer]
+        if peer is not None:  # None: refused by admit, never counted
+            self._peers.release(peer)
 
 
 class GuardedServer:
