@@ -22,6 +22,11 @@ from drivers.fake import FakeDriver
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The logs of the servers the running test started: a failure shows their
+# ends, since a 503's message says what failed but the log says why.
+_server_logs: list[Path] = []
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With CWHOST_FORBID_SKIPS=1 (set by .ci/run) a skipped test fails: CI must run everything."""
@@ -30,6 +35,17 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and os.environ.get("CWHOST_FORBID_SKIPS") == "1":
         report.outcome = "failed"
         report.longrepr = f"skipped, and skips are forbidden here: {report.longrepr}"
+    if report.failed:
+        for log_path in _server_logs:
+            if log_path.exists():
+                tail = log_path.read_text(errors="replace").splitlines()[-40:]
+                report.sections.append((f"server log {log_path.name}", "\n".join(tail)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _server_logs.clear()
+
 
 ONE_GPU_HOST = {
     "cpu_cores": 16,
@@ -227,6 +243,7 @@ def start_server(tmp_path: Path, config_text: str = "", extra_env=None, umask: i
         **(extra_env or {}),
     }
     log_path = tmp_path / f"server-{port}.log"
+    _server_logs.append(log_path)
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "cwhost", "serve", "--port", str(port)],
