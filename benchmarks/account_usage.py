@@ -31,15 +31,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cwhost import auth
-from cwhost.account_usage import AccountUsageReports
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.config import build_config
-from cwhost.db import Database
+from cwhost.config.server import build_config
+from cwhost.db.database import Database
 from cwhost.ids import unix_to_rfc3339
-from cwhost.usage import UsageLedger
-from cwhost.usage_figures import DAY, HOUR, split_by_step
-from cwhost.usage_sums import SAMPLE_SHARES
+from cwhost.usage.account_report import AccountUsageReports
+from cwhost.usage.figures import DAY, HOUR, split_by_step
+from cwhost.usage.ledger import UsageLedger
+from cwhost.usage.sums import SAMPLE_SHARES
 
 YEAR = 365 * DAY
 INTERVAL = 10

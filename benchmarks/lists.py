@@ -20,12 +20,12 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.config import build_config
-from cwhost.db import Database
+from cwhost.config.server import build_config
+from cwhost.db.database import Database
 from drivers.base import ConsoleAccess
-from drivers.kvm import LibvirtDriver
+from drivers.libvirt.driver import LibvirtDriver
 
 
 class CountingDriver(LibvirtDriver):
@@ -93,7 +93,7 @@ def main() -> None:
     body = {"configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}}
     ids = [client.post("/v1/workstations", json={"name": f"w{i}", **body}, headers=headers).get_json()["id"]
            for i in range(args.workstations)]
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
     for workstation_id in ids:
         assert client.post(f"/v1/workstations/{workstation_id}/launch", headers=headers).status_code == 200
 

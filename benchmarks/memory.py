@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server
+from tests.helpers import cli, power_off_fake_guests, start_server
 
 CONFIG = """
 [server]

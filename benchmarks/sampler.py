@@ -22,13 +22,13 @@ import threading
 import time
 from pathlib import Path
 
-from cwhost.config import build_config
-from cwhost.db import Database
-from cwhost.sampler import Sampler
-from cwhost.schema import ROLLUP_TABLES
-from cwhost.usage import UsageLedger
-from cwhost.usage_figures import HOUR
-from cwhost.workstations.model import RUNNING, domain_name
+from cwhost.config.server import build_config
+from cwhost.db.database import Database
+from cwhost.db.schema import ROLLUP_TABLES
+from cwhost.model import RUNNING, domain_name
+from cwhost.usage.figures import HOUR
+from cwhost.usage.ledger import UsageLedger
+from cwhost.usage.sampler import Sampler
 from cwhost.workstations.store import WorkstationStore
 
 YEAR = 365 * 86400

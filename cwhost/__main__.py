@@ -1,3 +1,3 @@
-from cwhost.cli import main
+from cwhost.cli.commands import main
 
 raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""The application factory: wires configuration, database, driver, service and API.
+"""The application factory: builds the parts bottom-up and puts them behind the API.
 
 It starts no thread and runs no migration: ``cwhost serve`` does those once, so a
 test or a reloader that builds a second app never starts a second sampler or
@@ -11,133 +11,87 @@ import ipaddress
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
-from prometheus_client import CollectorRegistry
 
-from cwhost.account_usage import AccountUsageReports
-from cwhost.accounts import Accounts
-from cwhost.allocation import Allocation
+from cwhost.accounts.credit import Accounts
+from cwhost.accounts.limits import AccountLimitsBook
+from cwhost.accounts.ssh_keys import SshKeys
+from cwhost.accounts.tokens import TokenVerifier
 from cwhost.api import init_api
+from cwhost.api.components import Components
 from cwhost.api.ratelimit import RateLimiter
-from cwhost.auth import TokenVerifier
-from cwhost.config import Config, ConfigError
-from cwhost.console import ConsoleTokens
-from cwhost.db import Database
-from cwhost.enforcer import Enforcer
+from cwhost.config.server import Config, ConfigError
+from cwhost.db.database import Database
+from cwhost.images.catalog import ImageCatalog
 from cwhost.images.guest_files import CDP_GUEST_PORT
-from cwhost.metrics import SamplerMetrics, build_registry
-from cwhost.reconciler import Reconciler
-from cwhost.sampler import GpuReader, Sampler
-from cwhost.ssh_keys import SshKeys
-from cwhost.storage_budget import StorageBudget
-from cwhost.usage import UsageLedger
-from cwhost.workspaces import Workspaces
-from cwhost.workstations.guards import read_host
+from cwhost.remote.door_tokens import DoorTokens
+from cwhost.usage.account_report import AccountUsageReports
+from cwhost.usage.ledger import UsageLedger
+from cwhost.usage.metrics import build_registry
+from cwhost.usage.sampler import GpuReader, ProcessReader, Sampler
+from cwhost.workspaces.files import WorkspaceFiles
+from cwhost.workspaces.registry import Workspaces
+from cwhost.workspaces.storage_budget import StorageBudget
+from cwhost.workstations.access import LiveAccess
+from cwhost.workstations.allocation import Allocation
+from cwhost.workstations.background import BackgroundWork
+from cwhost.workstations.enforcer import Enforcer
+from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.guest_actions import GuestActions
 from cwhost.workstations.lifecycle import Lifecycle
+from cwhost.workstations.reconciler import Reconciler
+from cwhost.workstations.services import Services
+from cwhost.workstations.sizing import Images
 from cwhost.workstations.store import WorkstationStore
+from cwhost.workstations.workspace_retirement import WorkspaceRetirement
 from drivers.base import DriverError, HostInfo, HypervisorDriver
-from drivers.fake import FakeDriver, GuestLoad
+from drivers.fake.driver import FakeDriver, GuestLoad
 
 
-@dataclass
-class Services:
-    """The domain's parts, side by side; each view and thread asks for the one it needs."""
+def build_services(
+    db: Database,
+    driver: HypervisorDriver,
+    config: Config,
+    clock=time.time,
+    processes: ProcessReader | None = None,
+    gpus: GpuReader | None = None,
+) -> Services:
+    """Build the parts bottom-up, each from parts that exist already.
 
-    store: WorkstationStore
-    ledger: UsageLedger
-    accounts: Accounts
-    workspaces: Workspaces
-    storage: StorageBudget
-    allocation: Allocation
-    lifecycle: Lifecycle
-    reconciler: Reconciler
-    enforcer: Enforcer
-    ssh_keys: SshKeys
-    account_usage: AccountUsageReports
-    guest_actions: GuestActions
-
-
-def build_services(db: Database, driver: HypervisorDriver, config: Config, clock=time.time) -> Services:
-    """Wire the parts. Workspaces and allocation share one lock, and storage is counted across both,
-    so some parts reach each other through late-bound callables."""
+    ``processes`` and ``gpus`` are what the sampler reads (by default /proc and NVML).
+    """
     store = WorkstationStore(db, clock)
     ledger = UsageLedger(db, config.pricing, clock)
-    accounts = Accounts(db, config, ledger, clock, storage_used_bytes=lambda account: storage.used_bytes(account))
-    allocation = Allocation(
-        store,
-        accounts,
-        config,
-        lambda: read_host(driver),
-        find_workspace=lambda wid: workspaces.find(wid),
-        forwards_ports=driver.forwards_ports,
-    )
-    workspaces, storage = _workspaces_and_storage(db, config, driver, store, accounts, allocation, clock)
+    metrics_registry, sampler_metrics = build_registry(ledger)
+    sampler = Sampler(
+        db, driver, config.sampler.interval_seconds, config.sampler.retention_days * 86400,
+        running=store.running, processes=processes, gpus=gpus, clock=clock, metrics=sampler_metrics,
+    )  # fmt: skip
+    limits = AccountLimitsBook(db, config.limits)
+    workspaces = Workspaces(db, config.workspaces_dir, clock)
+    storage = StorageBudget(db, workspaces, driver, limits, config.workstation.storage_overcommit)
+    accounts = Accounts(db, config.pricing, ledger, limits, storage, clock)
     ssh_keys = SshKeys(db, clock)
-    lifecycle = Lifecycle(store, allocation, accounts, workspaces, storage, ssh_keys, driver, config, clock)
-    reconciler = Reconciler(store, lifecycle, workspaces, ledger, driver, clock)
-    enforcer = Enforcer(store, accounts, ledger, lifecycle, config, clock)
-    account_usage = AccountUsageReports(db, ledger, clock)
+    allocation = Allocation(store, accounts, limits, workspaces, driver, config)
+    locks, live, background = WorkstationLocks(), LiveAccess(driver), BackgroundWork()
+    images = Images(ImageCatalog(config.images_dir), required=driver.boots_images)
+    lifecycle = Lifecycle(
+        store, allocation, accounts, workspaces, storage, ssh_keys, driver, config,
+        locks=locks, live=live, images=images, background=background, final_reading=sampler, clock=clock,
+    )  # fmt: skip
+    reconciler = Reconciler(
+        store, lifecycle, workspaces, ledger, driver, locks=locks, live=live, background=background, clock=clock
+    )
     return Services(
-        store,
-        ledger,
-        accounts,
-        workspaces,
-        storage,
-        allocation,
-        lifecycle,
-        reconciler,
-        enforcer,
-        ssh_keys,
-        account_usage,
-        GuestActions(store, driver, config),
-    )
-
-
-def _workspaces_and_storage(db, config, driver, store, accounts, allocation, clock) -> tuple[Workspaces, StorageBudget]:
-    """Storage is counted across workstations and workspaces, and uploads hold the budget's lock."""
-    storage_lock = threading.Lock()
-    workspaces = Workspaces(
-        db,
-        config.workspaces_dir,
-        config.workspaces.max_upload_bytes,
-        lock=allocation.lock,
-        storage_lock=storage_lock,
-        workstation_holding=allocation.workstation_holding,
-        clock=clock,
-        require_storage=lambda account, more: storage.require(account, more),
-        detached=store.read_back,
-    )
-    storage = StorageBudget(
-        db,
-        config,
-        workspaces.bytes_used,
-        host_storage_gb=lambda: read_host(driver).storage_gb,
-        account_limit_gb=lambda account: accounts.limits(account).max_storage_gb,
-        lock=storage_lock,
-    )
-    return workspaces, storage
-
-
-@dataclass
-class Components:
-    config: Config
-    db: Database
-    driver: HypervisorDriver
-    services: Services
-    metrics_registry: CollectorRegistry
-    sampler_metrics: SamplerMetrics
-    # Admission of API requests; see server.max_in_flight.
-    in_flight: threading.BoundedSemaphore
-    rate_limiter: RateLimiter
-    tokens: TokenVerifier
-    # The browser console's links and WebSocket tokens; None when [console] port is 0.
-    console: ConsoleTokens | None
-    # The tokens of access.browser.cdpUrl; None when [browser] port is 0.
-    browser: ConsoleTokens | None
+        store, ledger, AccountUsageReports(db, ledger, clock), limits, accounts, ssh_keys,
+        workspaces, storage, WorkspaceFiles(workspaces, storage, config.workspaces.max_upload_bytes),
+        locks, live, images, background, sampler, sampler_metrics, metrics_registry,
+        allocation, WorkspaceRetirement(db, workspaces, store, allocation, clock), lifecycle,
+        GuestActions(store, driver, config), reconciler,
+        Enforcer(store, accounts, ledger, lifecycle, background, config, clock),
+    )  # fmt: skip
 
 
 def _vnc_address(store: WorkstationStore, driver: HypervisorDriver):
@@ -172,19 +126,6 @@ def _cdp_address(store: WorkstationStore, driver: HypervisorDriver):
     return address
 
 
-def make_sampler(components: Components) -> Sampler:
-    config = components.config
-    return Sampler(
-        components.db,
-        components.driver,
-        interval_seconds=config.sampler.interval_seconds,
-        retention_seconds=config.sampler.retention_days * 86400,
-        running=components.services.store.running,
-        after_tick=components.services.enforcer.stop_the_out_of_credit,
-        metrics=components.sampler_metrics,
-    )
-
-
 def make_driver(config: Config) -> HypervisorDriver:
     if config.driver.name == "fake":
         fake = config.driver.fake
@@ -203,9 +144,9 @@ def make_driver(config: Config) -> HypervisorDriver:
 
 def _libvirt_driver(config: Config) -> HypervisorDriver:
     try:
-        from drivers.kvm import LibvirtDriver
-        from drivers.libvirt_network import GuestNetwork
-        from drivers.libvirt_xml import KernelBoot
+        from drivers.libvirt.domain_xml import KernelBoot
+        from drivers.libvirt.driver import LibvirtDriver
+        from drivers.libvirt.network import GuestNetwork
     except ImportError as exc:
         raise ConfigError(
             f"driver.name = 'libvirt' needs libvirt-python ({exc}): pip install 'cwhost[libvirt]'"
@@ -237,23 +178,20 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
     db = Database(config.database_path)
     driver = driver or make_driver(config)
     services = build_services(db, driver, config)
-    registry, sampler_metrics = build_registry(services.ledger)
-    app.extensions["cwhost"] = Components(
+    Components(
         config=config,
         db=db,
         driver=driver,
         services=services,
-        metrics_registry=registry,
-        sampler_metrics=sampler_metrics,
         in_flight=threading.BoundedSemaphore(config.server.max_in_flight),
         rate_limiter=RateLimiter(config.server.rate_limit_per_minute),
         tokens=TokenVerifier(db),
-        console=ConsoleTokens(_vnc_address(services.store, driver), config.console.link_seconds)
+        console=DoorTokens(_vnc_address(services.store, driver), config.console.link_seconds)
         if config.console.port
         else None,
-        browser=ConsoleTokens(_cdp_address(services.store, driver), config.console.link_seconds)
+        browser=DoorTokens(_cdp_address(services.store, driver), config.console.link_seconds)
         if config.browser.port
         else None,
-    )
+    ).install(app)
     init_api(app)
     return app

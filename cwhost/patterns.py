@@ -22,7 +22,7 @@ class FullMatch(validate.Regexp):
 
 # An OpenSSH public key line as the document states its shape: a key type the
 # images' sshd takes, the key in base64, an optional comment with no control
-# character. cwhost.ssh_keys also parses the key itself, and refuses all this refuses.
+# character. cwhost.accounts.ssh_keys also parses the key itself, and refuses all this refuses.
 SSH_PUBLIC_KEY_PATTERN = (
     r"^\s*(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
     r"|sk-ecdsa-sha2-nistp256@openssh\.com)[ \t]+[A-Za-z0-9+/]+={0,2}([ \t][^\x00-\x08\x0a-\x1f\x7f]*)?\s*$"

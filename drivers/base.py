@@ -28,9 +28,12 @@ import abc
 import enum
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from drivers.input_events import InputAction
 
+# Sizes in the contract (memory_gb, storage_gb) are in GiB, as libvirt and QEMU count them.
+GIB = 1024**3
 # The tag a guest mounts its workspace by (mount -t virtiofs workspace /mnt).
 SHARE_TAG = "workspace"
 # The uid and gid of the guest's user. virtiofs passes ownership through by
@@ -188,6 +191,23 @@ class DomainSpec:
     boot: BootSource = BootSource()
 
 
+class Inspectable(Protocol):
+    """What a driver was told, read back from the hypervisor: for the contract suite
+    (tests/test_driver_contract.py), which checks every driver the same way. cwhost never asks."""
+
+    def describe(self, name: str) -> DomainSpec:
+        """The spec the hypervisor holds for the domain; DomainNotFound if undefined."""
+        ...
+
+    def guest_seed(self, name: str) -> GuestSeed | None:
+        """The seed the running domain was started with; None when stopped or none."""
+        ...
+
+    def shared_directory(self, name: str) -> Path | None:
+        """The host directory shared with the running domain; None when stopped or none."""
+        ...
+
+
 class HypervisorDriver(abc.ABC):
     """A hypervisor that runs workstation domains. See the module docstring."""
 
@@ -226,14 +246,6 @@ class HypervisorDriver(abc.ABC):
         """
 
     @abc.abstractmethod
-    def guest_seed(self, name: str) -> GuestSeed | None:
-        """The seed the running domain was started with; None when stopped or none."""
-
-    @abc.abstractmethod
-    def shared_directory(self, name: str) -> Path | None:
-        """The host directory shared with the running domain; None when stopped or none."""
-
-    @abc.abstractmethod
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
         """Ask the guest to power off; True if it stopped within the timeout (0: ask, and do not wait)."""
 
@@ -248,10 +260,6 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def state(self, name: str) -> DomainState:
         """The domain's state as the hypervisor sees it; DomainNotFound if undefined."""
-
-    @abc.abstractmethod
-    def describe(self, name: str) -> DomainSpec:
-        """The spec the hypervisor holds for the domain; DomainNotFound if undefined."""
 
     @abc.abstractmethod
     def list_domains(self) -> dict[str, DomainState]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cwhost.account_usage import month_of
-from cwhost.usage_figures import DAY, GB, HOUR
-from tests.conftest import create_stopped
+from cwhost.usage.account_report import month_of
+from cwhost.usage.figures import DAY, HOUR
+from drivers.base import GIB as GB
+from tests.helpers import create_stopped
 from tests.test_metering import T0, Meter
 
 
@@ -78,10 +79,21 @@ def test_figures_add_every_quantity_they_hold():
     """Figures.add names each field; a quantity added to Figures later must be added too."""
     from dataclasses import fields
 
-    from cwhost.usage_figures import Figures
+    from cwhost.usage.figures import Figures
 
     one = Figures(**{spec.name: float(n + 1) for n, spec in enumerate(fields(Figures))})
     total = Figures()
     total.add(one)
     total.add(one)
     assert total == Figures(**{spec.name: 2.0 * (n + 1) for n, spec in enumerate(fields(Figures))})
+
+
+@pytest.mark.parametrize(
+    "window",
+    ["from=0001-01-01T00:00:00%2B01:00", "from=9999-12-31T23:59:59-23:59", "to=0001-01-01T00:30:00%2B01:00"],
+)
+def test_a_window_outside_the_calendar_is_400(client, alice, window):
+    ws = create_stopped(client, alice)
+    answer = client.get(f"/v1/workstations/{ws['id']}/usage?{window}", headers=alice)
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.get_json()["error"] == "invalid_request"

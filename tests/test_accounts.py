@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from cwhost.errors import PaymentRequired, QuotaExceeded
-from cwhost.usage_figures import GB, HOUR
+from cwhost.usage.figures import HOUR
+from drivers.base import GIB as GB
+from tests.helpers import create_stopped
 from tests.test_metering import T0, Meter
 
 
@@ -44,7 +47,7 @@ def test_creating_past_the_workstation_limit_is_refused_and_names_it(limited):
 
 
 def test_per_account_limits_override_the_defaults(limited):
-    from cwhost.auth import Principal, ensure_account
+    from cwhost.accounts.tokens import Principal, ensure_account
 
     bob = Principal(ensure_account(limited.db, "bob"), "key-bob", admin=False)
     with pytest.raises(QuotaExceeded, match="at most 0"):
@@ -120,7 +123,7 @@ def test_with_refuse_only_an_exhausted_account_keeps_running(tmp_path):
         meter.services.lifecycle.launch(meter.principal, ws)
         meter.services.accounts.set_balance("alice", -1.0)
         meter.services.enforcer.enforce()
-        meter.services.lifecycle.wait_idle()
+        meter.services.background.wait_idle()
         assert meter.services.store.load(meter.principal, ws).status == "running"
     finally:
         meter.close()
@@ -191,9 +194,8 @@ def test_creates_released_together_admit_exactly_what_the_quota_allows(tmp_path,
 
     (A create whose row was written but whose promise was not yet given back used to be counted twice.)
     """
-    import threading
 
-    from cwhost.auth import Principal, ensure_account
+    from cwhost.accounts.tokens import Principal, ensure_account
 
     limits = {"max_workstations": 3, "max_storage_gb": 1000} if limit == "max_workstations" else {"max_storage_gb": 3}
     meter = Meter(tmp_path, limits={**limits, "max_workstations": limits.get("max_workstations", 1000)})
@@ -219,5 +221,32 @@ def test_creates_released_together_admit_exactly_what_the_quota_allows(tmp_path,
                 thread.join()
             assert sorted(outcomes) == ["created"] * 3 + ["refused"] * 17, (round_number, outcomes)
     finally:
-        meter.services.lifecycle.wait_idle()
+        meter.services.background.wait_idle()
         meter.close()
+
+
+def test_a_balance_beyond_any_calendar_shows_no_exhaustion_date_and_reads_fine(client, alice, admin):
+    create_stopped(client, alice)  # storage costs something, so there is a burn rate
+    answer = client.put("/v1/accounts/alice/credits", json={"balanceUSD": 1_000_000}, headers=admin)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["exhaustedAt"] is None
+    again = client.get("/v1/account", headers=alice)
+    assert again.status_code == 200
+    assert again.get_json()["balanceUSD"] == pytest.approx(1_000_000, rel=1e-6)
+    assert again.get_json()["exhaustedAt"] is None
+
+
+def test_a_near_exhaustion_date_is_still_given(client, alice, admin):
+    create_stopped(client, alice)
+    client.put("/v1/accounts/alice/credits", json={"balanceUSD": 1}, headers=admin)
+    assert client.get("/v1/account", headers=alice).get_json()["exhaustedAt"] is not None
+
+
+@pytest.mark.parametrize("balance", [float("nan"), float("inf"), -float("inf"), 1e13])
+def test_the_service_refuses_a_balance_that_is_not_money(components, client, alice, balance):
+    from cwhost.errors import InvalidRequest
+
+    before = client.get("/v1/account", headers=alice).get_json()
+    with pytest.raises(InvalidRequest):
+        components.services.accounts.set_balance("alice", balance)
+    assert client.get("/v1/account", headers=alice).get_json() == before

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
+from tests.helpers import cli, power_off_fake_guests, start_server, wait_over_http
 
 CONFIG = """
 [sampler]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cwhost import auth
-from cwhost.db import Database
+from cwhost.accounts import tokens as auth
+from cwhost.db.database import Database
 
 
 class Clock:

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from cwhost.cdp import CdpProxy
-from cwhost.listener_guard import ConnectionCaps
-from cwhost.console import ConsoleTokens
-from tests.conftest import StandInServer
+from cwhost.remote.cdp import CdpProxy
+from cwhost.remote.door_tokens import DoorTokens as ConsoleTokens
+from cwhost.remote.listener_guard import ConnectionCaps
+from tests.helpers import StandInServer
 
 
 class StandInDevTools(StandInServer):
@@ -160,7 +160,7 @@ def test_a_header_line_with_a_bare_line_feed_is_refused_before_any_guest_is_reac
 
 
 def test_a_slow_handshake_is_closed_at_its_deadline_and_one_peer_holds_few_connections(monkeypatch):
-    from cwhost import listener_guard
+    from cwhost.remote import listener_guard
 
     monkeypatch.setattr(listener_guard, "HANDSHAKE_SECONDS", 1)
     _, proxy = _proxy({})

@@ -11,7 +11,7 @@ import sys
 import pytest
 import requests
 
-from tests.conftest import cli, free_port, power_off_fake_guests, start_server
+from tests.helpers import cli, free_port, power_off_fake_guests, start_server
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_serve_takes_config_after_the_command(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        from tests.conftest import wait_until_serving
+        from tests.helpers import wait_until_serving
 
         assert wait_until_serving(f"http://127.0.0.1:{port}", process)
         assert (tmp_path / "from-file" / "cwhost.db").exists()

@@ -7,7 +7,14 @@ import pytest
 import yaml
 
 from drivers.base import SHARE_TAG, GuestSeed
-from drivers.cloud_init import HOST_ADDRESS_FILE, hostname_of, read_seed_iso, seed_files, seed_of, write_seed_iso
+from drivers.libvirt.cloud_init import (
+    HOST_ADDRESS_FILE,
+    hostname_of,
+    read_seed_iso,
+    seed_files,
+    seed_of,
+    write_seed_iso,
+)
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM alice@laptop"
 

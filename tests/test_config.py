@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cwhost.config import ConfigError, load_config
+from cwhost.config.server import ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "cwhost.example.toml"
 

@@ -14,12 +14,13 @@ import threading
 
 import pytest
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.listener_guard import ConnectionCaps
-from cwhost.console import ConsoleTokens, console_bridge
-from cwhost.db import Database
-from tests.conftest import StandInServer, bearer, create_stopped, free_port, make_config, power_off_fake_guests
+from cwhost.db.database import Database
+from cwhost.remote.console import console_bridge
+from cwhost.remote.door_tokens import DoorTokens as ConsoleTokens
+from cwhost.remote.listener_guard import ConnectionCaps
+from tests.helpers import StandInServer, bearer, create_stopped, free_port, make_config, power_off_fake_guests
 
 
 class Clock:
@@ -95,7 +96,7 @@ def console_app(tmp_path):
     app = create_app(config)
     db = app.extensions["cwhost"].db
     yield app, bearer(auth.create_key(db, "alice").token), bearer(auth.create_key(db, "bob").token)
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server
+from tests.helpers import cli, power_off_fake_guests, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "tests" / "contract" / "schemathesis.toml"

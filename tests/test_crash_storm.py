@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 import requests
 
-from drivers.fake_processes import is_guest
-from tests.conftest import cli, power_off_fake_guests, start_server
+from drivers.fake.processes import is_guest
+from tests.helpers import cli, power_off_fake_guests, start_server
 
 ROUNDS = 20
 STORM_THREADS = 4

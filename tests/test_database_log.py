@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from cwhost import db as db_module
-from cwhost.db import Database
+from cwhost.db import database as db_module
+from cwhost.db.database import Database
 
 LIMIT = 256 * 1024
 ROW_BYTES = 16 * 1024

@@ -9,17 +9,17 @@ import psutil
 import pytest
 
 from drivers.base import (
-    GuestSeed,
     BootSource,
     DomainNotFound,
     DomainSpec,
     DomainState,
     GpuDevice,
+    GuestSeed,
     HostInfo,
     InvalidDomainState,
     ProvisioningError,
 )
-from drivers.fake import FakeDriver
+from drivers.fake.driver import FakeDriver
 
 HOST = HostInfo(
     cpu_cores=16,
@@ -41,7 +41,7 @@ def _fake(tmp_path):
 
 def _libvirt(tmp_path):
     """libvirt's test driver, private to this test: its own copy of a host with two NVIDIA GPUs."""
-    kvm = pytest.importorskip("drivers.kvm", reason="libvirt-python is not installed")
+    kvm = pytest.importorskip("drivers.libvirt.driver", reason="libvirt-python is not installed")
     node = tmp_path / "node.xml"
     node.write_text(NODE_XML.read_text())
     return kvm.LibvirtDriver(f"test://{node}", disk_dir=tmp_path / "disks", console_dir=tmp_path / "consoles")

@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from drivers.base import DomainSpec, DomainState, HypervisorUnavailable
-from drivers.fake import GIB, FakeDriver, GuestLoad
+from drivers.fake.driver import GIB, FakeDriver, GuestLoad
 from tests.test_driver_contract import HOST, spec
 
 
@@ -121,14 +121,14 @@ def test_the_single_state_file_of_earlier_versions_is_split_into_a_file_per_doma
 def test_a_domain_that_is_slow_to_start_holds_up_no_other_domain(tmp_path, monkeypatch):
     import threading
 
-    import drivers.fake
+    import drivers.fake.driver
 
     driver = FakeDriver(tmp_path, HOST)
     slow, quick = spec("cwhost-ws-slow"), spec("cwhost-ws-quick")
     driver.define(slow)
     driver.define(quick)
     release, launching = threading.Event(), threading.Event()
-    real_launch = drivers.fake.launch_guest
+    real_launch = drivers.fake.driver.launch_guest
 
     def launch(load, owner):
         if threading.current_thread().name == "slow-start":
@@ -136,7 +136,7 @@ def test_a_domain_that_is_slow_to_start_holds_up_no_other_domain(tmp_path, monke
             release.wait(10)
         return real_launch(load, owner)
 
-    monkeypatch.setattr(drivers.fake, "launch_guest", launch)
+    monkeypatch.setattr(drivers.fake.driver, "launch_guest", launch)
     starter = threading.Thread(target=driver.start, args=(slow.name,), name="slow-start")
     starter.start()
     try:
@@ -161,7 +161,7 @@ def test_a_record_that_cannot_be_written_changes_nothing(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("drivers.fake_domain.tempfile.mkstemp", disk_full)
+    monkeypatch.setattr("drivers.fake.domain.tempfile.mkstemp", disk_full)
     with pytest.raises(HypervisorUnavailable):
         driver.start("cwhost-ws-test0001")
     assert driver.state("cwhost-ws-test0001") == DomainState.STOPPED
@@ -172,7 +172,7 @@ def test_a_record_that_cannot_be_written_changes_nothing(tmp_path, monkeypatch):
 
 
 def test_a_guest_reads_its_options_and_refuses_one_it_does_not_know():
-    from drivers.fake_guest import options
+    from drivers.fake.guest import options
 
     assert options(["--cpu-share", "0.5", "--detach", "--owner", "/x"]) == (
         {"--cpu-share": "0.5", "--memory-mb": "16", "--owner": "/x"},

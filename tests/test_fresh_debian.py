@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, free_port
 
 SUITE = "bookworm"
 # A stock Debian 12 server: Python without pip or venv, certificates, systemd.

@@ -14,10 +14,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.db import Database
-from tests.conftest import make_config, power_off_fake_guests, wait_for_status
+from cwhost.db.database import Database
+from tests.helpers import make_config, power_off_fake_guests, wait_for_status
 
 EXAMPLES = int(os.environ.get("CWHOST_FUZZ_EXAMPLES", "100"))
 # Input valid by the schema may still be refused by what the server holds now:
@@ -43,7 +43,7 @@ def fuzz_target(tmp_path_factory):
     app, config = _app(tmp_path_factory)
     token = auth.create_key(app.extensions["cwhost"].db, "fuzzer").token
     yield app, {"Authorization": f"Bearer {token}"}
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 
@@ -95,7 +95,7 @@ class FreshApp:
 
     def close(self):
         if self.app is not None:
-            self.app.extensions["cwhost"].services.lifecycle.wait_idle()
+            self.app.extensions["cwhost"].services.background.wait_idle()
             power_off_fake_guests(self.config.data_dir)
             shutil.rmtree(self.config.data_dir, ignore_errors=True)
             self.app = None

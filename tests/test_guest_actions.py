@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.conftest import create_stopped, wait_until
+from tests.helpers import create_stopped, wait_until
 
 
 def _running(client, alice):
@@ -103,10 +103,10 @@ def test_input_is_checked_whole_then_sent(client, alice, bob):
 
 
 def test_a_call_its_type_does_not_offer_is_422_naming_the_capability(tmp_path):
-    from cwhost import auth
+    from cwhost.accounts import tokens as auth
     from cwhost.app import create_app
-    from cwhost.db import Database
-    from tests.conftest import bearer, make_config, power_off_fake_guests, wait_for_status
+    from cwhost.db.database import Database
+    from tests.helpers import bearer, make_config, power_off_fake_guests, wait_for_status
 
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"k")
@@ -128,7 +128,7 @@ def test_a_call_its_type_does_not_offer_is_422_naming_the_capability(tmp_path):
         assert client.get(url + "/screenshot", headers=alice).status_code == 200
         client.post(url + "/stop", headers=alice, query_string={"force": "true"})
     finally:
-        app.extensions["cwhost"].services.lifecycle.wait_idle()
+        app.extensions["cwhost"].services.background.wait_idle()
         power_off_fake_guests(config.data_dir)
 
 

@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
+from tests.helpers import (
+    GOOD_CONFIGURATION,
+    cli,
+    create_stopped,
+    power_off_fake_guests,
+    start_server,
+    wait_over_http,
+)
 
 TABLES = ("accounts", "api_keys", "workstations", "workstation_events", "idempotency_keys", "workspaces")
 CONFIGURATION = {"cpuCores": 2, "memoryGB": 4, "storageGB": 10}
@@ -165,3 +172,20 @@ def test_the_server_is_healthy_and_its_log_clean_after_all_of_it(target):
     assert "Traceback" not in log and " 500 " not in log
     with sqlite3.connect(data_dir / "cwhost.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize("name", ["abc\n", "abc\r\n", "\nabc"])
+def test_a_name_with_a_newline_is_refused_everywhere(client, alice, name):
+    created = client.post("/v1/workstations", json={"name": name, "configuration": GOOD_CONFIGURATION}, headers=alice)
+    assert created.status_code == 400, created.get_json()
+    assert "name" in created.get_json()["details"]
+    assert client.post("/v1/workspaces", json={"name": name}, headers=alice).status_code == 400
+    ws = create_stopped(client, alice)
+    renamed = client.patch(f"/v1/workstations/{ws['id']}", json={"name": name}, headers=alice)
+    assert renamed.status_code == 400
+    assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()["name"] == ws["name"]
+
+
+def test_a_request_id_with_a_final_newline_is_not_echoed(client):
+    answer = client.get("/healthz", environ_overrides={"HTTP_X_REQUEST_ID": "abc\n"})
+    assert answer.headers["X-Request-Id"] != "abc\n" and "\n" not in answer.headers["X-Request-Id"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.conftest import GOOD_CONFIGURATION, create_stopped
+from tests.helpers import GOOD_CONFIGURATION, create_stopped
 
 
 def _create(client, headers, key, name="once"):
@@ -89,7 +89,7 @@ def test_expired_keys_are_forgotten(client, alice, components):
 def test_idempotency_through_the_real_server(server):
     import requests
 
-    from tests.conftest import cli
+    from tests.helpers import cli
 
     token = cli(server.env, "keys", "create", "--account", "a").stdout.split()[-1]
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "real-1"}
@@ -108,8 +108,8 @@ def test_answers_kept_before_the_upgrade_lose_their_secrets(tmp_path):
     """An older server kept a launch's whole answer, console password and links; migration 0013 scrubs them."""
     import json
 
-    from cwhost.db import Database
-    from cwhost.schema import migrations
+    from cwhost.db.database import Database
+    from cwhost.db.schema import migrations
 
     db = Database(tmp_path / "cwhost.db")
     db.migrate()

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.config import ConfigError
-from cwhost.db import Database
+from cwhost.config.server import ConfigError
+from cwhost.db.database import Database
 from cwhost.images.builder import mmdebstrap_command
 from cwhost.images.catalog import ImageCatalog
 from cwhost.images.packages import BASE_PACKAGES
-from tests.conftest import bearer, cli, make_config, wait_for_status
+from tests.helpers import bearer, cli, make_config, wait_for_status
 
-kvm = pytest.importorskip("drivers.kvm", reason="libvirt-python is not installed")
+kvm = pytest.importorskip("drivers.libvirt.driver", reason="libvirt-python is not installed")
 
 
 def _included(command: list[str]) -> list[str]:
@@ -103,7 +103,7 @@ def libvirt_server(tmp_path):
     Database(config.database_path).migrate()
     app = create_app(config, driver=_driver(tmp_path))
     yield app, config, bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
 
 
 def test_a_type_without_its_image_is_422_naming_the_file_and_the_command(libvirt_server):

@@ -6,8 +6,8 @@ place in this test makes it fail rather than go unchecked.
 
 from __future__ import annotations
 
-from cwhost.workspace_paths import file_id
-from tests.conftest import create_stopped
+from cwhost.workspaces.paths import file_id
+from tests.helpers import create_stopped
 
 BODIES = {
     ("patch", "/v1/workstations/{workstation_id}"): {"name": "mine-now"},

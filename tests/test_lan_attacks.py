@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from cwhost.workspace_paths import file_id
-from tests.conftest import cli, power_off_fake_guests, start_server
+from cwhost.workspaces.paths import file_id
+from tests.helpers import cli, power_off_fake_guests, start_server
 
 ATTACKER = "127.0.0.1"
 HONEST = "127.0.0.2"

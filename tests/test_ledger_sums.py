@@ -15,14 +15,15 @@ import random
 
 import pytest
 
-from cwhost.account_usage import AccountUsageReports
-from cwhost.auth import ensure_account
-from cwhost.db import Database
+from cwhost.accounts.tokens import ensure_account
+from cwhost.db.database import Database
 from cwhost.ids import unix_to_rfc3339
-from cwhost.metering import MeterRecorder, ProcessReading
-from cwhost.usage import UsageLedger, close_segment, open_segment
-from cwhost.usage_figures import DAY, GB, HOUR
-from tests.conftest import make_config
+from cwhost.usage.account_report import AccountUsageReports
+from cwhost.usage.figures import DAY, HOUR
+from drivers.base import GIB as GB
+from cwhost.usage.ledger import UsageLedger, close_segment, open_segment
+from cwhost.usage.metering import MeterRecorder, ProcessReading
+from tests.helpers import make_config
 from tests.test_metering import T0, Clock
 
 DAYS = 4

@@ -6,13 +6,13 @@ import threading
 
 import pytest
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.db import Database
-from tests.conftest import bearer, create_stopped, make_config
+from cwhost.db.database import Database
+from tests.helpers import bearer, create_stopped, make_config
 from tests.test_driver_contract import NODE_XML
 
-kvm = pytest.importorskip("drivers.kvm", reason="libvirt-python is not installed")
+kvm = pytest.importorskip("drivers.libvirt.driver", reason="libvirt-python is not installed")
 
 
 def _driver(tmp_path, uri=None):
@@ -30,7 +30,7 @@ def libvirt_app(tmp_path):
     driver = _driver(tmp_path)
     app = create_app(config, driver=driver)
     yield app
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
 
 
 def test_two_concurrent_launches_for_the_only_gpu_of_a_model(libvirt_app, tmp_path):
@@ -148,7 +148,7 @@ def test_a_start_makes_cwhosts_guest_network_and_refuses_one_of_another_address_
     import ipaddress
 
     from drivers.base import DomainSpec, ProvisioningError
-    from drivers.libvirt_network import GuestNetwork
+    from drivers.libvirt.network import GuestNetwork
 
     driver = _driver(tmp_path)
     driver.define(DomainSpec("cwhost-ws-net00001", "n", 1, 1, 1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import PortForward
-from drivers.libvirt_xml import (
+from drivers.libvirt.domain_xml import (
     DomainXml,
     Graphics,
     KernelBoot,

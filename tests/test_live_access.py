@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.db import Database
-from drivers.fake import FakeDriver
-from tests.conftest import bearer, create_stopped, make_config, power_off_fake_guests
+from cwhost.db.database import Database
+from drivers.fake.driver import FakeDriver
+from tests.helpers import bearer, create_stopped, make_config, power_off_fake_guests
 
 
 class CountingDriver(FakeDriver):
@@ -42,7 +42,7 @@ def counted(tmp_path):
     driver = CountingDriver(tmp_path / "data" / "fake-driver", base.host())
     app = create_app(config, driver=driver)
     yield app, driver, bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 
@@ -74,7 +74,7 @@ def test_the_reconciler_brings_the_guests_addresses_and_a_stop_forgets_them(coun
     app.extensions["cwhost"].services.reconciler.reconcile()
     assert client.get(url, headers=alice).get_json()["access"]["ipAddresses"] == ["10.0.2.15"]
     client.post(url + "/stop", headers=alice, query_string={"force": "true"})
-    assert app.extensions["cwhost"].services.lifecycle.live.get(workstation_id) is None
+    assert app.extensions["cwhost"].services.live.get(workstation_id) is None
 
 
 def test_a_restarted_service_knows_its_running_workstations_consoles_after_recovery(counted, tmp_path):
@@ -91,4 +91,4 @@ def test_a_restarted_service_knows_its_running_workstations_consoles_after_recov
     restarted.test_client().post(
         f"/v1/workstations/{workstation_id}/stop", headers=alice, query_string={"force": "true"}
     )
-    restarted.extensions["cwhost"].services.lifecycle.wait_idle()
+    restarted.extensions["cwhost"].services.background.wait_idle()

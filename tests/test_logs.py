@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cwhost.enforcer import SYSTEM
-from cwhost.workstations.model import domain_name
+from cwhost.model import domain_name
+from cwhost.workstations.enforcer import SYSTEM
 from drivers.base import ProvisioningError
-from tests.conftest import GOOD_CONFIGURATION, create_stopped, wait_for_status
+from tests.helpers import GOOD_CONFIGURATION, create_stopped, wait_for_status
 
 
 def _messages(client, headers, ws_id):

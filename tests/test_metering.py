@@ -8,16 +8,17 @@ import time
 
 import pytest
 
+from cwhost.accounts.tokens import Principal, create_key, ensure_account
 from cwhost.app import build_services
-from cwhost.auth import Principal, create_key, ensure_account
-from cwhost.db import Database
-from cwhost.metering import MeterRecorder, ProcessReading
-from cwhost.sampler import GpuReader, Sampler, normalize_pci_address
-from cwhost.usage_figures import DAY, GB, HOUR
-from cwhost.workstations.model import domain_name
+from cwhost.db.database import Database
+from cwhost.model import domain_name
+from cwhost.usage.figures import DAY, HOUR
+from drivers.base import GIB as GB
+from cwhost.usage.metering import MeterRecorder, ProcessReading
+from cwhost.usage.sampler import GpuReader, Sampler, normalize_pci_address
 from drivers.base import HostInfo
-from drivers.fake import FakeDriver
-from tests.conftest import make_config, power_off_fake_guests
+from drivers.fake.driver import FakeDriver
+from tests.helpers import make_config, power_off_fake_guests
 
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % DAY)  # the start of a UTC day
 
@@ -67,10 +68,12 @@ class Meter:
             self.config.data_dir / "fake-driver",
             HostInfo(fake.cpu_cores, fake.memory_gb, fake.storage_gb, fake.gpus),
         )
-        self.services = build_services(self.db, self.driver, self.config, clock=self.clock)
         self.processes = ScriptedProcesses()
         self.gpus = NoGpus()
-        self.sampler = self.new_sampler()
+        self.services = build_services(
+            self.db, self.driver, self.config, clock=self.clock, processes=self.processes, gpus=self.gpus
+        )
+        self.sampler = self.services.sampler
         self.principal = Principal(ensure_account(self.db, "alice"), "key-test", admin=False)
 
     def new_sampler(self):
@@ -107,7 +110,7 @@ class Meter:
         return self.services.ledger.report(ws_id, window.get("start"), window.get("end"), window.get("granularity"))
 
     def close(self):
-        self.services.lifecycle.wait_idle()
+        self.services.background.wait_idle()
         power_off_fake_guests(self.config.data_dir)
 
 
@@ -179,7 +182,6 @@ def test_a_restart_of_the_service_mid_run_loses_and_repeats_nothing(meter):
 
 def test_a_final_reading_at_stop_keeps_the_last_interval(meter):
     ws = meter.create()
-    meter.services.lifecycle.attach_sampler(meter.sampler)
     meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.clock.advance(10)
@@ -217,7 +219,6 @@ def test_a_tick_and_a_final_reading_that_cross_count_nothing_twice(meter):
 def test_a_reading_that_lands_after_the_stop_committed_changes_nothing(meter):
     """A tick that read the process just before its stop must not bill after the stop is visible."""
     ws = meter.create()
-    meter.services.lifecycle.attach_sampler(meter.sampler)
     meter.services.lifecycle.launch(meter.principal, ws)
     pid = meter.pid(ws)
     meter.clock.advance(10)
@@ -241,7 +242,7 @@ def test_a_reading_that_lands_after_the_stop_committed_changes_nothing(meter):
     # The stop's final reading would wait for the tick's lock; without it the
     # stop commits while the tick still holds its reading.
     meter.sampler._read = original_read
-    meter.services.lifecycle.attach_sampler(None)
+    meter.sampler.sample = lambda only=None: None  # no final reading: the stop commits at once
     meter.services.lifecycle.stop(meter.principal, ws, force=True)
     settled = meter.usage(ws).total.cpu_seconds
     stopped.set()
@@ -401,7 +402,7 @@ def test_visible_gpu_utilisation_weights_gpu_hours(meter):
 
 
 def test_metrics_need_an_admin_token_and_show_usage(client, alice, admin, components):
-    from tests.conftest import create_stopped
+    from tests.helpers import create_stopped
 
     ws = create_stopped(client, alice)
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
@@ -411,7 +412,7 @@ def test_metrics_need_an_admin_token_and_show_usage(client, alice, admin, compon
         10,
         86400,
         running=components.services.store.running,
-        metrics=components.sampler_metrics,
+        metrics=components.services.sampler_metrics,
     )
     sampler.sample()
     assert client.get("/metrics").status_code == 401
@@ -431,7 +432,7 @@ def test_metrics_need_an_admin_token_and_show_usage(client, alice, admin, compon
 
 
 def test_usage_endpoint_shapes_windows_and_rejects_empty_ones(client, alice, components):
-    from tests.conftest import create_stopped
+    from tests.helpers import create_stopped
 
     ws = create_stopped(client, alice)
     usage = client.get(f"/v1/workstations/{ws['id']}/usage?granularity=hour", headers=alice).get_json()

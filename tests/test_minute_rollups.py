@@ -12,15 +12,16 @@ import random
 
 import pytest
 
-from cwhost.account_usage import AccountUsageReports
-from cwhost.auth import ensure_account
-from cwhost.db import Database
+from cwhost.accounts.tokens import ensure_account
+from cwhost.db.database import Database
+from cwhost.db.schema import migrations
 from cwhost.ids import unix_to_rfc3339
-from cwhost.metering import MeterRecorder, ProcessReading
-from cwhost.schema import migrations
-from cwhost.usage import UsageLedger
-from cwhost.usage_figures import DAY, GB, HOUR
-from tests.conftest import make_config
+from cwhost.usage.account_report import AccountUsageReports
+from cwhost.usage.figures import DAY, HOUR
+from drivers.base import GIB as GB
+from cwhost.usage.ledger import UsageLedger
+from cwhost.usage.metering import MeterRecorder, ProcessReading
+from tests.helpers import make_config
 from tests.test_ledger_sums import _days, _reference
 from tests.test_metering import T0, Clock
 

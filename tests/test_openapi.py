@@ -8,10 +8,10 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.db import Database
-from tests.conftest import bearer, create_stopped, make_config
+from cwhost.db.database import Database
+from tests.helpers import bearer, create_stopped, make_config
 
 ENDPOINTS = {
     ("post", "/v1/workstations"),

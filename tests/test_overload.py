@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.api.ratelimit import RateLimiter
 from cwhost.app import create_app
-from cwhost.config import ConfigError
-from cwhost.db import Database
-from tests.conftest import bearer, cli, make_config, start_server
+from cwhost.config.server import ConfigError
+from cwhost.db.database import Database
+from tests.helpers import bearer, cli, make_config, start_server
 
 
 def _app(tmp_path, **server):

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cwhost.app import create_app
-from tests.conftest import GOOD_CONFIGURATION, create_stopped, make_config, wait_for_status
+from tests.helpers import GOOD_CONFIGURATION, create_stopped, make_config, wait_for_status
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_a_restart_reads_what_the_database_holds(config, app, components, alice)
     client = app.test_client()
     ws = create_stopped(client, alice)
     client.patch(f"/v1/workstations/{ws['id']}", json={"name": "renamed", "configuration": {}}, headers=alice)
-    components.services.lifecycle.wait_idle()
+    components.services.background.wait_idle()
     # What the service wrote last before going down, and a row written while it was down.
     with components.db.write() as tx:
         tx["workstations"].update(ws["id"], {"name": "written-while-down"})
@@ -107,7 +107,7 @@ def test_a_restart_reads_what_the_database_holds(config, app, components, alice)
         assert answer["name"] == "written-while-down"
         assert _as_shown(_answers(restarted.test_client(), alice)) == _in_sqlite(components)
     finally:
-        restarted.extensions["cwhost"].services.lifecycle.wait_idle()
+        restarted.extensions["cwhost"].services.background.wait_idle()
 
 
 def test_a_failed_read_back_leaves_no_stale_answer(client, components, alice, monkeypatch):

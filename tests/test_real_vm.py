@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from tests.conftest import REPO, cli, start_server, wait_until
+from tests.helpers import REPO, cli, start_server, wait_until
 from tests.test_deployment_files import unit_service_section
 
 GUEST = os.environ.get("CWHOST_REAL_VM_GUEST")

@@ -14,8 +14,8 @@ import io
 import ipaddress
 import json
 import os
-import socket
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,8 +29,8 @@ import requests
 
 from cwhost.images import guest_files
 from cwhost.images.packages import SEED_PACKAGES
-from drivers.libvirt_network import GuestNetwork
-from tests.conftest import cli, free_port, start_server, wait_until
+from drivers.libvirt.network import GuestNetwork
+from tests.helpers import cli, free_port, start_server, wait_until
 from tests.test_deployment_files import unit_service_section
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")

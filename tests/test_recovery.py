@@ -6,9 +6,9 @@ import logging
 import threading
 import time
 
-from cwhost.workstations.model import domain_name
+from cwhost.model import domain_name
 from drivers.base import DomainSpec, DomainState
-from tests.conftest import create_stopped, wait_for_status
+from tests.helpers import create_stopped, wait_for_status
 
 
 def _force_row(components, ws_id, **columns):
@@ -107,7 +107,7 @@ def test_reconciliation_runs_periodically_without_a_restart(client, alice, compo
 def test_a_workstation_in_transition_is_left_to_its_transition(client, alice, components):
     ws = create_stopped(client, alice)
     components.driver.start(domain_name(ws["id"]))  # as if a launch were half-way
-    with components.services.lifecycle.locks.held(ws["id"]):
+    with components.services.locks.held(ws["id"]):
         components.services.reconciler.reconcile()
         assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).get_json()["status"] == "stopped"
     components.services.reconciler.reconcile()

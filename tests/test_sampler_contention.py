@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
+from tests.helpers import cli, power_off_fake_guests, start_server, wait_over_http
 
 TICKS = 50
 READERS = 16

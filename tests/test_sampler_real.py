@@ -11,15 +11,15 @@ import time
 import psutil
 import pytest
 
+from cwhost.accounts.tokens import Principal, ensure_account
 from cwhost.app import build_services
-from cwhost.auth import Principal, ensure_account
-from cwhost.db import Database
-from cwhost.sampler import ProcessReader, Sampler
-from cwhost.usage_figures import GB
-from cwhost.workstations.model import domain_name
+from cwhost.db.database import Database
+from cwhost.model import domain_name
+from drivers.base import GIB as GB
+from cwhost.usage.sampler import ProcessReader, Sampler
 from drivers.base import HostInfo
-from drivers.fake import FakeDriver, GuestLoad
-from tests.conftest import (
+from drivers.fake.driver import FakeDriver, GuestLoad
+from tests.helpers import (
     make_config,
     power_off_fake_guests,
 )
@@ -48,7 +48,7 @@ def burning(tmp_path):
         time.sleep(0.01)
     services.lifecycle.launch(principal, ws.id)
     yield db, driver, services, principal, ws.id
-    services.lifecycle.wait_idle()
+    services.background.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 

@@ -12,8 +12,8 @@ import time
 
 import requests
 
-from cwhost import auth
-from tests.conftest import (
+from cwhost.accounts import tokens as auth
+from tests.helpers import (
     GOOD_CONFIGURATION,
     cli,
     free_port,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import psutil
 import requests
 
-from cwhost import auth
-from cwhost.config import build_config
-from cwhost.db import Database
-from tests.conftest import power_off_fake_guests, start_server
+from cwhost.accounts import tokens as auth
+from cwhost.config.server import build_config
+from cwhost.db.database import Database
+from tests.helpers import power_off_fake_guests, start_server
 
 SECONDS = float(os.environ.get("CWHOST_SOAK_SECONDS", "30"))
 CLIENTS = int(os.environ.get("CWHOST_SOAK_CLIENTS", "32"))

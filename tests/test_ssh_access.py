@@ -7,8 +7,8 @@ import socket
 import pytest
 
 from cwhost.app import create_app
-from cwhost.db import Database
-from tests.conftest import ONE_GPU_HOST, bearer, create_stopped, free_port, make_config, power_off_fake_guests
+from cwhost.db.database import Database
+from tests.helpers import ONE_GPU_HOST, bearer, create_stopped, free_port, make_config, power_off_fake_guests
 
 
 @pytest.fixture
@@ -24,10 +24,10 @@ def ported(tmp_path):
     )
     Database(config.database_path).migrate()
     app = create_app(config)
-    from cwhost import auth
+    from cwhost.accounts import tokens as auth
 
     yield app, bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token), range(first, first + 3)
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
     power_off_fake_guests(config.data_dir)
 
 
@@ -92,7 +92,7 @@ def test_ports_held_survive_a_restart_of_the_service(ported, tmp_path):
     client = app.test_client()
     first = create_stopped(client, alice, name="a", cpuCores=1, memoryGB=1)["id"]
     assert _launch(client, alice, first)[1]["access"]["ssh"]["port"] == ports[0]
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
 
     restarted = create_app(app.extensions["cwhost"].config)
     again = restarted.test_client()
@@ -102,11 +102,11 @@ def test_ports_held_survive_a_restart_of_the_service(ported, tmp_path):
     assert _launch(again, alice, second)[1]["access"]["ssh"]["port"] == ports[1]
     for workstation_id in (first, second):
         again.post(f"/v1/workstations/{workstation_id}/stop", headers=alice, query_string={"force": "true"})
-    restarted.extensions["cwhost"].services.lifecycle.wait_idle()
+    restarted.extensions["cwhost"].services.background.wait_idle()
 
 
 def test_the_port_range_is_checked(tmp_path):
-    from cwhost.config import ConfigError
+    from cwhost.config.server import ConfigError
 
     with pytest.raises(ConfigError, match="ssh_port_first must not be above"):
         make_config(tmp_path, access={"ssh_port_first": 23000, "ssh_port_last": 22000})
@@ -124,7 +124,7 @@ def test_a_browser_type_gets_a_cdp_url_and_only_ssh_is_forwarded(tmp_path):
     )
     Database(config.database_path).migrate()
     app = create_app(config)
-    from cwhost import auth
+    from cwhost.accounts import tokens as auth
 
     alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
     client = app.test_client()
@@ -133,7 +133,7 @@ def test_a_browser_type_gets_a_cdp_url_and_only_ssh_is_forwarded(tmp_path):
         for type_id in ("chromium", "python"):
             created = client.post("/v1/workstations", json={"name": type_id, "type": type_id}, headers=alice)
             workstation_id = created.get_json()["id"]
-            from tests.conftest import wait_for_status
+            from tests.helpers import wait_for_status
 
             wait_for_status(client, alice, workstation_id, "stopped")
             shown[type_id] = client.post(f"/v1/workstations/{workstation_id}/launch", headers=alice).get_json()
@@ -148,7 +148,7 @@ def test_a_browser_type_gets_a_cdp_url_and_only_ssh_is_forwarded(tmp_path):
         for ws in shown.values():
             client.post(f"/v1/workstations/{ws['id']}/stop", headers=alice, query_string={"force": "true"})
     finally:
-        app.extensions["cwhost"].services.lifecycle.wait_idle()
+        app.extensions["cwhost"].services.background.wait_idle()
         power_off_fake_guests(config.data_dir)
 
 
@@ -165,13 +165,13 @@ def test_ssh_console_and_cdp_name_the_server_by_one_rule(tmp_path, public_host):
     )
     Database(config.database_path).migrate()
     app = create_app(config)
-    from cwhost import auth
+    from cwhost.accounts import tokens as auth
 
     alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
     client = app.test_client()
     sent_to = {"Host": "gpu-server.lan:8080"}
     try:
-        from tests.conftest import wait_for_status
+        from tests.helpers import wait_for_status
 
         created = client.post("/v1/workstations", json={"name": "w", "type": "chromium"}, headers=alice)
         wait_for_status(client, alice, created.get_json()["id"], "stopped")
@@ -188,5 +188,5 @@ def test_ssh_console_and_cdp_name_the_server_by_one_rule(tmp_path, public_host):
         assert again["ssh"]["host"] == (public_host or "10.1.2.3")
         client.post(url + "/stop", headers=alice, query_string={"force": "true"})
     finally:
-        app.extensions["cwhost"].services.lifecycle.wait_idle()
+        app.extensions["cwhost"].services.background.wait_idle()
         power_off_fake_guests(config.data_dir)

@@ -7,11 +7,11 @@ import hashlib
 import warnings
 
 import pytest
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
-from tests.conftest import GOOD_CONFIGURATION
+from tests.helpers import GOOD_CONFIGURATION
 
 URL = "/v1/account/ssh-keys"
 
@@ -110,7 +110,7 @@ def test_keys_belong_to_their_account(client, alice, bob, ed25519_key):
 
 
 def test_a_launch_gives_the_guest_the_accounts_keys_and_the_workstations_own(client, alice, components, ed25519_key):
-    from tests.conftest import GOOD_CONFIGURATION, wait_for_status
+    from tests.helpers import GOOD_CONFIGURATION, wait_for_status
 
     client.post(URL, json={"name": "laptop", "publicKey": ed25519_key}, headers=alice)
     own = _openssh(ed25519.Ed25519PrivateKey.generate())
@@ -127,7 +127,7 @@ def test_a_launch_gives_the_guest_the_accounts_keys_and_the_workstations_own(cli
 
 
 def test_a_bad_key_at_create_is_400_naming_it(client, alice, components, ed25519_key):
-    from tests.conftest import GOOD_CONFIGURATION
+    from tests.helpers import GOOD_CONFIGURATION
 
     refused = client.post(
         "/v1/workstations",
@@ -140,7 +140,7 @@ def test_a_bad_key_at_create_is_400_naming_it(client, alice, components, ed25519
 
 
 def test_a_patch_of_the_workstations_own_keys_takes_effect_at_the_next_launch(client, alice, components, ed25519_key):
-    from tests.conftest import GOOD_CONFIGURATION, wait_for_status
+    from tests.helpers import GOOD_CONFIGURATION, wait_for_status
 
     created = client.post(
         "/v1/workstations",

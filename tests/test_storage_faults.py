@@ -19,8 +19,8 @@ import psutil
 import pytest
 import requests
 
-from drivers.fake_processes import is_guest
-from tests.conftest import cli, power_off_fake_guests, start_server, wait_over_http
+from drivers.fake.processes import is_guest
+from tests.helpers import cli, power_off_fake_guests, start_server, wait_over_http
 
 CONFIGURATION = {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cwhost.app import create_app
-from cwhost.db import Database
-from tests.conftest import bearer, cli, make_config, wait_for_status
+from cwhost.db.database import Database
+from tests.helpers import bearer, cli, make_config, wait_for_status
 
 SEED_TYPES = {"python", "nodejs", "golang", "chromium", "zoom-chromium", "meet-chromium", "voip", "voip-chromium", "max"}
 
@@ -73,7 +73,7 @@ def test_a_type_whose_image_is_missing_is_422_naming_the_file(tmp_path):
         tmp_path, {"lab": {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 5, "image": str(image)}}
     )
     client = app.test_client()
-    from cwhost import auth
+    from cwhost.accounts import tokens as auth
 
     alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
     listed = client.get("/v1/workstation-types", headers=alice).get_json()["data"]
@@ -103,7 +103,7 @@ def test_a_type_whose_image_is_missing_is_422_naming_the_file(tmp_path):
     wait_for_status(client, alice, created.get_json()["id"], "stopped")
     domain = "cwhost-" + created.get_json()["id"]
     assert app.extensions["cwhost"].driver.describe(domain).boot.image == str(image)
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
 
 
 def test_types_check_names_what_is_broken(tmp_path):
@@ -139,18 +139,18 @@ def test_a_type_sets_the_auto_stop_defaults(tmp_path):
         tmp_path,
         {"short": {"cpu_cores": 1, "memory_gb": 1, "storage_gb": 1, "running_timeout_minutes": 30}},
     )
-    from cwhost import auth
+    from cwhost.accounts import tokens as auth
 
     client = app.test_client()
     alice = bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
     created = client.post("/v1/workstations", json={"name": "s", "type": "short"}, headers=alice).get_json()
     assert created["runningTimeoutMinutes"] == 30 and created["idleTimeoutMinutes"] == 0
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
 
 
 @pytest.mark.parametrize("bad", [{"cpu_cores": 0, "memory_gb": 1, "storage_gb": 1}, {"memory_gb": 1, "storage_gb": 1}])
 def test_a_badly_configured_type_stops_start_up(tmp_path, bad):
-    from cwhost.config import ConfigError
+    from cwhost.config.server import ConfigError
 
     with pytest.raises(ConfigError, match="types.bad"):
         make_config(tmp_path, types={"bad": bad})

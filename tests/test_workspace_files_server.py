@@ -14,8 +14,8 @@ import psutil
 import pytest
 import requests
 
-from cwhost.workspace_paths import file_id
-from tests.conftest import cli, power_off_fake_guests, start_server
+from cwhost.workspaces.paths import file_id
+from tests.helpers import cli, power_off_fake_guests, start_server
 
 SECRET = b"TOP-SECRET: nothing may read or write this from a workspace"
 

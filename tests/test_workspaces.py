@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
-from cwhost.db import Database
-from cwhost.workspace_paths import file_id
-from tests.conftest import GOOD_CONFIGURATION, make_config, wait_for_status
+from cwhost.db.database import Database
+from cwhost.workspaces.paths import file_id
+from tests.helpers import (
+    GOOD_CONFIGURATION,
+    make_config,
+    wait_for_status,
+)
 
 
 def create_workspace(client, headers, **body):
@@ -268,3 +273,31 @@ def test_workspace_files_belong_to_the_guests_user_as_virtiofs_shows_them(client
     # The service still reads what it gave away.
     listed = client.get(f"/v1/workspaces/{workspace['id']}/files", headers=alice).get_json()["data"]
     assert [f["name"] for f in listed] == ["src/deep/main.py"]
+
+
+def test_deleting_a_workspace_while_uploads_run_loses_nothing_and_leaves_nothing(components, alice, app):
+    for _round in range(5):
+        client = app.test_client()
+        workspace = client.post("/v1/workspaces", json={}, headers=alice).get_json()["id"]
+        directory = components.services.workspaces.directory(workspace)
+        answers: list[int] = []
+        start = threading.Barrier(13)
+
+        def upload(index: int) -> None:
+            start.wait()
+            answer = app.test_client().put(
+                f"/v1/workspaces/{workspace}/files/dir{index % 3}/f{index}.bin", data=b"y" * 200_000, headers=alice
+            )
+            answers.append(answer.status_code)
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        deleted = app.test_client().delete(f"/v1/workspaces/{workspace}", headers=alice)
+        for thread in threads:
+            thread.join()
+        assert deleted.status_code == 204, deleted.get_json()
+        assert set(answers) <= {201, 404}, answers
+        assert not directory.exists()
+        assert client.get(f"/v1/workspaces/{workspace}/files", headers=alice).status_code == 404

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from cwhost import auth
+from cwhost.accounts import tokens as auth
 from cwhost.api.schemas import WorkstationListSchema, WorkstationSchema
 from cwhost.app import create_app
-from cwhost.db import Database
-from tests.conftest import GOOD_CONFIGURATION, ONE_GPU_HOST, bearer, free_port, make_config, wait_for_status
+from cwhost.db.database import Database
+from tests.helpers import GOOD_CONFIGURATION, ONE_GPU_HOST, bearer, free_port, make_config, wait_for_status
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def reachable(tmp_path):
     Database(config.database_path).migrate()
     app = create_app(config)
     yield app, bearer(auth.create_key(app.extensions["cwhost"].db, "alice").token)
-    app.extensions["cwhost"].services.lifecycle.wait_idle()
+    app.extensions["cwhost"].services.background.wait_idle()
     for ws in app.extensions["cwhost"].services.store.running():
         app.extensions["cwhost"].driver.destroy(ws.domain_name)
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from cwhost import auth
-from cwhost.workstations.model import domain_name
+from cwhost.accounts import tokens as auth
+from cwhost.model import domain_name
 from drivers.base import DomainState, ProvisioningError
-from tests.conftest import GOOD_CONFIGURATION, bearer, create_stopped, wait_for_status
+from tests.helpers import GOOD_CONFIGURATION, bearer, create_stopped, wait_for_status
 
 
 def assert_error(response, status, code):

@@ -19,7 +19,7 @@ from cwhost.api.common import (
     handle_unexpected,
 )
 from cwhost.errors import ServiceError
-from cwhost.workspace_paths import FILE_ID_PATTERN
+from cwhost.workspaces.paths import FILE_ID_PATTERN
 
 
 def init_api(app: Flask) -> Api:

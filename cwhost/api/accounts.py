@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import g
 
-from cwhost.account_usage import PricedAccountUsage
+from cwhost.api.account_schemas import AccountSchema, CreditsSchema
 from cwhost.api.common import ApiBlueprint, error_responses
+from cwhost.api.components import components, services
 from cwhost.api.query_args import AccountUsageArgsSchema
-from cwhost.api.schemas import (
-    AccountSchema,
-    CreditsSchema,
-)
 from cwhost.api.usage_schemas import AccountUsageSchema
 from cwhost.errors import Forbidden
+from cwhost.usage.account_report import PricedAccountUsage
 
 blp = ApiBlueprint("accounts", __name__, description="Accounts: credit, burn rate, limits and use.")
 
 
 def _accounts():
-    return current_app.extensions["cwhost"].services.accounts
+    return services().accounts
 
 
 @blp.route("/v1/account")
@@ -49,11 +47,11 @@ def set_credits(body, name):
 @blp.doc(operationId="getAccountUsage")
 def account_usage(args):
     """The account's usage and cost over a window, per workstation (deleted ones too) and per day or month."""
-    components = current_app.extensions["cwhost"]
-    usage = components.services.account_usage.report(
+    parts = components()
+    usage = parts.services.account_usage.report(
         g.principal.account_id,
         args["from_"].timestamp() if "from_" in args else None,
         args["to"].timestamp() if "to" in args else None,
         args.get("granularity"),
     )
-    return PricedAccountUsage.of(usage, components.config.pricing)
+    return PricedAccountUsage.of(usage, parts.config.pricing)

@@ -22,10 +22,12 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, PathConverter
 
+from cwhost.api.account_schemas import CreditsSchema
 from cwhost.api.idempotency import IdempotencyHeaderPlugin
-from cwhost.api.schemas import CLIENT_FIELD_NAMES, ErrorSchema
+from cwhost.api.schemas import ConfigurationInSchema, ErrorSchema, WorkstationCreateSchema
+from cwhost.api.ssh_key_schemas import SshKeyCreateSchema
 from cwhost.errors import ServiceError
-from cwhost.workspace_paths import FILE_ID_PATTERN
+from cwhost.workspaces.paths import FILE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class JsonParser(FlaskParser):
 
 
 class FileIdConverter(BaseConverter):
-    """A workspace file's id (see cwhost.workspaces.file_id)."""
+    """A workspace file's id (see cwhost.workspaces.paths.file_id)."""
 
     regex = FILE_ID_PATTERN
 
@@ -340,3 +342,12 @@ def handle_service_error(error: ServiceError):
 def handle_unexpected(error: Exception):
     log.exception("request %s failed", request_id())
     return error_response(500, MESSAGES[500])
+
+
+# Field names as the code spells them, and as clients see them, from the schemas themselves.
+CLIENT_FIELD_NAMES = {
+    name: field.data_key
+    for schema in (ConfigurationInSchema, CreditsSchema, SshKeyCreateSchema, WorkstationCreateSchema)
+    for name, field in schema().fields.items()
+    if field.data_key
+}

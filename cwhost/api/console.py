@@ -2,7 +2,7 @@
 
 The page needs no Bearer token: its one-time link is the credential, and it
 is used up by opening it. The page connects to the console bridge
-(cwhost.console) with a WebSocket token minted as it is served, and gives
+(cwhost.remote.door_tokens) with a WebSocket token minted as it is served, and gives
 noVNC the VNC password of this run. noVNC comes from Debian's ``novnc``
 package, served from here, so the page needs no internet.
 """
@@ -13,11 +13,12 @@ import posixpath
 import secrets
 from pathlib import Path
 
-from flask import Flask, Response, abort, current_app, render_template_string, send_from_directory
+from flask import Flask, Response, abort, render_template_string, send_from_directory
 
 from cwhost.api.common import ApiBlueprint
+from cwhost.api.components import components
 from cwhost.errors import InvalidState, NotFound, Unavailable
-from cwhost.workstations.model import RUNNING
+from cwhost.model import RUNNING
 
 blp = ApiBlueprint("console", __name__, description="The browser console of a running workstation.")
 
@@ -70,22 +71,22 @@ rfb.addEventListener("credentialsrequired", () => rfb.sendCredentials({password:
 )
 def console_page(token: str):
     """The VM's display in the browser (noVNC), from a link in `access.console.url`: once, for a few minutes."""
-    components = current_app.extensions["cwhost"]
-    tokens = components.console
+    parts = components()
+    tokens = parts.console
     grant = tokens.open_link(token) if tokens is not None else None
-    if grant is None:
+    if tokens is None or grant is None:
         raise NotFound("This console link is unknown, used or expired; read the workstation again for a fresh one.")
-    ws = components.services.store.find(grant.workstation_id)
+    ws = parts.services.store.find(grant.workstation_id)
     if ws is None:
         raise NotFound("This console link is unknown, used or expired; read the workstation again for a fresh one.")
     if ws.status != RUNNING:
         raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation has a console.")
-    live = components.services.lifecycle.live.get(ws.id)
+    live = parts.services.live.get(ws.id)
     if live is None or live.console is None:
         raise Unavailable("The workstation's display cannot be reached right now; try again shortly.")
     nonce = secrets.token_urlsafe(16)
     settings = {
-        "port": components.config.console.port,
+        "port": parts.config.console.port,
         "token": tokens.websocket_token(grant.workstation_id),
         "password": live.console.password,
     }
@@ -108,4 +109,4 @@ def register_novnc_assets(app: Flask) -> None:
         clean = posixpath.normpath(filename)
         if clean.split("/", 1)[0] not in NOVNC_PARTS:
             abort(404)
-        return send_from_directory(Path(current_app.extensions["cwhost"].config.console.novnc_dir), clean)
+        return send_from_directory(Path(components().config.console.novnc_dir), clean)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 
-from flask import Response, current_app, g
+from flask import Response, g
 
 from cwhost.api.common import ApiBlueprint, error_responses
+from cwhost.api.components import services
 from cwhost.api.guest_schemas import ExecRequestSchema, ExecResultSchema, InputResultSchema, InputSchema
 from drivers.base import ExecResult
 
@@ -16,7 +17,7 @@ blp = ApiBlueprint(
 
 
 def _actions():
-    return current_app.extensions["cwhost"].services.guest_actions
+    return services().guest_actions
 
 
 def _text_or_base64(data: bytes) -> tuple[str, str]:

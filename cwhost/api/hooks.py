@@ -19,12 +19,9 @@ from cwhost.api.common import (
     error_response,
     request_id,
 )
+from cwhost.api.components import components
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
-
-
-def _components():
-    return flask.current_app.extensions["cwhost"]
 
 
 def _authenticated_path() -> bool:
@@ -39,7 +36,7 @@ def admit():
     """Shed what is over ``server.max_in_flight`` before any work, authentication included."""
     if not _authenticated_path():
         return None
-    if not _components().in_flight.acquire(blocking=False):
+    if not components().in_flight.acquire(blocking=False):
         return error_response(503, "The server is busy; retry shortly.", headers={"Retry-After": "1"})
     g.admitted = True
     return None
@@ -48,7 +45,7 @@ def admit():
 def authenticate():
     if not _authenticated_path():
         return None
-    principal = _components().tokens.verify(bearer_token(request.headers.get("Authorization", "")))
+    principal = components().tokens.verify(bearer_token(request.headers.get("Authorization", "")))
     if principal is None:
         return error_response(401, MESSAGES[401], headers={"WWW-Authenticate": "Bearer"})
     g.principal = principal
@@ -58,7 +55,7 @@ def authenticate():
 def limit_rate():
     if not _authenticated_path():
         return None
-    retry_after = _components().rate_limiter.retry_after(g.principal.key_id)
+    retry_after = components().rate_limiter.retry_after(g.principal.key_id)
     if retry_after is not None:
         return error_response(429, MESSAGES[429], headers={"Retry-After": str(retry_after)})
     return None
@@ -107,7 +104,7 @@ def _has_body() -> bool:
 
 def release_admission(_error=None):
     if g.pop("admitted", False):
-        _components().in_flight.release()
+        components().in_flight.release()
 
 
 def finish(response):

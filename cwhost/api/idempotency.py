@@ -25,6 +25,7 @@ import orjson
 from apispec import BasePlugin
 from flask import current_app, g, request
 
+from cwhost.api.components import components, services
 from cwhost.api.workstation_json import Presenter
 from cwhost.errors import NotFound, ServiceError
 
@@ -71,7 +72,7 @@ def _replayed(body: str) -> str:
     if not isinstance(answer, dict) or "access" not in answer or not isinstance(answer.get("id"), str):
         return body
     try:
-        ws = current_app.extensions["cwhost"].services.store.load(g.principal, answer["id"])
+        ws = services().store.load(g.principal, answer["id"])
     except NotFound:
         return body  # deleted since: nothing to reach
     answer["access"] = orjson.loads(orjson.dumps(Presenter().one(ws)))["access"]
@@ -86,8 +87,8 @@ def idempotent(view):
             return view(*args, **kwargs)
         if not _KEY_PATTERN.fullmatch(key):
             raise InvalidIdempotencyKey(f"{HEADER} must be 1 to 255 printable ASCII characters.")
-        components = current_app.extensions["cwhost"]
-        db, ttl = components.db, components.config.server.idempotency_key_hours * 3600
+        parts = components()
+        db, ttl = parts.db, parts.config.server.idempotency_key_hours * 3600
         account = g.principal.account_id
         with _locks[hash((account, key)) % len(_locks)]:
             with db.write() as tx:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import flask
-from flask import current_app, g, url_for
+from flask import g, url_for
 
 from cwhost.api.common import ApiBlueprint, error_responses, list_body
+from cwhost.api.components import services
 from cwhost.api.query_args import PageArgsSchema
 from cwhost.api.schemas import (
     LogListSchema,
@@ -19,10 +20,6 @@ from cwhost.workstations.store import LogEntry
 blp = ApiBlueprint("logs", __name__, url_prefix="/v1/workstations", description="Workstation logs.")
 CONSOLE = "console"
 _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}}
-
-
-def _services():
-    return current_app.extensions["cwhost"].services
 
 
 def _url(workstation_id: str, log_id: str) -> str:
@@ -37,10 +34,10 @@ def _url(workstation_id: str, log_id: str) -> str:
 def logs(args, workstation_id):
     """Its log: the serial console (when there is one) first, then events, oldest first."""
     after = int(args["after"]) if "after" in args else None
-    services = _services()
-    ws = services.store.load(g.principal, workstation_id)
-    entries, next_cursor = services.store.events(ws.id, args["limit"], after)
-    console = services.lifecycle.console_log(ws) if after is None else None
+    domain = services()
+    ws = domain.store.load(g.principal, workstation_id)
+    entries, next_cursor = domain.store.events(ws.id, args["limit"], after)
+    console = domain.lifecycle.console_log(ws) if after is None else None
     if console is not None:
         message = "The virtual machine's serial console."
         entries.insert(0, LogEntry(CONSOLE, ws.id, "console", "info", os.stat(console).st_mtime, message))
@@ -53,15 +50,15 @@ def logs(args, workstation_id):
 @blp.doc(operationId="downloadWorkstationLog")
 def log_content(workstation_id, log_id):
     """Download one log's text."""
-    services = _services()
-    ws = services.store.load(g.principal, workstation_id)
+    domain = services()
+    ws = domain.store.load(g.principal, workstation_id)
     if log_id == CONSOLE:
-        path = services.lifecycle.console_log(ws)
+        path = domain.lifecycle.console_log(ws)
         if path is None:
             raise NotFound(f"Workstation {workstation_id} has no console log.")
         return flask.send_file(path, mimetype="text/plain", max_age=0)
     if not log_id.startswith("log-") or not log_id[4:].isdigit() or len(log_id) > 22:
         raise NotFound(f"No log {log_id!r}.")
-    row = services.store.event(ws.id, int(log_id[4:]))
+    row = domain.store.event(ws.id, int(log_id[4:]))
     text = f"{unix_to_rfc3339(row['at'])} {row['level'].upper()} {row['message']}\n"
     return flask.Response(text, mimetype="text/plain")

@@ -1,6 +1,6 @@
 """What the API can decide from a request's head, before its body is read.
 
-The HTTP server (cwhost.http_server) asks this for every request whose body
+The HTTP server (cwhost.cli.http_server) asks this for every request whose body
 is chunked or larger than a small bound. A request without a valid token, an
 upload to a workspace the caller may not write, or an upload declared over the
 limit is answered at once, so that nobody can make the server read and spool
@@ -17,8 +17,9 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from cwhost.api.common import AUTHENTICATED_PREFIXES, MESSAGES, bearer_token
+from cwhost.api.components import components
 from cwhost.errors import ServiceError
-from cwhost.workspace_paths import too_large
+from cwhost.workspaces.paths import too_large
 
 _UPLOAD_ENDPOINT = "workspaces.upload_file"
 
@@ -33,14 +34,14 @@ class Refusal:
 
 
 def make_preflight(app: Flask):
-    components = app.extensions["cwhost"]
+    parts = components(app)
     routes = app.url_map.bind("localhost")
 
     def preflight(method: str, wsgi_path: str, headers: dict, declared: int | None) -> Refusal | None:
         path = wsgi_path.encode("latin-1").decode("utf-8", "replace")
         if not path.startswith(AUTHENTICATED_PREFIXES):
             return None
-        principal = components.tokens.verify(bearer_token(headers.get("AUTHORIZATION", "")))
+        principal = parts.tokens.verify(bearer_token(headers.get("AUTHORIZATION", "")))
         if principal is None:
             return Refusal(401, MESSAGES[401], (("WWW-Authenticate", "Bearer"),))
         try:
@@ -50,10 +51,10 @@ def make_preflight(app: Flask):
         if endpoint != _UPLOAD_ENDPOINT:
             return None
         try:
-            components.services.workspaces.writable(principal, arguments["workspace_id"])
+            parts.services.workspace_files.writable(principal, arguments["workspace_id"])
         except ServiceError as error:
             return Refusal(error.status, error.message)
-        limit = components.services.workspaces.max_upload_bytes
+        limit = parts.services.workspace_files.max_upload_bytes
         if declared is not None and declared > limit:
             return Refusal(413, too_large(limit).message)
         return None

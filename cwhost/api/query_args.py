@@ -6,9 +6,9 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from cwhost.api.fields import TYPE_ID_PATTERN, StrictSchema, within_calendar
+from cwhost.model import STATUSES
 from cwhost.patterns import FullMatch
-from cwhost.workspace_paths import FILE_ID_PATTERN
-from cwhost.workstations.model import STATUSES
+from cwhost.workspaces.paths import FILE_ID_PATTERN
 
 
 class PageArgsSchema(StrictSchema):

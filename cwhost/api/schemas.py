@@ -5,13 +5,11 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from cwhost.accounts import MAX_BALANCE_USD
 from cwhost.api.fields import (
     MAX_CPU_CORES,
     MAX_MEMORY_GB,
     MAX_STORAGE_GB,
     NAME_PATTERN,
-    JsonNumber,
     StrictSchema,
     Timestamp,
     UnixTime,
@@ -20,8 +18,8 @@ from cwhost.api.fields import (
     timeout_field,
     url_field,
 )
+from cwhost.model import STATUSES
 from cwhost.patterns import SSH_PUBLIC_KEY_PATTERN, FullMatch
-from cwhost.workstations.model import STATUSES
 
 # -- requests -----------------------------------------------------------------
 
@@ -235,71 +233,6 @@ class HealthSchema(ma.Schema):
     status = fields.String(required=True, validate=validate.Equal("ok"))
 
 
-class AccountLimitsSchema(ma.Schema):
-    max_workstations = fields.Integer(data_key="maxWorkstations", required=True)
-    max_running_cpu_cores = fields.Integer(data_key="maxRunningCpuCores", required=True)
-    max_running_memory_gb = fields.Integer(data_key="maxRunningMemoryGB", required=True)
-    max_running_gpus = fields.Integer(data_key="maxRunningGpus", required=True)
-    max_storage_gb = fields.Integer(
-        data_key="maxStorageGB",
-        required=True,
-        metadata={"description": "Workstations' disks (full storageGB) and workspaces' files together, GB."},
-    )
-
-
-class AccountUseSchema(ma.Schema):
-    workstations = fields.Integer(required=True)
-    running_cpu_cores = fields.Integer(data_key="runningCpuCores", required=True)
-    running_memory_gb = fields.Integer(data_key="runningMemoryGB", required=True)
-    running_gpus = fields.Integer(data_key="runningGpus", required=True)
-    storage_gb = fields.Float(
-        data_key="storageGB",
-        required=True,
-        metadata={"description": "Workstations' disks (full storageGB) and workspaces' files together, GB."},
-    )
-
-
-class AccountSchema(ma.Schema):
-    id = fields.String(required=True)
-    name = fields.String(required=True)
-    balance_usd = fields.Float(
-        data_key="balanceUSD",
-        allow_none=True,
-        required=True,
-        metadata={"description": "Credit left; null when the account has no credit limit."},
-    )
-    spent_usd = fields.Float(
-        data_key="spentUSD",
-        required=True,
-        metadata={"description": "The cost of all its workstations, as their usage reports it."},
-    )
-    burn_rate_usd_per_hour = fields.Float(
-        data_key="burnRateUSDPerHour",
-        required=True,
-        metadata={"description": "What its workstations cost per hour now, the running ones fully busy."},
-    )
-    exhausted_at = UnixTime(
-        data_key="exhaustedAt",
-        allow_none=True,
-        required=True,
-        metadata={
-            "description": "When the balance runs out at that rate; null if never, or not before the year 10000."
-        },
-    )
-    limits = fields.Nested(AccountLimitsSchema, required=True)
-    use = fields.Nested(AccountUseSchema, required=True)
-
-
-class CreditsSchema(StrictSchema):
-    balance_usd = JsonNumber(
-        data_key="balanceUSD",
-        required=True,
-        allow_nan=False,
-        validate=validate.Range(min=-MAX_BALANCE_USD, max=MAX_BALANCE_USD),
-        metadata={"description": "The balance the account should have from now."},
-    )
-
-
 class LogSchema(ma.Schema):
     id = fields.String(required=True)
     type = fields.String(
@@ -314,70 +247,3 @@ class LogSchema(ma.Schema):
 
 
 LogListSchema = list_schema(LogSchema, "LogList")
-
-
-class WorkspaceCreateSchema(StrictSchema):
-    name = name_field("A label for people; optional.")
-
-
-class WorkspaceSchema(ma.Schema):
-    id = fields.String(required=True)
-    name = fields.String(allow_none=True, required=True)
-    status = fields.String(
-        required=True,
-        validate=validate.OneOf(["active", "archived"]),
-        metadata={"description": "archived: read-only, and attached to no workstation."},
-    )
-    created_at = Timestamp(data_key="createdAt", required=True)
-
-
-WorkspaceListSchema = list_schema(WorkspaceSchema, "WorkspaceList")
-
-
-class WorkspaceFileSchema(ma.Schema):
-    id = fields.String(required=True, metadata={"description": "Stable while the file keeps its path."})
-    name = fields.String(attribute="path", required=True, metadata={"description": "Its path inside the workspace."})
-    url = url_field("workspaces.file_content", "Downloads its content.", workspace_id="workspace_id", file_id="id")
-    size = fields.Integer(required=True, metadata={"description": "In bytes."})
-    created_at = UnixTime(
-        attribute="modified_at",
-        data_key="createdAt",
-        required=True,
-        metadata={"description": "When its content was last written."},
-    )
-
-
-WorkspaceFileListSchema = list_schema(WorkspaceFileSchema, "WorkspaceFileList")
-
-
-class SshKeyCreateSchema(StrictSchema):
-    name = name_field(required=True)
-    public_key = fields.String(
-        data_key="publicKey",
-        required=True,
-        validate=validate.Length(1, 16 * 1024),
-        metadata={
-            "description": "One OpenSSH public key line, as in a .pub file: type, key, optional comment.",
-            "pattern": SSH_PUBLIC_KEY_PATTERN,
-        },
-    )
-
-
-class SshKeySchema(ma.Schema):
-    id = fields.String(required=True)
-    name = fields.String(required=True)
-    public_key = fields.String(data_key="publicKey", required=True)
-    fingerprint = fields.String(required=True, metadata={"description": "As ssh-keygen -lf shows it: SHA256:…"})
-    created_at = Timestamp(data_key="createdAt", required=True)
-
-
-SshKeyListSchema = list_schema(SshKeySchema, "SshKeyList")
-
-
-# Field names as the code spells them, and as clients see them, from the schemas themselves.
-CLIENT_FIELD_NAMES = {
-    name: field.data_key
-    for schema in (ConfigurationInSchema, CreditsSchema, SshKeyCreateSchema, WorkstationCreateSchema)
-    for name, field in schema().fields.items()
-    if field.data_key
-}

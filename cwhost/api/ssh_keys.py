@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import g
 from flask.views import MethodView
 
+from cwhost.accounts.ssh_keys import SshKeys
 from cwhost.api.common import ApiBlueprint, error_responses, list_body
+from cwhost.api.components import services
 from cwhost.api.query_args import PageArgsSchema
-from cwhost.api.schemas import SshKeyCreateSchema, SshKeyListSchema, SshKeySchema
-from cwhost.ssh_keys import SshKeys
+from cwhost.api.ssh_key_schemas import SshKeyCreateSchema, SshKeyListSchema, SshKeySchema
 
 blp = ApiBlueprint("ssh_keys", __name__, url_prefix="/v1/account/ssh-keys", description="The account's SSH keys.")
 
 
 def _keys() -> SshKeys:
-    return current_app.extensions["cwhost"].services.ssh_keys
+    return services().ssh_keys
 
 
 @blp.route("")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import swagger_ui_bundle
-from flask import Flask, Response, current_app, g, send_from_directory
+from flask import Flask, Response, g, send_from_directory
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cwhost.api.common import ApiBlueprint, error_responses
+from cwhost.api.components import services
 from cwhost.api.schemas import HealthSchema, HostSchema
 from cwhost.errors import Forbidden
 
@@ -28,7 +29,7 @@ def healthz():
 @blp.doc(operationId="getHost")
 def host():
     """Capacity of this server, the regions it serves, and its GPUs with who holds them."""
-    return current_app.extensions["cwhost"].services.allocation.host_view(g.principal)
+    return services().allocation.host_view(g.principal)
 
 
 @blp.route("/metrics")
@@ -47,7 +48,7 @@ def metrics():
     """Usage counters per workstation and the sampler's tick duration and lag."""
     if not g.principal.admin:
         raise Forbidden("Metrics show every account's workstations; they need an admin token.")
-    body = generate_latest(current_app.extensions["cwhost"].metrics_registry)
+    body = generate_latest(services().metrics_registry)
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask import current_app
-
 from cwhost.api.common import ApiBlueprint, error_responses, list_body
+from cwhost.api.components import components
 from cwhost.api.query_args import TypeListArgsSchema
 from cwhost.api.type_schemas import WorkstationTypeListSchema
 from cwhost.images.catalog import ImageCatalog
-from cwhost.workstation_types import WorkstationType
+from cwhost.images.types import WorkstationType
 
 blp = ApiBlueprint("types", __name__, description="Workstation types: defaults and boot images.")
 
@@ -20,10 +19,10 @@ blp = ApiBlueprint("types", __name__, description="Workstation types: defaults a
 @blp.doc(operationId="listWorkstationTypes")
 def workstation_types(args):
     """The types this server offers, their default configuration, and whether their images are present."""
-    components = current_app.extensions["cwhost"]
-    catalog = components.services.lifecycle.images.catalog
+    parts = components()
+    catalog = parts.services.images.catalog
     after = args.get("after", "")
-    offered = [t for t in components.config.types if t.id > after]
+    offered = [t for t in parts.config.types if t.id > after]
     page = offered[: args["limit"]]
     return list_body([_shown(t, catalog) for t in page], page[-1].id if len(offered) > len(page) else None)
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 
 import flask
-from flask import current_app, g, request, url_for
+from flask import g, request, url_for
 from flask.views import MethodView
 
 from cwhost.api.common import ApiBlueprint, error_responses, links, list_body, raw_body
+from cwhost.api.components import services
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.query_args import FileListArgsSchema, PageArgsSchema
-from cwhost.api.schemas import (
+from cwhost.api.workspace_schemas import (
     WorkspaceCreateSchema,
     WorkspaceFileListSchema,
     WorkspaceFileSchema,
@@ -20,14 +21,9 @@ from cwhost.api.schemas import (
     WorkspaceSchema,
 )
 from cwhost.errors import InvalidRequest
-from cwhost.workspaces import Workspaces
 
 blp = ApiBlueprint("workspaces", __name__, url_prefix="/v1", description="Workspaces and their files.")
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-
-
-def _workspaces() -> Workspaces:
-    return current_app.extensions["cwhost"].services.workspaces
 
 
 @blp.route("/workspaces")
@@ -39,7 +35,7 @@ class WorkspaceCollection(MethodView):
     def get(self, args):
         """The caller's workspaces, oldest first."""
         after = int(args["after"]) if "after" in args else None
-        items, next_cursor = _workspaces().page(g.principal, args["limit"], after)
+        items, next_cursor = services().workspaces.page(g.principal, args["limit"], after)
         return list_body(items, next_cursor)
 
     @idempotent
@@ -61,7 +57,7 @@ class WorkspaceCollection(MethodView):
     @blp.doc(operationId="createWorkspace")
     def post(self, body):
         """Create an empty workspace; give its id as `workspaceId` when creating workstations."""
-        workspace = _workspaces().create(g.principal, body.get("name"))
+        workspace = services().workspaces.create(g.principal, body.get("name"))
         location = url_for("workspaces.WorkspaceById", workspace_id=workspace.id)
         return workspace, 201, {"Location": location}
 
@@ -73,7 +69,7 @@ class WorkspaceById(MethodView):
     @blp.doc(operationId="getWorkspace")
     def get(self, workspace_id):
         """One workspace."""
-        return _workspaces().get(g.principal, workspace_id)
+        return services().workspaces.get(g.principal, workspace_id)
 
     @blp.response(204)
     @error_responses(blp, 400, 404)
@@ -83,7 +79,7 @@ class WorkspaceById(MethodView):
 
         Stopped workstations that had it lose it, each with a log entry.
         """
-        _workspaces().delete(g.principal, workspace_id)
+        services().retirement.delete(g.principal, workspace_id)
 
 
 @blp.route("/workspaces/<string:workspace_id>/archive", methods=["POST"])
@@ -92,7 +88,7 @@ class WorkspaceById(MethodView):
 @blp.doc(operationId="archiveWorkspace")
 def archive(workspace_id):
     """Make a workspace read-only and attached to nothing; refused while a running workstation has it."""
-    return _workspaces().archive(g.principal, workspace_id)
+    return services().retirement.archive(g.principal, workspace_id)
 
 
 @blp.route("/workspaces/<string:workspace_id>/files")
@@ -102,7 +98,7 @@ def archive(workspace_id):
 @blp.doc(operationId="listWorkspaceFiles")
 def files(args, workspace_id):
     """Every regular file in the workspace, at any depth, by path; links are not listed."""
-    page = _workspaces().list_files(g.principal, workspace_id, args["limit"], args.get("after"))
+    page = services().workspace_files.list_files(g.principal, workspace_id, args["limit"], args.get("after"))
     return list_body(page.items, page.next_cursor)
 
 
@@ -112,7 +108,7 @@ def files(args, workspace_id):
 @blp.doc(operationId="downloadWorkspaceFile")
 def file_content(workspace_id, file_id):
     """Download one file."""
-    stream, info = _workspaces().open_file(g.principal, workspace_id, file_id)
+    stream, info = services().workspace_files.open_file(g.principal, workspace_id, file_id)
     return flask.send_file(
         stream,
         mimetype="application/octet-stream",
@@ -149,8 +145,7 @@ def upload_file(workspace_id, file_path):
     are refused with 400 and touch nothing.
     """
     _require_utf8_path()
-    workspaces = _workspaces()
-    # The JSON body limit does not apply to files: Workspaces.upload counts the
+    # The JSON body limit does not apply to files: WorkspaceFiles.upload counts the
     # bytes against the upload limit as they stream, chunked or not, and says
     # what the limit is. (None here would mean the app's JSON limit.)
     request.max_content_length = sys.maxsize
@@ -158,7 +153,9 @@ def upload_file(workspace_id, file_path):
     if chunked and not request.environ.get("wsgi.input_terminated"):
         # werkzeug would read such a body as empty, and an empty file would be stored.
         raise InvalidRequest("This server cannot take a chunked upload; send a Content-Length.")
-    info, created = workspaces.upload(g.principal, workspace_id, file_path, request.stream, request.content_length)
+    info, created = services().workspace_files.upload(
+        g.principal, workspace_id, file_path, request.stream, request.content_length
+    )
     body = WorkspaceFileSchema().dump(info)
     return flask.jsonify(body), 201 if created else 200
 
@@ -185,9 +182,9 @@ def _require_utf8_path() -> None:
 @blp.doc(operationId="listWorkstationFiles")
 def workstation_files(args, workstation_id):
     """The files of the workstation's workspace; an empty list when it has none."""
-    services = current_app.extensions["cwhost"].services
-    workspace = services.lifecycle.workspace_of(services.store.load(g.principal, workstation_id))
+    domain = services()
+    workspace = domain.workspaces.of_workstation(domain.store.load(g.principal, workstation_id))
     if workspace is None:
         return list_body([])
-    page = services.workspaces.list_directory(workspace, args["limit"], args.get("after"))
+    page = domain.workspace_files.list_directory(workspace, args["limit"], args.get("after"))
     return list_body(page.items, page.next_cursor)

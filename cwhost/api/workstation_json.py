@@ -9,7 +9,7 @@ the record and report (the store's read model makes a new record at every
 write; cwhost.workstations.access a new report at every refresh), orjson
 encodes it with a placeholder for each link, and the encoded row is kept in
 the record's ``derived``, cut at the placeholders. An answer joins the pieces
-with its own links (a hash each, cwhost.console) and hands the rows to orjson
+with its own links (a hash each, cwhost.remote.door_tokens) and hands the rows to orjson
 as already-encoded fragments. The links' variable parts are encoded by orjson
 too; tokens are URL-safe.
 """
@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 import orjson
-from flask import Response, current_app, request
+from flask import Response, request
 
+from cwhost.api.components import components
 from cwhost.api.schemas import AccessSchema, WorkstationSchema
-from cwhost.workspaces import Workspace
+from cwhost.model import Workstation
+from cwhost.workspaces.registry import Workspace
 from cwhost.workstations.access import offers_browser, reach
-from cwhost.workstations.model import Workstation
 
 _RECORD = WorkstationSchema(exclude=("access",))
 _ACCESS = AccessSchema()
@@ -88,24 +89,24 @@ class Presenter:
     (``server_names``), and its tokens share one expiry."""
 
     def __init__(self) -> None:
-        components = current_app.extensions["cwhost"]
-        self._lifecycle = components.services.lifecycle
-        self._config = components.config
-        self._live_access = self._lifecycle.live.get
-        host, netloc = server_names(components.config.access.public_host)
+        parts = components()
+        self._workspaces = parts.services.workspaces
+        self._config = parts.config
+        self._live_access = parts.services.live.get
+        host, netloc = server_names(parts.config.access.public_host)
         self._host = _encoded(host).encode()
-        console, browser = components.console, components.browser
+        console, browser = parts.console, parts.browser
         # The links' fixed parts: encoded by orjson, whatever the Host held.
         self._console_urls = (
             console.minter(
                 _encoded(f"{request.scheme}://{netloc}/console/"),
-                _encoded(f"ws://{host}:{components.config.console.port}/?token="),
+                _encoded(f"ws://{host}:{parts.config.console.port}/?token="),
             )
             if console is not None
             else None
         )
         self._cdp_urls = (
-            browser.minter(socket_prefix=_encoded(f"ws://{host}:{components.config.browser.port}/cdp/"))
+            browser.minter(socket_prefix=_encoded(f"ws://{host}:{parts.config.browser.port}/cdp/"))
             if browser is not None
             else None
         )
@@ -136,7 +137,7 @@ class Presenter:
 
     def _body(self, ws: Workstation, live) -> dict:
         """The row as WorkstationSchema has it, with placeholders where each answer's links go."""
-        body = _RECORD.dump(_Dumpable(ws, self._lifecycle.workspace_of(ws)))
+        body = _RECORD.dump(_Dumpable(ws, self._workspaces.of_workstation(ws)))
         # The SSH host is filled in per answer, unless the configuration names it.
         found = reach(ws, live, self._config, self._config.access.public_host or _HOST)
         if found is None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import current_app, g, url_for
+from flask import g, url_for
 from flask.views import MethodView
 
 from cwhost.api.common import ApiBlueprint, error_responses, links
+from cwhost.api.components import components, services
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.query_args import (
@@ -22,8 +23,8 @@ from cwhost.api.schemas import (
 from cwhost.api.usage_schemas import UsageSchema
 from cwhost.api.workstation_json import Presenter, json_response
 from cwhost.ids import rfc3339_to_unix
-from cwhost.usage import PricedReport
-from cwhost.workstations.model import Workstation
+from cwhost.model import Workstation
+from cwhost.usage.ledger import PricedReport
 
 blp = ApiBlueprint(
     "workstations", __name__, url_prefix="/v1/workstations", description="Workstations and their life cycle."
@@ -47,10 +48,6 @@ def _next(blp_status: int, *names: str):
     return links(blp, blp_status, "workstation_id", {name: _NEXT[name] for name in names})
 
 
-def _services():
-    return current_app.extensions["cwhost"].services
-
-
 def _shown(ws: Workstation):
     return json_response(Presenter().one(ws))
 
@@ -63,7 +60,7 @@ class Workstations(MethodView):
     @blp.doc(operationId="listWorkstations")
     def get(self, args):
         """List the caller's workstations, oldest first."""
-        page = _services().store.page(
+        page = services().store.page(
             g.principal,
             limit=args["limit"],
             after=int(args["after"]) if "after" in args else None,
@@ -81,7 +78,7 @@ class Workstations(MethodView):
     @blp.doc(operationId="createWorkstation")
     def post(self, body):
         """Create a workstation; it answers at once as `provisioning`, then becomes `stopped`."""
-        ws = _services().lifecycle.create(
+        ws = services().lifecycle.create(
             g.principal,
             name=body["name"],
             configuration=body.get("configuration"),
@@ -102,7 +99,7 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="getWorkstation")
     def get(self, workstation_id):
         """One workstation."""
-        return _shown(_services().store.load(g.principal, workstation_id))
+        return _shown(services().store.load(g.principal, workstation_id))
 
     @blp.arguments(WorkstationPatchSchema)
     @blp.response(200, WorkstationSchema)
@@ -112,7 +109,7 @@ class WorkstationById(MethodView):
     def patch(self, body, workstation_id):
         """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
         return _shown(
-            _services().lifecycle.patch(
+            services().lifecycle.patch(
                 g.principal,
                 workstation_id,
                 name=body.get("name"),
@@ -128,7 +125,7 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="deleteWorkstation")
     def delete(self, workstation_id):
         """Delete a stopped or failed workstation with its disk; its usage stays readable."""
-        _services().lifecycle.delete(g.principal, workstation_id)
+        services().lifecycle.delete(g.principal, workstation_id)
 
 
 @blp.route("/<string:workstation_id>/launch", methods=["POST"])
@@ -140,7 +137,7 @@ class WorkstationById(MethodView):
 @blp.doc(operationId="launchWorkstation")
 def launch(workstation_id):
     """Boot a stopped workstation; 503 when the host lacks the GPU, cores or memory now."""
-    return _shown(_services().lifecycle.launch(g.principal, workstation_id))
+    return _shown(services().lifecycle.launch(g.principal, workstation_id))
 
 
 @blp.route("/<string:workstation_id>/stop", methods=["POST"])
@@ -153,7 +150,7 @@ def launch(workstation_id):
 @blp.doc(operationId="stopWorkstation")
 def stop(args, workstation_id):
     """Stop a running workstation: ACPI power-off, forced after the configured timeout."""
-    return _shown(_services().lifecycle.stop(g.principal, workstation_id, force=args["force"]))
+    return _shown(services().lifecycle.stop(g.principal, workstation_id, force=args["force"]))
 
 
 @blp.route("/<string:workstation_id>/usage")
@@ -166,13 +163,13 @@ def usage(args, workstation_id):
 
     Answers for deleted workstations too, so that their usage can still be billed.
     """
-    services = _services()
-    ws = services.store.load(g.principal, workstation_id, include_deleted=True)
-    report = services.ledger.report(
+    domain = services()
+    ws = domain.store.load(g.principal, workstation_id, include_deleted=True)
+    report = domain.ledger.report(
         ws.id,
         args["from_"].timestamp() if "from_" in args else None,
         args["to"].timestamp() if "to" in args else None,
         args.get("granularity"),
     )
-    pricing = current_app.extensions["cwhost"].config.pricing
+    pricing = components().config.pricing
     return PricedReport.of(report, pricing, created_at=rfc3339_to_unix(ws.created_at))

@@ -21,7 +21,7 @@ from pathlib import Path
 from cwhost.images import guest_files
 from cwhost.images.catalog import DISK, INITRD, KERNEL, MANIFEST, BuiltImage, ImageCatalog
 from cwhost.images.packages import SUITE, has_desktop, image_components, image_packages
-from cwhost.workstation_types import WorkstationType
+from cwhost.images.types import WorkstationType
 
 MIB = 1024**2
 # Room to work in on the first boot, beyond what the packages take; cloud-init

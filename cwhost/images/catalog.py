@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cwhost.workstation_types import WorkstationType
+from cwhost.images.types import WorkstationType
 from drivers.base import BootSource
 
 DISK = "disk.qcow2"

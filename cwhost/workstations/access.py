@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from cwhost.config import Config
-from cwhost.workstations.model import RUNNING, Reach, SshAccess, Workstation
+from cwhost.config.server import Config
+from cwhost.model import RUNNING, Reach, SshAccess, Workstation
 from drivers.base import Access, DriverError, HypervisorDriver
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import logging
 import re
 import shlex
 
-from cwhost.auth import Principal
-from cwhost.config import Config
+from cwhost.accounts.tokens import Principal
+from cwhost.config.server import Config
 from cwhost.errors import InvalidRequest, InvalidState, Unavailable, UnknownAsset
+from cwhost.hypervisor import hypervisor
+from cwhost.model import RUNNING, Workstation
 from cwhost.workstations.account_slots import AccountSlots
-from cwhost.workstations.guards import hypervisor
-from cwhost.workstations.model import RUNNING, Workstation
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import ExecRequest, ExecResult, GuestAgentUnavailable, HypervisorDriver, InvalidDomainState
 from drivers.input_events import InputAction, InputRejected
@@ -80,7 +80,7 @@ class GuestActions:
         )
         result = self._in_guest(ws, lambda: self._driver.exec(ws.domain_name, request))
         ending = "killed at its timeout" if result.timed_out else f"exit code {result.exit_code}"
-        self._store.log(ws.id, ("info", f"Ran {loggable_command(command)}: {ending}."))
+        self._store.record(ws.id, ("info", f"Ran {loggable_command(command)}: {ending}."))
         return result
 
     def send_input(self, principal: Principal, workstation_id: str, actions: list[InputAction]) -> None:

@@ -20,36 +20,38 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from cwhost.accounts import Accounts
-from cwhost.allocation import Allocation
-from cwhost.auth import Principal
-from cwhost.config import Config
+from cwhost.accounts.credit import Accounts
+from cwhost.accounts.ssh_keys import SshKeys, authorized_lines
+from cwhost.accounts.tokens import Principal
+from cwhost.config.server import Config
 from cwhost.errors import InvalidRequest, InvalidState, StorageUnavailable
+from cwhost.hypervisor import hypervisor, read_host
 from cwhost.ids import unix_to_rfc3339
-from cwhost.images.catalog import ImageCatalog
-from cwhost.ssh_keys import SshKeys, authorized_lines
-from cwhost.storage_budget import GIB, StorageBudget
-from cwhost.workspaces import Workspace, Workspaces
-from cwhost.workstations import sizing
-from cwhost.workstations.access import LiveAccess
-from cwhost.workstations.guards import WorkstationLocks, hypervisor, read_host
-from cwhost.workstations.model import (
+from cwhost.model import (
     CONFIGURATION_FIELDS,
     ERROR,
     PROVISIONING,
+    RELEASED,
     RUNNING,
     STOPPED,
     Configuration,
     Workstation,
     describe_change,
-    from_row,
 )
+from cwhost.usage.sampler import Sampler
+from cwhost.workspaces.registry import Workspace, Workspaces
+from cwhost.workspaces.storage_budget import StorageBudget
+from cwhost.workstations import sizing
+from cwhost.workstations.access import LiveAccess
+from cwhost.workstations.allocation import Allocation
+from cwhost.workstations.background import BackgroundWork
+from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import (
+    GIB,
     DomainState,
     DriverError,
     GuestSeed,
@@ -58,13 +60,11 @@ from drivers.base import (
     HypervisorUnavailable,
     InvalidDomainState,
 )
-from drivers.cloud_init import hostname_of
+from drivers.libvirt.cloud_init import hostname_of
 
 log = logging.getLogger(__name__)
 
 PROVISION_RETRY_DELAYS = (1, 2, 4, 8, 16)
-# What a running workstation holds of the host, given back when it stops.
-RELEASED_AT_STOP = {"gpu_address": None, "ssh_port": None}
 # How often a stopping guest's process is read while it shuts down.
 STOP_READING_SECONDS = 0.1
 
@@ -80,46 +80,38 @@ class Lifecycle:
         ssh_keys: SshKeys,
         driver: HypervisorDriver,
         config: Config,
+        *,
+        locks: WorkstationLocks,
+        live: LiveAccess,
+        images: sizing.Images,
+        background: BackgroundWork,
+        final_reading: Sampler,
         clock=time.time,
     ):
-        self._ssh_keys = ssh_keys
         self._store = store
         self._allocation = allocation
         self._accounts = accounts
         self._workspaces = workspaces
         self._storage = storage
+        self._ssh_keys = ssh_keys
         self._driver = driver
         self._config = config
+        self._locks = locks
+        self._live = live
+        self._images = images
+        self._background = background
+        self._sampler = final_reading
         self._clock = clock
-        self.images = sizing.Images(ImageCatalog(config.images_dir), required=driver.boots_images)
-        self.locks = WorkstationLocks()
-        self.live = LiveAccess(driver)
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provision")
-        # The sampler of this process: asked for a last reading before a domain powers off.
-        self._sampler = None
-
-    # -- plumbing --------------------------------------------------------------------
-
-    def attach_sampler(self, sampler) -> None:
-        self._sampler = sampler
 
     def _final_reading(self, ws: Workstation) -> None:
-        if self._sampler is not None:
-            try:
-                self._sampler.sample(only={ws.id})
-            except Exception:
-                log.exception("final reading of %s failed; the next tick has what it missed", ws.id)
+        """What the domain used since the last tick, read before it powers off."""
+        try:
+            self._sampler.sample(only={ws.id})
+        except Exception:
+            log.exception("final reading of %s failed; the next tick has what it missed", ws.id)
 
     def host_info(self) -> HostInfo:
         return read_host(self._driver)
-
-    def submit(self, work, *args) -> None:
-        """Run ``work`` in the background (provisioning, stops cwhost decides on)."""
-        self._executor.submit(work, *args)
-
-    def wait_idle(self) -> None:
-        """Finish background work; used at shut-down."""
-        self._executor.shutdown(wait=True)
 
     # -- reads that need the hypervisor ------------------------------------------------
 
@@ -127,9 +119,6 @@ class Lifecycle:
         """The serial console's log file, if the driver keeps one and it exists yet."""
         path = self._driver.console_log(ws.domain_name)
         return path if path is not None and path.is_file() else None
-
-    def workspace_of(self, ws: Workstation) -> Workspace | None:
-        return self._workspaces.find(ws.workspace_id) if ws.workspace_id else None
 
     # -- create ------------------------------------------------------------------------
 
@@ -146,7 +135,7 @@ class Lifecycle:
     ) -> Workstation:
         """Create a workstation; a type's defaults fill what the request leaves out."""
         request = sizing.resolve(
-            self._config, configuration, type_id, idle_timeout_minutes, running_timeout_minutes, self.images
+            self._config, configuration, type_id, idle_timeout_minutes, running_timeout_minutes, self._images
         )
         keys = authorized_lines(ssh_public_keys or [])
         if workspace_id is not None:
@@ -154,21 +143,21 @@ class Lifecycle:
         sizing.validate(self._config, self.host_info(), request.configuration)
         self._accounts.require_credit(principal.account_id)
         now = self._clock()
-        row = request.row(principal.account_id, name, type_id, workspace_id, keys, now)
+        ws = request.workstation(principal.account_id, name, type_id, workspace_id, keys, now)
         # Promised before the write, so that two creates cannot both take the last place.
         with self._storage.promised(
             principal.account_id,
-            row["id"],
+            ws.id,
             request.configuration.storage_gb * GIB,
             lambda creating: self._accounts.require_quota_for_another_workstation(principal.account_id, creating),
         ):
-            self._store.insert(row, now, "Created; provisioning its disk and virtual machine.")
-        self.submit(self.provision, row["id"])
-        return from_row(row)
+            self._store.insert(ws, now, "Created; provisioning its disk and virtual machine.")
+        self._background.submit(self.provision, ws.id)
+        return ws
 
     def provision(self, workstation_id: str) -> None:
         """Define the domain and its disk, retrying while the hypervisor is away."""
-        with self.locks.held(workstation_id):
+        with self._locks.held(workstation_id):
             ws = self._store.reload(workstation_id)
             if ws.status != PROVISIONING:
                 return
@@ -201,44 +190,36 @@ class Lifecycle:
     # -- launch ------------------------------------------------------------------------
 
     def launch(self, principal: Principal, workstation_id: str) -> Workstation:
-        with self.locks.held(workstation_id):
+        with self._locks.held(workstation_id):
             ws = self._store.load(principal, workstation_id)
             if ws.status != STOPPED:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a stopped workstation can be launched.")
-            taken = self._allocation.reserve(ws)
-            gpu, workspace = taken.gpu, taken.workspace
-            share = self._workspaces.directory(workspace.id) if workspace else None
-            forwards = taken.forwards(self._config.access.forward_listen)
-            try:
+            with self._allocation.claimed(ws) as taken:
+                gpu, workspace = taken.gpu, taken.workspace
+                share = self._workspaces.directory(workspace.id) if workspace else None
                 seed = self._seed(ws, workspace is not None)
                 with hypervisor("launch"):
-                    self._driver.start(ws.domain_name, gpu, share, seed, forwards)
-            except BaseException:
-                self._allocation.release(ws)
-                raise
-            try:
-                now = self._clock()
-                launched = "Launched" + (f" with the GPU at {gpu.pci_address}" if gpu else "")
-                launched += f" and workspace {workspace.id} shared." if workspace else "."
-                self._store.transition(
-                    ws,
-                    now,
-                    RUNNING,
-                    ("info", launched),
-                    status=RUNNING,
-                    started_at=unix_to_rfc3339(now),
-                    status_message=None,
-                )
-            except StorageUnavailable:
-                # Unrecorded, the VM would run unbilled until the reconciler
-                # adopted it, after the client was told the launch failed.
-                self._power_off_unrecorded(ws)
-                raise
-            finally:
-                self._allocation.launched(ws)
+                    self._driver.start(
+                        ws.domain_name, gpu, share, seed, taken.forwards(self._config.access.forward_listen)
+                    )
+                try:
+                    self._record_launch(ws, gpu, workspace)
+                except StorageUnavailable:
+                    # Unrecorded, the VM would run unbilled until the reconciler
+                    # adopted it, after the client was told the launch failed.
+                    self._power_off_unrecorded(ws)
+                    raise
             log.info("workstation %s launched (gpu %s)", ws.id, gpu.pci_address if gpu else None)
-            self.live.refresh(ws)
+            self._live.refresh(ws)
             return self._store.reload(ws.id)
+
+    def _record_launch(self, ws: Workstation, gpu, workspace: Workspace | None) -> None:
+        now = self._clock()
+        launched = "Launched" + (f" with the GPU at {gpu.pci_address}" if gpu else "")
+        launched += f" and workspace {workspace.id} shared." if workspace else "."
+        self._store.transition(
+            ws, now, RUNNING, ("info", launched), status=RUNNING, started_at=unix_to_rfc3339(now), status_message=None
+        )
 
     def _seed(self, ws: Workstation, with_share: bool) -> GuestSeed:
         """What the guest is told at this boot: the account's keys as they are now, then the workstation's own."""
@@ -250,16 +231,12 @@ class Lifecycle:
             self._driver.destroy(ws.domain_name)
         except DriverError as exc:
             log.error("workstation %s runs unrecorded and could not be powered off: %s", ws.id, exc)
-        try:
-            self._allocation.release(ws)
-        except StorageUnavailable:
-            pass  # a GPU still marked held on a stopped workstation is freed by the reconciler
 
     # -- stop --------------------------------------------------------------------------
 
     def stop(self, principal: Principal, workstation_id: str, force: bool = False, reason: str | None = None):
         """Stop a running workstation; ``reason`` says why when cwhost itself stops it."""
-        with self.locks.held(workstation_id):
+        with self._locks.held(workstation_id):
             ws = self._store.load(principal, workstation_id)
             if ws.status != RUNNING:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation can be stopped.")
@@ -274,9 +251,9 @@ class Lifecycle:
                 event,
                 status=STOPPED,
                 started_at=None,
-                **RELEASED_AT_STOP,
+                **RELEASED,
             )
-            self.live.forget(ws.id)
+            self._live.forget(ws.id)
             log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
             return self._store.reload(ws.id)
 
@@ -325,7 +302,7 @@ class Lifecycle:
         ssh_public_keys: list[str] | None = None,
     ) -> Workstation:
         keys = tuple(authorized_lines(ssh_public_keys)) if ssh_public_keys is not None else None
-        with self.locks.held(workstation_id):
+        with self._locks.held(workstation_id):
             ws = self._store.load(principal, workstation_id)
             if ws.status != STOPPED:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; it can be changed only when stopped.")
@@ -374,23 +351,23 @@ class Lifecycle:
     # -- delete ------------------------------------------------------------------------
 
     def delete(self, principal: Principal, workstation_id: str) -> None:
-        with self.locks.held(workstation_id):
+        with self._locks.held(workstation_id):
             ws = self._store.load(principal, workstation_id)
             if ws.status not in (STOPPED, ERROR):
                 raise InvalidState(
                     f"Workstation {ws.id} is {ws.status}; only a stopped or failed workstation can be deleted."
                 )
-            self._store.set(ws.id, deleted_at=unix_to_rfc3339(self._clock()))
+            self._store.record(ws.id, deleted_at=unix_to_rfc3339(self._clock()))
             try:
                 with hypervisor("delete"):
                     self._driver.delete(ws.domain_name)
             except BaseException:
-                self._store.set(ws.id, deleted_at=None)
+                self._store.record(ws.id, deleted_at=None)
                 raise
             self._store.transition(ws, self._clock(), None, ("info", "Deleted, with its disk."))
             self._store.close_log(ws.id)
-        self.locks.forget(ws.id)
-        self.live.forget(ws.id)
+        self._locks.forget(ws.id)
+        self._live.forget(ws.id)
         log.info("workstation %s deleted", ws.id)
 
 

@@ -3,7 +3,7 @@
 Reads of workstations (a GET, a list, the enforcer's and the console's
 look-ups) are answered from here, with no SQLite statement. It is exact
 because the store is the only writer of the table (one process owns the
-database, cwhost.serverlock): after each committed write the store reads the
+database, cwhost.cli.serverlock): after each committed write the store reads the
 rows it wrote back from SQLite and puts them here, under one lock, so a
 slower writer's read-back can never put an older row over a newer one. It is
 loaded whole at start-up. If a read-back fails, the whole model is marked
@@ -18,7 +18,7 @@ import bisect
 import threading
 from collections.abc import Callable, Iterable
 
-from cwhost.workstations.model import Workstation
+from cwhost.model import Workstation
 
 
 class Records:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from cwhost.config import Config
+from cwhost.config.server import Config
 from cwhost.errors import InvalidRequest, UnknownAsset
 from cwhost.ids import new_id, unix_to_rfc3339
 from cwhost.images.catalog import ImageCatalog
-from cwhost.workstation_types import WorkstationType
-from cwhost.workstations.model import CONFIGURATION_FIELDS, PROVISIONING, Configuration
+from cwhost.images.types import WorkstationType
+from cwhost.model import CONFIGURATION_FIELDS, PROVISIONING, Configuration, Workstation
 from drivers.base import BootSource, HostInfo
 
 _SIZES = ("cpu_cores", "memory_gb", "storage_gb")
@@ -25,34 +24,27 @@ class Request:
     running_timeout_minutes: int
     boot: BootSource
 
-    def row(self, account_id: str, name: str, type_id, workspace_id, ssh_keys: list[str], now: float) -> dict:
-        """The new workstation's row, as it is first stored: provisioning."""
-        c, boot = self.configuration, self.boot
-        return {
-            "id": new_id("ws"),
-            "account_id": account_id,
-            "name": name,
-            "status": PROVISIONING,
-            "type": type_id,
-            "workspace_id": workspace_id,
-            "cpu_cores": c.cpu_cores,
-            "memory_gb": c.memory_gb,
-            "gpu": c.gpu,
-            "storage_gb": c.storage_gb,
-            "region": c.region,
-            "created_at": unix_to_rfc3339(now),
-            "started_at": None,
-            "status_message": None,
-            "idle_timeout_minutes": self.idle_timeout_minutes,
-            "running_timeout_minutes": self.running_timeout_minutes,
-            "gpu_address": None,
-            "deleted_at": None,
-            "boot_image": boot.image,
-            "boot_kernel": boot.kernel,
-            "boot_initrd": boot.initrd,
-            "boot_cmdline": boot.cmdline,
-            "ssh_public_keys": json.dumps(ssh_keys),
-        }
+    def workstation(
+        self, account_id: str, name: str, type_id, workspace_id, ssh_keys: list[str], now: float
+    ) -> Workstation:
+        """The new workstation, as it is first stored: provisioning."""
+        return Workstation(
+            id=new_id("ws"),
+            account_id=account_id,
+            name=name,
+            status=PROVISIONING,
+            type=type_id,
+            workspace_id=workspace_id,
+            configuration=self.configuration,
+            created_at=unix_to_rfc3339(now),
+            started_at=None,
+            status_message=None,
+            idle_timeout_minutes=self.idle_timeout_minutes,
+            running_timeout_minutes=self.running_timeout_minutes,
+            gpu_address=None,
+            boot=self.boot,
+            ssh_public_keys=tuple(ssh_keys),
+        )
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from cwhost.auth import Principal
-from cwhost.db import Database, split_page
+from cwhost.accounts.tokens import Principal
+from cwhost.db.database import Database, split_page
 from cwhost.errors import NotFound
-from cwhost.usage import close_segment, open_segment
-from cwhost.workstations.model import DOMAIN_PREFIX, RUNNING, Configuration, Workstation, from_row
+from cwhost.model import DOMAIN_PREFIX, RUNNING, Configuration, Workstation, from_row, to_row
+from cwhost.usage.ledger import close_segment, open_segment
 from cwhost.workstations.records import Records
 
 log = logging.getLogger(__name__)
@@ -209,18 +209,13 @@ class WorkstationStore:
 
     # -- writing -------------------------------------------------------------------
 
-    def set(self, workstation_id: str, **columns) -> None:
-        with self._db.write() as tx:
-            _update_workstation(tx, workstation_id, columns)
-        self.read_back([workstation_id])
-
-    def insert(self, row: dict, at: float, event: str) -> None:
+    def insert(self, ws: Workstation, at: float, event: str) -> None:
         """A new workstation, its first (stopped) segment and its first event."""
         with self._db.write() as tx:
-            _insert_workstation(tx, row)
-            open_segment(tx, row["id"], at, running=False, storage_gb=row["storage_gb"], gpu=None)
-            log_event(tx, row["id"], at, "info", event)
-        self.read_back([row["id"]])
+            _insert_workstation(tx, to_row(ws))
+            open_segment(tx, ws.id, at, running=False, storage_gb=ws.configuration.storage_gb, gpu=None)
+            log_event(tx, ws.id, at, "info", event)
+        self.read_back([ws.id])
 
     def transition(
         self,
@@ -259,17 +254,30 @@ class WorkstationStore:
         with self._db.write() as tx:
             keep_newest_events(tx, workstation_id, 1)
 
-    def log(self, workstation_id: str, event: tuple[str, str]) -> None:
-        """An event in the workstation's log, nothing else."""
+    def record(self, workstation_id: str, event: tuple[str, str] | None = None, **columns) -> None:
+        """Change columns, or log an event, or both, in one transaction; billing untouched (that is
+        ``transition``'s)."""
         with self._db.write() as tx:
-            log_event(tx, workstation_id, self._clock(), *event)
+            if columns:
+                _update_workstation(tx, workstation_id, columns)
+            if event is not None:
+                log_event(tx, workstation_id, self._clock(), *event)
+        if columns:
+            self.read_back([workstation_id])
 
-    def record(self, workstation_id: str, event: tuple[str, str], **columns) -> None:
-        """Change columns and log an event, billing untouched (provisioning done)."""
-        with self._db.write() as tx:
-            _update_workstation(tx, workstation_id, columns)
-            log_event(tx, workstation_id, self._clock(), *event)
-        self.read_back([workstation_id])
+    def detach_workspace(self, tx, workspace_id: str, at: float, message: str) -> list[str]:
+        """In the caller's transaction, take the workspace off every workstation that has it, each with
+        ``message`` in its log; the ids of those workstations, to ``read_back`` once committed."""
+        holders = [
+            row["id"]
+            for row in tx.query(
+                "SELECT id FROM workstations WHERE workspace_id = ? AND deleted_at IS NULL", [workspace_id]
+            )
+        ]
+        for holder_id in holders:
+            tx.execute("UPDATE workstations SET workspace_id = NULL WHERE id = ?", [holder_id])
+            log_event(tx, holder_id, at, "warning", message)
+        return holders
 
     def read_back(self, workstation_ids: list[str]) -> None:
         """Bring the rows in memory to what was just committed for these workstations.

@@ -1,0 +1,83 @@
+"""The browser console's WebSocket bridge (websockify) to each VM's VNC.
+
+websockify (PyPI, as a library) runs on its own listener and asks
+``DoorTokens.lookup`` (cwhost.remote.door_tokens) where a token leads: the
+VNC port of that workstation's current run, which listens on the host's
+loopback only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from websockify.websocketproxy import LibProxyServer, ProxyRequestHandler
+
+from cwhost.remote.door_tokens import DoorTokens
+from cwhost.remote.listener_guard import HANDSHAKE_SECONDS, ConnectionCaps, GuardedServer, close_at_deadline
+
+
+class _OneConnection:
+    """The proxy server as one connection sees it, with a target of its own.
+
+    websockify's handler stores the target a token leads to on the server
+    object, which every thread of a threaded server shares: two connections at
+    once could swap targets. Each handler gets this view instead.
+    """
+
+    def __init__(self, server, target_host: str, target_port: int):
+        self._server = server
+        self.target_host = target_host
+        self.target_port = target_port
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)
+
+
+class _ConsoleHandler(ProxyRequestHandler):
+    timeout = HANDSHAKE_SECONDS
+
+    def setup(self):
+        self._disarm = close_at_deadline(self.request)
+        super().setup()
+
+    def finish(self):
+        self._disarm()
+        super().finish()
+
+    def handle_upgrade(self):
+        # websockify's own token check, in its library server, fails on any
+        # unknown token with an AttributeError: the look-up is done here.
+        shared: Any = self.server  # type: ignore[has-type]  # websockify has no type hints
+        tokens = parse_qs(urlparse(self.path).query).get("token") or [""]
+        target = shared.tokens.lookup(tokens[0])
+        if target is None:
+            self.send_error(404, "Unknown or expired console token")
+            return
+        self.server = _OneConnection(shared, *target)
+        # Authenticated: from here the proxy loop waits on select, as long as the session lasts.
+        self._disarm()
+        self.request.settimeout(None)
+        super().handle_upgrade()
+
+    def validate_connection(self):
+        """Done by ``handle_upgrade``."""
+
+    def log_message(self, format, *args):
+        # websockify logs each request line, tokens and all: secrets stay out of logs.
+        pass
+
+
+class _ConsoleBridge(GuardedServer, LibProxyServer):
+    pass
+
+
+def console_bridge(tokens: DoorTokens, host: str, port: int, caps: ConnectionCaps) -> LibProxyServer:
+    """The WebSocket-to-VNC listener; ``serve_forever()`` it on a thread."""
+    server = _ConsoleBridge(RequestHandlerClass=_ConsoleHandler, listen_host=host, listen_port=port)
+    server.caps = caps
+    server.tokens = tokens
+    server.daemon_threads = True
+    # Nor does it set what its handler reads of a server listening on TCP.
+    server.unix_listen = None
+    return server
