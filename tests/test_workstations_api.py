@@ -509,3 +509,32 @@ def test_launch_beyond_the_hosts_free_cores_is_503(client, alice):
     assert "6 of 16 CPU cores free" in refused["message"]
     host = client.get("/v1/host", headers=alice).get_json()
     assert host["cpuCoresAllocated"] == 10
+
+
+def test_a_running_workstation_is_deleted_in_one_call_with_force_and_metered_to_the_end(client, alice, components):
+    ws = create_stopped(client, alice)
+    url = f"/v1/workstations/{ws['id']}"
+    assert client.post(url + "/launch", headers=alice).status_code == 200
+    refused = client.delete(url, headers=alice)
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_state"
+    assert "force=true" in refused.get_json()["message"]
+    assert client.get(url, headers=alice).get_json()["status"] == "running"
+
+    deleted = client.delete(url + "?force=true", headers=alice)
+    assert deleted.status_code == 204, deleted.get_json()
+    assert client.get(url, headers=alice).status_code == 404
+    assert components.driver.list_domains().get(domain_name(ws["id"])) is None
+    usage = client.get(url + "/usage", headers=alice).get_json()
+    # The running time ended with the delete: it does not grow afterwards.
+    time.sleep(1.1)
+    later = client.get(url + "/usage", headers=alice).get_json()
+    assert {k: v for k, v in later.items() if k != "to"} == {k: v for k, v in usage.items() if k != "to"}
+    assert usage["storageGBHours"] > 0
+
+
+def test_force_on_a_stopped_workstation_deletes_it_as_without_and_must_be_a_boolean(client, alice):
+    ws = create_stopped(client, alice)
+    unclear = client.delete(f"/v1/workstations/{ws['id']}?force=yes-please", headers=alice)
+    assert unclear.status_code == 400 and "force" in unclear.get_json()["details"]
+    assert client.get(f"/v1/workstations/{ws['id']}", headers=alice).status_code == 200
+    assert client.delete(f"/v1/workstations/{ws['id']}?force=true", headers=alice).status_code == 204

@@ -30,6 +30,13 @@ class StopArgsSchema(StrictSchema):
     )
 
 
+class DeleteArgsSchema(StrictSchema):
+    force = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Delete a running workstation too: powered off at once, metered to the end."},
+    )
+
+
 class UsageArgsSchema(StrictSchema):
     from_ = fields.AwareDateTime(data_key="from", default_timezone=None, validate=within_calendar)
     to = fields.AwareDateTime(validate=within_calendar)

@@ -10,6 +10,7 @@ from cwhost.api.components import components, services
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.query_args import (
+    DeleteArgsSchema,
     StopArgsSchema,
     UsageArgsSchema,
     WorkstationListArgsSchema,
@@ -120,12 +121,14 @@ class WorkstationById(MethodView):
             )
         )
 
+    @blp.arguments(DeleteArgsSchema, location="query")
     @blp.response(204)
     @error_responses(blp, 400, 404)
     @blp.doc(operationId="deleteWorkstation")
-    def delete(self, workstation_id):
-        """Delete a stopped or failed workstation with its disk; its usage stays readable."""
-        services().lifecycle.delete(g.principal, workstation_id)
+    def delete(self, args, workstation_id):
+        """Delete a stopped or failed workstation with its disk (a running one too, with `force`); its usage
+        stays readable."""
+        services().lifecycle.delete(g.principal, workstation_id, force=args["force"])
 
 
 @blp.route("/<string:workstation_id>/launch", methods=["POST"])

@@ -240,22 +240,18 @@ class Lifecycle:
             ws = self._store.load(principal, workstation_id)
             if ws.status != RUNNING:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation can be stopped.")
-            self._final_reading(ws)
-            with hypervisor("stop"):
-                how = self._power_off(ws, force)
-            event = ("warning", f"Stopped because {reason}. {how}") if reason else ("info", f"Stopped. {how}")
-            self._store.transition(
-                ws,
-                self._clock(),
-                STOPPED,
-                event,
-                status=STOPPED,
-                started_at=None,
-                **RELEASED,
-            )
-            self._live.forget(ws.id)
-            log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
+            self._stop_held(ws, force, reason)
             return self._store.reload(ws.id)
+
+    def _stop_held(self, ws: Workstation, force: bool, reason: str | None) -> None:
+        """Stop ``ws``, metered to the end; the caller holds its lock."""
+        self._final_reading(ws)
+        with hypervisor("stop"):
+            how = self._power_off(ws, force)
+        event = ("warning", f"Stopped because {reason}. {how}") if reason else ("info", f"Stopped. {how}")
+        self._store.transition(ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, **RELEASED)
+        self._live.forget(ws.id)
+        log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
 
     def _power_off(self, ws: Workstation, force: bool) -> str:
         """Power the domain off, gracefully unless ``force``; the log's sentence for how it went."""
@@ -350,12 +346,17 @@ class Lifecycle:
 
     # -- delete ------------------------------------------------------------------------
 
-    def delete(self, principal: Principal, workstation_id: str) -> None:
+    def delete(self, principal: Principal, workstation_id: str, force: bool = False) -> None:
+        """Delete a stopped or failed workstation; with ``force``, a running one too, stopped at once first."""
         with self._locks.held(workstation_id):
             ws = self._store.load(principal, workstation_id)
+            if force and ws.status == RUNNING:
+                self._stop_held(ws, force=True, reason=None)
+                ws = self._store.reload(ws.id)
             if ws.status not in (STOPPED, ERROR):
                 raise InvalidState(
-                    f"Workstation {ws.id} is {ws.status}; only a stopped or failed workstation can be deleted."
+                    f"Workstation {ws.id} is {ws.status}; only a stopped or failed workstation can be deleted"
+                    + ("." if ws.status != RUNNING else " (or a running one with ?force=true).")
                 )
             self._store.record(ws.id, deleted_at=unix_to_rfc3339(self._clock()))
             try:
