@@ -26,7 +26,7 @@ from cwhost.config.server import Config, ConfigError
 from cwhost.db.database import Database
 from cwhost.images.catalog import ImageCatalog
 from cwhost.images.guest_files import CDP_GUEST_PORT
-from cwhost.remote.door_tokens import DoorTokens
+from cwhost.remote.door_tokens import DoorTokens, NotReady
 from cwhost.usage.account_report import AccountUsageReports
 from cwhost.usage.ledger import UsageLedger
 from cwhost.usage.metrics import build_registry
@@ -40,7 +40,9 @@ from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.enforcer import Enforcer
 from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.guest_actions import GuestActions
+from cwhost.workstations.host_keys import HostKeys
 from cwhost.workstations.lifecycle import Lifecycle
+from cwhost.workstations.readiness import Readiness
 from cwhost.workstations.reconciler import Reconciler
 from cwhost.workstations.services import Services
 from cwhost.workstations.sizing import Images
@@ -77,20 +79,22 @@ def build_services(
     allocation = Allocation(store, accounts, limits, workspaces, driver, config)
     locks, live, background = WorkstationLocks(), LiveAccess(driver), BackgroundWork()
     images = Images(ImageCatalog(config.images_dir), required=driver.boots_images)
+    host_keys = HostKeys(config.data_dir / "host-keys")
     lifecycle = Lifecycle(
-        store, allocation, accounts, workspaces, storage, ssh_keys, driver, config,
-        locks=locks, live=live, images=images, background=background, final_reading=sampler, clock=clock,
+        store, allocation, accounts, workspaces, storage, ssh_keys, driver, config, locks=locks, live=live,
+        images=images, background=background, host_keys=host_keys, final_reading=sampler, clock=clock,
     )  # fmt: skip
     reconciler = Reconciler(
-        store, lifecycle, workspaces, ledger, driver, locks=locks, live=live, background=background, clock=clock
-    )
+        store, lifecycle, workspaces, ledger, driver,
+        locks=locks, live=live, background=background, host_keys=host_keys, clock=clock,
+    )  # fmt: skip
     return Services(
         store, ledger, AccountUsageReports(db, ledger, clock), limits, accounts, ssh_keys,
         workspaces, storage, WorkspaceFiles(workspaces, storage, config.workspaces.max_upload_bytes),
-        locks, live, images, background, sampler, sampler_metrics, metrics_registry,
+        locks, live, images, background, host_keys, sampler, sampler_metrics, metrics_registry,
         allocation, WorkspaceRetirement(db, workspaces, store, allocation, clock), lifecycle,
-        GuestActions(store, driver, config), reconciler,
-        Enforcer(store, accounts, ledger, lifecycle, background, config, clock),
+        GuestActions(store, driver, config), Readiness(store, driver, locks, config.readiness, clock),
+        reconciler, Enforcer(store, accounts, ledger, lifecycle, background, config, clock),
     )  # fmt: skip
 
 
@@ -112,12 +116,15 @@ def _vnc_address(store: WorkstationStore, driver: HypervisorDriver):
 
 
 def _cdp_address(store: WorkstationStore, driver: HypervisorDriver):
-    """Where the host reaches a running workstation's DevTools relay (on its private network); None otherwise."""
+    """Where the host reaches a running workstation's DevTools relay (on its private network); None otherwise,
+    and NotReady before its guest has said it is ready."""
 
     def address(workstation_id: str) -> tuple[str, int] | None:
         ws = store.running_one(workstation_id)
         if ws is None:
             return None
+        if not ws.ready:
+            raise NotReady(workstation_id)
         try:
             return driver.guest_endpoint(ws.domain_name, CDP_GUEST_PORT)
         except DriverError:
@@ -137,7 +144,9 @@ def make_driver(config: Config) -> HypervisorDriver:
                 storage_gb=fake.storage_gb,
                 gpus=fake.gpus,
             ),
-            GuestLoad(cpu_share=fake.guest_cpu_share, memory_mb=fake.guest_memory_mb),
+            GuestLoad(
+                cpu_share=fake.guest_cpu_share, memory_mb=fake.guest_memory_mb, ready_seconds=fake.guest_ready_seconds
+            ),
         )
     return _libvirt_driver(config)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ServiceError(Exception):
     status = 500
@@ -80,3 +84,25 @@ class Unavailable(ServiceError):
 
 class StorageUnavailable(Unavailable):
     """The database or the disk under it cannot take a write now (full, read-only, failing, busy)."""
+
+
+_DISK_FAULTS = {
+    errno.ENOSPC: "The server's disk is full",
+    errno.EDQUOT: "The server's disk quota is used up",
+    errno.EROFS: "The server's disk is read-only",
+    errno.EIO: "The server's disk is failing",
+}
+
+
+@contextmanager
+def disk_faults() -> Iterator[None]:
+    """A file the service writes, on a disk that fails it: the client's 503, with nothing stored."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FAULTS:
+            raise
+        raise StorageUnavailable(
+            f"{_DISK_FAULTS[exc.errno]}; nothing was stored. Try again once an operator has fixed it.",
+            retry_after=30,
+        ) from exc

@@ -15,8 +15,9 @@ PROVISIONING, STOPPED, RUNNING, ERROR = "provisioning", "stopped", "running", "e
 STATUSES = (PROVISIONING, STOPPED, RUNNING, ERROR)
 DOMAIN_PREFIX = "cwhost-"
 CONFIGURATION_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "gpu", "region")
-# What a running workstation holds of the host, as its row's columns: given back when it stops.
-HELD_WHILE_RUNNING = ("gpu_address", "ssh_port")
+# What a running workstation holds of the host, and what is true of its run only, as its row's
+# columns: given back, or forgotten, when it stops.
+HELD_WHILE_RUNNING = ("gpu_address", "ssh_port", "ready_at")
 RELEASED = dict.fromkeys(HELD_WHILE_RUNNING)
 
 
@@ -53,6 +54,10 @@ class Workstation:
     ssh_public_keys: tuple[str, ...] = ()
     # The host port forwarded to its SSH while it runs.
     ssh_port: int | None = None
+    # Its SSH host key's public line (cwhost made the key); None for one made before host keys.
+    ssh_host_key: str | None = None
+    # When its guest reported ready, in this run; None until then and while stopped.
+    ready_at: str | None = None
     # What other layers derive from this version of the record, computed once (the API's JSON of it).
     # Every change makes a new Workstation, and dataclasses.replace() starts it empty.
     derived: dict = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -60,6 +65,11 @@ class Workstation:
     @property
     def domain_name(self) -> str:
         return domain_name(self.id)
+
+    @property
+    def ready(self) -> bool:
+        """Whether it runs and its guest has said it is ready, in this run."""
+        return self.status == RUNNING and self.ready_at is not None
 
     def spec(self) -> DomainSpec:
         c = self.configuration
@@ -78,6 +88,9 @@ class SshAccess:
     host: str
     port: int
     user: str
+    # The guest's host key as clients check it; None for a workstation made before cwhost made them.
+    host_key_fingerprint: str | None = None
+    known_hosts: str | None = None
 
     @property
     def command(self) -> str:
@@ -116,6 +129,8 @@ def from_row(row: dict) -> Workstation:
         ),
         ssh_public_keys=tuple(json.loads(row.get("ssh_public_keys") or "[]")),
         ssh_port=row.get("ssh_port"),
+        ssh_host_key=row.get("ssh_host_key"),
+        ready_at=row.get("ready_at"),
     )
 
 
@@ -142,6 +157,8 @@ def to_row(ws: Workstation) -> dict:
         "boot_cmdline": boot.cmdline,
         "ssh_public_keys": json.dumps(list(ws.ssh_public_keys)),
         "ssh_port": ws.ssh_port,
+        "ssh_host_key": ws.ssh_host_key,
+        "ready_at": ws.ready_at,
     }
 
 

@@ -132,6 +132,18 @@ class BootSource:
 
 
 @dataclass(frozen=True)
+class HostKey:
+    """The guest's SSH host key, given rather than generated at boot: its OpenSSH private key and
+    its public line."""
+
+    private_openssh: str
+    public_line: str
+
+    def __repr__(self) -> str:
+        return f"HostKey({self.public_line!r})"
+
+
+@dataclass(frozen=True)
 class GuestSeed:
     """What the guest is told when it boots (cloud-init): its name, its user, that user's keys, its share."""
 
@@ -144,6 +156,18 @@ class GuestSeed:
     # the guest's host-only services (the browser's DevTools relay) answer.
     # The driver fills it in; None on a network the host does not own.
     host_address: str | None = None
+    # Its SSH host key; None lets the guest make its own.
+    host_key: HostKey | None = None
+
+
+@dataclass(frozen=True)
+class ReadinessReport:
+    """What a running guest last said of its boot: the phases it has passed, each with the seconds
+    since its boot, in the order passed; and whether it is ready (it has passed all its type has:
+    first-boot work, workspace, sshd, DevTools). The guest writes it; trust it for that guest only."""
+
+    ready: bool
+    phases: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -277,6 +301,11 @@ class HypervisorDriver(abc.ABC):
         still booting), or the driver gives none (an operator's network, where
         the LAN could reach the same port).
         """
+
+    @abc.abstractmethod
+    def readiness(self, name: str) -> ReadinessReport | None:
+        """What the running guest has said of its boot, over a channel of its own domain (no other
+        guest can write it); None while it has said nothing, or its agent does not answer."""
 
     @abc.abstractmethod
     def exec(self, name: str, request: ExecRequest) -> ExecResult:

@@ -185,3 +185,27 @@ def test_a_slow_handshake_is_closed_at_its_deadline_and_one_peer_holds_few_conne
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_a_workstation_not_ready_yet_gets_a_json_503_with_retry_after_and_no_guest_is_reached():
+    from cwhost.remote.door_tokens import NotReady
+
+    devtools = StandInDevTools()
+
+    def not_ready(workstation_id):
+        raise NotReady(workstation_id)
+
+    tokens = ConsoleTokens(not_ready, link_seconds=60)
+    proxy = CdpProxy(tokens, "127.0.0.1", 0, ConnectionCaps(256, 16))
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        with _ask(proxy.server_address[1], f"/cdp/{tokens.websocket_token('ws-1')}") as connection:
+            answer = connection.recv(4096).decode()
+        head, body = answer.split("\r\n\r\n", 1)
+        assert head.startswith("HTTP/1.1 503") and "Retry-After: 5" in head
+        assert json.loads(body)["error"] == "unavailable" and "wait=ready" in json.loads(body)["message"]
+        assert devtools.requests == []
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        devtools.close()

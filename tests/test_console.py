@@ -113,6 +113,10 @@ def test_a_running_workstations_console_link_opens_the_page_once(console_app):
     # Every read gives fresh links.
     again = client.get(f"/v1/workstations/{workstation['id']}", headers=alice).get_json()["access"]["console"]
     assert again["url"] != console["url"]
+    # Before its guest says it is ready: 503, and the link is not used up.
+    early = client.get(console["url"].removeprefix("http://localhost"))
+    assert early.status_code == 503 and early.headers["Retry-After"] and early.get_json()["error"] == "unavailable"
+    app.extensions["cwhost"].services.readiness.check()
 
     page = client.get(console["url"].removeprefix("http://localhost"))
     assert page.status_code == 200 and page.content_type.startswith("text/html")
@@ -226,6 +230,7 @@ def test_an_idempotent_launch_keeps_no_secret_and_its_replay_mints_fresh_links(c
     assert replay.headers["Idempotent-Replayed"] == "true"
     again = replay.get_json()["access"]["console"]
     assert again["password"] == console["password"] and again["url"] != console["url"]
+    app.extensions["cwhost"].services.readiness.check()
     assert client.get(again["url"].removeprefix("http://localhost")).status_code == 200
     assert {k: v for k, v in replay.get_json().items() if k != "access"} == {
         k: v for k, v in first.items() if k != "access"

@@ -149,23 +149,30 @@ def _remove_domains_of(data_dir: Path) -> None:
         conn.close()
 
 
-def _ssh(port: int, key) -> paramiko.SSHClient:
+def _ssh(port: int, key, known_hosts: str) -> paramiko.SSHClient:
+    """Logged in with ``key``, to the guest whose host key the API published and no other."""
+    published = paramiko.hostkeys.HostKeyEntry.from_line(known_hosts)
+    assert published is not None and published.hostnames == [f"[127.0.0.1]:{port}"], known_hosts
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     # From the host's bridge address, not its loopback: QEMU shows the guest a LAN client's own
     # address (loopback it shows as 10.0.2.2), and the guest must answer it back through QEMU.
+    # The same forward, so the same key: StrictHostKeyChecking=yes, no first answer trusted.
+    client.get_host_keys().add(f"[{GATEWAY}]:{port}", published.key.get_name(), published.key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.connect(GATEWAY, port=port, username="dev", pkey=key, timeout=10, banner_timeout=30, auth_timeout=30)
     return client
 
 
-def _ssh_when_ready(port: int, key) -> paramiko.SSHClient:
-    def attempt():
-        try:
-            return _ssh(port, key)
-        except (OSError, paramiko.SSHException):
-            return None
-
-    return wait_until(attempt, BOOT_SECONDS, "sshd in the guest, with the key in place")
+def _ready(http: requests.Session, url: str) -> dict:
+    """The workstation once its guest says it is ready: waits the server holds, a minute at a time."""
+    deadline = time.monotonic() + BOOT_SECONDS
+    while True:
+        shown = http.get(url, params={"wait": "ready", "timeoutSeconds": 60}, timeout=90).json()
+        if shown["ready"] or shown["status"] != "running" or shown["statusMessage"]:
+            break
+        assert time.monotonic() < deadline, f"not ready within {BOOT_SECONDS} s: {shown}"
+    assert shown["ready"], shown
+    return shown
 
 
 def _run(client: paramiko.SSHClient, command: str) -> str:
@@ -174,11 +181,6 @@ def _run(client: paramiko.SSHClient, command: str) -> str:
     out = stdout.read().decode()
     assert status == 0, f"{command}: exit {status}: {out} {stderr.read().decode()}"
     return out
-
-
-def _wait_for_cloud_init(client: paramiko.SSHClient) -> None:
-    result = _run(client, "cloud-init status --wait --long || true")
-    assert "status: done" in result, result
 
 
 def _new_key():
@@ -223,20 +225,26 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     # The guest is still booting: its agent does not answer yet.
     early = http.post(url + "/exec", json={"command": ["true"]})
     assert early.status_code == 503 and int(early.headers["Retry-After"]) > 0, early.text
+    assert launched.json()["ready"] is False
     ssh = launched.json()["access"]["ssh"]
     assert ssh["user"] == "dev" and ssh["command"] == f"ssh -p {ssh['port']} dev@127.0.0.1"
+    assert ssh["hostKeyFingerprint"].startswith("SHA256:")
     started = time.monotonic()
-    guest = _ssh_when_ready(ssh["port"], key)
+    shown = _ready(http, url)
     ready = time.monotonic()
     print(
         f"\ncreate {provisioned - began:.1f} s, launch {started - provisioned:.1f} s,"
-        f" boot to SSH {ready - started:.1f} s (TCG)"
+        f" boot to ready {ready - started:.1f} s (TCG)"
     )
+    assert shown["access"]["ssh"]["knownHosts"] == ssh["knownHosts"]
+    guest = _ssh(ssh["port"], key, ssh["knownHosts"])
     try:
-        _wait_for_cloud_init(guest)
-        assert _run(guest, "python3 -c 'print(6*7)'").strip() == "42"
-        # The workspace, both ways, in a home of the user's own.
+        # Ready means the first-boot work is done and the workspace mounted: at the first login.
+        assert _run(guest, "cloud-init status").strip() == "status: done"
         assert _run(guest, "findmnt -n -o FSTYPE ~/workspace").strip() == "virtiofs"
+        assert _run(guest, "python3 -c 'print(6*7)'").strip() == "42"
+        assert _run(guest, "sudo -n true 2>&1") == "", "sudo cannot resolve the hostname"
+        # The workspace, both ways, in a home of the user's own.
         assert _run(guest, "stat -c %U ~ ~/workspace").split() == ["dev", "dev"]
         assert _run(guest, "cat ~/workspace/from-api.txt") == "uploaded through the API\n"
         _run(guest, "echo written in the guest > ~/workspace/from-guest.txt && sync")
@@ -260,9 +268,13 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     assert "reboot: Power down" in console
     assert _refused(ssh["port"])
 
-    # What was written in ~ is still there after a new launch.
+    # What was written in ~ is still there after a new launch, behind the same host key.
     relaunched = http.post(url + "/launch").json()
-    guest = _ssh_when_ready(relaunched["access"]["ssh"]["port"], key)
+    again = _ready(http, url)["access"]["ssh"]
+    assert again["hostKeyFingerprint"] == ssh["hostKeyFingerprint"]
+    messages = [entry["message"] for entry in http.get(url + "/logs").json()["data"]]
+    assert sum(m.startswith("Ready ") for m in messages) == 2, messages
+    guest = _ssh(relaunched["access"]["ssh"]["port"], key, again["knownHosts"])
     try:
         assert _run(guest, "cat ~/kept.txt") == "kept\n"
     finally:
@@ -396,6 +408,7 @@ def _launched(http: requests.Session, server, body: dict) -> str:
     url = f"{server.url}/v1/workstations/{created.json()['id']}"
     wait_until(lambda: http.get(url).json()["status"] == "stopped", 120, "provisioning")
     assert http.post(url + "/launch").status_code == 200
+    _ready(http, url)
     return url
 
 
@@ -435,13 +448,11 @@ def _the_browser_full_screen(http: requests.Session, url: str) -> None:
     """The chromium image: its X session shows Chromium full-screen, its DevTools on the guest's loopback only."""
     from PIL import Image
 
-    wait_until(lambda: _exec(http, url, "true").get("exitCode") == 0, BOOT_SECONDS, "the guest agent and its user")
-    wait_until(lambda: _exec(http, url, "pgrep", "-u", "desktop", "-x", "chromium")["exitCode"] == 0, 300, "Chromium")
+    # Ready: Chromium runs and its DevTools answer.
+    assert _exec(http, url, "pgrep", "-u", "desktop", "-x", "chromium")["exitCode"] == 0
     # The seed's user (uid 1000) and the desktop's own (a system user) both exist.
     assert _exec(http, url, "id", "-u")["stdout"] == "1000\n"
-    listening = wait_until(
-        lambda: _exec(http, url, "ss", "-Hltn", "sport = :9222")["stdout"].split(), 120, "Chromium's DevTools"
-    )
+    listening = _exec(http, url, "ss", "-Hltn", "sport = :9222")["stdout"].split()
     assert "127.0.0.1:9222" in listening and "0.0.0.0:9222" not in listening
     request = "GET /json/version HTTP/1.1\\r\\nHost: 127.0.0.1:9222\\r\\nConnection: close\\r\\n\\r\\n"
     version = _exec(http, url, "bash", "-c", f'exec 3<>/dev/tcp/127.0.0.1/9222; printf "{request}" >&3; cat <&3')
@@ -484,7 +495,6 @@ def _walled_off(server, alice: requests.Session, alice_url: str, keys: dict, bob
     """From inside alice's guest: of every host and guest door, only the two public SSH forwards open, and
     bob's refuses her key (and takes his, which shows the door works from a guest); from bob's guest,
     alice's SSH is not reachable directly either."""
-    wait_until(lambda: _exec(alice, alice_url, "true").get("exitCode") == 0, BOOT_SECONDS, "alice's guest agent")
     bob_ws, alice_ws = bob.get(url).json(), alice.get(alice_url).json()
     assert alice.get(url).status_code == 404
     bob_ip, alice_ip = _guest_address(bob, url), _guest_address(alice, alice_url)
@@ -513,8 +523,11 @@ def _walled_off(server, alice: requests.Session, alice_url: str, keys: dict, bob
     for name in ("alice", "bob"):
         put_key = f"install -m 700 -d ~/.ssh && cat > ~/.ssh/{name} && chmod 600 ~/.ssh/{name}"
         assert _exec(alice, alice_url, "sh", "-c", put_key, stdin=keys[name])["exitCode"] == 0
-    # Each try is repeated until bob's sshd answers at all (QEMU takes the connection before it is up).
+    # Bob's published host key, for the address alice reaches his forward at: nothing else is trusted.
     bob_port = bob_ws["access"]["ssh"]["port"]
+    known = bob_ws["access"]["ssh"]["knownHosts"].replace(f"[127.0.0.1]:{bob_port}", f"[{GATEWAY}]:{bob_port}", 1)
+    assert known != bob_ws["access"]["ssh"]["knownHosts"]
+    assert _exec(alice, alice_url, "sh", "-c", "cat > ~/.ssh/known_hosts", stdin=known + "\n")["exitCode"] == 0
     taken = _ssh_from(alice, alice_url, "bob", bob_port)
     assert taken["exitCode"] == 0, taken
     refused = _ssh_from(alice, alice_url, "alice", bob_port)
@@ -524,19 +537,14 @@ def _walled_off(server, alice: requests.Session, alice_url: str, keys: dict, bob
 
 
 SSH_TO_THE_HOST = (
-    "timeout 20 ssh -i ~/.ssh/{} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    "timeout 20 ssh -i ~/.ssh/{} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=~/.ssh/known_hosts"
     " -p {} dev@{} true"
 )
 
 
 def _ssh_from(http: requests.Session, url: str, key: str, port: int) -> dict:
-    """ssh with ``key`` from inside a guest to a forward at the host's bridge address, once that sshd answers."""
-
-    def answered():
-        result = _exec(http, url, "sh", "-c", SSH_TO_THE_HOST.format(key, port, GATEWAY))
-        return result if result["exitCode"] == 0 or "Permission denied" in result["stderr"] else None
-
-    return wait_until(answered, BOOT_SECONDS, f"an sshd behind port {port}", every=5)
+    """ssh with ``key`` from inside a (ready) guest to a forward at the host's bridge address."""
+    return _exec(http, url, "sh", "-c", SSH_TO_THE_HOST.format(key, port, GATEWAY))
 
 
 FORM = b"""<!doctype html><html><body style="margin:0">

@@ -76,8 +76,12 @@ def parse_public_key(text: str) -> tuple[str, str]:
         raise _refuse(str(exc).rstrip(".") or "it does not parse") from None
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise _refuse(f"an RSA key of {key.key_size} bits is too weak; it needs at least {MIN_RSA_BITS}")
-    fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return " ".join(parts), fingerprint
+    return " ".join(parts), fingerprint(blob)
+
+
+def fingerprint(blob: bytes) -> str:
+    """A key's SHA256 fingerprint, as ``ssh-keygen -l`` prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def authorized_lines(keys: list[str]) -> list[str]:

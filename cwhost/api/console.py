@@ -73,7 +73,7 @@ def console_page(token: str):
     """The VM's display in the browser (noVNC), from a link in `access.console.url`: once, for a few minutes."""
     parts = components()
     tokens = parts.console
-    grant = tokens.open_link(token) if tokens is not None else None
+    grant = tokens.link_grant(token) if tokens is not None else None
     if tokens is None or grant is None:
         raise NotFound("This console link is unknown, used or expired; read the workstation again for a fresh one.")
     ws = parts.services.store.find(grant.workstation_id)
@@ -81,6 +81,11 @@ def console_page(token: str):
         raise NotFound("This console link is unknown, used or expired; read the workstation again for a fresh one.")
     if ws.status != RUNNING:
         raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation has a console.")
+    if not ws.ready:
+        # The link is not used up: it opens once the guest is ready, while it lasts.
+        raise Unavailable(f"Workstation {ws.id} is not ready yet; GET it with ?wait=ready, then open the link again.")
+    if tokens.open_link(token) is None:
+        raise NotFound("This console link is unknown, used or expired; read the workstation again for a fresh one.")
     live = parts.services.live.get(ws.id)
     if live is None or live.console is None:
         raise Unavailable("The workstation's display cannot be reached right now; try again shortly.")

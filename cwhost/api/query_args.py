@@ -30,6 +30,22 @@ class StopArgsSchema(StrictSchema):
     )
 
 
+class WorkstationGetArgsSchema(StrictSchema):
+    wait = fields.String(
+        validate=validate.OneOf(["ready"]),
+        metadata={
+            "description": "ready: answer once the workstation is ready (or stops running, or its guest is"
+            " reported not ready in time), or when timeoutSeconds have passed; then read `ready`."
+        },
+    )
+    timeout_seconds = fields.Integer(
+        data_key="timeoutSeconds",
+        load_default=30,
+        validate=validate.Range(1, 600),
+        metadata={"description": "The longest to wait, in seconds; at most the server's readiness.max_wait_seconds."},
+    )
+
+
 class DeleteArgsSchema(StrictSchema):
     force = fields.Boolean(
         load_default=False,

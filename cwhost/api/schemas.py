@@ -152,6 +152,26 @@ class SshSchema(ma.Schema):
     port = fields.Integer(required=True, metadata={"description": "A host port forwarded to the guest's port 22."})
     user = fields.String(required=True)
     command = fields.String(required=True, metadata={"example": "ssh -p 22014 dev@gpu-server.lan"})
+    host_key_fingerprint = fields.String(
+        data_key="hostKeyFingerprint",
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "The guest's SSH host key (ed25519, made by cwhost), as ssh-keygen -l prints it;"
+            " null for a workstation made before cwhost made host keys.",
+            "example": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+        },
+    )
+    known_hosts = fields.String(
+        data_key="knownHosts",
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "One line for ~/.ssh/known_hosts, naming [host]:port as ssh looks it up, so that"
+            " StrictHostKeyChecking=yes accepts the guest and no other; null as hostKeyFingerprint.",
+            "example": "[gpu-server.lan]:22014 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP...",
+        },
+    )
 
 
 class BrowserSchema(ma.Schema):
@@ -199,6 +219,19 @@ class WorkstationSchema(ma.Schema):
     created_at = Timestamp(data_key="createdAt", required=True)
     started_at = Timestamp(data_key="startedAt", allow_none=True, required=True)
     status_message = fields.String(data_key="statusMessage", allow_none=True, required=True)
+    ready = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "Running, and its guest has said it is ready: first-boot work done, workspace"
+            " mounted, sshd answering, and DevTools for browser types. Wait for it with ?wait=ready."
+        },
+    )
+    ready_at = Timestamp(
+        data_key="readyAt",
+        allow_none=True,
+        required=True,
+        metadata={"description": "When its guest said it was ready, in this run; null until then."},
+    )
     access = fields.Nested(AccessSchema, allow_none=True, required=True)
     idle_timeout_minutes = fields.Integer(data_key="idleTimeoutMinutes", required=True)
     running_timeout_minutes = fields.Integer(data_key="runningTimeoutMinutes", required=True)

@@ -7,12 +7,14 @@ from flask.views import MethodView
 
 from cwhost.api.common import ApiBlueprint, error_responses, links
 from cwhost.api.components import components, services
+from cwhost.api.hooks import release_admission
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
 from cwhost.api.query_args import (
     DeleteArgsSchema,
     StopArgsSchema,
     UsageArgsSchema,
+    WorkstationGetArgsSchema,
     WorkstationListArgsSchema,
 )
 from cwhost.api.schemas import (
@@ -95,12 +97,26 @@ class Workstations(MethodView):
 
 @blp.route("/<string:workstation_id>")
 class WorkstationById(MethodView):
+    @blp.arguments(WorkstationGetArgsSchema, location="query")
     @blp.response(200, WorkstationSchema)
-    @error_responses(blp, 404)
+    @error_responses(blp, 400, 404, 429)
     @blp.doc(operationId="getWorkstation")
-    def get(self, workstation_id):
-        """One workstation."""
-        return _shown(services().store.load(g.principal, workstation_id))
+    def get(self, args, workstation_id):
+        """One workstation; with `?wait=ready`, once it is ready or the wait is over.
+
+        A wait holds none of the server's request slots: an account may have
+        a few at once (more are 429), and the server a bounded number (more are
+        503 with Retry-After).
+        """
+        domain = services()
+        ws = domain.store.load(g.principal, workstation_id)
+        if args.get("wait") == "ready":
+            seconds = min(args["timeout_seconds"], components().config.readiness.max_wait_seconds)
+            with domain.readiness.waits.held(g.principal.account_id):
+                release_admission()
+                domain.readiness.wait(ws.id, seconds)
+            ws = domain.store.load(g.principal, workstation_id)
+        return _shown(ws)
 
     @blp.arguments(WorkstationPatchSchema)
     @blp.response(200, WorkstationSchema)

@@ -68,7 +68,8 @@ def _listen(app, config):
         connection_limit=server.connection_limit,
         host=server.host,
         port=server.port,
-        threads=server.threads,
+        # Waits for readiness have threads of their own, beyond those of the request slots.
+        threads=server.threads + config.readiness.max_waits,
         channel_timeout=server.idle_connection_seconds,
         # Above cwhost's own limits, so that cwhost answers an oversized
         # body with its JSON 413; a body declared beyond them is refused
@@ -79,8 +80,8 @@ def _listen(app, config):
 
 
 def _start_background(services: Services, config: Config) -> tuple[threading.Event, list[threading.Thread]]:
-    """The sampler, with the credit check after each tick, and the reconciler, with the timeouts after
-    each pass; after recovery has reconciled the database once."""
+    """The sampler, with the credit check after each tick; the readiness rounds; and the reconciler,
+    with the timeouts after each pass; after recovery has reconciled the database once."""
     try:
         services.reconciler.recover()
     except HypervisorUnavailable as exc:
@@ -93,6 +94,7 @@ def _start_background(services: Services, config: Config) -> tuple[threading.Eve
             name="sampler",
             daemon=True,
         ),
+        threading.Thread(target=services.readiness.run, args=(stop,), name="readiness", daemon=True),
         threading.Thread(
             target=services.reconciler.run,
             args=(stop, config.driver.reconcile_interval_seconds, services.enforcer.enforce),

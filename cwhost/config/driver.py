@@ -32,6 +32,8 @@ class FakeDriverConfig:
     # Each running fake guest is a real process burning this share of a CPU and holding this memory.
     guest_cpu_share: float = setting(0.02, validate=Range(0, 1))
     guest_memory_mb: int = setting(8, validate=Range(1, 65536))
+    # How long after its start a fake guest says it is ready.
+    guest_ready_seconds: float = setting(0.0, validate=Range(0, 3600))
     gpus: tuple[GpuDevice, ...] = setting(
         (
             GpuDevice("NVIDIA RTX A5000", "0000:65:00.0"),

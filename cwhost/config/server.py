@@ -185,6 +185,21 @@ class ExecConfig:
 
 
 @dataclass(frozen=True)
+class ReadinessConfig:
+    # A running workstation whose guest has not said it is ready this long after its launch gets
+    # a log entry with what the guest last said, and a statusMessage; it stays running.
+    timeout_seconds: float = setting(900.0, validate=Range(10, 86400))
+    # How often cwhost asks the guests that are not ready yet (through their own agent channel).
+    poll_seconds: float = setting(1.0, validate=Range(0.05, 60))
+    # GET /v1/workstations/{id}?wait=ready: the longest one request waits, how many waits one
+    # account may have at once (more answer 429), and how many in all (more answer 503). Waits
+    # hold none of server.max_in_flight's slots, and have threads of their own.
+    max_wait_seconds: int = setting(60, validate=Range(1, 600))
+    max_waits_per_account: int = setting(4, validate=Range(1, 1024))
+    max_waits: int = setting(32, validate=Range(1, 1024))
+
+
+@dataclass(frozen=True)
 class ImagesConfig:
     # Where built images live: empty means <data_dir>/images.
     dir: str = setting("")
@@ -213,6 +228,7 @@ class Config:
     console: ConsoleConfig = setting(ConsoleConfig)
     exec: ExecConfig = setting(ExecConfig)
     browser: BrowserConfig = setting(BrowserConfig)
+    readiness: ReadinessConfig = setting(ReadinessConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         seed_types,

@@ -287,3 +287,11 @@ def _idempotency_replays_without_access(db: sqlite_utils.Database) -> None:
         "UPDATE idempotency_keys SET body = json_set(body, '$.access', json('null'))"
         " WHERE json_valid(body) AND json_type(body, '$.access') = 'object'"
     )
+
+
+@migrations(name="0014_workstation_host_key_and_readiness")
+def _workstation_host_key_and_readiness(db: sqlite_utils.Database) -> None:
+    # The public half of the SSH host key cwhost made for it (its private half is a file of the
+    # data directory), and when its guest last reported ready in the current run.
+    db.table("workstations").add_column("ssh_host_key", str)
+    db.table("workstations").add_column("ready_at", str)

@@ -155,11 +155,12 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         path.chmod(0o755 if relative in guest_files.EXECUTABLES else 0o644)
-    # Each workstation is its own machine: its own machine id and SSH host
-    # keys, made at its first boot (cloud-init makes the keys).
+    # Each workstation is its own machine: its own machine id, made at its
+    # first boot, and its own SSH host key, which cwhost gives in its seed.
     (root / "etc/machine-id").write_text("")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    _in_root(root, "systemctl", "enable", "cwhost-ready.service")
     if desktop:
         # A system user: uid 1000 stays free for the seed's user (GUEST_UID).
         _in_root(root, "useradd", "--system", "--create-home", "--groups", "audio,video", guest_files.DESKTOP_USER)

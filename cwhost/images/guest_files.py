@@ -6,6 +6,7 @@ import json
 
 from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE
 from drivers.libvirt.domain_xml import FORWARDING_MAC
+from drivers.libvirt.guest_agent import READINESS_FILE
 
 # The kernel boots the image's one file system directly: no partition table,
 # no boot loader. cloud-init grows the file system to the disk at first boot.
@@ -33,6 +34,60 @@ iface fwd0 inet static
     pre-down ip rule del from 10.0.2.15 table 15 priority 1500
 """
 
+# What this boot has passed, and when (seconds since the kernel started), for
+# cwhost to read through the guest agent (READINESS_FILE): each phase the
+# guest has, in the order passed, and ready once all are. It starts early and
+# polls, so that a boot that hangs still says how far it got.
+REPORT_READY = rf"""#!/bin/sh
+report=${{CWHOST_READY_FILE:-{READINESS_FILE}}}
+mkdir -p "$(dirname "$report")"
+ready=false
+phases=""
+now() {{ cut -d' ' -f1 /proc/uptime; }}
+# When a unit became active, in seconds since boot; nothing while it has not.
+entered() {{
+    t=$(systemctl show -p ActiveEnterTimestampMonotonic --value "$1" 2>/dev/null)
+    [ -n "$t" ] && [ "$t" != 0 ] && awk -v t="$t" 'BEGIN {{ printf "%.3f", t / 1000000 }}'
+}}
+write() {{
+    printf '{{"ready":%s,"phases":[%s]}}\n' "$ready" "$phases" > "$report.tmp" && mv "$report.tmp" "$report"
+}}
+passed() {{ phases="$phases${{phases:+,}}[\"$1\",$2]"; write; }}
+devtools() {{
+    printf 'GET /json/version HTTP/1.0\r\n\r\n' | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null |
+        grep -q webSocketDebuggerUrl
+}}
+passed kernel "$(systemctl show -p UserspaceTimestampMonotonic --value | awk '{{ printf "%.3f", $1 / 1000000 }}')"
+pending="first-boot sshd"
+while [ -n "$pending" ]; do
+    left=""
+    for phase in $pending; do
+        at=""
+        case $phase in
+        first-boot) at=$(entered cloud-final.service) ;;
+        sshd) at=$(entered ssh.service) ;;
+        workspace) at=$(entered "$workspace") ;;
+        devtools) devtools && at=$(now) ;;
+        esac
+        if [ -z "$at" ]; then
+            left="$left $phase"
+            continue
+        fi
+        passed "$phase" "$at"
+        if [ "$phase" = first-boot ]; then
+            # What else this guest has, its seed now applied: a workspace to mount, DevTools to relay.
+            workspace=$(cd /etc/systemd/system && ls home-*-workspace.mount 2>/dev/null | head -n 1)
+            [ -n "$workspace" ] && left="$left workspace"
+            [ -f {HOST_ADDRESS_FILE} ] && [ -f /etc/systemd/system/cwhost-cdp-relay.service ] && left="$left devtools"
+        fi
+    done
+    pending=$left
+    [ -n "$pending" ] && sleep 1
+done
+ready=true
+passed ready "$(now)"
+"""
+
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
     # The routed NIC, on libvirt's network: DHCP gives it its address, its route and DNS.
@@ -43,6 +98,19 @@ BASE_FILES = {
     "etc/network/interfaces.d/fwd0": FORWARDS_INTERFACE,
     # Only the NoCloud seed cwhost attaches: probing cloud providers' metadata
     # services would wait for timeouts at every boot. The network is ifupdown's.
+    "usr/local/lib/cwhost/report-ready": REPORT_READY,
+    "etc/systemd/system/cwhost-ready.service": """[Unit]
+Description=Tell cwhost how this boot goes, and when the workstation is ready
+DefaultDependencies=no
+After=local-fs.target
+
+[Service]
+Type=simple
+ExecStart=/usr/local/lib/cwhost/report-ready
+
+[Install]
+WantedBy=multi-user.target
+""",
     "etc/cloud/cloud.cfg.d/90-cwhost.cfg": json.dumps(
         {"datasource_list": ["NoCloud", "None"], "network": {"config": "disabled"}}
     )
@@ -101,4 +169,4 @@ RestartSec=2
 WantedBy=multi-user.target
 """,
 }
-EXECUTABLES = ("usr/local/lib/cwhost/desktop-session",)
+EXECUTABLES = ("usr/local/lib/cwhost/desktop-session", "usr/local/lib/cwhost/report-ready")

@@ -26,7 +26,7 @@ import socket
 import socketserver
 from urllib.parse import urlsplit
 
-from cwhost.remote.door_tokens import DoorTokens
+from cwhost.remote.door_tokens import DoorTokens, NotReady
 from cwhost.remote.listener_guard import HANDSHAKE_SECONDS, ConnectionCaps, GuardedServer, close_at_deadline
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,12 @@ def _answer(status: str, error: str, message: str, retry_after: int | None = Non
 
 _NOT_FOUND = _answer("404 Not Found", "not_found", "Unknown or expired CDP token.")
 _MALFORMED = _answer("400 Bad Request", "invalid_request", "The request's head is not valid HTTP.")
+_NOT_READY = _answer(
+    "503 Service Unavailable",
+    "unavailable",
+    "The workstation is not ready yet: its guest has not said so (GET it with ?wait=ready).",
+    retry_after=BOOTING_RETRY_SECONDS,
+)
 _BOOTING = _answer(
     "503 Service Unavailable",
     "unavailable",
@@ -136,7 +142,11 @@ class _CdpHandler(socketserver.BaseRequestHandler):
             self.request.sendall(_MALFORMED)
             return None
         found = _TOKEN_PATH.match(urlsplit(parts[1]).path)
-        target = self.server.tokens.lookup(found.group(1)) if found else None
+        try:
+            target = self.server.tokens.lookup(found.group(1)) if found else None
+        except NotReady:
+            self.request.sendall(_NOT_READY)
+            return None
         if target is None:
             self.request.sendall(_NOT_FOUND)
             return None

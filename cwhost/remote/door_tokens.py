@@ -33,6 +33,10 @@ _LINK, _SOCKET = slice(0, 32), slice(32, 64)
 _MAC = re.compile(r"[0-9a-f]{32}")
 
 
+class NotReady(Exception):
+    """Where a token leads is running, but its guest has not said it is ready: try again shortly."""
+
+
 @dataclass(frozen=True)
 class Grant:
     workstation_id: str
@@ -98,6 +102,10 @@ class DoorTokens:
             return None
         return Grant(workstation_id, float(expires))
 
+    def link_grant(self, token: str) -> Grant | None:
+        """The grant of a console link, if it is one of ours and unexpired, without using it up."""
+        return self._verified(token, _LINK)
+
     def open_link(self, token: str) -> Grant | None:
         """The grant of a console link, used up by this call; None if unknown, used or expired."""
         grant = self._verified(token, _LINK)
@@ -119,6 +127,7 @@ class DoorTokens:
         return grant
 
     def lookup(self, token: str) -> tuple[str, int] | None:
-        """Where a WebSocket token leads, while it lasts and the workstation runs (the bridge and the CDP proxy ask)."""
+        """Where a WebSocket token leads, while it lasts and the workstation runs (the bridge and the CDP proxy ask);
+        NotReady while its guest is not ready, where the door waits for that."""
         grant = self._verified(token, _SOCKET)
         return self._target_of(grant.workstation_id) if grant is not None else None

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import IO
 
 from cwhost.accounts.tokens import Principal
-from cwhost.errors import InvalidRequest, InvalidState, NotFound
+from cwhost.errors import InvalidRequest, InvalidState, NotFound, disk_faults
 from cwhost.workspaces.paths import (
     COPY_CHUNK_BYTES,
     OPEN_DIRECTORY,
     closing_directory,
-    disk_faults,
     display_name,
     file_id,
     give_to_guest,

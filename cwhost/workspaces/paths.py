@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cwhost.errors import InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
+from cwhost.errors import InvalidRequest, NotFound, PayloadTooLarge
 from drivers.base import GUEST_UID
 
 MAX_NAME_BYTES = 255
@@ -34,27 +34,6 @@ FILE_ID_PREFIX = "f-"
 FILE_ID_PATTERN = FILE_ID_PREFIX + r"(?:[A-Za-z0-9_-]{4}){0,2048}(?:[A-Za-z0-9_-]{2,3})?"
 FILE_ID = re.compile(f"^{FILE_ID_PATTERN}$")
 OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-_DISK_FAULTS = {
-    errno.ENOSPC: "The server's disk is full",
-    errno.EDQUOT: "The server's disk quota is used up",
-    errno.EROFS: "The server's disk is read-only",
-    errno.EIO: "The server's disk is failing",
-}
-
-
-@contextmanager
-def disk_faults() -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _DISK_FAULTS:
-            raise
-        raise StorageUnavailable(
-            f"{_DISK_FAULTS[exc.errno]}; nothing was stored. Try again once an operator has fixed it.",
-            retry_after=30,
-        ) from exc
 
 
 def split_path(text: str) -> list[str]:

@@ -13,6 +13,7 @@ import threading
 
 from cwhost.config.server import Config
 from cwhost.model import RUNNING, Reach, SshAccess, Workstation
+from cwhost.workstations.host_keys import host_key_fingerprint, known_hosts_line
 from drivers.base import Access, DriverError, HypervisorDriver
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,15 @@ def reach(ws: Workstation, live: Access | None, config: Config, host: str) -> Re
     user = config.guest.user
     ssh: SshAccess | None
     if ws.ssh_port:
-        ssh = SshAccess(host, ws.ssh_port, user)
+        ssh = _ssh(host, ws.ssh_port, user, ws.ssh_host_key)
     else:
         # On a bridged network the guest has a LAN address of its own.
         ipv4 = [a for a in addresses if "." in a]
-        ssh = SshAccess(ipv4[0], 22, user) if ipv4 else None
+        ssh = _ssh(ipv4[0], 22, user, ws.ssh_host_key) if ipv4 else None
     return Reach(ssh, live.console if live else None, addresses)
+
+
+def _ssh(host: str, port: int, user: str, host_key: str | None) -> SshAccess:
+    if host_key is None:
+        return SshAccess(host, port, user)
+    return SshAccess(host, port, user, host_key_fingerprint(host_key), known_hosts_line(host, port, host_key))

@@ -43,7 +43,7 @@ class GuestActions:
         self._store = store
         self._driver = driver
         self._config = config
-        self._slots = AccountSlots(config.exec.max_per_account)
+        self._slots = AccountSlots(config.exec.max_per_account, "guest operations", "exec.max_per_account")
 
     def _running(self, principal: Principal, workstation_id: str, capability: str) -> Workstation:
         ws = self._store.load(principal, workstation_id)

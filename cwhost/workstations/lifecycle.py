@@ -49,6 +49,7 @@ from cwhost.workstations.access import LiveAccess
 from cwhost.workstations.allocation import Allocation
 from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.guards import WorkstationLocks
+from cwhost.workstations.host_keys import HostKeys
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import (
     GIB,
@@ -85,6 +86,7 @@ class Lifecycle:
         live: LiveAccess,
         images: sizing.Images,
         background: BackgroundWork,
+        host_keys: HostKeys,
         final_reading: Sampler,
         clock=time.time,
     ):
@@ -100,6 +102,7 @@ class Lifecycle:
         self._live = live
         self._images = images
         self._background = background
+        self._host_keys = host_keys
         self._sampler = final_reading
         self._clock = clock
 
@@ -144,14 +147,19 @@ class Lifecycle:
         self._accounts.require_credit(principal.account_id)
         now = self._clock()
         ws = request.workstation(principal.account_id, name, type_id, workspace_id, keys, now)
-        # Promised before the write, so that two creates cannot both take the last place.
-        with self._storage.promised(
-            principal.account_id,
-            ws.id,
-            request.configuration.storage_gb * GIB,
-            lambda creating: self._accounts.require_quota_for_another_workstation(principal.account_id, creating),
-        ):
-            self._store.insert(ws, now, "Created; provisioning its disk and virtual machine.")
+        ws = replace(ws, ssh_host_key=self._host_keys.make(ws.id))
+        try:
+            # Promised before the write, so that two creates cannot both take the last place.
+            with self._storage.promised(
+                principal.account_id,
+                ws.id,
+                request.configuration.storage_gb * GIB,
+                lambda creating: self._accounts.require_quota_for_another_workstation(principal.account_id, creating),
+            ):
+                self._store.insert(ws, now, "Created; provisioning its disk and virtual machine.")
+        except BaseException:
+            self._host_keys.forget(ws.id)
+            raise
         self._background.submit(self.provision, ws.id)
         return ws
 
@@ -222,9 +230,21 @@ class Lifecycle:
         )
 
     def _seed(self, ws: Workstation, with_share: bool) -> GuestSeed:
-        """What the guest is told at this boot: the account's keys as they are now, then the workstation's own."""
+        """What the guest is told at this boot: the account's keys as they are now, then the workstation's own;
+        and its host key."""
         keys = list(dict.fromkeys([*self._ssh_keys.of_account(ws.account_id), *ws.ssh_public_keys]))
-        return GuestSeed(hostname_of(ws.name), self._config.guest.user, tuple(keys), mount_share=with_share)
+        public = ws.ssh_host_key
+        if public is None:
+            # Made before cwhost made host keys: it has one from now on.
+            public = self._host_keys.make(ws.id)
+            self._store.record(ws.id, ssh_host_key=public)
+        return GuestSeed(
+            hostname_of(ws.name),
+            self._config.guest.user,
+            tuple(keys),
+            mount_share=with_share,
+            host_key=self._host_keys.of(ws.id, public),
+        )
 
     def _power_off_unrecorded(self, ws: Workstation) -> None:
         try:
@@ -249,7 +269,9 @@ class Lifecycle:
         with hypervisor("stop"):
             how = self._power_off(ws, force)
         event = ("warning", f"Stopped because {reason}. {how}") if reason else ("info", f"Stopped. {how}")
-        self._store.transition(ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, **RELEASED)
+        self._store.transition(
+            ws, self._clock(), STOPPED, event, status=STOPPED, started_at=None, status_message=None, **RELEASED
+        )
         self._live.forget(ws.id)
         log.info("workstation %s stopped (%s)", ws.id, "forced" if force else "graceful")
 
@@ -367,6 +389,7 @@ class Lifecycle:
                 raise
             self._store.transition(ws, self._clock(), None, ("info", "Deleted, with its disk."))
             self._store.close_log(ws.id)
+            self._host_keys.forget(ws.id)
         self._locks.forget(ws.id)
         self._live.forget(ws.id)
         log.info("workstation %s deleted", ws.id)

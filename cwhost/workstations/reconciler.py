@@ -22,6 +22,7 @@ from cwhost.workspaces.registry import Workspaces
 from cwhost.workstations.access import LiveAccess
 from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.guards import WorkstationLocks
+from cwhost.workstations.host_keys import HostKeys
 from cwhost.workstations.lifecycle import Lifecycle
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import DomainState, HypervisorDriver, HypervisorUnavailable
@@ -41,8 +42,10 @@ class Reconciler:
         locks: WorkstationLocks,
         live: LiveAccess,
         background: BackgroundWork,
+        host_keys: HostKeys,
         clock=time.time,
     ):
+        self._host_keys = host_keys
         self._store = store
         self._lifecycle = lifecycle
         self._locks = locks
@@ -123,6 +126,7 @@ class Reconciler:
         self._driver.delete(ws.domain_name)
         self._store.transition(ws, self._clock(), None, ("warning", "Its deletion, interrupted, was finished."))
         self._store.close_log(ws.id)
+        self._host_keys.forget(ws.id)
 
     def _record_lost(self, ws: Workstation) -> None:
         log.error("workstation %s has no domain on the hypervisor", ws.id)

@@ -22,7 +22,9 @@ from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.enforcer import Enforcer
 from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.guest_actions import GuestActions
+from cwhost.workstations.host_keys import HostKeys
 from cwhost.workstations.lifecycle import Lifecycle
+from cwhost.workstations.readiness import Readiness
 from cwhost.workstations.reconciler import Reconciler
 from cwhost.workstations.sizing import Images
 from cwhost.workstations.store import WorkstationStore
@@ -46,6 +48,7 @@ class Services:
     live: LiveAccess
     images: Images
     background: BackgroundWork
+    host_keys: HostKeys
     sampler: Sampler
     sampler_metrics: SamplerMetrics
     metrics_registry: CollectorRegistry
@@ -54,5 +57,6 @@ class Services:
     retirement: WorkspaceRetirement
     lifecycle: Lifecycle
     guest_actions: GuestActions
+    readiness: Readiness
     reconciler: Reconciler
     enforcer: Enforcer

@@ -22,6 +22,7 @@ class FakeDomain:
     state: str = DomainState.STOPPED.value
     gpu: str | None = None
     ignores_acpi: bool = False
+    never_ready: bool = False
     pid: int | None = None
     pid_started: float | None = None
     console_port: int | None = None

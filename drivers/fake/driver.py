@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,15 +33,17 @@ from drivers.base import (
     GpuDevice,
     GuestSeed,
     HostInfo,
+    HostKey,
     HypervisorDriver,
     HypervisorUnavailable,
     InvalidDomainState,
     PortForward,
     ProvisioningError,
+    ReadinessReport,
     require_shared_directory,
 )
 from drivers.fake.domain import DomainFiles, FakeDomain, stopped
-from drivers.fake.guest_agent import SCREEN_SIZE, simulate_exec, simulated_screen
+from drivers.fake.guest_agent import SCREEN_SIZE, simulate_exec, simulated_readiness, simulated_screen
 from drivers.fake.processes import launch_guest, live_guest, stop_domain_guest, stop_unrecorded_guests
 from drivers.input_events import InputAction, all_batches
 
@@ -51,6 +54,8 @@ class GuestLoad:
 
     cpu_share: float = 0.02
     memory_mb: int = 8
+    # From its start until it says it is ready.
+    ready_seconds: float = 0.0
 
 
 class FakeDriver(HypervisorDriver):
@@ -141,6 +146,12 @@ class FakeDriver(HypervisorDriver):
     def set_available(self, available: bool) -> None:
         """Simulate the hypervisor daemon going away and coming back."""
         self._available = available
+
+    def set_never_ready(self, name: str, never: bool) -> None:
+        """Simulate a guest that hangs at boot: it never says it is ready."""
+        with self._changing(name):
+            domain = self._current(name)
+            self._commit(name, domain, replace(domain, never_ready=never))
 
     def set_ignores_acpi(self, name: str, ignores: bool) -> None:
         """Simulate a guest that does not power off when asked."""
@@ -330,7 +341,14 @@ class FakeDriver(HypervisorDriver):
         domain = self._live(name)
         if domain is None or domain.seed is None:
             return None
-        return GuestSeed(**{**domain.seed, "ssh_keys": tuple(domain.seed["ssh_keys"])})
+        host_key = domain.seed.get("host_key")
+        return GuestSeed(
+            **{
+                **domain.seed,
+                "ssh_keys": tuple(domain.seed["ssh_keys"]),
+                "host_key": HostKey(**host_key) if host_key else None,
+            }
+        )
 
     def shared_directory(self, name: str) -> Path | None:
         domain = self._live(name)
@@ -339,6 +357,17 @@ class FakeDriver(HypervisorDriver):
     def pid(self, name: str) -> int | None:
         domain = self._live(name)
         return domain.pid if domain else None
+
+    def readiness(self, name: str) -> ReadinessReport | None:
+        domain = self._live(name)
+        if domain is None or domain.pid_started is None:
+            return None
+        return simulated_readiness(
+            time.time() - domain.pid_started,
+            self._guest.ready_seconds,
+            with_workspace=domain.share is not None,
+            never=domain.never_ready,
+        )
 
     def exec(self, name: str, request: ExecRequest) -> ExecResult:
         if self._live(name) is None:

@@ -14,7 +14,7 @@ import time
 
 from PIL import Image, ImageDraw
 
-from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult
+from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult, ReadinessReport
 
 SCREEN_SIZE = (1024, 768)
 
@@ -70,3 +70,15 @@ def simulated_screen(title: str) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def simulated_readiness(elapsed: float, ready_seconds: float, with_workspace: bool, never: bool) -> ReadinessReport:
+    """What a fake guest says of its boot ``elapsed`` seconds after its start: the phases of a real
+    one, spread over ``ready_seconds``, those passed by now; a guest that never gets ready passes
+    the kernel only."""
+    phases = ["kernel", "first-boot", "sshd"] + (["workspace"] if with_workspace else [])
+    at = {phase: ready_seconds * (index + 1) / len(phases) for index, phase in enumerate(phases)}
+    passed = tuple((phase, round(at[phase], 3)) for phase in phases if at[phase] <= elapsed)
+    if never:
+        return ReadinessReport(ready=False, phases=passed[:1])
+    return ReadinessReport(ready=len(passed) == len(phases), phases=passed)

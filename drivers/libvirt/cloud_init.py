@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from pathlib import Path
 
 import pycdlib
 import yaml
 
-from drivers.base import GUEST_UID, SHARE_TAG, GuestSeed
+from drivers.base import GUEST_UID, SHARE_TAG, GuestSeed, HostKey
 
 VOLUME_LABEL = "cidata"
 # Where the guest finds GuestSeed.host_address (the images' DevTools relay reads it).
@@ -37,12 +38,14 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
     """meta-data, user-data and network-config of a NoCloud seed for the domain ``name``.
 
     The instance id changes when the user-data does, so that cloud-init
-    applies a changed seed (new keys) at the next boot, and only then (a new
-    instance would also get new SSH host keys).
+    applies a changed seed (new keys) at the next boot, and only then; the
+    host key is the seed's, so a new instance keeps it.
     """
     home = f"/home/{seed.user}"
     config: dict = {
         "hostname": seed.hostname,
+        # The hostname in /etc/hosts too, or sudo cannot resolve it.
+        "manage_etc_hosts": "localhost",
         "locale": "C.UTF-8",
         "users": [
             {
@@ -56,6 +59,7 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
         ],
         "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
     }
+    config.update(_host_key_config(seed))
     written = []
     if seed.host_address:
         written.append({"path": HOST_ADDRESS_FILE, "content": seed.host_address + "\n"})
@@ -81,6 +85,14 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
     }
 
 
+def _host_key_config(seed: GuestSeed) -> dict:
+    """The given host key, and no other: none made at boot, the image's deleted."""
+    if seed.host_key is None:
+        return {}
+    keys = {"ed25519_private": seed.host_key.private_openssh, "ed25519_public": seed.host_key.public_line}
+    return {"ssh_deletekeys": True, "ssh_genkeytypes": [], "ssh_keys": keys}
+
+
 def workspace_mount_unit(user: str) -> str:
     """systemd's name for the mount of /home/USER/workspace (systemd-escape --path)."""
     return "home-" + user.replace("-", "\\x2d") + "-workspace.mount"
@@ -95,13 +107,19 @@ def _mount_unit_text(home: str) -> str:
 
 
 def write_seed_iso(path: Path, seed: GuestSeed, name: str) -> None:
-    """The seed as an ISO 9660 image with Joliet and Rock Ridge names, labelled ``cidata``."""
+    """The seed as an ISO 9660 image with Joliet and Rock Ridge names, labelled ``cidata``.
+
+    Readable by its owner only: it may hold the guest's private host key
+    (libvirt gives the file to QEMU's user while the domain runs).
+    """
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=VOLUME_LABEL)
     for file_name, data in seed_files(seed, name).items():
         short = "/" + re.sub(r"[^A-Z0-9_]", "_", file_name.upper()) + ".;1"
         iso.add_fp(io.BytesIO(data), len(data), short, rr_name=file_name, joliet_path="/" + file_name)
     partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     iso.write(str(partial))
     iso.close()
     partial.replace(path)
@@ -133,4 +151,7 @@ def seed_of(files: dict[str, bytes]) -> GuestSeed:
         ssh_keys=tuple(user.get("ssh_authorized_keys") or ()),
         mount_share=f"/etc/systemd/system/{workspace_mount_unit(user['name'])}" in written,
         host_address=written[HOST_ADDRESS_FILE].strip() if HOST_ADDRESS_FILE in written else None,
+        host_key=HostKey(config["ssh_keys"]["ed25519_private"], config["ssh_keys"]["ed25519_public"])
+        if "ssh_keys" in config
+        else None,
     )

@@ -36,6 +36,7 @@ from drivers.base import (
     InvalidDomainState,
     PortForward,
     ProvisioningError,
+    ReadinessReport,
     require_shared_directory,
 )
 from drivers.input_events import InputAction
@@ -52,7 +53,7 @@ from drivers.libvirt.domain_xml import (
     network_mac,
     to_xml,
 )
-from drivers.libvirt.guest_agent import guest_addresses, run_command, screenshot_png, send_input
+from drivers.libvirt.guest_agent import guest_addresses, readiness_report, run_command, screenshot_png, send_input
 from drivers.libvirt.host import host_info
 from drivers.libvirt.network import GuestNetwork, NetworkMismatch, ensure_running, leased_address
 
@@ -344,6 +345,11 @@ class LibvirtDriver(HypervisorDriver):
         if not domain.isActive():
             raise InvalidDomainState(f"domain {name} is not running")
         return domain
+
+    def readiness(self, name: str) -> ReadinessReport | None:
+        with self._libvirt.translated(name):
+            domain = self._domain(name)
+            return readiness_report(domain) if domain.isActive() else None
 
     def exec(self, name: str, request: ExecRequest) -> ExecResult:
         with self._libvirt.translated(name):

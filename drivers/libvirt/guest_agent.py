@@ -6,13 +6,22 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 
 import libvirt
 import libvirt_qemu
 from PIL import Image
 
-from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult, GuestAgentUnavailable, ProvisioningError
+from drivers.base import (
+    KILLED_AT_TIMEOUT,
+    DriverError,
+    ExecRequest,
+    ExecResult,
+    GuestAgentUnavailable,
+    ProvisioningError,
+    ReadinessReport,
+)
 from drivers.input_events import InputAction, all_batches
 
 
@@ -78,10 +87,10 @@ def exec_environment(request: ExecRequest) -> list[str]:
     return [f"{key}={value}" for key, value in {**base, **dict(request.env)}.items()]
 
 
-def _agent(domain: libvirt.virDomain, command: str, arguments: dict) -> dict:
+def _agent(domain: libvirt.virDomain, command: str, arguments: dict, seconds: int = AGENT_CALL_SECONDS):
     try:
         answer = libvirt_qemu.qemuAgentCommand(
-            domain, json.dumps({"execute": command, "arguments": arguments}), AGENT_CALL_SECONDS, 0
+            domain, json.dumps({"execute": command, "arguments": arguments}), seconds, 0
         )
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
@@ -94,6 +103,60 @@ def _agent(domain: libvirt.virDomain, command: str, arguments: dict) -> dict:
             raise GuestAgentUnavailable(f"the guest's agent does not answer: {exc.get_error_message()}") from exc
         raise
     return json.loads(answer)["return"]
+
+
+# Where the image's readiness unit writes what it has seen of the boot (cwhost.images.guest_files).
+READINESS_FILE = "/run/cwhost/ready.json"
+# A report is a few lines; anything longer is not one.
+MAX_REPORT_BYTES = 4096
+# A booting guest's agent may not answer yet: ask briefly, and ask again next round.
+REPORT_CALL_SECONDS = 2
+_PHASE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+MAX_PHASES = 16
+
+
+def readiness_report(domain: libvirt.virDomain) -> ReadinessReport | None:
+    """The guest's report of its boot, read through its own agent; None while there is none to read."""
+    try:
+        handle = _agent(domain, "guest-file-open", {"path": READINESS_FILE, "mode": "r"}, REPORT_CALL_SECONDS)
+    except (DriverError, libvirt.libvirtError):
+        return None  # no agent yet, or no report yet
+    try:
+        chunk = _agent(domain, "guest-file-read", {"handle": handle, "count": MAX_REPORT_BYTES}, REPORT_CALL_SECONDS)
+    except (DriverError, libvirt.libvirtError):
+        return None
+    finally:
+        try:
+            _agent(domain, "guest-file-close", {"handle": handle}, REPORT_CALL_SECONDS)
+        except (DriverError, libvirt.libvirtError):
+            pass
+    return parse_readiness(base64.b64decode(chunk.get("buf-b64", "")))
+
+
+def parse_readiness(data: bytes) -> ReadinessReport | None:
+    """A report as the guest wrote it, if it is one: ``{"ready": bool, "phases": [[name, seconds], ...]}``.
+
+    The guest is its tenant's: whatever it wrote is read as data, bounded,
+    and anything that is not a report is none.
+    """
+    try:
+        report = json.loads(data.decode("utf-8"))
+        ready, phases = report["ready"], report["phases"]
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(ready, bool) or not isinstance(phases, list) or len(phases) > MAX_PHASES:
+        return None
+    passed = []
+    for phase in phases:
+        if not (isinstance(phase, list) and len(phase) == 2 and isinstance(phase[0], str)):
+            return None
+        name, seconds = phase
+        if not _PHASE.fullmatch(name) or isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return None
+        if not 0 <= seconds < 10**7:
+            return None
+        passed.append((name, round(float(seconds), 3)))
+    return ReadinessReport(ready=ready, phases=tuple(passed))
 
 
 def run_command(domain: libvirt.virDomain, request: ExecRequest) -> ExecResult:
