@@ -1,128 +1,147 @@
-"""Time from create to SSH ready for a `python` workstation, split into create, launch and boot.
+"""A launch against the floor of this machine, side by side in one run: each phase of a real `python`
+(and `chromium`) workstation's launch, as a ratio to the floor's.
 
-Runs the real ``cwhost serve`` on the libvirt driver (qemu:///system, as
-root) with an images directory holding a built `python` image (``cwhost
-images build python``), and for each run: create (POST until `stopped`),
-launch (the POST's answer), boot (from the launch's answer until an SSH
-login with the account's key succeeds on the forwarded port, through
-paramiko). Needs the test extra (paramiko, cryptography, requests).
+The floor is the same kernel, booted by the same cwhost the same way with the
+same forwarding, from a minimal initramfs whose init answers a TCP connection
+on the forwarded SSH port (benchmarks/boot_floor.py): launch → banner. A real
+launch is timed from the launch call: QEMU started (the call's answer), then
+the guest's own phases (kernel and initramfs, first-boot work, sshd,
+workspace, DevTools for chromium, ready) as its readiness report gives them,
+placed on the host's clock through /proc/uptime read over exec; then an SSH
+login with the published known_hosts line. `systemd-analyze time` and
+`cloud-init analyze show` are printed as the guest says them. Runs are
+interleaved (floor, python, its relaunch, chromium) so that the machine's
+load falls on each alike.
 
-    python benchmarks/create_to_ssh.py --images /var/tmp/cwhost-ci-images-KEY [--runs 3] [--domain-type qemu]
+Runs the real ``cwhost serve`` on the libvirt driver (qemu:///system, as root)
+with an images directory holding built images (``cwhost images build python``
+and, for --chromium, ``chromium``). Needs the test extra (paramiko, requests).
+
+    python benchmarks/create_to_ssh.py --images /var/tmp/cwhost-ci-images-KEY [--runs 3] [--chromium DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import paramiko
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from boot_floor import BANNER, build_floor_initramfs  # noqa: E402
+from launch_timing import Server, ssh_login  # noqa: E402
+
+TARGETS = {"python ready": 2.5, "chromium devtools": 3.5}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _key() -> tuple[paramiko.PKey, str]:
-    private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
-    public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem)), public.decode()
-
-
-def _serve(images: Path, domain_type: str, data_dir: Path) -> tuple[subprocess.Popen, str, dict]:
-    port, ssh_port = _free_port(), _free_port()
-    config = data_dir / "cwhost.toml"
-    config.write_text(
-        f'[driver]\nname = "libvirt"\n[driver.libvirt]\ndomain_type = "{domain_type}"\n'
-        f'[images]\ndir = "{images}"\n[access]\npublic_host = "127.0.0.1"\nforward_listen = "127.0.0.1"\n'
-        f"ssh_port_first = {ssh_port}\nssh_port_last = {ssh_port}\n"
-    )
-    env = {**os.environ, "CWHOST_CONFIG": str(config), "CWHOST_DATA_DIR": str(data_dir / "data")}
-    command = [sys.executable, "-m", "cwhost", "serve", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if requests.get(url + "/healthz", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    return server, url, env
-
-
-def _ssh_ready(port: int, key: paramiko.PKey, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        try:
-            client.connect("127.0.0.1", port=port, username="dev", pkey=key, timeout=5, banner_timeout=10)
-            return
-        except (OSError, paramiko.SSHException):
-            time.sleep(0.5)
-        finally:
-            client.close()
-    raise SystemExit("the guest's SSH never answered")
-
-
-def one_run(http: requests.Session, url: str, key: paramiko.PKey) -> tuple[float, float, float]:
+def floor_run(server: Server) -> dict[str, float]:
+    body = {"name": "floor", "configuration": {"cpuCores": 2, "memoryGB": 2, "storageGB": 1}}
+    one = server.created(body)
     began = time.monotonic()
-    body = {"name": "bench", "type": "python", "configuration": {"cpuCores": 2, "memoryGB": 2, "storageGB": 8}}
-    created = http.post(url + "/v1/workstations", json=body).json()
-    one = f"{url}/v1/workstations/{created['id']}"
-    while http.get(one).json()["status"] != "stopped":
+    launched = server.http.post(one + "/launch").json()
+    answered = time.monotonic()
+    port = launched["access"]["ssh"]["port"]
+    while not _banner(port):
+        assert time.monotonic() - began < 600, "the floor never answered"
         time.sleep(0.05)
-    provisioned = time.monotonic()
-    launched = http.post(one + "/launch").json()
-    started = time.monotonic()
-    _ssh_ready(launched["access"]["ssh"]["port"], key)
-    ready = time.monotonic()
-    http.post(one + "/stop", params={"force": "true"})
-    http.delete(one)
-    return provisioned - began, started - provisioned, ready - started
+    floor = time.monotonic() - began
+    server.http.delete(one, params={"force": "true"})
+    return {"qemu started": answered - began, "floor": floor}
+
+
+def _banner(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+            connection.settimeout(2)
+            return connection.recv(64).startswith(BANNER)
+    except OSError:
+        return False
+
+
+def real_run(server: Server, type_id: str, relaunch: bool) -> list[tuple[str, dict[str, float], str]]:
+    """The first launch's phases, and the relaunch's if asked: (label, phases in s after launch, guest's say)."""
+    workspace = server.http.post(server.url + "/v1/workspaces", json={}).json()["id"]
+    one = server.created({"name": type_id, "type": type_id, "workspaceId": workspace})
+    runs = [(type_id, *_launch(server, one))]
+    if relaunch:
+        server.http.post(one + "/stop").raise_for_status()
+        runs.append((f"{type_id} relaunch", *_launch(server, one)))
+    server.http.delete(one, params={"force": "true"})
+    server.http.delete(f"{server.url}/v1/workspaces/{workspace}")
+    return runs
+
+
+def _launch(server: Server, one: str) -> tuple[dict[str, float], str]:
+    began = time.monotonic()
+    launched = server.http.post(one + "/launch").json()
+    phases = {"qemu started": time.monotonic() - began}
+    shown = server.ready(one)
+    phases["ready (API)"] = time.monotonic() - began
+    seen = server.exec(one, "sh", "-c", "cat /proc/uptime /run/cwhost/ready.json")
+    booted = time.monotonic() - began - float(seen.split()[0])
+    report = json.loads(seen.split("\n", 1)[1])
+    for name, seconds in report["phases"]:
+        phases[name] = booted + seconds
+    ssh = shown["access"]["ssh"]
+    ssh_login(ssh["port"], server.key, ssh["knownHosts"])
+    phases["ssh login"] = time.monotonic() - began
+    said = server.exec(one, "sh", "-c", "systemd-analyze time; cloud-init analyze show | grep -i 'finished\\|total'")
+    assert launched["status"] == "running"
+    return phases, said
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, required=True, help="an images directory with `python` built")
+    parser.add_argument("--chromium", type=Path, help="an images directory with `chromium` built")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--domain-type", default="qemu", choices=["qemu", "kvm"])
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="cwhost-bench-", dir="/var/tmp"))
     data_dir.chmod(0o751)
-    server, url, env = _serve(args.images, args.domain_type, data_dir)
-    try:
-        token = subprocess.run(
-            [sys.executable, "-m", "cwhost", "keys", "create", "--account", "bench"],
-            env=env, capture_output=True, text=True, check=True,
-        ).stdout.split()[-1]
-        http = requests.Session()
-        http.headers["Authorization"] = f"Bearer {token}"
-        key, public = _key()
-        http.post(url + "/v1/account/ssh-keys", json={"name": "bench", "publicKey": public}).raise_for_status()
-        runs = [one_run(http, url, key) for _ in range(args.runs)]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    for name, figures in zip(("create", "launch", "boot to SSH"), zip(*runs), strict=True):
-        print(f"{name:>12}: median {statistics.median(figures):6.1f} s   runs: {' '.join(f'{f:.1f}' for f in figures)}")
-    total = [sum(run) for run in runs]
-    print(f"{'total':>12}: median {statistics.median(total):6.1f} s   ({args.domain_type}, {os.cpu_count()} cores)")
+    vmlinuz = args.images / "python" / "current" / "vmlinuz"
+    floor_initrd = build_floor_initramfs(vmlinuz, data_dir / "floor-initrd.img")
+    images = [("python", args.images)] + ([("chromium", args.chromium)] if args.chromium else [])
+    results: dict[str, list[dict[str, float]]] = {}
+    with Server(data_dir, images, vmlinuz, floor_initrd) as server:
+        for _ in range(args.runs):
+            results.setdefault("floor", []).append(floor_run(server))
+            for label, phases, said in real_run(server, "python", relaunch=True):
+                results.setdefault(label, []).append(phases)
+                print(f"{label}: {said.strip()}", file=sys.stderr)
+            if args.chromium:
+                for label, phases, said in real_run(server, "chromium", relaunch=False):
+                    results.setdefault(label, []).append(phases)
+    report(results, args.runs)
+
+
+def report(results: dict[str, list[dict[str, float]]], runs: int) -> None:
+    floor = statistics.median(run["floor"] for run in results["floor"])
+    print(f"floor (launch → a TCP answer on the forwarded port): median {floor:.1f} s over {runs} runs")
+    for label, phase_runs in results.items():
+        if label == "floor":
+            continue
+        print(f"\n{label}: each phase, seconds after the launch call (median), and its ratio to the floor")
+        for phase in phase_runs[0]:
+            median = statistics.median(run[phase] for run in phase_runs if phase in run)
+            print(f"  {phase:>14}: {median:7.1f} s   {median / floor:5.2f}x")
+    ratios = {
+        "python ready": statistics.median(r["ready (API)"] for r in results["python"]) / floor,
+        "python relaunch / first": statistics.median(r["ready (API)"] for r in results["python relaunch"])
+        / statistics.median(r["ready (API)"] for r in results["python"]),
+    }
+    if "chromium" in results:
+        ratios["chromium devtools"] = statistics.median(r["devtools"] for r in results["chromium"]) / floor
+    print(f"\ntargets ({os.cpu_count()} cores, TCG unless KVM works here):")
+    for name, ratio in ratios.items():
+        target = TARGETS.get(name, 1.0)
+        print(f"  {name:>24}: {ratio:5.2f}x   target ≤ {target}x   {'met' if ratio <= target else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ write() {{
 }}
 passed() {{ phases="$phases${{phases:+,}}[\"$1\",$2]"; write; }}
 devtools() {{
-    printf 'GET /json/version HTTP/1.0\r\n\r\n' | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null |
+    printf 'GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:9222\r\nConnection: close\r\n\r\n' | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null |
         grep -q webSocketDebuggerUrl
 }}
 passed kernel "$(systemctl show -p UserspaceTimestampMonotonic --value | awk '{{ printf "%.3f", $1 / 1000000 }}')"
