@@ -55,9 +55,9 @@ write() {{
 passed() {{ phases="$phases${{phases:+,}}[\"$1\",$2]"; write; }}
 # Chromium's DevTools answer, and the relay that takes them to the NIC runs.
 devtools() {{
+    request='GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:9222\r\nConnection: close\r\n\r\n'
     systemctl is-active --quiet cwhost-cdp-relay.service &&
-    printf 'GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:9222\r\nConnection: close\r\n\r\n' | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null |
-        grep -q webSocketDebuggerUrl
+        printf "$request" | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null | grep -q webSocketDebuggerUrl
 }}
 passed kernel "$(systemctl show -p UserspaceTimestampMonotonic --value | awk '{{ printf "%.3f", $1 / 1000000 }}')"
 pending="first-boot sshd"

@@ -17,7 +17,6 @@ A per-workstation lock serialises its transitions: enough, as one process owns t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -27,17 +26,15 @@ from cwhost.accounts.credit import Accounts
 from cwhost.accounts.ssh_keys import SshKeys, authorized_lines
 from cwhost.accounts.tokens import Principal
 from cwhost.config.server import Config
-from cwhost.errors import InvalidRequest, InvalidState, StorageUnavailable
+from cwhost.errors import InvalidState, StorageUnavailable
 from cwhost.hypervisor import hypervisor, read_host
 from cwhost.ids import unix_to_rfc3339
 from cwhost.model import (
-    CONFIGURATION_FIELDS,
     ERROR,
     PROVISIONING,
     RELEASED,
     RUNNING,
     STOPPED,
-    Configuration,
     Workstation,
     describe_change,
 )
@@ -48,6 +45,7 @@ from cwhost.workstations import sizing
 from cwhost.workstations.access import LiveAccess
 from cwhost.workstations.allocation import Allocation
 from cwhost.workstations.background import BackgroundWork
+from cwhost.workstations.changes import changed, checked_configuration
 from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.host_keys import HostKeys
 from cwhost.workstations.store import WorkstationStore
@@ -324,25 +322,16 @@ class Lifecycle:
             ws = self._store.load(principal, workstation_id)
             if ws.status != STOPPED:
                 raise InvalidState(f"Workstation {ws.id} is {ws.status}; it can be changed only when stopped.")
-            new = self._reconfigured(ws, configuration)
+            new = checked_configuration(ws, configuration, self._config, self.host_info())
             with self._storage.promised(ws.account_id, ws.id, new.storage_gb * GIB):
                 return self._reconfigure(ws, new, name, keys, idle_timeout_minutes, running_timeout_minutes)
 
     def _reconfigure(self, ws, new, name, keys, idle_timeout_minutes, running_timeout_minutes) -> Workstation:
         """Change the domain and the record to ``new``; the domain goes back if the record cannot be written."""
-        updated = replace(
-            ws, name=name or ws.name, configuration=new, ssh_public_keys=_given_or(keys, ws.ssh_public_keys)
-        )
+        updated, columns = changed(ws, new, name, keys, idle_timeout_minutes, running_timeout_minutes)
         if updated.spec() != ws.spec():
             with hypervisor("update"):
                 self._driver.update(updated.spec())
-        columns = {
-            "name": updated.name,
-            **{field: getattr(new, field) for field in CONFIGURATION_FIELDS},
-            "idle_timeout_minutes": _given_or(idle_timeout_minutes, ws.idle_timeout_minutes),
-            "running_timeout_minutes": _given_or(running_timeout_minutes, ws.running_timeout_minutes),
-            "ssh_public_keys": json.dumps(list(updated.ssh_public_keys)),
-        }
         try:
             event = ("info", describe_change(ws, updated))
             self._store.transition(ws, self._clock(), STOPPED, event, configuration=new, **columns)
@@ -353,18 +342,6 @@ class Lifecycle:
                 self._driver.update(replace(ws.spec(), storage_gb=new.storage_gb))
             raise
         return self._store.reload(ws.id)
-
-    def _reconfigured(self, ws: Workstation, changes: dict) -> Configuration:
-        """The configuration a PATCH asks for, checked: storage only grows, all fits the host (quotas: ``patch``)."""
-        was = ws.configuration.storage_gb
-        new = replace(ws.configuration, **{key: value for key, value in changes.items() if key in CONFIGURATION_FIELDS})
-        if new.storage_gb < was:
-            raise InvalidRequest(
-                f"Storage can grow but never shrink (it is {was} GB).",
-                details={"configuration": {"storage_gb": [f"Must be at least {was}."]}},
-            )
-        sizing.validate(self._config, self.host_info(), new)
-        return new
 
     # -- delete ------------------------------------------------------------------------
 
@@ -393,7 +370,3 @@ class Lifecycle:
         self._locks.forget(ws.id)
         self._live.forget(ws.id)
         log.info("workstation %s deleted", ws.id)
-
-
-def _given_or(value, current):
-    return current if value is None else value
