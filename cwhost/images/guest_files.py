@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE
+from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE, READINESS_FILE
 from drivers.libvirt.domain_xml import FORWARDING_MAC
-from drivers.libvirt.guest_agent import READINESS_FILE
 
 # The kernel boots the image's one file system directly: no partition table,
 # no boot loader. cloud-init grows the file system to the disk at first boot.

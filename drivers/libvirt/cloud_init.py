@@ -25,6 +25,8 @@ from drivers.base import GUEST_UID, SHARE_TAG, GuestSeed, HostKey
 VOLUME_LABEL = "cidata"
 # Where the guest finds GuestSeed.host_address (the images' DevTools relay reads it).
 HOST_ADDRESS_FILE = "/etc/cwhost/host-address"
+# Where the image's readiness unit writes what it has seen of the boot, for the guest agent to read.
+READINESS_FILE = "/run/cwhost/ready.json"
 _FILES = ("meta-data", "user-data", "network-config")
 
 

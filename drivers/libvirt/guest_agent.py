@@ -23,6 +23,7 @@ from drivers.base import (
     ReadinessReport,
 )
 from drivers.input_events import InputAction, all_batches
+from drivers.libvirt.cloud_init import READINESS_FILE
 
 
 def guest_addresses(domain: libvirt.virDomain) -> tuple[str, ...]:
@@ -105,8 +106,6 @@ def _agent(domain: libvirt.virDomain, command: str, arguments: dict, seconds: in
     return json.loads(answer)["return"]
 
 
-# Where the image's readiness unit writes what it has seen of the boot (cwhost.images.guest_files).
-READINESS_FILE = "/run/cwhost/ready.json"
 # A report is a few lines; anything longer is not one.
 MAX_REPORT_BYTES = 4096
 # A booting guest's agent may not answer yet: ask briefly, and ask again next round.
