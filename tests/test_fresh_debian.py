@@ -267,7 +267,7 @@ def test_the_readme_test_command_runs_on_stock_debian():
         output = run_in_root(
             root, f"{command} tests/test_config.py tests/test_cloud_init.py", timeout=2400, installs=True
         )
-        assert "Contracts: 3 kept, 0 broken." in output and "All checks passed!" in output, output[-5000:]
+        assert re.search(r"Contracts: \d+ kept, 0 broken\.", output) and "All checks passed!" in output, output[-5000:]
         assert re.search(r"\n=+ \d+ passed in ", output), output[-5000:]
     finally:
         _stop_daemons_in(root)
