@@ -1,6 +1,6 @@
 """The CDP proxy: a token leads to one browser's DevTools, with the path and Host Chromium expects;
 anything else gets 404 and reaches nothing. A stand-in DevTools server plays Chromium here;
-tests/test_real_vm_image.py drives a real Chromium through it with Playwright."""
+tests/test_real_vm_image.py drives a real Chromium through it with a CDP client."""
 
 from __future__ import annotations
 

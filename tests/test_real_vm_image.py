@@ -433,7 +433,7 @@ def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):
 
 
 def test_a_browser_is_driven_over_cdp_through_the_proxy_to_a_page_on_the_hosts_bridge(server):
-    """Playwright, with the owner's token, drives a chromium workstation (both of this host's cores,
+    """A CDP client, with the owner's token, drives a chromium workstation (both of this host's cores,
     as the type asks) through the CDP proxy and the guest network to a page the host serves."""
     server, _data_dir = server
     bob = _account(server, "bob")
@@ -572,38 +572,74 @@ def _serve_form():
     return server
 
 
+class _Cdp:
+    """A Chrome DevTools Protocol session through cwhost's proxy, on the cdpUrl's WebSocket: the
+    browser's targets, and the page's, attached in flat mode as an agent's CDP client does."""
+
+    def __init__(self, cdp_url: str):
+        import websocket
+
+        self._socket = websocket.create_connection(cdp_url, timeout=120)
+        self._last_id = 0
+        pages = [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
+        attached = self.call("Target.attachToTarget", targetId=pages[0]["targetId"], flatten=True)
+        self._page = attached["sessionId"]
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self._last_id += 1
+        message: dict = {"id": self._last_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        self._socket.send(json.dumps(message))
+        while True:
+            answer = json.loads(self._socket.recv())
+            if answer.get("id") == self._last_id:
+                assert "error" not in answer, answer
+                return answer["result"]
+
+    def evaluate(self, expression: str):
+        found = self.call("Runtime.evaluate", self._page, expression=expression, returnByValue=True)
+        return found["result"].get("value")
+
+    def close(self) -> None:
+        self._socket.close()
+
+
 def _an_agents_loop(http: requests.Session, url: str) -> None:
-    """Playwright drives the browser over CDP; the click and the typing go through the input API."""
-    from playwright.sync_api import Error, sync_playwright
+    """A CDP client drives the browser through the proxy; the click and the typing go through the input API."""
+    import websocket
 
     cdp_url = http.get(url).json()["access"]["browser"]["cdpUrl"]
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(cdp_url.rsplit("/", 1)[0] + "/" + "x" * 43, timeout=10)
     form = _serve_form()
+    cdp = _Cdp(cdp_url)
     try:
-        with sync_playwright() as playwright:
-            with pytest.raises(Error):
-                playwright.chromium.connect_over_cdp(cdp_url.rsplit("/", 1)[0] + "/" + "x" * 43, timeout=10_000)
-            # Attaching to the browser's targets takes a while from one emulated core.
-            browser = playwright.chromium.connect_over_cdp(cdp_url, timeout=180_000)
-            page = browser.contexts[0].pages[0]
-            page.goto(f"http://{GATEWAY}:{form.server_address[1]}/", timeout=60_000)
-            box = page.locator("#field").bounding_box()
-            x, y = round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2)
-            # The screenshot shows the field where the page puts it: its coordinates are the screen's.
-            from PIL import Image
+        cdp.call("Page.navigate", cdp._page, url=f"http://{GATEWAY}:{form.server_address[1]}/")
+        wait_until(lambda: cdp.evaluate("!!document.getElementById('field')"), 60, "the page loaded")
+        box = json.loads(cdp.evaluate("JSON.stringify(document.getElementById('field').getBoundingClientRect())"))
+        x, y = round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2)
+        # The screenshot shows the field where the page puts it: its coordinates are the screen's.
+        from PIL import Image
 
+        def field_drawn():
             screen = Image.open(io.BytesIO(http.get(url + "/screenshot").content)).convert("L")
             left_edge = [screen.getpixel((round(box["x"]) + dx, y)) for dx in range(-1, 3)]
-            assert min(left_edge) < 160 and screen.getpixel((x, y)) > 200, left_edge
-            click = http.post(url + "/input", json={"actions": [{"type": "click", "x": x, "y": y}]})
-            assert click.status_code == 200
-            # As an agent would: see the click take effect (slow under TCG) before typing.
-            wait_until(lambda: page.evaluate("document.activeElement.id") == "field", 30, "the field focused")
-            typed = http.post(url + "/input", json={"actions": [{"type": "text", "text": "typed by an agent"}]})
-            assert typed.status_code == 200
-            wait_until(
-                lambda: page.locator("#field").input_value() == "typed by an agent", 30, "the typed text in the field"
-            )
-            browser.close()
+            return min(left_edge) < 160 and screen.getpixel((x, y)) > 200
+
+        wait_until(field_drawn, 60, "the field drawn on the screen where the page says it is")
+        click = http.post(url + "/input", json={"actions": [{"type": "click", "x": x, "y": y}]})
+        assert click.status_code == 200
+        # As an agent would: see the click take effect (slow under TCG) before typing.
+        wait_until(lambda: cdp.evaluate("document.activeElement.id") == "field", 30, "the field focused")
+        typed = http.post(url + "/input", json={"actions": [{"type": "text", "text": "typed by an agent"}]})
+        assert typed.status_code == 200
+        wait_until(
+            lambda: cdp.evaluate("document.getElementById('field').value") == "typed by an agent",
+            30,
+            "the typed text in the field",
+        )
     finally:
+        cdp.close()
         form.shutdown()
         form.server_close()
