@@ -32,8 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from boot_floor import BANNER, build_floor_initramfs  # noqa: E402
 from launch_timing import Server, ssh_login  # noqa: E402
@@ -118,6 +116,7 @@ def main() -> None:
             if args.chromium:
                 for label, phases, said in real_run(server, "chromium", relaunch=False):
                     results.setdefault(label, []).append(phases)
+                    print(f"{label}: {said.strip()}", file=sys.stderr)
     report(results, args.runs)
 
 

@@ -68,7 +68,8 @@ class Server:
         self.key, self._public = _key()
 
     def __enter__(self) -> Server:
-        self._process = subprocess.Popen(self._command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self._process = subprocess.Popen(self._command, env=self.env, **quiet)
         for _ in range(300):
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
