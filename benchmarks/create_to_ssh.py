@@ -66,7 +66,8 @@ def _banner(port: int) -> bool:
 def real_run(server: Server, type_id: str, relaunch: bool) -> list[tuple[str, dict[str, float], str]]:
     """The first launch's phases, and the relaunch's if asked: (label, phases in s after launch, guest's say)."""
     workspace = server.http.post(server.url + "/v1/workspaces", json={}).json()["id"]
-    one = server.created({"name": type_id, "type": type_id, "workspaceId": workspace})
+    sized = {"cpuCores": 2, "memoryGB": 2}  # what a 2-core host can give
+    one = server.created({"name": type_id, "type": type_id, "workspaceId": workspace, "configuration": sized})
     runs = [(type_id, *_launch(server, one))]
     if relaunch:
         server.http.post(one + "/stop").raise_for_status()

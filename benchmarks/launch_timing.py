@@ -92,7 +92,8 @@ class Server:
     def created(self, body: dict) -> str:
         """A new workstation, once provisioned: its URL."""
         created = self.http.post(self.url + "/v1/workstations", json=body)
-        created.raise_for_status()
+        if created.status_code != 201:
+            raise SystemExit(f"create {body}: {created.status_code} {created.text}")
         one = f"{self.url}/v1/workstations/{created.json()['id']}"
         while self.http.get(one).json()["status"] != "stopped":
             time.sleep(0.05)
