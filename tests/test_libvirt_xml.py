@@ -15,9 +15,9 @@ from drivers.libvirt.domain_xml import (
     KernelBoot,
     PciAddress,
     from_xml,
-    parse_pci_device,
     to_xml,
 )
+from drivers.libvirt.reported_xml import parse_pci_device
 
 DATA = Path(__file__).resolve().parent / "data"
 

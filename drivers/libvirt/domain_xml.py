@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from drivers.base import SHARE_TAG, PortForward
+from drivers.libvirt.xml_fields import required_attribute, required_child, required_text
 
 METADATA_NAMESPACE = "https://cwhost.invalid/xmlns/workstation/1"
 ET.register_namespace("cwhost", METADATA_NAMESPACE)
@@ -245,25 +246,6 @@ def _write_hostdev(devices: ET.Element, gpu: PciAddress) -> None:
     )
 
 
-def _child(element: ET.Element, path: str) -> ET.Element:
-    """The element at ``path``; a definition without it is not one cwhost wrote."""
-    found = element.find(path)
-    if found is None:
-        raise ValueError(f"domain XML has no {path} under <{element.tag}>")
-    return found
-
-
-def _attribute(element: ET.Element, name: str) -> str:
-    value = element.get(name)
-    if value is None:
-        raise ValueError(f"domain XML's <{element.tag}> has no {name}")
-    return value
-
-
-def _text(element: ET.Element, path: str) -> str:
-    return _child(element, path).text or ""
-
-
 def _memory_mib(element: ET.Element) -> int:
     value = int(element.text or "0")
     factor = {"KiB": 1 / 1024, "k": 1 / 1024, "MiB": 1, "M": 1, "GiB": 1024, "G": 1024}
@@ -272,27 +254,29 @@ def _memory_mib(element: ET.Element) -> int:
 
 def from_xml(text: str) -> DomainXml:
     root = ET.fromstring(text)
-    devices = _child(root, "devices")
+    devices = required_child(root, "devices")
     filesystem = next(
         (fs for fs in devices.findall("filesystem") if fs.find("driver[@type='virtiofs']") is not None), None
     )
     workstation = root.find(f"metadata/{{{METADATA_NAMESPACE}}}workstation")
     return DomainXml(
-        name=_text(root, "name"),
-        uuid=_text(root, "uuid"),
+        name=required_text(root, "name"),
+        uuid=required_text(root, "uuid"),
         title=root.findtext("title") or "",
-        domain_type=_attribute(root, "type"),
-        vcpus=int(_text(root, "vcpu")),
-        memory_mib=_memory_mib(_child(root, "memory")),
-        disk_path=_attribute(_child(devices, "disk[@device='disk']/source"), "file"),
-        storage_gb=int(_attribute(workstation, "storageGB")) if workstation is not None else 0,
-        console_log=_attribute(_child(devices, "serial/log"), "file"),
-        network=_read_network(_child(devices, "interface[@type='network']")),
+        domain_type=required_attribute(root, "type"),
+        vcpus=int(required_text(root, "vcpu")),
+        memory_mib=_memory_mib(required_child(root, "memory")),
+        disk_path=required_attribute(required_child(devices, "disk[@device='disk']/source"), "file"),
+        storage_gb=int(required_attribute(workstation, "storageGB")) if workstation is not None else 0,
+        console_log=required_attribute(required_child(devices, "serial/log"), "file"),
+        network=_read_network(required_child(devices, "interface[@type='network']")),
         graphics=_read_graphics(devices.find("graphics")),
-        kernel_boot=_read_kernel_boot(_child(root, "os")),
+        kernel_boot=_read_kernel_boot(required_child(root, "os")),
         gpu=_read_hostdev(devices.find("hostdev[@type='pci']")),
-        share=_attribute(_child(filesystem, "source"), "dir") if filesystem is not None else None,
-        share_tag=_attribute(_child(filesystem, "target"), "dir") if filesystem is not None else SHARE_TAG,
+        share=required_attribute(required_child(filesystem, "source"), "dir") if filesystem is not None else None,
+        share_tag=required_attribute(required_child(filesystem, "target"), "dir")
+        if filesystem is not None
+        else SHARE_TAG,
         base_image=workstation.get("baseImage") if workstation is not None else None,
         seed_iso=_read_cdrom(devices.find("disk[@device='cdrom']")),
         forwards=_read_forwards(workstation),
@@ -303,25 +287,29 @@ def _read_forwards(workstation: ET.Element | None) -> tuple[PortForward, ...]:
     if workstation is None:
         return ()
     return tuple(
-        PortForward(int(_attribute(f, "hostPort")), int(_attribute(f, "guestPort")), _attribute(f, "listen"))
+        PortForward(
+            int(required_attribute(f, "hostPort")),
+            int(required_attribute(f, "guestPort")),
+            required_attribute(f, "listen"),
+        )
         for f in workstation.findall(f"{{{METADATA_NAMESPACE}}}forward")
     )
 
 
 def _read_cdrom(cdrom: ET.Element | None) -> str | None:
-    return _attribute(_child(cdrom, "source"), "file") if cdrom is not None else None
+    return required_attribute(required_child(cdrom, "source"), "file") if cdrom is not None else None
 
 
 def _read_network(interface: ET.Element) -> str:
-    return _attribute(_child(interface, "source"), "network")
+    return required_attribute(required_child(interface, "source"), "network")
 
 
 def _read_graphics(graphics: ET.Element | None) -> Graphics | None:
     if graphics is None:
         return None
     return Graphics(
-        kind=_attribute(graphics, "type"),
-        listen=_attribute(_child(graphics, "listen"), "address"),
+        kind=required_attribute(graphics, "type"),
+        listen=required_attribute(required_child(graphics, "listen"), "address"),
         password=graphics.get("passwd"),
     )
 
@@ -334,58 +322,5 @@ def _read_kernel_boot(os_element: ET.Element) -> KernelBoot | None:
 def _read_hostdev(hostdev: ET.Element | None) -> PciAddress | None:
     if hostdev is None:
         return None
-    address = _child(hostdev, "source/address")
-    return PciAddress(*(int(_attribute(address, part), 16) for part in ("domain", "bus", "slot", "function")))
-
-
-@dataclass(frozen=True)
-class NodeGpu:
-    address: PciAddress
-    vendor_id: int
-    product: str
-    iommu_group: int | None
-
-
-def parse_pci_device(text: str) -> NodeGpu | None:
-    """A node device's XML as a GPU, or None when it is not a display controller."""
-    capability = ET.fromstring(text).find("capability[@type='pci']")
-    if capability is None:
-        return None
-    pci_class = int(capability.findtext("class") or "0", 16)
-    if pci_class >> 16 != 0x03:
-        return None
-    group = capability.find("iommuGroup")
-    return NodeGpu(
-        address=PciAddress(*(int(_text(capability, part)) for part in ("domain", "bus", "slot", "function"))),
-        vendor_id=int(_attribute(_child(capability, "vendor"), "id"), 16),
-        product=capability.findtext("product") or "",
-        iommu_group=int(_attribute(group, "number")) if group is not None else None,
-    )
-
-
-def network_mac(text: str) -> str:
-    """The MAC libvirt gave the domain's network NIC (it writes one in when the domain is defined)."""
-    return _attribute(_child(ET.fromstring(text), "devices/interface[@type='network']/mac"), "address")
-
-
-@dataclass(frozen=True)
-class LiveConsole:
-    kind: str
-    listen: str
-    port: int | None
-    password: str | None
-
-
-def live_console(text: str) -> LiveConsole | None:
-    """The graphics console of a running domain's XML (fetched with its secrets)."""
-    graphics = ET.fromstring(text).find("devices/graphics")
-    if graphics is None:
-        return None
-    listen = graphics.find("listen")
-    port = int(graphics.get("port", "-1"))
-    return LiveConsole(
-        kind=_attribute(graphics, "type"),
-        listen=listen.get("address", "") if listen is not None else graphics.get("listen", ""),
-        port=port if port > 0 else None,
-        password=graphics.get("passwd"),
-    )
+    address = required_child(hostdev, "source/address")
+    return PciAddress(*(int(required_attribute(address, part), 16) for part in ("domain", "bus", "slot", "function")))

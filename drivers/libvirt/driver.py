@@ -49,13 +49,12 @@ from drivers.libvirt.domain_xml import (
     KernelBoot,
     PciAddress,
     from_xml,
-    live_console,
-    network_mac,
     to_xml,
 )
 from drivers.libvirt.guest_agent import guest_addresses, readiness_report, run_command, screenshot_png, send_input
 from drivers.libvirt.host import host_info
 from drivers.libvirt.network import GuestNetwork, NetworkMismatch, ensure_running, leased_address
+from drivers.libvirt.reported_xml import live_console, network_mac
 
 NVIDIA = 0x10DE
 SHUTDOWN_POLL_SECONDS = 0.2

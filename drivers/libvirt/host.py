@@ -8,7 +8,7 @@ from pathlib import Path
 import libvirt
 
 from drivers.base import GIB, GpuDevice, HostInfo
-from drivers.libvirt.domain_xml import parse_pci_device
+from drivers.libvirt.reported_xml import parse_pci_device
 
 
 def host_info(
