@@ -15,6 +15,8 @@ from cwhost.db.database import Database
 
 LIMIT = 256 * 1024
 ROW_BYTES = 16 * 1024
+# Written after the first restart: a log never started over again would be longer.
+AFTER = 4 * 2**20
 
 
 def log_bytes(db: Database) -> int:
@@ -23,7 +25,7 @@ def log_bytes(db: Database) -> int:
 
 @pytest.fixture
 def db(tmp_path, monkeypatch) -> Database:
-    # A failed restart is tried again after 0.2 s, not 2 s: the writes here last 5 s.
+    # A failed restart is tried again after 0.2 s, not 2 s, so a run takes seconds.
     monkeypatch.setattr(db_module, "WAL_RESTART_RETRY_SECONDS", 0.2)
     database = Database(tmp_path / "cwhost.db", wal_restart_bytes=LIMIT)
     database.migrate()
@@ -32,41 +34,49 @@ def db(tmp_path, monkeypatch) -> Database:
     return database
 
 
-def write_while_reading(db: Database, read: Callable[[threading.Event], None]) -> tuple[int, int]:
-    """Commit rows of 16 KiB for 5 s while three threads run ``read``; bytes written, longest log in the last 1 s.
+def write_while_reading(db: Database, read: Callable[[threading.Event], None]) -> tuple[int, int, int]:
+    """Commit rows of 16 KiB while three threads run ``read``, until the log has
+    been started over and 4 MiB more written, or 60 s have passed.
 
-    Five, so that on a loaded machine a fourth try (its wait 800 ms, 2.5 s in)
-    still starts the log over before the last second.
+    Returns the bytes written, the longest the log was before it was first
+    started over, and the longest it was after. No fixed window: on a loaded
+    machine the tries that fail, each waiting longer than the last, take longer.
     """
     stop = threading.Event()
     readers = [threading.Thread(target=read, args=(stop,)) for _ in range(3)]
     for reader in readers:
         reader.start()
         time.sleep(0.05)
-    written = longest = 0
+    written = longest_before = longest_after = 0
+    started_over_at = None
     try:
-        ends = time.monotonic() + 5
-        while time.monotonic() < ends:
+        ends = time.monotonic() + 60
+        while time.monotonic() < ends and (started_over_at is None or written - started_over_at < AFTER):
             with db.write() as tx:
                 tx.execute("INSERT INTO blobs (body) VALUES (?)", [os.urandom(ROW_BYTES)])
             written += ROW_BYTES
-            if ends - time.monotonic() < 1:
-                longest = max(longest, log_bytes(db))
+            size = log_bytes(db)
+            if started_over_at is None and size < longest_before:
+                started_over_at = written
+            if started_over_at is None:
+                longest_before = max(longest_before, size)
+            else:
+                longest_after = max(longest_after, size)
             time.sleep(0.005)
     finally:
         stop.set()
         for reader in readers:
             reader.join()
-    return written, longest
+    return written, longest_before, longest_after
 
 
-def assert_started_over(db: Database, written: int, longest: int) -> None:
-    assert written > 8 * LIMIT
-    # Started over, and kept short from then on: a log never started over is
-    # longer than all that was written (pages and frame headers); through the
-    # last second this one held a quarter of it at most. It may be longer than
-    # the limit for a while, as a failed try backs off before the next.
-    assert longest < written / 4, f"{written} bytes written, the log grew to {longest} bytes in the last second"
+def assert_started_over(db: Database, written: int, longest_before: int, longest_after: int) -> None:
+    # Started over: the log's file was cut back to the limit after it had
+    # grown past it, and from then on it stayed far shorter than all written
+    # since (a log never started over is longer than that: pages and frame
+    # headers). It may pass the limit for a while, as a failed try backs off.
+    assert longest_before > LIMIT, f"the log never passed its limit ({longest_before} bytes)"
+    assert 0 < longest_after < AFTER / 2, f"the log grew to {longest_after} bytes after a restart"
     counted = db.query_row("SELECT count(*) AS n, sum(length(body)) AS size FROM blobs")
     assert counted == {"n": written // ROW_BYTES, "size": written}
     assert db.query_row("PRAGMA integrity_check") == {"integrity_check": "ok"}

@@ -131,6 +131,10 @@ def test_a_full_disk_is_503_changes_nothing_and_recovers(tmp_path, small_disk):
         assert log.count("sampler cannot write") == 1
         usage_after = api.get(f"{url}/workstations/{busy}/usage").json()["cpuHours"]
         assert usage_after > usage_before
+        # A guest that said it was ready while the disk was full is recorded
+        # ready once it has room again.
+        ready = api.get(f"{url}/workstations/{busy}", params={"wait": "ready", "timeoutSeconds": 30}).json()
+        assert ready["readyAt"] is not None, ready
         assert api.post(f"{url}/workstations/{busy}/stop").status_code == 200
         assert api.post(f"{url}/workstations/{idle}/stop").status_code == 200
         assert "Traceback" not in server.log()
