@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import psutil
 
 from cwhost.db.database import Database
+from cwhost.db.outage import StorageOutage
 from cwhost.errors import StorageUnavailable
 from cwhost.model import Workstation
 from cwhost.usage.metering import MeterRecorder, ProcessReading
@@ -250,22 +251,18 @@ class Sampler:
         """
         log.info("sampler active, every %.3gs", self.interval)
         deadline = time.monotonic()
-        storage_fault = False
+        outage = StorageOutage(
+            log, "sampler cannot write", "sampler writing again; this tick took what the failed ones missed"
+        )
         while not stop.is_set():
             lag = time.monotonic() - deadline
             try:
                 self.sample()
                 if after_tick is not None:
                     after_tick()
-                if storage_fault:
-                    log.warning("sampler writing again; this tick took what the failed ones missed")
-                    storage_fault = False
+                outage.wrote()
             except StorageUnavailable as exc:
-                # Once, not every tick: a full disk would otherwise fill the
-                # journal too. Nothing is lost; meter_state was not advanced.
-                if not storage_fault:
-                    log.error("sampler cannot write: %s", exc.message)
-                storage_fault = True
+                outage.failed(exc)  # nothing is lost: meter_state was not advanced
             except Exception:
                 log.exception("sampler tick failed; the next one takes what it missed")
             if self._metrics is not None:

@@ -19,6 +19,7 @@ import threading
 import time
 
 from cwhost.config.server import ReadinessConfig
+from cwhost.db.outage import StorageOutage
 from cwhost.errors import StorageUnavailable
 from cwhost.ids import rfc3339_to_unix, unix_to_rfc3339
 from cwhost.model import Workstation
@@ -108,19 +109,13 @@ class Readiness:
 
     def run(self, stop: threading.Event) -> None:
         """A round every ``poll_seconds`` until ``stop`` is set; a failed round is logged, and the next goes on."""
-        storage_fault = False
+        outage = StorageOutage(log, "readiness cannot record", "readiness recording again")
         while not stop.wait(self._settings.poll_seconds):
             try:
                 self.check()
-                if storage_fault:
-                    log.warning("readiness recording again")
-                    storage_fault = False
+                outage.wrote()
             except StorageUnavailable as exc:
-                # Once, not every second: a full disk would otherwise fill the
-                # journal too. A guest's ready report is read again next round.
-                if not storage_fault:
-                    log.error("readiness cannot record: %s", exc.message)
-                storage_fault = True
+                outage.failed(exc)  # a guest's ready report is read again next round
             except Exception:
                 log.exception("readiness round failed; the next one asks again")
 
