@@ -12,11 +12,7 @@ real process. It raises the same exceptions as a real driver, including
 from __future__ import annotations
 
 import secrets
-import threading
 import time
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
 
@@ -25,7 +21,6 @@ from drivers.base import (
     Access,
     BootSource,
     ConsoleAccess,
-    DomainNotFound,
     DomainSpec,
     DomainState,
     ExecRequest,
@@ -42,9 +37,10 @@ from drivers.base import (
     ReadinessReport,
     require_shared_directory,
 )
-from drivers.fake.domain import DomainFiles, FakeDomain, stopped
+from drivers.fake.domain import FakeDomain, stopped
+from drivers.fake.domains import DomainBook
 from drivers.fake.guest_agent import SCREEN_SIZE, simulate_exec, simulated_readiness, simulated_screen
-from drivers.fake.processes import launch_guest, live_guest, stop_domain_guest, stop_unrecorded_guests
+from drivers.fake.processes import launch_guest, stop_domain_guest, stop_unrecorded_guests
 from drivers.input_events import InputAction, all_batches
 
 
@@ -74,19 +70,9 @@ class FakeDriver(HypervisorDriver):
         self._host = host
         self._guest = guest
         self._console_host = console_host
-        # Guards the domains in memory, for moments; a change to a domain holds that domain's own lock
-        # across its slow parts (a guest's start or stop, the record's write), as libvirt's job lock does.
-        self._lock = threading.Lock()
-        self._domain_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
-        self._available = True
         self._disk_dir.mkdir(parents=True, exist_ok=True)
-        self._files = DomainFiles(self._state_dir)
-        self._domains = self._files.load()
-        self._forget_dead_guests()
-        recorded = {d.pid for d in self._domains.values() if d.state == DomainState.RUNNING.value}
-        stop_unrecorded_guests(recorded, str(self._state_dir.resolve()))
-
-    # -- persistence ---------------------------------------------------------
+        self._domains = DomainBook(self._state_dir)
+        stop_unrecorded_guests(self._domains.running_pids(), str(self._state_dir.resolve()))
 
     @staticmethod
     def _same(domain: FakeDomain, spec: DomainSpec) -> bool:
@@ -97,47 +83,6 @@ class FakeDriver(HypervisorDriver):
             asdict(spec.boot),
         )
 
-    @contextmanager
-    def _changing(self, name: str) -> Iterator[None]:
-        """Hold ``name``'s own lock: its changes happen one at a time, other domains' meanwhile."""
-        with self._lock:
-            lock = self._domain_locks.get(name)
-            if lock is None:
-                lock = self._domain_locks[name] = threading.Lock()
-        with lock:
-            yield
-
-    def _commit(self, name: str, before: FakeDomain | None, after: FakeDomain | None) -> None:
-        """Show ``after`` (None: the domain is gone) and record it; if it cannot be recorded, ``before`` again.
-
-        A record that cannot be written (a full disk) leaves the domain as it
-        was and the hypervisor unavailable, as libvirt is when it cannot write
-        a definition: nothing changed. The caller holds the domain's lock, so
-        nothing else changed it meanwhile.
-        """
-        self._show(name, after)
-        try:
-            if after is None:
-                self._files.remove(name)
-            else:
-                self._files.write(name, after)
-        except OSError as exc:
-            self._show(name, before)
-            raise HypervisorUnavailable(f"cannot record domain {name}: {exc.strerror}") from exc
-
-    def _show(self, name: str, domain: FakeDomain | None) -> None:
-        with self._lock:
-            if domain is None:
-                self._domains.pop(name, None)
-            else:
-                self._domains[name] = domain
-
-    def _forget_dead_guests(self) -> None:
-        """A guest that died while no driver watched it is a domain that stopped."""
-        for name, domain in list(self._domains.items()):
-            if domain.state == DomainState.RUNNING.value and live_guest(domain.pid, domain.pid_started) is None:
-                self._commit(name, domain, stopped(domain))
-
     def disk_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.img"
 
@@ -145,42 +90,21 @@ class FakeDriver(HypervisorDriver):
 
     def set_available(self, available: bool) -> None:
         """Simulate the hypervisor daemon going away and coming back."""
-        self._available = available
+        self._domains.available = available
 
     def set_never_ready(self, name: str, never: bool) -> None:
         """Simulate a guest that hangs at boot: it never says it is ready."""
-        with self._changing(name):
-            domain = self._current(name)
-            self._commit(name, domain, replace(domain, never_ready=never))
+        with self._domains.changing(name):
+            domain = self._domains.current(name)
+            self._domains.commit(name, domain, replace(domain, never_ready=never))
 
     def set_ignores_acpi(self, name: str, ignores: bool) -> None:
         """Simulate a guest that does not power off when asked."""
-        with self._changing(name):
-            domain = self._current(name)
-            self._commit(name, domain, replace(domain, ignores_acpi=ignores))
+        with self._domains.changing(name):
+            domain = self._domains.current(name)
+            self._domains.commit(name, domain, replace(domain, ignores_acpi=ignores))
 
     # -- helpers -------------------------------------------------------------
-
-    def _check_available(self) -> None:
-        if not self._available:
-            raise HypervisorUnavailable("fake hypervisor is unavailable")
-
-    def _current(self, name: str) -> FakeDomain:
-        domain = self._found(name)
-        if domain is None:
-            raise DomainNotFound(name)
-        return domain
-
-    def _found(self, name: str) -> FakeDomain | None:
-        with self._lock:
-            self._check_available()
-            return self._domains.get(name)
-
-    def _get(self, name: str) -> FakeDomain:
-        try:
-            return self._domains[name]
-        except KeyError:
-            raise DomainNotFound(name) from None
 
     def _size_disk(self, name: str, storage_gb: int) -> None:
         try:
@@ -192,28 +116,28 @@ class FakeDriver(HypervisorDriver):
     # -- HypervisorDriver ----------------------------------------------------
 
     def host(self) -> HostInfo:
-        self._check_available()
+        self._domains.check_available()
         return self._host
 
     def define(self, spec: DomainSpec) -> None:
-        with self._changing(spec.name):
-            existing = self._found(spec.name)
+        with self._domains.changing(spec.name):
+            existing = self._domains.found(spec.name)
             if existing is not None:
                 if not self._same(existing, spec):
                     raise ProvisioningError(f"domain {spec.name} exists with another spec")
                 return
             self._size_disk(spec.name, spec.storage_gb)
-            self._commit(spec.name, None, FakeDomain(**_defined_by(spec)))
+            self._domains.commit(spec.name, None, FakeDomain(**_defined_by(spec)))
 
     def update(self, spec: DomainSpec) -> None:
-        with self._changing(spec.name):
-            domain = self._current(spec.name)
+        with self._domains.changing(spec.name):
+            domain = self._domains.current(spec.name)
             if domain.state != DomainState.STOPPED.value:
                 raise InvalidDomainState(f"domain {spec.name} is not stopped")
             if spec.storage_gb < domain.storage_gb:
                 raise ProvisioningError("a disk can grow but never shrink")
             self._size_disk(spec.name, spec.storage_gb)
-            self._commit(spec.name, domain, replace(domain, **_defined_by(spec)))
+            self._domains.commit(spec.name, domain, replace(domain, **_defined_by(spec)))
 
     def start(
         self,
@@ -223,39 +147,37 @@ class FakeDriver(HypervisorDriver):
         seed: GuestSeed | None = None,
         forwards: tuple[PortForward, ...] = (),
     ) -> None:
-        with self._changing(name):
-            domain = self._current(name)
+        with self._domains.changing(name):
+            domain = self._domains.current(name)
             if domain.state != DomainState.STOPPED.value:
                 raise InvalidDomainState(f"domain {name} is already running")
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
             require_shared_directory(share)
             pid, pid_started = launch_guest(self._guest, str(self._state_dir.resolve()))
-            with self._lock:
-                taken = {d.console_port for d in self._domains.values() if d.console_port}
-                running = replace(
+            running = self._domains.show_with_console_port(
+                name,
+                replace(
                     domain,
                     state=DomainState.RUNNING.value,
                     pid=pid,
                     pid_started=pid_started,
-                    console_port=next(p for p in range(5900, 65536) if p not in taken),
                     console_password=secrets.token_urlsafe(6)[:8],
                     gpu=gpu.pci_address if gpu else None,
                     share=str(share) if share else None,
                     seed=asdict(seed) if seed else None,
                     forwards=[astuple(forward) for forward in forwards],
-                )
-                # Shown before the lock is let go, so that no other start takes the same console port.
-                self._domains[name] = running
+                ),
+            )
             try:
-                self._commit(name, domain, running)
+                self._domains.commit(name, domain, running)
             except HypervisorUnavailable:
                 stop_domain_guest(running.pid, running.pid_started)
                 raise
 
     def shutdown(self, name: str, timeout_seconds: float) -> bool:
-        with self._changing(name):
-            domain = self._current(name)
+        with self._domains.changing(name):
+            domain = self._domains.current(name)
             if domain.state != DomainState.RUNNING.value:
                 raise InvalidDomainState(f"domain {name} is not running")
             if domain.ignores_acpi:
@@ -264,8 +186,8 @@ class FakeDriver(HypervisorDriver):
         return True
 
     def destroy(self, name: str) -> None:
-        with self._changing(name):
-            domain = self._current(name)
+        with self._domains.changing(name):
+            domain = self._domains.current(name)
             if domain.state != DomainState.RUNNING.value:
                 raise InvalidDomainState(f"domain {name} is not running")
             self._power_off(name, domain)
@@ -278,46 +200,40 @@ class FakeDriver(HypervisorDriver):
         stops as unrecorded. Only this domain's lock is held meanwhile, so one
         slow guest does not hold up every other domain.
         """
-        self._commit(name, domain, stopped(domain))
+        self._domains.commit(name, domain, stopped(domain))
         stop_domain_guest(domain.pid, domain.pid_started)
 
     def delete(self, name: str) -> None:
-        with self._changing(name):
-            domain = self._found(name)
+        with self._domains.changing(name):
+            domain = self._domains.found(name)
             if domain is None:
                 self.disk_path(name).unlink(missing_ok=True)
                 return
             if domain.state != DomainState.STOPPED.value:
                 raise InvalidDomainState(f"domain {name} is running")
             self.disk_path(name).unlink(missing_ok=True)
-            self._commit(name, domain, None)
+            self._domains.commit(name, domain, None)
 
     def state(self, name: str) -> DomainState:
-        with self._lock:
-            self._check_available()
-            return DomainState(self._get(name).state)
+        return DomainState(self._domains.current(name).state)
 
     def describe(self, name: str) -> DomainSpec:
-        with self._lock:
-            self._check_available()
-            d = self._get(name)
-            return DomainSpec(
-                name=name,
-                title=d.title,
-                cpu_cores=d.cpu_cores,
-                memory_gb=d.memory_gb,
-                storage_gb=d.storage_gb,
-                boot=BootSource(**(d.boot or {})),
-            )
+        d = self._domains.current(name)
+        return DomainSpec(
+            name=name,
+            title=d.title,
+            cpu_cores=d.cpu_cores,
+            memory_gb=d.memory_gb,
+            storage_gb=d.storage_gb,
+            boot=BootSource(**(d.boot or {})),
+        )
 
     def list_domains(self) -> dict[str, DomainState]:
-        with self._lock:
-            self._check_available()
-            return {name: DomainState(d.state) for name, d in self._domains.items()}
+        return self._domains.states()
 
     def _live(self, name: str) -> FakeDomain | None:
         """The running domain's record (never changed in place); None when it is stopped."""
-        domain = self._current(name)
+        domain = self._domains.current(name)
         return domain if domain.state == DomainState.RUNNING.value else None
 
     def access(self, name: str) -> Access | None:
@@ -334,7 +250,7 @@ class FakeDriver(HypervisorDriver):
         return None  # a fake guest has no serial console
 
     def guest_endpoint(self, name: str, guest_port: int) -> tuple[str, int] | None:
-        self._current(name)
+        self._domains.current(name)
         return None  # a fake guest is a host process with no network of its own
 
     def guest_seed(self, name: str) -> GuestSeed | None:
