@@ -53,7 +53,7 @@ def test_the_host_address_is_a_file_the_devtools_relay_reads_and_reads_back(tmp_
     assert seed_of(seed_files(GuestSeed("box", "dev"), "cwhost-ws-1")).host_address is None
 
 
-def test_user_data_gives_the_user_keys_sudo_locale_agent_and_the_workspace(tmp_path):
+def test_user_data_gives_the_user_keys_sudo_locale_and_the_workspace(tmp_path):
     files = seed_files(GuestSeed("box", "dev", (KEY,), mount_share=True), "cwhost-ws-1")
     config = yaml.safe_load(files["user-data"])
     assert config["hostname"] == "box" and config["locale"] == "C.UTF-8"
@@ -62,15 +62,14 @@ def test_user_data_gives_the_user_keys_sudo_locale_agent_and_the_workspace(tmp_p
     (unit,) = config["write_files"]
     assert unit["path"] == "/etc/systemd/system/home-dev-workspace.mount"
     assert f"What={SHARE_TAG}\nWhere=/home/dev/workspace\nType=virtiofs" in unit["content"]
-    assert config["runcmd"][:3] == [
+    assert config["runcmd"] == [
         ["install", "-d", "-o", "dev", "-g", "dev", "/home/dev/workspace"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "home-dev-workspace.mount"],
+        ["systemctl", "--no-reload", "enable", "home-dev-workspace.mount"],
+        ["systemctl", "start", "--no-block", "home-dev-workspace.mount"],
     ]
-    assert ["systemctl", "enable", "--now", "qemu-guest-agent"] in config["runcmd"]
     assert yaml.safe_load(files["network-config"]) == {"network": {"config": "disabled"}}
     without_share = yaml.safe_load(seed_files(GuestSeed("box", "dev"), "cwhost-ws-1")["user-data"])
-    assert "write_files" not in without_share
+    assert "write_files" not in without_share and "runcmd" not in without_share
 
 
 def test_the_instance_changes_when_the_keys_do_and_only_then():
@@ -87,4 +86,5 @@ def test_hostile_text_stays_data(tmp_path):
     files = seed_files(seed, "cwhost-ws-1")
     config = yaml.safe_load(files["user-data"])
     assert config["users"][0]["ssh_authorized_keys"] == list(seed.ssh_keys)
-    assert config["runcmd"] == [["systemctl", "enable", "--now", "qemu-guest-agent"]]
+    assert "runcmd" not in config
+

@@ -10,13 +10,18 @@ from pathlib import Path
 from cwhost.images.guest_files import REPORT_READY
 from drivers.libvirt.guest_agent import parse_readiness
 
-# A systemctl that answers `show -p PROPERTY --value [UNIT]` from files named after the unit.
+# A systemctl that answers `show -p PROPERTY --value [UNIT...]` from files named after each unit, as
+# systemd does: one value a unit, in the order asked, separated by blank lines; 0 for one not active.
 STAND_IN_SYSTEMCTL = """#!/bin/sh
 property=$3
-unit=${5:-manager}
-file="$UNITS/$unit"
+shift 4
 if [ "$property" = UserspaceTimestampMonotonic ]; then echo 2500000; exit 0; fi
-if [ -f "$file" ]; then cat "$file"; else echo 0; fi
+first=yes
+for unit in "$@"; do
+    [ -n "$first" ] || echo
+    first=
+    if [ -f "$UNITS/$unit" ]; then cat "$UNITS/$unit"; else echo 0; fi
+done
 """
 
 
@@ -40,7 +45,7 @@ def _run(tmp_path: Path, active: dict[str, int], seconds: float) -> bytes:
 
 
 def test_a_boot_that_passes_every_phase_is_reported_ready_with_each_phase_in_order(tmp_path):
-    written = _run(tmp_path, {"cloud-final.service": 31_250_000, "ssh.service": 12_000_000}, seconds=20)
+    written = _run(tmp_path, {"cwhost-seed.service": 31_250_000, "ssh.service": 12_000_000}, seconds=20)
     report = parse_readiness(written)
     assert report is not None and report.ready
     names = [name for name, _ in report.phases]

@@ -240,7 +240,8 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     guest = _ssh(ssh["port"], key, ssh["knownHosts"])
     try:
         # Ready means the first-boot work is done and the workspace mounted: at the first login.
-        assert _run(guest, "cloud-init status").strip() == "status: done"
+        assert _run(guest, "systemctl is-active cwhost-seed.service").strip() == "active"
+        assert _run(guest, "locale | head -n 1").strip() == "LANG=C.UTF-8"
         assert _run(guest, "findmnt -n -o FSTYPE ~/workspace").strip() == "virtiofs"
         assert _run(guest, "python3 -c 'print(6*7)'").strip() == "42"
         assert _run(guest, "sudo -n true 2>&1") == "", "sudo cannot resolve the hostname"

@@ -130,7 +130,7 @@ class WorkspacesConfig:
 
 @dataclass(frozen=True)
 class GuestConfig:
-    # The user cloud-init makes in every guest, with the account's SSH keys and sudo.
+    # The user the seed makes in every guest, with the account's SSH keys and sudo.
     user: str = setting("dev", validate=FullMatch(r"^[a-z_][a-z0-9_-]{0,31}$", error="must be a Linux user name"))
 
 

@@ -24,8 +24,8 @@ from cwhost.images.packages import SUITE, has_desktop, image_components, image_p
 from cwhost.images.types import WorkstationType
 
 MIB = 1024**2
-# Room to work in on the first boot, beyond what the packages take; cloud-init
-# then grows the file system to the workstation's whole disk.
+# Room to work in on the first boot, beyond what the packages take; the seed
+# applier then grows the file system to the workstation's whole disk.
 HEADROOM_BYTES = 768 * MIB
 
 
@@ -160,7 +160,8 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     (root / "etc/machine-id").write_text("")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    _in_root(root, "systemctl", "enable", "cwhost-ready.service")
+    _in_root(root, "systemctl", "enable", "cwhost-seed.service", "cwhost-ready.service")
+    _in_root(root, "systemctl", "mask", *guest_files.MASKED_UNITS)
     if desktop:
         # A system user: uid 1000 stays free for the seed's user (GUEST_UID).
         _in_root(root, "useradd", "--system", "--create-home", "--groups", "audio,video", guest_files.DESKTOP_USER)

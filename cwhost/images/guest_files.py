@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
+from cwhost.images import seed_applier
 from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE, READINESS_FILE
 from drivers.libvirt.domain_xml import FORWARDING_MAC
 
 # The kernel boots the image's one file system directly: no partition table,
-# no boot loader. cloud-init grows the file system to the disk at first boot.
+# no boot loader. The seed applier grows the file system to the disk at each boot.
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 DESKTOP_USER = "desktop"
 # Chromium's DevTools listen on the guest's loopback (9222); this relay alone
@@ -36,18 +37,15 @@ iface fwd0 inet static
 # What this boot has passed, and when (seconds since the kernel started), for
 # cwhost to read through the guest agent (READINESS_FILE): each phase the
 # guest has, in the order passed, and ready once all are. It starts early and
-# polls, so that a boot that hangs still says how far it got.
+# polls, so that a boot that hangs still says how far it got. Each round is
+# one systemctl call for every unit still awaited, and shell arithmetic: under
+# TCG each process costs a tenth of a second, taken from the boot it watches.
 REPORT_READY = rf"""#!/bin/sh
 report=${{CWHOST_READY_FILE:-{READINESS_FILE}}}
-mkdir -p "$(dirname "$report")"
+mkdir -p "${{report%/*}}"
 ready=false
 phases=""
-now() {{ cut -d' ' -f1 /proc/uptime; }}
-# When a unit became active, in seconds since boot; nothing while it has not.
-entered() {{
-    t=$(systemctl show -p ActiveEnterTimestampMonotonic --value "$1" 2>/dev/null)
-    [ -n "$t" ] && [ "$t" != 0 ] && awk -v t="$t" 'BEGIN {{ printf "%.3f", t / 1000000 }}'
-}}
+seconds() {{ printf '%d.%03d' $(($1 / 1000000)) $(($1 / 1000 % 1000)); }}
 write() {{
     printf '{{"ready":%s,"phases":[%s]}}\n' "$ready" "$phases" > "$report.tmp" && mv "$report.tmp" "$report"
 }}
@@ -58,18 +56,28 @@ devtools() {{
     systemctl is-active --quiet cwhost-cdp-relay.service &&
         printf "$request" | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null | grep -q webSocketDebuggerUrl
 }}
-passed kernel "$(systemctl show -p UserspaceTimestampMonotonic --value | awk '{{ printf "%.3f", $1 / 1000000 }}')"
+passed kernel "$(seconds "$(systemctl show -p UserspaceTimestampMonotonic --value)")"
 pending="first-boot sshd"
 while [ -n "$pending" ]; do
+    units=""
+    for phase in $pending; do
+        case $phase in
+        first-boot) units="$units cwhost-seed.service" ;;
+        sshd) units="$units ssh.service" ;;
+        workspace) units="$units $workspace" ;;
+        esac
+    done
+    # When each became active, in microseconds since boot (0: not yet), in the order asked.
+    set -- $(systemctl show -p ActiveEnterTimestampMonotonic --value $units 2>/dev/null)
     left=""
     for phase in $pending; do
         at=""
-        case $phase in
-        first-boot) at=$(entered cloud-final.service) ;;
-        sshd) at=$(entered ssh.service) ;;
-        workspace) at=$(entered "$workspace") ;;
-        devtools) devtools && at=$(now) ;;
-        esac
+        if [ "$phase" = devtools ]; then
+            devtools && read -r up _ < /proc/uptime && at=$up
+        else
+            [ "${{1:-0}}" != 0 ] && at=$(seconds "$1")
+            [ $# -gt 0 ] && shift
+        fi
         if [ -z "$at" ]; then
             left="$left $phase"
             continue
@@ -83,10 +91,43 @@ while [ -n "$pending" ]; do
         fi
     done
     pending=$left
-    [ -n "$pending" ] && sleep 1
+    [ -n "$pending" ] && sleep 0.5
 done
 ready=true
-passed ready "$(now)"
+read -r up _ < /proc/uptime
+passed ready "$up"
+"""
+
+# Units a workstation never needs, masked: timers that would run apt or scrub
+# the disk on a metered machine, and their boot-time parts.
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "man-db.timer",
+)
+
+# Early, beside the rest of sysinit (no default dependencies): the root file
+# system and the seed's device are all it needs. Before sshd, which needs the
+# host key and the user, and before the DevTools relay, which needs the host's
+# address. A seed that cannot be applied fails this unit, and the workstation
+# never says it is ready.
+SEED_UNIT = r"""[Unit]
+Description=Apply cwhost's seed: hostname, user, SSH keys, host key, files
+DefaultDependencies=no
+Wants=dev-disk-by\x2dlabel-cidata.device
+After=dev-disk-by\x2dlabel-cidata.device local-fs.target systemd-sysusers.service
+Before=ssh.service systemd-user-sessions.service cwhost-cdp-relay.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/lib/cwhost/apply-seed
+
+[Install]
+WantedBy=multi-user.target
 """
 
 BASE_FILES = {
@@ -97,8 +138,6 @@ BASE_FILES = {
     # restricted): named by its MAC, whatever order the NICs are found in.
     "etc/systemd/network/10-cwhost-forwards.link": f"[Match]\nMACAddress={FORWARDING_MAC}\n\n[Link]\nName=fwd0\n",
     "etc/network/interfaces.d/fwd0": FORWARDS_INTERFACE,
-    # Only the NoCloud seed cwhost attaches: probing cloud providers' metadata
-    # services would wait for timeouts at every boot. The network is ifupdown's.
     "usr/local/lib/cwhost/report-ready": REPORT_READY,
     "etc/systemd/system/cwhost-ready.service": """[Unit]
 Description=Tell cwhost how this boot goes, and when the workstation is ready
@@ -112,10 +151,10 @@ ExecStart=/usr/local/lib/cwhost/report-ready
 [Install]
 WantedBy=multi-user.target
 """,
-    "etc/cloud/cloud.cfg.d/90-cwhost.cfg": json.dumps(
-        {"datasource_list": ["NoCloud", "None"], "network": {"config": "disabled"}}
-    )
-    + "\n",
+    # The seed, applied at every boot before sshd starts and before the
+    # first-boot phase of the readiness report.
+    "usr/local/lib/cwhost/apply-seed": "#!/usr/bin/python3\n" + Path(seed_applier.__file__).read_text(),
+    "etc/systemd/system/cwhost-seed.service": SEED_UNIT,
 }
 
 # Xorg started by a service, not from a console: Xwrapper must allow that.
@@ -153,7 +192,7 @@ CDP_FILES = {
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
 Wants=network-online.target
-After=network-online.target cloud-init.service
+After=network-online.target cwhost-seed.service
 ConditionPathExists={HOST_ADDRESS_FILE}
 
 [Service]
@@ -170,4 +209,8 @@ RestartSec=2
 WantedBy=multi-user.target
 """,
 }
-EXECUTABLES = ("usr/local/lib/cwhost/desktop-session", "usr/local/lib/cwhost/report-ready")
+EXECUTABLES = (
+    "usr/local/lib/cwhost/desktop-session",
+    "usr/local/lib/cwhost/report-ready",
+    "usr/local/lib/cwhost/apply-seed",
+)

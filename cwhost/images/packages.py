@@ -1,9 +1,9 @@
 """What goes into each type's image, from Debian 12's archive.
 
 Every image can be reached and managed: a kernel to boot directly, SSH,
-cloud-init for the user and keys, and the guest agent for addresses and
-commands. ifupdown and the DHCP client bring up the one NIC (cloud-init's own
-network configuration is off, so nothing else fights over it). dbus lets
+Python for the seed applier (cwhost.images.seed_applier: the user and keys),
+and the guest agent for addresses and commands. ifupdown and the DHCP client
+bring up the NICs. dbus lets
 systemd-logind run, which turns the ACPI power button (a graceful stop) into
 a shutdown; without it the guest ignores the button.
 """
@@ -18,7 +18,7 @@ BASE_PACKAGES = (
     "linux-image-amd64",
     "systemd-sysv",
     "openssh-server",
-    "cloud-init",
+    "python3",
     "qemu-guest-agent",
     "sudo",
     "dbus",

@@ -3,22 +3,24 @@
 The seed carries the hostname, ``locale: C.UTF-8`` (without the ``locales``
 package cloud-init ends in ``error`` otherwise), one user with the SSH keys
 and sudo, the workspace share mounted at ``~/workspace`` over virtiofs (a
-systemd mount unit), and the guest agent enabled. Network configuration is
-left to the image (ifupdown does DHCP; cloud-init's would fight it). Everything is
-written with a YAML dumper and ``pycdlib``, never by formatting text, and read
-back the same way.
+systemd mount unit), and the SSH host key. The guest agent is started by the
+image's udev rule. Network configuration is left to the image (ifupdown does
+DHCP; cloud-init's would fight it). cwhost's images apply the seed with their
+own reader (cwhost.images.seed_applier); an image with cloud-init applies the
+same files. Everything is written with a JSON dumper (YAML reads JSON) and
+``pycdlib``, never by formatting text, and read back the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 from pathlib import Path
 
 import pycdlib
-import yaml
 
 from drivers.base import GUEST_UID, SHARE_TAG, GuestSeed, HostKey
 
@@ -43,7 +45,6 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
     applies a changed seed (new keys) at the next boot, and only then; the
     host key is the seed's, so a new instance keeps it.
     """
-    home = f"/home/{seed.user}"
     config: dict = {
         "hostname": seed.hostname,
         # The hostname in /etc/hosts too, or sudo cannot resolve it.
@@ -59,32 +60,49 @@ def seed_files(seed: GuestSeed, name: str) -> dict[str, bytes]:
                 "ssh_authorized_keys": list(seed.ssh_keys),
             }
         ],
-        "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
     }
     config.update(_host_key_config(seed))
     written = []
     if seed.host_address:
         written.append({"path": HOST_ADDRESS_FILE, "content": seed.host_address + "\n"})
     if seed.mount_share:
-        # A mount unit started once the user exists, not cloud-init's `mounts`:
-        # that module runs before users are made, and its mkdir would leave
-        # the user a home owned by root.
-        unit = workspace_mount_unit(seed.user)
-        written.append({"path": f"/etc/systemd/system/{unit}", "content": _mount_unit_text(home)})
-        config["runcmd"][:0] = [
-            ["install", "-d", "-o", seed.user, "-g", seed.user, f"{home}/workspace"],
-            ["systemctl", "daemon-reload"],
-            ["systemctl", "enable", "--now", unit],
-        ]
+        unit_file, config["runcmd"] = _workspace_mount(seed.user)
+        written.append(unit_file)
     if written:
         config["write_files"] = written
-    user_data = b"#cloud-config\n" + yaml.safe_dump(config, sort_keys=False).encode()
+    user_data = b"#cloud-config\n" + _dumped(config)
     instance_id = f"{name}-{hashlib.sha256(user_data).hexdigest()[:12]}"
     return {
-        "meta-data": yaml.safe_dump({"instance-id": instance_id, "local-hostname": seed.hostname}).encode(),
+        "meta-data": _dumped({"instance-id": instance_id, "local-hostname": seed.hostname}),
         "user-data": user_data,
-        "network-config": yaml.safe_dump({"network": {"config": "disabled"}}).encode(),
+        "network-config": _dumped({"network": {"config": "disabled"}}),
     }
+
+
+def _workspace_mount(user: str) -> tuple[dict, list[list[str]]]:
+    """The share mounted at ~/workspace: its mount unit's file, and the commands that start it.
+
+    A mount unit started once the user exists, not cloud-init's `mounts`: that
+    module runs before users are made, and its mkdir would leave the user a
+    home owned by root. Enabled for later boots without a reload of systemd
+    (seconds under TCG: systemd finds a unit file it has not loaded yet by
+    itself), and started without waiting: readiness waits for it (its
+    workspace phase).
+    """
+    home = f"/home/{user}"
+    unit = workspace_mount_unit(user)
+    commands = [
+        ["install", "-d", "-o", user, "-g", user, f"{home}/workspace"],
+        ["systemctl", "--no-reload", "enable", unit],
+        ["systemctl", "start", "--no-block", unit],
+    ]
+    return {"path": f"/etc/systemd/system/{unit}", "content": _mount_unit_text(home)}, commands
+
+
+def _dumped(document: dict) -> bytes:
+    """JSON, which YAML reads: cloud-init takes it as it is, and the images' own reader
+    (cwhost.images.seed_applier) needs only Python's standard library."""
+    return (json.dumps(document, indent=1) + "\n").encode()
 
 
 def _host_key_config(seed: GuestSeed) -> dict:
@@ -144,7 +162,7 @@ def read_seed_iso(path: Path) -> dict[str, bytes]:
 
 def seed_of(files: dict[str, bytes]) -> GuestSeed:
     """The GuestSeed a seed's files say."""
-    config = yaml.safe_load(files["user-data"])
+    config = json.loads(files["user-data"].partition(b"\n")[2])
     user = config["users"][0]
     written = {entry["path"]: entry["content"] for entry in config.get("write_files") or ()}
     return GuestSeed(
