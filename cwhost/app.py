@@ -31,6 +31,7 @@ from cwhost.usage.account_report import AccountUsageReports
 from cwhost.usage.ledger import UsageLedger
 from cwhost.usage.metrics import build_registry
 from cwhost.usage.sampler import GpuReader, ProcessReader, Sampler
+from cwhost.web import init_web
 from cwhost.workspaces.files import WorkspaceFiles
 from cwhost.workspaces.registry import Workspaces
 from cwhost.workspaces.storage_budget import StorageBudget
@@ -203,4 +204,5 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         else None,
     ).install(app)
     init_api(app)
+    init_web(app)
     return app

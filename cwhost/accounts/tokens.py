@@ -116,7 +116,10 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal | None:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
-        digest = hash_token(token)
+        return self.verify_digest(hash_token(token))
+
+    def verify_digest(self, digest: str) -> Principal | None:
+        """As ``verify``, for a token of which only the digest is kept (the dashboard's sessions)."""
         now = self._clock()
         remembered = self._verified.get(digest)
         if remembered is not None and remembered[0] > now:

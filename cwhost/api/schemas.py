@@ -92,6 +92,19 @@ class WorkstationCreateSchema(StrictSchema):
     )
 
 
+def create_arguments(body: dict) -> dict:
+    """A loaded WorkstationCreateSchema body as Lifecycle.create's keyword arguments (the API's and the dashboard's)."""
+    return {
+        "name": body["name"],
+        "configuration": body.get("configuration"),
+        "type_id": body.get("type"),
+        "workspace_id": body.get("workspace_id"),
+        "idle_timeout_minutes": body.get("idle_timeout_minutes"),
+        "running_timeout_minutes": body.get("running_timeout_minutes"),
+        "ssh_public_keys": body.get("ssh_public_keys"),
+    }
+
+
 class WorkstationPatchSchema(StrictSchema):
     name = name_field()
     configuration = fields.Nested(ConfigurationInSchema, load_default=dict)

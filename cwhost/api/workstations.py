@@ -22,6 +22,7 @@ from cwhost.api.schemas import (
     WorkstationListSchema,
     WorkstationPatchSchema,
     WorkstationSchema,
+    create_arguments,
 )
 from cwhost.api.usage_schemas import UsageSchema
 from cwhost.api.workstation_json import Presenter, json_response
@@ -81,16 +82,7 @@ class Workstations(MethodView):
     @blp.doc(operationId="createWorkstation")
     def post(self, body):
         """Create a workstation; it answers at once as `provisioning`, then becomes `stopped`."""
-        ws = services().lifecycle.create(
-            g.principal,
-            name=body["name"],
-            configuration=body.get("configuration"),
-            type_id=body.get("type"),
-            workspace_id=body.get("workspace_id"),
-            idle_timeout_minutes=body.get("idle_timeout_minutes"),
-            running_timeout_minutes=body.get("running_timeout_minutes"),
-            ssh_public_keys=body.get("ssh_public_keys"),
-        )
+        ws = services().lifecycle.create(g.principal, **create_arguments(body))
         location = url_for("workstations.WorkstationById", workstation_id=ws.id)
         return _shown(ws), 201, {"Location": location}
 

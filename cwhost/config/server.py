@@ -200,6 +200,12 @@ class ReadinessConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    # The dashboard at /ui/: how long a sign-in lasts (its session cookie's life).
+    session_minutes: int = setting(480, validate=Range(5, 10080))
+
+
+@dataclass(frozen=True)
 class ImagesConfig:
     # Where built images live: empty means <data_dir>/images.
     dir: str = setting("")
@@ -229,6 +235,7 @@ class Config:
     exec: ExecConfig = setting(ExecConfig)
     browser: BrowserConfig = setting(BrowserConfig)
     readiness: ReadinessConfig = setting(ReadinessConfig)
+    web: WebConfig = setting(WebConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         seed_types,

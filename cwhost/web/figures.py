@@ -1,0 +1,75 @@
+"""What the dashboard shows of workstations: a list row (uptime, cost this month) and the usage charts.
+
+Every figure is the ledger's, priced as the usage API prices it
+(``PricedReport``), so the page and ``GET /v1/workstations/{id}/usage`` for
+the same window agree to the last digit.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass
+
+from cwhost.config.server import Config
+from cwhost.ids import rfc3339_to_unix, unix_to_rfc3339
+from cwhost.model import Workstation
+from cwhost.usage.ledger import PricedReport, UsageLedger
+
+HOUR = 3600
+DAY = 24 * HOUR
+# The two charts of a workstation's page: by hour over the last day, by day over the last month.
+WINDOWS = {"day": ("hour", DAY), "month": ("day", 30 * DAY)}
+
+
+@dataclass(frozen=True)
+class Row:
+    ws: Workstation
+    uptime: str
+    month_cost_usd: float
+
+
+def month_start(now: float) -> float:
+    year, month = time.gmtime(now)[:2]
+    return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+
+
+def uptime(ws: Workstation, now: float) -> str:
+    if ws.status != "running" or not ws.started_at:
+        return ""
+    minutes = int(now - rfc3339_to_unix(ws.started_at)) // 60
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def rows(workstations: list[Workstation], ledger: UsageLedger, config: Config, now: float) -> list[Row]:
+    """Each workstation with its uptime and its cost since the month began, in one read of the ledger."""
+    sums = ledger.sums([ws.id for ws in workstations], month_start(now), now)
+    return [Row(ws, uptime(ws, now), sums.per_workstation[ws.id].cost_usd(config.pricing)) for ws in workstations]
+
+
+def chart(ws: Workstation, ledger: UsageLedger, config: Config, window: str, now: float) -> dict:
+    """A window's buckets and total, as the usage API answers them for the same from, to and granularity."""
+    granularity, span = WINDOWS[window]
+    start = float(int((now - span) // HOUR * HOUR))
+    end = float(int(now))
+    report = PricedReport.of(
+        ledger.report(ws.id, start, end, granularity), config.pricing, created_at=rfc3339_to_unix(ws.created_at)
+    )
+    return {
+        "window": window,
+        "granularity": granularity,
+        "from": unix_to_rfc3339(start),
+        "to": unix_to_rfc3339(end),
+        "starts": [bucket.start for bucket in report.buckets],
+        "cpuHours": [bucket.cpu_hours for bucket in report.buckets],
+        "memoryGBHours": [bucket.memory_gb_hours for bucket in report.buckets],
+        "gpuHours": [bucket.gpu_hours for bucket in report.buckets],
+        "costUSD": [bucket.cost_usd for bucket in report.buckets],
+        "total": {
+            "cpuHours": report.cpu_hours,
+            "memoryGBHours": report.memory_gb_hours,
+            "gpuHours": report.gpu_hours,
+            "costUSD": report.cost_usd,
+        },
+    }

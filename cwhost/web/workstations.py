@@ -1,0 +1,140 @@
+"""The workstations' pages: the list (updating itself), the create form, the actions, one workstation's page."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from cwhost.api.components import components, services
+from cwhost.api.schemas import WorkstationCreateSchema, create_arguments
+from cwhost.errors import NotFound, ServiceError
+from cwhost.web import figures
+from cwhost.web.guard import signed_in
+from cwhost.workstations.access import reach
+
+# Enough for a person's list; the API pages further.
+LIST_LIMIT = 500
+ACTIONS = ("launch", "stop", "force-stop", "delete")
+
+
+def _rows():
+    page = services().store.page(g.principal, limit=LIST_LIMIT)
+    return figures.rows(page.items, services().ledger, components().config, time.time())
+
+
+@signed_in
+def workstations():
+    return render_template("workstations.html", rows=_rows())
+
+
+@signed_in
+def workstation_rows():
+    return render_template("workstation_rows.html", rows=_rows())
+
+
+def _form_body(form) -> dict:
+    """The form as the API's request body: the same schema judges both."""
+    body: dict = {"name": form.get("name", "")}
+    if form.get("mode", "type") == "type":
+        body["type"] = form.get("type", "")
+    else:
+        configuration = {key: _number(form[key]) for key in ("cpuCores", "memoryGB", "storageGB") if form.get(key)}
+        if form.get("gpu"):
+            configuration["gpu"] = form["gpu"]
+        body["configuration"] = configuration
+    if form.get("workspaceId"):
+        body["workspaceId"] = form["workspaceId"]
+    keys = [line.strip() for line in form.get("sshPublicKeys", "").splitlines() if line.strip()]
+    if keys:
+        body["sshPublicKeys"] = keys
+    return body
+
+
+def _number(text: str):
+    """A form's number as the JSON body would carry it; anything else as typed, for the schema to refuse."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return text
+
+
+def _field_errors(messages, prefix: str = "") -> dict[str, str]:
+    """marshmallow's nested messages as one sentence per form field (configuration.cpuCores → cpuCores)."""
+    flat: dict[str, str] = {}
+    for key, value in messages.items():
+        if isinstance(value, dict):
+            flat.update(_field_errors(value, prefix))
+        else:
+            flat[str(key)] = " ".join(str(message) for message in value)
+    return flat
+
+
+def _form(errors=None, message=None, status=200):
+    types = components().config.types
+    return render_template(
+        "workstation_new.html", types=types, form=request.form, errors=errors or {}, message=message
+    ), status
+
+
+@signed_in
+def new_workstation():
+    return _form()
+
+
+@signed_in
+def create_workstation():
+    try:
+        body = WorkstationCreateSchema().load(_form_body(request.form))
+    except ValidationError as exc:
+        return _form(errors=_field_errors(exc.messages), message="Some fields need another value.", status=422)
+    try:
+        ws = services().lifecycle.create(g.principal, **create_arguments(body))
+    except ServiceError as exc:
+        return _form(errors=_field_errors(exc.details or {}), message=exc.message, status=exc.status)
+    return redirect(url_for("web.workstation", workstation_id=ws.id))
+
+
+@signed_in
+def act(workstation_id: str, action: str):
+    if action not in ACTIONS:
+        abort(404)
+    lifecycle = services().lifecycle
+    try:
+        if action == "launch":
+            lifecycle.launch(g.principal, workstation_id)
+        elif action in ("stop", "force-stop"):
+            lifecycle.stop(g.principal, workstation_id, force=action == "force-stop")
+        else:
+            lifecycle.delete(g.principal, workstation_id, force=True)
+            return redirect(url_for("web.workstations"))
+    except NotFound:
+        abort(404)
+    except ServiceError as exc:
+        abort(exc.status, exc.message)
+    if request.form.get("back") == "list":
+        return redirect(url_for("web.workstations"))
+    return redirect(url_for("web.workstation", workstation_id=workstation_id))
+
+
+@signed_in
+def workstation(workstation_id: str):
+    domain = services()
+    try:
+        ws = domain.store.load(g.principal, workstation_id)
+    except NotFound:
+        abort(404)
+    config, now = components().config, time.time()
+    access = reach(ws, domain.live.get(ws.id), config, request.host.rsplit(":", 1)[0])
+    charts = [figures.chart(ws, domain.ledger, config, window, now) for window in figures.WINDOWS]
+    return render_template("workstation.html", ws=ws, ssh=access.ssh if access else None, charts=charts)
+
+
+def register(blp: Blueprint) -> None:
+    blp.add_url_rule("/", "workstations", workstations)
+    blp.add_url_rule("/workstations/rows", "workstation_rows", workstation_rows)
+    blp.add_url_rule("/workstations/new", "new_workstation", new_workstation)
+    blp.add_url_rule("/workstations", "create_workstation", create_workstation, methods=["POST"])
+    blp.add_url_rule("/workstations/<workstation_id>", "workstation", workstation)
+    blp.add_url_rule("/workstations/<workstation_id>/<action>", "act", act, methods=["POST"])
