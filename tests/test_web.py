@@ -3,13 +3,17 @@ headers, forms judged by the API's own schema, and one account never seeing anot
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import time
 
 import pytest
 
 from cwhost.accounts import tokens as auth
-from tests.helpers import create_stopped, wait_for_status
+from cwhost.app import create_app
+from cwhost.db.database import Database
+from tests.helpers import create_stopped, free_port, make_config, power_off_fake_guests, wait_for_status
 
 
 def sign_in(client, token: str, follow=False):
@@ -159,3 +163,87 @@ def test_the_workstation_page_s_totals_are_the_usage_api_s_for_the_same_window(s
         assert shown == f"{api['memoryGBHours']:.6f}"
         cost = re.search(r'data-figure="costUSD">\$([0-9.]+)<', section).group(1)
         assert cost == f"{api['costUSD']:.6f}"
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM alice@laptop"
+
+
+def test_the_account_page_shows_the_balance_and_burn_rate_the_api_gives(signed_in, alice_token):
+    api = signed_in.get("/v1/account", headers={"Authorization": f"Bearer {alice_token}"}).get_json()
+    page = signed_in.get("/ui/account").get_data(as_text=True)
+    balance = "no limit" if api["balanceUSD"] is None else f"${api['balanceUSD']:.4f}"
+    assert f'id="balance">{balance}<' in page
+    assert f'id="burn-rate">${api["burnRateUSDPerHour"]:.4f} an hour<' in page
+
+
+def test_ssh_keys_are_added_with_the_api_s_checks_and_removed(signed_in, alice_token):
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    token = csrf(signed_in)
+    bad = signed_in.post("/ui/account/keys", data={"csrf_token": token, "name": "laptop", "publicKey": "ssh-rsa AAAA"})
+    assert bad.status_code == 400 and 'id="publicKey-error"' in bad.get_data(as_text=True)
+    assert signed_in.get("/v1/account/ssh-keys", headers=headers).get_json()["data"] == []
+    added = signed_in.post("/ui/account/keys", data={"csrf_token": token, "name": "laptop", "publicKey": KEY})
+    assert added.status_code == 302
+    (key,) = signed_in.get("/v1/account/ssh-keys", headers=headers).get_json()["data"]
+    assert key["fingerprint"] in signed_in.get("/ui/account").get_data(as_text=True)
+    assert signed_in.post(f"/ui/account/keys/{key['id']}/delete", data={"csrf_token": token}).status_code == 302
+    assert signed_in.get("/v1/account/ssh-keys", headers=headers).get_json()["data"] == []
+
+
+def test_the_usage_csv_holds_each_workstation_s_days_summing_to_the_usage_api_s(signed_in, alice_token):
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    ws = create_stopped(signed_in, headers)["id"]
+    time.sleep(1.1)  # the figures run to the last whole second
+    answer = signed_in.get("/ui/account/usage.csv")
+    assert answer.mimetype == "text/csv" and "attachment" in answer.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    mine = [row for row in rows if row["workstationId"] == ws]
+    assert len(mine) == 30 and {row["name"] for row in mine} == {"ws1"}
+    window = {"from": mine[0]["from"], "to": mine[-1]["to"]}
+    api = signed_in.get(f"/v1/workstations/{ws}/usage", headers=headers, query_string=window).get_json()
+    assert sum(float(row["memoryGBHours"]) for row in mine) == pytest.approx(api["memoryGBHours"], rel=1e-9, abs=1e-15)
+    assert sum(float(row["costUSD"]) for row in mine) == pytest.approx(api["costUSD"], rel=1e-9, abs=1e-15)
+    assert api["costUSD"] > 0  # its disk is priced from its creation
+
+
+def test_the_workstation_page_shows_its_log(signed_in, alice_token):
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    ws = create_stopped(signed_in, headers)["id"]
+    logged = signed_in.get(f"/v1/workstations/{ws}/logs", headers=headers).get_json()["data"]
+    event = next(entry for entry in logged if entry["type"] == "event")
+    text = signed_in.get(f"/v1/workstations/{ws}/logs/{event['id']}/content", headers=headers).get_data(as_text=True)
+    page = signed_in.get(f"/ui/workstations/{ws}").get_data(as_text=True)
+    assert text.split(" ", 2)[2].strip() in page
+
+
+@pytest.fixture
+def console_client(tmp_path):
+    novnc = tmp_path / "novnc"
+    (novnc / "core").mkdir(parents=True)
+    (novnc / "core" / "rfb.js").write_text("export default class RFB {}\n")
+    config = make_config(tmp_path / "data", console={"port": free_port(), "novnc_dir": str(novnc)})
+    Database(config.database_path).migrate()
+    app = create_app(config)
+    token = auth.create_key(app.extensions["cwhost"].db, "alice").token
+    client = app.test_client()
+    assert sign_in(client, token).status_code == 302
+    yield app, client, {"Authorization": f"Bearer {token}"}
+    app.extensions["cwhost"].services.background.wait_idle()
+    power_off_fake_guests(config.data_dir)
+
+
+def test_a_ready_workstation_s_page_embeds_its_console_and_a_screenshot(console_client):
+    app, client, headers = console_client
+    ws = create_stopped(client, headers)["id"]
+    assert client.post(f"/v1/workstations/{ws}/launch", headers=headers).status_code == 200
+    app.extensions["cwhost"].services.readiness.check()
+    page = client.get(f"/ui/workstations/{ws}").get_data(as_text=True)
+    link = re.search(r'<iframe id="console" src="([^"]+)"', page).group(1)
+    assert link.startswith("/console/")
+    # The embedded console is the API's one-time page: it opens once.
+    assert client.get(link).status_code == 200 and client.get(link).status_code == 404
+    shot = client.get(f"/ui/workstations/{ws}/screenshot.png")
+    assert shot.status_code == 200 and shot.data.startswith(b"\x89PNG")
+    assert client.post(f"/v1/workstations/{ws}/stop", headers=headers).status_code == 200
+    assert client.get(f"/ui/workstations/{ws}/screenshot.png").status_code == 400
+    assert '<iframe id="console"' not in client.get(f"/ui/workstations/{ws}").get_data(as_text=True)

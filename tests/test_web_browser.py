@@ -26,10 +26,19 @@ def browser():
         launched.close()
 
 
+AXE = (Path(__file__).parent / "web" / "axe.min.js").read_text()
+
+
 def _shot(page, tmp_path: Path, name: str) -> None:
+    """Keep the page's screenshot, and check it with axe: no serious or critical violation."""
     directory = Path(os.environ.get("CWHOST_SCREENSHOT_DIR") or tmp_path)
     directory.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(directory / f"{name}.png"), full_page=True)
+    if page.evaluate("typeof axe") == "undefined":
+        page.evaluate(AXE)  # over the DevTools protocol: the page's CSP rightly refuses inline scripts
+    violations = page.evaluate("axe.run(document).then(result => result.violations)")
+    serious = [(v["id"], v["impact"], v["help"]) for v in violations if v["impact"] in ("serious", "critical")]
+    assert serious == [], f"{name}: {serious}"
 
 
 def test_sign_in_create_with_a_field_error_launch_live_and_delete(server, browser, tmp_path):
@@ -79,6 +88,11 @@ def test_sign_in_create_with_a_field_error_launch_live_and_delete(server, browse
     page.locator(".plot canvas").first.wait_for()
     _shot(page, tmp_path, "workstation")
 
+    page.get_by_role("link", name="Account").click()
+    page.get_by_role("heading", name="SSH keys").wait_for()
+    _shot(page, tmp_path, "account")
+    row.page.go_back()
+    page.get_by_role("heading", name="dev-box").wait_for()
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete dev-box").click()
     page.get_by_role("heading", name="Workstations").wait_for()

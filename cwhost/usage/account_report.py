@@ -48,6 +48,10 @@ class AccountUsageReports:
         self._ledger = ledger
         self._clock = clock
 
+    def existed(self, account_id: str, start: float, end: float) -> list[dict]:
+        """The account's workstations, deleted ones too, that existed at some moment of [start, end)."""
+        return [row for row in inventory.ever_of_account(self._db, account_id) if _existed_within(row, start, end)]
+
     def report(self, account_id: str, start: float | None, end: float | None, granularity: str | None) -> AccountUsage:
         """Usage over [start, end) (from the account's first workstation to now by default)."""
         rows = inventory.ever_of_account(self._db, account_id)

@@ -73,3 +73,24 @@ def chart(ws: Workstation, ledger: UsageLedger, config: Config, window: str, now
             "costUSD": report.cost_usd,
         },
     }
+
+
+def daily_by_workstation(domain, config: Config, account_id: str, start: float, now: float) -> dict:
+    """Each of the account's workstations (deleted ones too) that existed since ``start``, by day, priced."""
+    days = [start + i * DAY for i in range(int((now - start - 1) // DAY) + 1)]
+    series = []
+    for row in domain.account_usage.existed(account_id, start, now):
+        report = domain.ledger.report(row["id"], start, now, "day")
+        by_day = {bucket_start: figures for bucket_start, figures in report.buckets}
+        priced = [by_day.get(day) for day in days]
+        series.append(
+            {
+                "id": row["id"],
+                "name": row["name"],
+                "cpuHours": [f.cpu_seconds / HOUR if f else 0.0 for f in priced],
+                "memoryGBHours": [f.memory_gb_seconds / HOUR if f else 0.0 for f in priced],
+                "gpuHours": [f.gpu_seconds / HOUR if f else 0.0 for f in priced],
+                "costUSD": [f.cost_usd(config.pricing) if f else 0.0 for f in priced],
+            }
+        )
+    return {"days": days, "end": now, "workstations": series}

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from cwhost.api.components import components, services
 from cwhost.api.schemas import WorkstationCreateSchema, create_arguments
 from cwhost.errors import NotFound, ServiceError
+from cwhost.ids import unix_to_rfc3339
 from cwhost.web import figures
+from cwhost.web.forms import field_errors
 from cwhost.web.guard import signed_in
 from cwhost.workstations.access import reach
 
 # Enough for a person's list; the API pages further.
 LIST_LIMIT = 500
 ACTIONS = ("launch", "stop", "force-stop", "delete")
+# The oldest events shown on a workstation's page, and how much of the end of its serial console.
+EVENTS_SHOWN = 200
+CONSOLE_TAIL_BYTES = 32 * 1024
 
 
 def _rows():
@@ -60,17 +66,6 @@ def _number(text: str):
         return text
 
 
-def _field_errors(messages, prefix: str = "") -> dict[str, str]:
-    """marshmallow's nested messages as one sentence per form field (configuration.cpuCores → cpuCores)."""
-    flat: dict[str, str] = {}
-    for key, value in messages.items():
-        if isinstance(value, dict):
-            flat.update(_field_errors(value, prefix))
-        else:
-            flat[str(key)] = " ".join(str(message) for message in value)
-    return flat
-
-
 def _form(errors=None, message=None, status=200):
     types = components().config.types
     return render_template(
@@ -88,11 +83,11 @@ def create_workstation():
     try:
         body = WorkstationCreateSchema().load(_form_body(request.form))
     except ValidationError as exc:
-        return _form(errors=_field_errors(exc.messages), message="Some fields need another value.", status=422)
+        return _form(errors=field_errors(exc.messages), message="Some fields need another value.", status=422)
     try:
         ws = services().lifecycle.create(g.principal, **create_arguments(body))
     except ServiceError as exc:
-        return _form(errors=_field_errors(exc.details or {}), message=exc.message, status=exc.status)
+        return _form(errors=field_errors(exc.details or {}), message=exc.message, status=exc.status)
     return redirect(url_for("web.workstation", workstation_id=ws.id))
 
 
@@ -128,7 +123,51 @@ def workstation(workstation_id: str):
     config, now = components().config, time.time()
     access = reach(ws, domain.live.get(ws.id), config, request.host.rsplit(":", 1)[0])
     charts = [figures.chart(ws, domain.ledger, config, window, now) for window in figures.WINDOWS]
-    return render_template("workstation.html", ws=ws, ssh=access.ssh if access else None, charts=charts)
+    events, _ = domain.store.events(ws.id, EVENTS_SHOWN, None)
+    return render_template(
+        "workstation.html",
+        ws=ws,
+        ssh=access.ssh if access else None,
+        console_url=_console_link(ws, access),
+        charts=charts,
+        events=[(unix_to_rfc3339(e.created_at), e.level, e.message) for e in events],
+        console_tail=_console_tail(domain.lifecycle.console_log(ws)),
+    )
+
+
+def _console_link(ws, access) -> str | None:
+    """A one-time console link for the page's embedded console, as the API mints them; None without one."""
+    console = components().console
+    if console is None or access is None or access.console is None or access.console.protocol != "vnc" or not ws.ready:
+        return None
+    prefix = url_for("console.console_page", token="_").removesuffix("_")
+    link, _ = console.minter(prefix, "")(ws.id)
+    return link
+
+
+@signed_in
+def screenshot(workstation_id: str):
+    """The display, for the page's thumbnail: the API's screenshot, within the same per-account limits."""
+    try:
+        png = services().guest_actions.screenshot(g.principal, workstation_id)
+    except NotFound:
+        abort(404)
+    except ServiceError as exc:
+        abort(exc.status, exc.message)
+    return Response(png, content_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _console_tail(path) -> str | None:
+    """The end of the serial console's text, as much as a page shows; None when it has none."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as console:
+            console.seek(0, os.SEEK_END)
+            console.seek(max(0, console.tell() - CONSOLE_TAIL_BYTES))
+            return console.read().decode(errors="replace")
+    except OSError:
+        return None
 
 
 def register(blp: Blueprint) -> None:
@@ -137,4 +176,5 @@ def register(blp: Blueprint) -> None:
     blp.add_url_rule("/workstations/new", "new_workstation", new_workstation)
     blp.add_url_rule("/workstations", "create_workstation", create_workstation, methods=["POST"])
     blp.add_url_rule("/workstations/<workstation_id>", "workstation", workstation)
+    blp.add_url_rule("/workstations/<workstation_id>/screenshot.png", "screenshot", screenshot)
     blp.add_url_rule("/workstations/<workstation_id>/<action>", "act", act, methods=["POST"])

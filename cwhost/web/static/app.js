@@ -16,6 +16,22 @@ document.addEventListener("click", (event) => {
   navigator.clipboard.writeText(text).then(() => { button.textContent = "Copied"; });
 });
 
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button.fullscreen");
+  if (button) document.getElementById(button.dataset.fullscreen).requestFullscreen();
+});
+
+// The display's thumbnail, taken again every few seconds while the page is shown.
+function refreshScreenshots() {
+  document.querySelectorAll("img[data-refresh-seconds]").forEach((image) => {
+    const base = image.src.split("?")[0];
+    setInterval(() => {
+      if (!document.hidden) image.src = base + "?at=" + Date.now();
+    }, 1000 * Number(image.dataset.refreshSeconds));
+  });
+}
+document.addEventListener("DOMContentLoaded", refreshScreenshots);
+
 function drawChart(element) {
   const data = JSON.parse(document.getElementById(element.dataset.chart).textContent);
   const width = Math.max(280, Math.min(element.clientWidth || 640, 960));
@@ -38,9 +54,29 @@ function drawChart(element) {
   new uPlot(options, columns, element);
 }
 
+// Each workstation's daily cost stacked on the ones before it: a series is the running sum.
+function drawStacked(element) {
+  const data = JSON.parse(document.getElementById(element.dataset.stacked).textContent);
+  const palette = ["#1f6feb", "#8250df", "#1a7f37", "#bf3989", "#9a6700", "#0969da", "#cf222e"];
+  const running = data.days.map(() => 0);
+  const columns = [data.days];
+  const series = [{}];
+  data.workstations.forEach((ws, index) => {
+    ws.costUSD.forEach((cost, day) => { running[day] += cost; });
+    columns.push(running.slice());
+    const colour = palette[index % palette.length];
+    series.push({ label: ws.name, stroke: colour, fill: colour + "33", width: 1 });
+  });
+  const width = Math.max(280, Math.min(element.clientWidth || 640, 960));
+  element.replaceChildren();
+  new uPlot({ width: width, height: 260, series: series, scales: { x: { time: true } }, axes: [{}, { label: "USD" }] },
+    columns, element);
+}
+
 function drawCharts() {
   if (typeof uPlot === "undefined") return;
   document.querySelectorAll("[data-chart]").forEach(drawChart);
+  document.querySelectorAll("[data-stacked]").forEach(drawStacked);
 }
 
 document.addEventListener("DOMContentLoaded", drawCharts);

@@ -1,0 +1,17 @@
+"""Forms judged by the API's own schemas: their messages, one sentence a field, for the page to show beside it."""
+
+from __future__ import annotations
+
+
+def field_errors(messages) -> dict[str, str]:
+    """marshmallow's messages (nested ones flattened: configuration.cpuCores → cpuCores) by form field;
+    messages about the whole body go under ``""``."""
+    if not isinstance(messages, dict):
+        return {"": " ".join(str(message) for message in messages)}
+    flat: dict[str, str] = {}
+    for key, value in messages.items():
+        if isinstance(value, dict):
+            flat.update(field_errors(value))
+        else:
+            flat[str(key)] = " ".join(str(message) for message in value)
+    return flat
