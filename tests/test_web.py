@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import time
 
@@ -247,3 +248,40 @@ def test_a_ready_workstation_s_page_embeds_its_console_and_a_screenshot(console_
     assert client.post(f"/v1/workstations/{ws}/stop", headers=headers).status_code == 200
     assert client.get(f"/ui/workstations/{ws}/screenshot.png").status_code == 400
     assert '<iframe id="console"' not in client.get(f"/ui/workstations/{ws}").get_data(as_text=True)
+
+
+def test_workspaces_are_made_filled_streamed_back_archived_and_deleted(signed_in, alice_token, components):
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    token = csrf(signed_in)
+    assert signed_in.post("/ui/workspaces", data={"csrf_token": token, "name": "bad name!"}).status_code == 422
+    assert signed_in.post("/ui/workspaces", data={"csrf_token": token, "name": "data"}).status_code == 302
+    (workspace,) = signed_in.get("/v1/workspaces", headers=headers).get_json()["data"]
+    body = os.urandom(3 * 1024 * 1024)
+    url = f"/ui/workspaces/{workspace['id']}/files/inputs/<b>big</b>.bin"
+    assert signed_in.put(url, data=body).status_code == 403  # no CSRF token: nothing stored
+    stored = signed_in.put(url, data=body, headers={"X-CSRF-Token": token})
+    assert stored.status_code == 201 and stored.get_json()["size"] == len(body)
+    page = signed_in.get(f"/ui/workspaces/{workspace['id']}").get_data(as_text=True)
+    assert "inputs/&lt;b&gt;big&lt;/b&gt;.bin" in page and "<b>big</b>" not in page
+    download = re.search(r'href="(/ui/workspaces/[^"]+/download/[^"]+)"', page).group(1)
+    with signed_in.get(download) as got:
+        assert got.data == body and "attachment" in got.headers["Content-Disposition"]
+    bob = {"Authorization": f"Bearer {auth.create_key(components.db, 'bob').token}"}
+    assert signed_in.get("/v1/workspaces", headers=bob).get_json()["data"] == []
+    signed_in.post(f"/ui/workspaces/{workspace['id']}/archive", data={"csrf_token": token})
+    assert signed_in.get(f"/v1/workspaces/{workspace['id']}", headers=headers).get_json()["status"] == "archived"
+    refused = signed_in.put(url, data=b"x", headers={"X-CSRF-Token": token})
+    assert refused.status_code >= 400 and refused.get_json()["message"]
+    signed_in.post(f"/ui/workspaces/{workspace['id']}/delete", data={"csrf_token": token})
+    assert signed_in.get(f"/ui/workspaces/{workspace['id']}").status_code == 404
+
+
+def test_another_account_s_workspace_is_404(signed_in, components, client):
+    bob = {"Authorization": f"Bearer {auth.create_key(components.db, 'bob').token}"}
+    theirs = client.post("/v1/workspaces", headers=bob, json={"name": "bobs"}).get_json()["id"]
+    assert signed_in.get(f"/ui/workspaces/{theirs}").status_code == 404
+    token = csrf(signed_in)
+    assert (
+        signed_in.put(f"/ui/workspaces/{theirs}/files/x", data=b"x", headers={"X-CSRF-Token": token}).status_code == 404
+    )
+    assert signed_in.post(f"/ui/workspaces/{theirs}/delete", data={"csrf_token": token}).status_code == 404

@@ -88,10 +88,25 @@ def test_sign_in_create_with_a_field_error_launch_live_and_delete(server, browse
     page.locator(".plot canvas").first.wait_for()
     _shot(page, tmp_path, "workstation")
 
+    page.get_by_role("link", name="Workspaces").click()
+    page.get_by_label("Name (optional)").fill("data")
+    page.get_by_role("button", name="Create workspace").click()
+    page.get_by_role("link", name="data").click()
+    upload = tmp_path / "notes.bin"
+    upload.write_bytes(os.urandom(2 * 1024 * 1024))
+    page.get_by_label("Upload a file").set_input_files(str(upload))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.get_by_role("link", name="Download notes.bin").wait_for()
+    assert page.locator("#upload-progress").get_attribute("value") in ("0", "100")  # reloaded, or done
+    _shot(page, tmp_path, "workspace")
+    with page.expect_download() as downloading:
+        page.get_by_role("link", name="Download notes.bin").click()
+    assert Path(downloading.value.path()).read_bytes() == upload.read_bytes()
     page.get_by_role("link", name="Account").click()
     page.get_by_role("heading", name="SSH keys").wait_for()
     _shot(page, tmp_path, "account")
-    row.page.go_back()
+    page.get_by_role("link", name="Workstations").first.click()
+    page.locator("tr", has_text="dev-box").get_by_role("link", name="dev-box").click()
     page.get_by_role("heading", name="dev-box").wait_for()
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete dev-box").click()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask, redirect
 
-from cwhost.web import account, auth, workstations
+from cwhost.web import account, auth, workspaces, workstations
 from cwhost.web.guard import install_session_store, new_blueprint
 
 
@@ -19,5 +19,6 @@ def init_web(app: Flask) -> None:
     auth.register(blp)
     workstations.register(blp)
     account.register(blp)
+    workspaces.register(blp)
     app.register_blueprint(blp)
     app.add_url_rule("/", "root", lambda: redirect("/ui/"))

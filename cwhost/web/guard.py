@@ -43,7 +43,7 @@ def signed_in(view):
             return redirect(url_for("web.login", next=request.path))
         g.web_session, g.principal = found
         if request.method != "GET":
-            given = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
+            given = request.headers.get(CSRF_HEADER) or _form_csrf_token()
             if not hmac.compare_digest(given.encode(), g.web_session.csrf_token.encode()):
                 abort(403, "This form has expired or did not come from this dashboard; reload the page.")
         if components().rate_limiter.retry_after(g.principal.key_id) is not None:
@@ -51,6 +51,13 @@ def signed_in(view):
         return view(*args, **kwargs)
 
     return guarded
+
+
+def _form_csrf_token() -> str:
+    """A form's token; a body that is not a form (an upload) is never read to look for one."""
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return request.form.get("csrf_token", "")
+    return ""
 
 
 def new_blueprint() -> Blueprint:

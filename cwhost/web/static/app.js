@@ -81,3 +81,35 @@ function drawCharts() {
 
 document.addEventListener("DOMContentLoaded", drawCharts);
 window.addEventListener("resize", drawCharts);
+
+// Uploads stream the file as the request's body, with its progress shown; the page reloads to list it.
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (!form.dataset.upload) return;
+  event.preventDefault();
+  const file = form.querySelector("input[type=file]").files[0];
+  const status = form.querySelector("[role=status]");
+  const progress = form.querySelector("progress");
+  if (!file) { status.textContent = "Choose a file first."; return; }
+  const path = form.querySelector("input[name=path]").value.trim() || file.name;
+  const request = new XMLHttpRequest();
+  request.open("PUT", form.dataset.upload + path.split("/").map(encodeURIComponent).join("/"));
+  request.setRequestHeader("X-CSRF-Token", document.body.dataset.csrf);
+  request.upload.addEventListener("progress", (e) => {
+    if (e.lengthComputable) progress.value = Math.round((100 * e.loaded) / e.total);
+  });
+  request.addEventListener("load", () => {
+    if (request.status === 200 || request.status === 201) {
+      progress.value = 100;
+      status.textContent = "Uploaded " + path + ".";
+      window.location.reload();
+    } else {
+      let message = "The upload failed (" + request.status + ").";
+      try { message = JSON.parse(request.responseText).message || message; } catch (_) { /* not JSON */ }
+      status.textContent = message;
+    }
+  });
+  request.addEventListener("error", () => { status.textContent = "The upload failed: the connection broke."; });
+  status.textContent = "Uploading…";
+  request.send(file);
+});
