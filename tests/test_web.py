@@ -285,3 +285,23 @@ def test_another_account_s_workspace_is_404(signed_in, components, client):
         signed_in.put(f"/ui/workspaces/{theirs}/files/x", data=b"x", headers={"X-CSRF-Token": token}).status_code == 404
     )
     assert signed_in.post(f"/ui/workspaces/{theirs}/delete", data={"csrf_token": token}).status_code == 404
+
+
+def test_the_operators_page_is_for_admins_only_and_sets_credits(client, components, signed_in):
+    assert signed_in.get("/ui/admin").status_code == 404
+    assert signed_in.post("/ui/admin/accounts/alice/credits", data={"csrf_token": csrf(signed_in)}).status_code == 404
+    assert "Operators" not in signed_in.get("/ui/").get_data(as_text=True)
+    ops = auth.create_key(components.db, "ops", admin=True).token
+    second = client.application.test_client()
+    assert sign_in(second, ops).status_code == 302
+    page = second.get("/ui/admin").get_data(as_text=True)
+    host = second.get("/v1/host", headers={"Authorization": f"Bearer {ops}"}).get_json()
+    assert f"<td>{host['cpuCores']}</td>" in page and "alice" in page and "python" in page
+    token = csrf(second)
+    bad = second.post("/ui/admin/accounts/alice/credits", data={"csrf_token": token, "balanceUSD": "lots"})
+    assert bad.status_code == 422 and 'id="balance-alice-error"' in bad.get_data(as_text=True)
+    assert (
+        second.post("/ui/admin/accounts/alice/credits", data={"csrf_token": token, "balanceUSD": "12.5"}).status_code
+        == 302
+    )
+    assert 'id="balance">$12.5000<' in signed_in.get("/ui/account").get_data(as_text=True)

@@ -113,5 +113,17 @@ def test_sign_in_create_with_a_field_error_launch_live_and_delete(server, browse
     page.get_by_role("heading", name="Workstations").wait_for()
     assert page.locator("tr", has_text="dev-box").count() == 0
     assert requests.get(f"{server.url}/v1/workstations/{ws['id']}", headers=headers).status_code == 404
+    # An operator's page: for admin tokens only.
+    assert page.get_by_role("link", name="Operators").count() == 0
+    admin_token = cli(server.env, "keys", "create", "--account", "ops", "--admin").stdout.split()[-1]
+    operator = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's width
+    operator.on("pageerror", lambda error: errors.append(str(error)))
+    operator.goto(server.url + "/ui/login")
+    operator.get_by_label("API token").fill(admin_token)
+    operator.get_by_role("button", name="Sign in").click()
+    operator.get_by_role("link", name="Operators").click()
+    operator.get_by_role("heading", name="Host capacity").wait_for()
+    assert "alice" in operator.locator("#accounts").inner_text()
+    _shot(operator, tmp_path, "operators")
     # No Content-Security-Policy violation, no script error, on any page.
     assert errors == []

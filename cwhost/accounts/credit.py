@@ -112,6 +112,11 @@ class Accounts:
                     rate += pricing.gpu_rate(row["gpu"])
         return rate
 
+    def views(self) -> list[AccountView]:
+        """Every account's view, by name (the operators' page)."""
+        rows = self._db.query("SELECT id FROM accounts ORDER BY name")
+        return [self.view(row["id"]) for row in rows]
+
     def view(self, account_id: str) -> AccountView:
         row = self._row(account_id)
         spent = self.spent_usd(account_id)

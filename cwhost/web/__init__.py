@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from flask import Flask, redirect
 
-from cwhost.web import account, auth, workspaces, workstations
+from cwhost.ids import unix_to_rfc3339
+from cwhost.web import account, admin, auth, workspaces, workstations
 from cwhost.web.guard import install_session_store, new_blueprint
 
 
@@ -20,5 +21,7 @@ def init_web(app: Flask) -> None:
     workstations.register(blp)
     account.register(blp)
     workspaces.register(blp)
+    admin.register(blp)
+    blp.add_app_template_filter(unix_to_rfc3339, "rfc3339")
     app.register_blueprint(blp)
     app.add_url_rule("/", "root", lambda: redirect("/ui/"))
