@@ -3,7 +3,7 @@
 "use strict";
 
 document.addEventListener("submit", (event) => {
-  const question = event.target.dataset.confirm;
+  const question = (event.submitter && event.submitter.dataset.confirm) || event.target.dataset.confirm;
   if (question && !window.confirm(question)) {
     event.preventDefault();
   }
