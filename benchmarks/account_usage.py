@@ -49,9 +49,20 @@ PER_SAMPLE = (5.0, 40.0, 0.0)
 
 def insert_running_workstation(tx, account_id: str, ws_id: str, since: float) -> None:
     tx["workstations"].insert(
-        {"id": ws_id, "account_id": account_id, "name": ws_id, "status": "running", "cpu_cores": 8,
-         "memory_gb": 32, "storage_gb": 100, "region": "local", "created_at": unix_to_rfc3339(since),
-         "started_at": unix_to_rfc3339(since), "idle_timeout_minutes": 0, "running_timeout_minutes": 0}
+        {
+            "id": ws_id,
+            "account_id": account_id,
+            "name": ws_id,
+            "status": "running",
+            "cpu_cores": 8,
+            "memory_gb": 32,
+            "storage_gb": 100,
+            "region": "local",
+            "created_at": unix_to_rfc3339(since),
+            "started_at": unix_to_rfc3339(since),
+            "idle_timeout_minutes": 0,
+            "running_timeout_minutes": 0,
+        }
     )
 
 
@@ -68,8 +79,11 @@ def fill(db: Database, account_id: str, count: int, raw_days: int, end: float) -
                 [ws_id, start],
             )
             # The minutes are kept as long as the raw samples.
-            for table, size, first in (("usage_hourly", HOUR, start), ("usage_daily", DAY, start),
-                                       ("usage_minutely", 60, end - raw_days * DAY)):
+            for table, size, first in (
+                ("usage_hourly", HOUR, start),
+                ("usage_daily", DAY, start),
+                ("usage_minutely", 60, end - raw_days * DAY),
+            ):
                 per_slot = [value * size / INTERVAL for value in PER_SAMPLE]
                 conn.executemany(
                     f"INSERT INTO {table} (workstation_id, start, cpu_seconds, memory_gb_seconds,"
@@ -150,8 +164,10 @@ def current_hour(config, count: int, rounds: int) -> None:
     print(f"the current hour at 1 s, {count} workstations, {rounds} rounds:")
     print(f"  the account's report to now, 59:50 into the hour   median {late_ms:8.2f} ms")
     print(f"  the same report, 0:10 into the hour                median {early_ms:8.2f} ms  ({ratio:.2f}x)")
-    print(f"  59:50 of samples summed in SQL, as it was done     median {samples_ms:8.2f} ms"
-          f"  ({late_ms / samples_ms:.4f}x)")
+    print(
+        f"  59:50 of samples summed in SQL, as it was done     median {samples_ms:8.2f} ms"
+        f"  ({late_ms / samples_ms:.4f}x)"
+    )
     print(f"  late in the hour under 20 ms, as a year's report -> {'met' if late_ms < 20 else 'NOT met'}")
 
 
@@ -205,10 +221,14 @@ def main() -> None:
     assert len(answer["workstations"]) == args.workstations, answer
     report = median_ms(lambda: client.get(url, headers=headers), args.rounds)
     floor = median_ms(lambda: floor_query(db, key.account_id, end - YEAR, end), args.rounds)
-    print(f"account usage, {args.workstations} workstations, a year by day ({len(answer['periods'])} days),"
-          f" {args.rounds} rounds:")
-    print(f"  GET /v1/account/usage?granularity=day   median {report:7.2f} ms (target under 20 ms)"
-          f" -> {'met' if report < 20 else 'NOT met'}")
+    print(
+        f"account usage, {args.workstations} workstations, a year by day ({len(answer['periods'])} days),"
+        f" {args.rounds} rounds:"
+    )
+    print(
+        f"  GET /v1/account/usage?granularity=day   median {report:7.2f} ms (target under 20 ms)"
+        f" -> {'met' if report < 20 else 'NOT met'}"
+    )
     print(f"  the daily rollups summed in SQL        median {floor:7.2f} ms  ({report / floor:.1f}x)")
     print(f"  total {answer['costUSD']:.2f} USD over {answer['cpuHours']:.0f} CPU-hours")
     current_hour(config, args.hour_workstations, args.rounds)

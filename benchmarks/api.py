@@ -136,8 +136,7 @@ def main() -> None:
     # /healthz, so both have args.threads serving the measured GET; a limit
     # no run can reach, so that every answer is a 200 worth comparing.
     config.write_text(
-        f"[server]\nthreads = {args.threads + 1}\nmax_in_flight = {args.threads}\n"
-        "rate_limit_per_minute = 100000000\n"
+        f"[server]\nthreads = {args.threads + 1}\nmax_in_flight = {args.threads}\nrate_limit_per_minute = 100000000\n"
     )
     env = {**os.environ, "CWHOST_DATA_DIR": str(workdir), "CWHOST_CONFIG": str(config), "CWHOST_LOG_LEVEL": "WARNING"}
     cli = [sys.executable, "-m", "cwhost"]
@@ -188,8 +187,10 @@ def main() -> None:
                 url, headers, server = targets[name]
                 results[name].append(wrk(url, args.seconds, args.connections, headers, server.pid))
 
-        print(f"{args.rounds} interleaved rounds of {args.seconds}s, {args.connections} connections, "
-              f"waitress with {args.threads} threads each, {os.cpu_count()} cores")
+        print(
+            f"{args.rounds} interleaved rounds of {args.seconds}s, {args.connections} connections, "
+            f"waitress with {args.threads} threads each, {os.cpu_count()} cores"
+        )
         print(f"{'':<13} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
         medians = {}
         cpu = {}

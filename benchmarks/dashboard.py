@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import tempfile
-import time
 from pathlib import Path
+
+from medians import median_ms
 
 from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
 from cwhost.config.server import build_config
 from cwhost.db.database import Database
-
-
-def _median_ms(request, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        answer = request()
-        times.append((time.perf_counter() - began) * 1000)
-        assert answer.status_code == 200, answer.status_code
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -67,10 +57,10 @@ def main() -> None:
             assert client.post(f"/v1/workstations/{workstation_id}/launch", headers=headers).status_code == 200
         assert client.post("/ui/login", data={"token": token}).status_code == 302
         listed = f"/v1/workstations?limit={args.workstations}"
-        api = _median_ms(lambda: client.get(listed, headers=headers), 3)
-        page = _median_ms(lambda: client.get("/ui/"), 3)
-        api = _median_ms(lambda: client.get(listed, headers=headers), args.rounds)
-        page = _median_ms(lambda: client.get("/ui/"), args.rounds)
+        api = median_ms(lambda: client.get(listed, headers=headers), 3)
+        page = median_ms(lambda: client.get("/ui/"), 3)
+        api = median_ms(lambda: client.get(listed, headers=headers), args.rounds)
+        page = median_ms(lambda: client.get("/ui/"), args.rounds)
         rows = len(re.findall(r"<tr data-id=", client.get("/ui/").get_data(as_text=True)))
         print(f"API list of {args.workstations} running: median {api:.2f} ms")
         print(f"dashboard list page ({rows} rows, uptime and cost this month): median {page:.2f} ms")

@@ -12,13 +12,13 @@ reconciler).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+
+from medians import median_ms
 
 from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
@@ -57,16 +57,6 @@ def _big_node(path: Path, cores: int) -> None:
     ET.ElementTree(node).write(path)
 
 
-def _median_ms(request, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        answer = request()
-        times.append((time.perf_counter() - began) * 1000)
-        assert answer.status_code == 200, answer.get_data(as_text=True)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workstations", type=int, default=200)
@@ -91,17 +81,19 @@ def main() -> None:
     client = app.test_client()
     headers = {"Authorization": "Bearer " + auth.create_key(app.extensions["cwhost"].db, "bench").token}
     body = {"configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 1}}
-    ids = [client.post("/v1/workstations", json={"name": f"w{i}", **body}, headers=headers).get_json()["id"]
-           for i in range(args.workstations)]
+    ids = [
+        client.post("/v1/workstations", json={"name": f"w{i}", **body}, headers=headers).get_json()["id"]
+        for i in range(args.workstations)
+    ]
     app.extensions["cwhost"].services.background.wait_idle()
     for workstation_id in ids:
         assert client.post(f"/v1/workstations/{workstation_id}/launch", headers=headers).status_code == 200
 
     CountingDriver.calls.clear()
-    listed = _median_ms(lambda: client.get(f"/v1/workstations?limit={args.workstations}", headers=headers), 3)
+    listed = median_ms(lambda: client.get(f"/v1/workstations?limit={args.workstations}", headers=headers), 3)
     calls_per_list = sum(CountingDriver.calls.values()) / 3
-    single = _median_ms(lambda: client.get(f"/v1/workstations/{ids[0]}", headers=headers), args.rounds)
-    listed = _median_ms(lambda: client.get(f"/v1/workstations?limit={args.workstations}", headers=headers), args.rounds)
+    single = median_ms(lambda: client.get(f"/v1/workstations/{ids[0]}", headers=headers), args.rounds)
+    listed = median_ms(lambda: client.get(f"/v1/workstations?limit={args.workstations}", headers=headers), args.rounds)
     print(f"one GET: median {single:.2f} ms")
     print(f"list of {args.workstations} running: median {listed:.2f} ms = {listed / single:.1f}x one GET (target 3x)")
     print(f"driver calls per list request: {calls_per_list:g}")

@@ -118,9 +118,7 @@ def main() -> None:
         ids = launch_all(server.url, token, args.workstations)
         process = psutil.Process(server.process.pid)
         stop, served = threading.Event(), []
-        readers = [
-            threading.Thread(target=read_until, args=(server.url, token, ids, stop, served)) for _ in range(8)
-        ]
+        readers = [threading.Thread(target=read_until, args=(server.url, token, ids, stop, served)) for _ in range(8)]
         for reader in readers:
             reader.start()
         time.sleep(60)
@@ -143,13 +141,19 @@ def main() -> None:
         server.stop()
         power_off_fake_guests(work / "server-data")
     ticks = log.count("sampler tick failed")
-    print(f"{args.workstations} running workstations, sampler every 1 s, 8 clients: {sum(served)} requests"
-          f" in {args.minutes:g} min after 1 min of warm-up; failed ticks: {ticks}")
-    print(f"service RSS: {series[0]:.1f} MiB at the start, {series[-1]:.1f} MiB at the end"
-          f" ({series[-1] - series[0]:+.1f} MiB); every {args.every:g} s: {' '.join(f'{r:.0f}' for r in series)}")
+    print(
+        f"{args.workstations} running workstations, sampler every 1 s, 8 clients: {sum(served)} requests"
+        f" in {args.minutes:g} min after 1 min of warm-up; failed ticks: {ticks}"
+    )
+    print(
+        f"service RSS: {series[0]:.1f} MiB at the start, {series[-1]:.1f} MiB at the end"
+        f" ({series[-1] - series[0]:+.1f} MiB); every {args.every:g} s: {' '.join(f'{r:.0f}' for r in series)}"
+    )
     for name in parts[0]:
-        print(f"  {name:9s} {parts[0][name]:6.1f} MiB -> {parts[-1][name]:6.1f} MiB"
-              f" ({parts[-1][name] - parts[0][name]:+.1f} MiB)")
+        print(
+            f"  {name:9s} {parts[0][name]:6.1f} MiB -> {parts[-1][name]:6.1f} MiB"
+            f" ({parts[-1][name] - parts[0][name]:+.1f} MiB)"
+        )
     print(f"database log (cwhost.db-wal): {wal_sizes[0]:.1f} MiB at the start, at most {max(wal_sizes):.1f} MiB")
     print("largest changes by mapping:")
     print_growth_by_mapping(*mappings)

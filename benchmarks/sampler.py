@@ -116,8 +116,10 @@ def bench_tick(workdir: Path, count: int, ticks: int, seconds: float) -> None:
         print(f"  {label:<11} median {statistics.median(values):7.2f} ms   p99 {percentile(values, 0.99):7.2f} ms")
     ratio = statistics.median(whole) / statistics.median(direct)
     print(f"  whole tick / direct read: {ratio:.2f}x (target 2x) -> {'met' if ratio <= 2 else 'NOT met'}")
-    print(f"  at a 1 s interval for {seconds:.0f} s: {busy * 100:.2f} % of one core (target 3 %)"
-          f" -> {'met' if busy < 0.03 else 'NOT met'}")
+    print(
+        f"  at a 1 s interval for {seconds:.0f} s: {busy * 100:.2f} % of one core (target 3 %)"
+        f" -> {'met' if busy < 0.03 else 'NOT met'}"
+    )
 
 
 def cpu_share_at_one_second(db: Database, driver: ProcessTable, seconds: float) -> float:
@@ -190,8 +192,10 @@ def bench_usage_query(workdir: Path) -> None:
     print(f"usage of one workstation over a year ({rows:,} raw samples), 7 interleaved rounds:")
     print(f"  ledger (day/hour rollups + raw edges)  median {ledger_ms:8.2f} ms")
     print(f"  raw SUM over the samples             median {raw_ms:8.2f} ms")
-    print(f"  speed-up {raw_ms / ledger_ms:.0f}x; targets: under 5 ms and at least 80x"
-          f" -> {'met' if ledger_ms < 5 and raw_ms / ledger_ms >= 80 else 'NOT met'}")
+    print(
+        f"  speed-up {raw_ms / ledger_ms:.0f}x; targets: under 5 ms and at least 80x"
+        f" -> {'met' if ledger_ms < 5 and raw_ms / ledger_ms >= 80 else 'NOT met'}"
+    )
     print(f"  (both answer about {answer:.0f} CPU-seconds)")
 
 
