@@ -321,10 +321,29 @@ def _console_in_a_browser(http: requests.Session, url: str) -> None:
 
         image = wait_until(screen_drawn, 60, "the VM's screen drawn on the canvas")
         assert image.width > 100 and image.height > 100
+        _console_in_the_dashboard(browser, http, url)
     finally:
         browser.quit()
     again = requests.get(console["url"])
     assert again.status_code == 404 and again.json()["error"] == "not_found"
+
+
+def _console_in_the_dashboard(browser, http: requests.Session, url: str) -> None:
+    """The same console embedded in the dashboard's workstation page: signed in with the token, noVNC connects."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, workstation_id = url.split("/v1/")[0], url.rsplit("/", 1)[1]
+    browser.get(base + "/ui/login")
+    browser.find_element(By.ID, "token").send_keys(http.headers["Authorization"].split()[1])
+    browser.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "workstation-rows"))
+    browser.get(f"{base}/ui/workstations/{workstation_id}")
+    browser.switch_to.frame(browser.find_element(By.ID, "console"))
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 60).until(lambda _: status.text in ("Connected", "Connection failed"))
+    assert status.text == "Connected"
+    browser.switch_to.default_content()
 
 
 def _commands_and_screen_through_the_agent(http: requests.Session, url: str) -> None:
