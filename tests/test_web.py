@@ -305,3 +305,35 @@ def test_the_operators_page_is_for_admins_only_and_sets_credits(client, componen
         == 302
     )
     assert 'id="balance">$12.5000<' in signed_in.get("/ui/account").get_data(as_text=True)
+
+
+def test_a_stopped_workstation_is_reconfigured_with_the_api_s_rules(signed_in, alice_token):
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    ws = create_stopped(signed_in, headers)
+    token = csrf(signed_in)
+    size = str(ws["configuration"]["storageGB"])
+    form = {"csrf_token": token, "name": "renamed", "cpuCores": "2", "memoryGB": "2", "storageGB": size, "gpu": ""}
+    shrink = signed_in.post(f"/ui/workstations/{ws['id']}/reconfigure", data={**form, "storageGB": "1"})
+    page = shrink.get_data(as_text=True)
+    assert shrink.status_code == 400 and 'id="re-storageGB-error"' in page and "never shrink" in page
+    typo = signed_in.post(f"/ui/workstations/{ws['id']}/reconfigure", data={**form, "cpuCores": "two"})
+    assert typo.status_code == 422 and 'id="re-cpuCores-error"' in typo.get_data(as_text=True)
+    assert signed_in.get(f"/v1/workstations/{ws['id']}", headers=headers).get_json()["name"] == "ws1"
+    assert signed_in.post(f"/ui/workstations/{ws['id']}/reconfigure", data=form).status_code == 302
+    after = signed_in.get(f"/v1/workstations/{ws['id']}", headers=headers).get_json()
+    assert after["name"] == "renamed" and after["configuration"]["cpuCores"] == 2
+    assert after["configuration"]["memoryGB"] == 2
+
+
+def test_a_workspace_and_keys_are_attached_at_create(signed_in, alice_token, components):
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    workspace = signed_in.post("/v1/workspaces", headers=headers, json={"name": "code"}).get_json()["id"]
+    form = signed_in.get("/ui/workstations/new").get_data(as_text=True)
+    assert f'<option value="{workspace}">code</option>' in form
+    data = {"csrf_token": csrf(signed_in), "name": "box", "mode": "custom", "cpuCores": "1", "memoryGB": "1"}
+    data |= {"storageGB": "1", "workspaceId": workspace, "sshPublicKeys": KEY}
+    created = signed_in.post("/ui/workstations", data=data)
+    assert created.status_code == 302
+    ws = signed_in.get("/v1" + created.headers["Location"].removeprefix("/ui"), headers=headers).get_json()
+    assert ws["workspace"]["id"] == workspace
+    assert components.services.store.find(ws["id"]).ssh_public_keys == (KEY,)

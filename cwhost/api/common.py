@@ -319,11 +319,11 @@ class CwhostApi(Api):
         return error_response(status, message, details, headers)
 
 
-def _client_names(details):
+def client_names(details):
     """The domain names fields as the code does (``cpu_cores``); clients know them as the API does (``cpuCores``)."""
     if not isinstance(details, dict):
         return details
-    return {CLIENT_FIELD_NAMES.get(key, key): _client_names(value) for key, value in details.items()}
+    return {CLIENT_FIELD_NAMES.get(key, key): client_names(value) for key, value in details.items()}
 
 
 def handle_service_error(error: ServiceError):
@@ -334,8 +334,8 @@ def handle_service_error(error: ServiceError):
         log.log(
             logging.WARNING if error.status == 503 else logging.ERROR, "request %s: %s", request_id(), error.message
         )
-    details = _client_names(error.details)
-    extra = _client_names(error.extra)
+    details = client_names(error.details)
+    extra = client_names(error.extra)
     return error_response(error.status, error.message, details, headers, code=error.code, extra=extra)
 
 

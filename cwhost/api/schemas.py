@@ -118,6 +118,17 @@ class WorkstationPatchSchema(StrictSchema):
     running_timeout_minutes = timeout_field("Stop after this many running minutes.", data_key="runningTimeoutMinutes")
 
 
+def patch_arguments(body: dict) -> dict:
+    """A loaded WorkstationPatchSchema body as Lifecycle.patch's keyword arguments (the API's and the dashboard's)."""
+    return {
+        "name": body.get("name"),
+        "configuration": body["configuration"],
+        "idle_timeout_minutes": body.get("idle_timeout_minutes"),
+        "running_timeout_minutes": body.get("running_timeout_minutes"),
+        "ssh_public_keys": body.get("ssh_public_keys"),
+    }
+
+
 # -- responses ----------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from cwhost.api.schemas import (
     WorkstationPatchSchema,
     WorkstationSchema,
     create_arguments,
+    patch_arguments,
 )
 from cwhost.api.usage_schemas import UsageSchema
 from cwhost.api.workstation_json import Presenter, json_response
@@ -117,17 +118,7 @@ class WorkstationById(MethodView):
     @blp.doc(operationId="updateWorkstation")
     def patch(self, body, workstation_id):
         """Rename or reconfigure a stopped workstation; storage may grow, never shrink."""
-        return _shown(
-            services().lifecycle.patch(
-                g.principal,
-                workstation_id,
-                name=body.get("name"),
-                configuration=body["configuration"],
-                idle_timeout_minutes=body.get("idle_timeout_minutes"),
-                running_timeout_minutes=body.get("running_timeout_minutes"),
-                ssh_public_keys=body.get("ssh_public_keys"),
-            )
-        )
+        return _shown(services().lifecycle.patch(g.principal, workstation_id, **patch_arguments(body)))
 
     @blp.arguments(DeleteArgsSchema, location="query")
     @blp.response(204)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from cwhost.api.common import client_names
+from cwhost.errors import ServiceError
+
 
 def field_errors(messages) -> dict[str, str]:
     """marshmallow's messages (nested ones flattened: configuration.cpuCores → cpuCores) by form field;
@@ -15,3 +18,8 @@ def field_errors(messages) -> dict[str, str]:
         else:
             flat[str(key)] = " ".join(str(message) for message in value)
     return flat
+
+
+def service_errors(error: ServiceError) -> dict[str, str]:
+    """A refusal of the domain's as the form shows it: its message, and its fields' as the API names them."""
+    return {"": error.message, **field_errors(client_names(error.details or {}))}

@@ -9,11 +9,11 @@ from flask import Blueprint, Response, abort, g, redirect, render_template, requ
 from marshmallow import ValidationError
 
 from cwhost.api.components import components, services
-from cwhost.api.schemas import WorkstationCreateSchema, create_arguments
+from cwhost.api.schemas import WorkstationCreateSchema, WorkstationPatchSchema, create_arguments, patch_arguments
 from cwhost.errors import NotFound, ServiceError
 from cwhost.ids import unix_to_rfc3339
 from cwhost.web import figures
-from cwhost.web.forms import field_errors
+from cwhost.web.forms import field_errors, service_errors
 from cwhost.web.guard import signed_in
 from cwhost.workstations.access import reach
 
@@ -67,10 +67,16 @@ def _number(text: str):
 
 
 def _form(errors=None, message=None, status=200):
-    types = components().config.types
-    return render_template(
-        "workstation_new.html", types=types, form=request.form, errors=errors or {}, message=message
-    ), status
+    workspaces, _ = services().workspaces.page(g.principal, LIST_LIMIT, None)
+    page = render_template(
+        "workstation_new.html",
+        types=components().config.types,
+        workspaces=[w for w in workspaces if w.status == "active"],
+        form=request.form,
+        errors=errors or {},
+        message=message,
+    )
+    return page, status
 
 
 @signed_in
@@ -87,7 +93,7 @@ def create_workstation():
     try:
         ws = services().lifecycle.create(g.principal, **create_arguments(body))
     except ServiceError as exc:
-        return _form(errors=field_errors(exc.details or {}), message=exc.message, status=exc.status)
+        return _form(errors=service_errors(exc), message=exc.message, status=exc.status)
     return redirect(url_for("web.workstation", workstation_id=ws.id))
 
 
@@ -114,7 +120,30 @@ def act(workstation_id: str, action: str):
 
 
 @signed_in
+def reconfigure(workstation_id: str):
+    """A stopped workstation's name and configuration, changed as PATCH changes them."""
+    form = request.form
+    configuration = {key: _number(form[key]) for key in ("cpuCores", "memoryGB", "storageGB") if form.get(key)}
+    configuration["gpu"] = form.get("gpu") or None
+    body = {"name": form.get("name", ""), "configuration": configuration}
+    try:
+        loaded = WorkstationPatchSchema().load(body)
+        services().lifecycle.patch(g.principal, workstation_id, **patch_arguments(loaded))
+    except ValidationError as exc:
+        return _workstation_page(workstation_id, field_errors(exc.messages), 422)
+    except NotFound:
+        abort(404)
+    except ServiceError as exc:
+        return _workstation_page(workstation_id, service_errors(exc), exc.status)
+    return redirect(url_for("web.workstation", workstation_id=workstation_id))
+
+
+@signed_in
 def workstation(workstation_id: str):
+    return _workstation_page(workstation_id)
+
+
+def _workstation_page(workstation_id: str, errors=None, status=200):
     domain = services()
     try:
         ws = domain.store.load(g.principal, workstation_id)
@@ -132,7 +161,9 @@ def workstation(workstation_id: str):
         charts=charts,
         events=[(unix_to_rfc3339(e.created_at), e.level, e.message) for e in events],
         console_tail=_console_tail(domain.lifecycle.console_log(ws)),
-    )
+        errors=errors or {},
+        form=request.form if errors else {},
+    ), status
 
 
 def _console_link(ws, access) -> str | None:
@@ -177,4 +208,5 @@ def register(blp: Blueprint) -> None:
     blp.add_url_rule("/workstations", "create_workstation", create_workstation, methods=["POST"])
     blp.add_url_rule("/workstations/<workstation_id>", "workstation", workstation)
     blp.add_url_rule("/workstations/<workstation_id>/screenshot.png", "screenshot", screenshot)
+    blp.add_url_rule("/workstations/<workstation_id>/reconfigure", "reconfigure", reconfigure, methods=["POST"])
     blp.add_url_rule("/workstations/<workstation_id>/<action>", "act", act, methods=["POST"])
