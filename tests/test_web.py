@@ -200,6 +200,9 @@ def test_the_usage_csv_holds_each_workstation_s_days_summing_to_the_usage_api_s(
     rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
     mine = [row for row in rows if row["workstationId"] == ws]
     assert len(mine) == 30 and {row["name"] for row in mine} == {"ws1"}
+    year = list(csv.DictReader(io.StringIO(signed_in.get("/ui/account/usage.csv?span=year").get_data(as_text=True))))
+    assert len([row for row in year if row["workstationId"] == ws]) == 365
+    assert signed_in.get("/ui/account?span=decade").status_code == 404
     window = {"from": mine[0]["from"], "to": mine[-1]["to"]}
     api = signed_in.get(f"/v1/workstations/{ws}/usage", headers=headers, query_string=window).get_json()
     assert sum(float(row["memoryGBHours"]) for row in mine) == pytest.approx(api["memoryGBHours"], rel=1e-9, abs=1e-15)

@@ -105,6 +105,9 @@ def test_sign_in_create_with_a_field_error_launch_live_and_delete(server, browse
     page.get_by_role("link", name="Account").click()
     page.get_by_role("heading", name="SSH keys").wait_for()
     _shot(page, tmp_path, "account")
+    page.get_by_role("link", name="a year").click()
+    page.locator("[data-stacked] canvas").wait_for()  # a year of days, drawn
+    _shot(page, tmp_path, "account-year")
     page.get_by_role("link", name="Workstations").first.click()
     page.locator("tr", has_text="dev-box").get_by_role("link", name="dev-box").click()
     page.get_by_role("heading", name="dev-box").wait_for()

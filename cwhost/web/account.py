@@ -20,13 +20,21 @@ from cwhost.web.guard import signed_in
 
 # Keys shown on one page; the API pages further.
 KEYS_SHOWN = 100
-USAGE_DAYS = 30
+# The usage chart's spans: a month, or a year of days (uPlot draws 365 points a series at once).
+USAGE_DAYS = {"month": 30, "year": 365}
+
+
+def _span() -> str:
+    span = request.args.get("span", "month")
+    if span not in USAGE_DAYS:
+        abort(404)
+    return span
 
 
 def _usage(now: float) -> dict:
-    """The last USAGE_DAYS days, to the current whole second (so that a row's window can be asked of the API)."""
+    """The span's days, to the current whole second (so that a row's window can be asked of the API)."""
     end = float(int(now))
-    start = end // DAY * DAY - (USAGE_DAYS - 1) * DAY
+    start = end // DAY * DAY - (USAGE_DAYS[_span()] - 1) * DAY
     return daily_by_workstation(services(), components().config, g.principal.account_id, start, end)
 
 
@@ -40,6 +48,7 @@ def _page(key_errors=None, message=None, status=200):
         exhausted_at=unix_to_rfc3339(view.exhausted_at) if view.exhausted_at else None,
         keys=keys,
         usage=_usage(now),
+        span=_span(),
         form=request.form,
         key_errors=key_errors or {},
         message=message,

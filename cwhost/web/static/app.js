@@ -32,6 +32,9 @@ function refreshScreenshots() {
 }
 document.addEventListener("DOMContentLoaded", refreshScreenshots);
 
+// Small figures (a fraction of a cent) keep their digits on the axes.
+const precise = (u, values) => values.map((v) => (v === 0 ? "0" : Number(v.toPrecision(3)).toString()));
+
 function drawChart(element) {
   const data = JSON.parse(document.getElementById(element.dataset.chart).textContent);
   const width = Math.max(280, Math.min(element.clientWidth || 640, 960));
@@ -47,7 +50,11 @@ function drawChart(element) {
     height: 240,
     series: series,
     scales: { x: { time: true }, usd: {} },
-    axes: [{}, { label: "hours" }, { side: 1, scale: "usd", label: "USD", grid: { show: false } }],
+    axes: [
+      {},
+      { label: "hours", values: precise },
+      { side: 1, scale: "usd", label: "USD", grid: { show: false }, values: precise },
+    ],
   };
   const columns = [data.starts, data.cpuHours, data.memoryGBHours, data.gpuHours, data.costUSD];
   element.replaceChildren();
@@ -69,7 +76,7 @@ function drawStacked(element) {
   });
   const width = Math.max(280, Math.min(element.clientWidth || 640, 960));
   element.replaceChildren();
-  new uPlot({ width: width, height: 260, series: series, scales: { x: { time: true } }, axes: [{}, { label: "USD" }] },
+  new uPlot({ width: width, height: 260, series: series, scales: { x: { time: true } }, axes: [{}, { label: "USD", values: precise }] },
     columns, element);
 }
 
