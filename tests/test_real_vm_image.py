@@ -370,8 +370,9 @@ TABLET_READER = """
 import glob, os, select, struct, time
 name = next(p for p in glob.glob('/sys/class/input/event*') if 'Tablet' in open(p + '/device/name').read())
 device = os.open('/dev/input/' + os.path.basename(name), os.O_RDONLY | os.O_NONBLOCK)
-seen, end = {}, time.time() + 10
-while time.time() < end:
+open('/run/cwhost-tablet-reader', 'w').close()  # listening: the test moves the pointer only now
+seen, end = {}, time.time() + 40
+while time.time() < end and not (0 in seen and 1 in seen):
     if select.select([device], [], [], 0.2)[0]:
         data = os.read(device, 24 * 64)
         for at in range(0, len(data), 24):
@@ -398,16 +399,18 @@ def _typing_and_pointing(http: requests.Session, url: str, before) -> None:
     reader = threading.Thread(
         target=lambda: read.update(
             http.post(
-                url + "/exec", json={"command": ["sudo", "python3", "-c", TABLET_READER], "timeoutSeconds": 30}
+                url + "/exec", json={"command": ["sudo", "python3", "-c", TABLET_READER], "timeoutSeconds": 60}
             ).json()
         )
     )
     reader.start()
-    time.sleep(4)
+    # Moved once the reader listens (a pointer event is sent once; an unchanged position sends none).
+    listening = ("test", "-e", "/run/cwhost-tablet-reader")
+    wait_until(lambda: _exec(http, url, *listening).get("exitCode") == 0, 50, "the tablet reader listening")
     width, height = before.size
     moved = http.post(url + "/input", json={"actions": [{"type": "move", "x": 100, "y": 200}]})
     assert moved.status_code == 200
-    reader.join(timeout=40)
+    reader.join(timeout=70)
     assert read.get("exitCode") == 0, read
     assert read["stdout"].split() == [str(round(100 * 32767 / (width - 1))), str(round(200 * 32767 / (height - 1)))]
 
