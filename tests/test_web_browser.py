@@ -127,6 +127,8 @@ def test_sign_in_create_with_a_field_error_launch_live_and_delete(server, browse
     operator.get_by_role("link", name="Operators").click()
     operator.get_by_role("heading", name="Host capacity").wait_for()
     assert "alice" in operator.locator("#accounts").inner_text()
+    # A phone's width: wide tables scroll in their own box, and the page itself does not.
+    assert operator.evaluate("document.documentElement.scrollWidth") <= 390
     _shot(operator, tmp_path, "operators")
     # No Content-Security-Policy violation, no script error, on any page.
     assert errors == []
