@@ -12,7 +12,7 @@ from marshmallow import ValidationError
 
 from cwhost.api.components import components, services
 from cwhost.api.ssh_key_schemas import SshKeyCreateSchema
-from cwhost.errors import NotFound, ServiceError
+from cwhost.errors import ServiceError
 from cwhost.ids import unix_to_rfc3339
 from cwhost.web.figures import DAY, daily_by_workstation
 from cwhost.web.forms import field_errors
@@ -77,10 +77,7 @@ def add_key():
 
 @signed_in
 def delete_key(key_id: str):
-    try:
-        services().ssh_keys.delete(g.principal, key_id)
-    except NotFound:
-        abort(404)
+    services().ssh_keys.delete(g.principal, key_id)
     return redirect(url_for("web.account"))
 
 

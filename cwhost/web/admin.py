@@ -12,8 +12,7 @@ from cwhost.api.components import components, services
 from cwhost.errors import NotFound, ServiceError
 from cwhost.web.forms import field_errors
 from cwhost.web.guard import signed_in
-
-GIB = 1024**3
+from drivers.base import GIB
 
 
 def _require_admin() -> None:
@@ -21,7 +20,7 @@ def _require_admin() -> None:
         abort(404)
 
 
-def _page(errors=None, message=None, status=200):
+def _page(errors=None, status=200):
     domain, config = services(), components().config
     host = domain.allocation.host_view(g.principal)
     types = [(wtype, domain.images.catalog.status(wtype)[0]) for wtype in config.types]
@@ -32,7 +31,6 @@ def _page(errors=None, message=None, status=200):
         accounts=domain.accounts.views(),
         types=types,
         errors=errors or {},
-        message=message,
     )
     return page, status
 
@@ -58,7 +56,7 @@ def set_credits(name: str):
     except ValidationError as exc:
         return _page(errors={name: field_errors(exc.messages).get("balanceUSD", "")}, status=422)
     except NotFound:
-        abort(404)
+        raise  # no such account: 404, not a form
     except ServiceError as exc:
         return _page(errors={name: exc.message}, status=exc.status)
     return redirect(url_for("web.admin"))

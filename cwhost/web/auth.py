@@ -9,14 +9,10 @@ over a sliding minute, as the API counts requests per token.
 from __future__ import annotations
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
 
-from cwhost.api.ratelimit import RateLimiter
-from cwhost.web.guard import COOKIE, signed_in, web_sessions
-
-# Failed sign-ins one client address may make in a minute.
-FAILED_SIGN_INS_PER_MINUTE = 10
-_failed_sign_ins = RateLimiter(FAILED_SIGN_INS_PER_MINUTE)
+from cwhost.errors import ServiceError
+from cwhost.web.guard import COOKIE, failed_sign_ins, signed_in, web_sessions
 
 
 def _safe_next(target: str | None) -> str:
@@ -32,7 +28,7 @@ def login():
     address = request.remote_addr or "unknown"
     opened = web_sessions().open(request.form.get("token", "").strip())
     if opened is None:
-        retry_after = _failed_sign_ins.retry_after(address)
+        retry_after = failed_sign_ins().retry_after(address)
         status, message = (
             (429, f"Too many failed sign-ins; try again in {retry_after} s.")
             if retry_after is not None
@@ -66,7 +62,15 @@ def error_page(error: HTTPException):
     return render_template("error.html", error=error, signed_in=signed), error.code or 500
 
 
+def refusal_page(error: ServiceError):
+    """The domain's refusal (404 across accounts, 400 for a state, 429, 503) as a page, with its own words."""
+    page = default_exceptions.get(error.status, InternalServerError)(description=error.message)
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    return (*error_page(page), headers)
+
+
 def register(blp: Blueprint) -> None:
     blp.add_url_rule("/login", "login", login, methods=["GET", "POST"])
     blp.add_url_rule("/logout", "logout", logout, methods=["POST"])
     blp.register_error_handler(HTTPException, error_page)
+    blp.register_error_handler(ServiceError, refusal_page)

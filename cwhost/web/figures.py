@@ -7,19 +7,19 @@ the same window agree to the last digit.
 
 from __future__ import annotations
 
-import calendar
-import time
 from dataclasses import dataclass
 
 from cwhost.config.server import Config
 from cwhost.ids import rfc3339_to_unix, unix_to_rfc3339
 from cwhost.model import Workstation
-from cwhost.usage.ledger import PricedReport, UsageLedger
+from cwhost.usage.account_report import month_of
+from cwhost.usage.figures import DAY, HOUR
+from cwhost.usage.ledger import Priced, PricedReport, UsageLedger
 
-HOUR = 3600
-DAY = 24 * HOUR
 # The two charts of a workstation's page: by hour over the last day, by day over the last month.
 WINDOWS = {"day": ("hour", DAY), "month": ("day", 30 * DAY)}
+# The account chart's series, by their JSON names, from Priced.figures' names.
+SERIES = {"cpuHours": "cpu_hours", "memoryGBHours": "memory_gb_hours", "gpuHours": "gpu_hours", "costUSD": "cost_usd"}
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,6 @@ class Row:
     ws: Workstation
     uptime: str
     month_cost_usd: float
-
-
-def month_start(now: float) -> float:
-    year, month = time.gmtime(now)[:2]
-    return float(calendar.timegm((year, month, 1, 0, 0, 0)))
 
 
 def uptime(ws: Workstation, now: float) -> str:
@@ -44,7 +39,7 @@ def uptime(ws: Workstation, now: float) -> str:
 
 def rows(workstations: list[Workstation], ledger: UsageLedger, config: Config, now: float) -> list[Row]:
     """Each workstation with its uptime and its cost since the month began, in one read of the ledger."""
-    sums = ledger.sums([ws.id for ws in workstations], month_start(now), now)
+    sums = ledger.sums([ws.id for ws in workstations], month_of(now), now)
     return [Row(ws, uptime(ws, now), sums.per_workstation[ws.id].cost_usd(config.pricing)) for ws in workstations]
 
 
@@ -81,16 +76,13 @@ def daily_by_workstation(domain, config: Config, account_id: str, start: float, 
     series = []
     for row in domain.account_usage.existed(account_id, start, now):
         report = domain.ledger.report(row["id"], start, now, "day")
-        by_day = {bucket_start: figures for bucket_start, figures in report.buckets}
-        priced = [by_day.get(day) for day in days]
+        by_day = {bucket_start: Priced.figures(figures, config.pricing) for bucket_start, figures in report.buckets}
+        priced = [by_day.get(day, {}) for day in days]
         series.append(
             {
                 "id": row["id"],
                 "name": row["name"],
-                "cpuHours": [f.cpu_seconds / HOUR if f else 0.0 for f in priced],
-                "memoryGBHours": [f.memory_gb_seconds / HOUR if f else 0.0 for f in priced],
-                "gpuHours": [f.gpu_seconds / HOUR if f else 0.0 for f in priced],
-                "costUSD": [f.cost_usd(config.pricing) if f else 0.0 for f in priced],
+                **{key: [day.get(name, 0.0) for day in priced] for key, name in SERIES.items()},
             }
         )
     return {"days": days, "end": now, "workstations": series}

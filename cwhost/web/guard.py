@@ -9,9 +9,12 @@ from functools import wraps
 from flask import Blueprint, Flask, abort, current_app, g, redirect, request, url_for
 
 from cwhost.api.components import components
+from cwhost.api.ratelimit import RateLimiter
 from cwhost.web.sessions import WebSessions
 
 COOKIE = "cwhost_session"
+# Failed sign-ins one client address may make in a minute.
+FAILED_SIGN_INS_PER_MINUTE = 10
 CSRF_HEADER = "X-CSRF-Token"
 # The pages' own files only: no inline script or style, no other origin, never framed by another site.
 CONTENT_SECURITY_POLICY = (
@@ -23,12 +26,19 @@ CONTENT_SECURITY_POLICY = (
 def install_session_store(app: Flask) -> None:
     found = components(app)
     app.extensions["cwhost.web"] = WebSessions(found.tokens, found.config.web.session_minutes * 60)
+    app.extensions["cwhost.web.failed_sign_ins"] = RateLimiter(FAILED_SIGN_INS_PER_MINUTE)
 
 
 def web_sessions() -> WebSessions:
     sessions = current_app.extensions["cwhost.web"]
     assert isinstance(sessions, WebSessions)
     return sessions
+
+
+def failed_sign_ins() -> RateLimiter:
+    limiter = current_app.extensions["cwhost.web.failed_sign_ins"]
+    assert isinstance(limiter, RateLimiter)
+    return limiter
 
 
 def signed_in(view):

@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 
 from cwhost.api.components import services
 from cwhost.api.workspace_schemas import WorkspaceCreateSchema
-from cwhost.errors import NotFound, ServiceError
+from cwhost.errors import ServiceError
 from cwhost.web.forms import field_errors
 from cwhost.web.guard import signed_in
 
@@ -45,41 +45,26 @@ def create_workspace():
 @signed_in
 def change_workspace(workspace_id: str, action: str):
     retirement = services().retirement
-    try:
-        if action == "archive":
-            retirement.archive(g.principal, workspace_id)
-        elif action == "delete":
-            retirement.delete(g.principal, workspace_id)
-        else:
-            abort(404)
-    except NotFound:
+    if action == "archive":
+        retirement.archive(g.principal, workspace_id)
+    elif action == "delete":
+        retirement.delete(g.principal, workspace_id)
+    else:
         abort(404)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
     return redirect(url_for("web.workspaces"))
 
 
 @signed_in
 def workspace(workspace_id: str):
     domain = services()
-    try:
-        found = domain.workspaces.get(g.principal, workspace_id)
-        files = domain.workspace_files.list_files(g.principal, workspace_id, SHOWN, request.args.get("after"))
-    except NotFound:
-        abort(404)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
+    found = domain.workspaces.get(g.principal, workspace_id)
+    files = domain.workspace_files.list_files(g.principal, workspace_id, SHOWN, request.args.get("after"))
     return render_template("workspace.html", workspace=found, files=files)
 
 
 @signed_in
 def download(workspace_id: str, file_id: str):
-    try:
-        stream, info = services().workspace_files.open_file(g.principal, workspace_id, file_id)
-    except NotFound:
-        abort(404)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
+    stream, info = services().workspace_files.open_file(g.principal, workspace_id, file_id)
     return send_file(
         stream,
         mimetype="application/octet-stream",
@@ -98,9 +83,7 @@ def upload(workspace_id: str, file_path: str):
         info, created = services().workspace_files.upload(
             g.principal, workspace_id, file_path, request.stream, request.content_length
         )
-    except NotFound:
-        abort(404)
-    except ServiceError as exc:
+    except ServiceError as exc:  # the page's script shows the message (a 404 across accounts too)
         return jsonify({"message": exc.message}), exc.status
     return jsonify({"path": info.path, "size": info.size}), 201 if created else 200
 

@@ -102,18 +102,13 @@ def act(workstation_id: str, action: str):
     if action not in ACTIONS:
         abort(404)
     lifecycle = services().lifecycle
-    try:
-        if action == "launch":
-            lifecycle.launch(g.principal, workstation_id)
-        elif action in ("stop", "force-stop"):
-            lifecycle.stop(g.principal, workstation_id, force=action == "force-stop")
-        else:
-            lifecycle.delete(g.principal, workstation_id, force=True)
-            return redirect(url_for("web.workstations"))
-    except NotFound:
-        abort(404)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
+    if action == "launch":
+        lifecycle.launch(g.principal, workstation_id)
+    elif action in ("stop", "force-stop"):
+        lifecycle.stop(g.principal, workstation_id, force=action == "force-stop")
+    else:
+        lifecycle.delete(g.principal, workstation_id, force=True)
+        return redirect(url_for("web.workstations"))
     if request.form.get("back") == "list":
         return redirect(url_for("web.workstations"))
     return redirect(url_for("web.workstation", workstation_id=workstation_id))
@@ -132,7 +127,7 @@ def reconfigure(workstation_id: str):
     except ValidationError as exc:
         return _workstation_page(workstation_id, field_errors(exc.messages), 422)
     except NotFound:
-        abort(404)
+        raise  # the page of a workstation that is not the caller's: 404, not a form
     except ServiceError as exc:
         return _workstation_page(workstation_id, service_errors(exc), exc.status)
     return redirect(url_for("web.workstation", workstation_id=workstation_id))
@@ -145,10 +140,7 @@ def workstation(workstation_id: str):
 
 def _workstation_page(workstation_id: str, errors=None, status=200):
     domain = services()
-    try:
-        ws = domain.store.load(g.principal, workstation_id)
-    except NotFound:
-        abort(404)
+    ws = domain.store.load(g.principal, workstation_id)
     config, now = components().config, time.time()
     access = reach(ws, domain.live.get(ws.id), config, request.host.rsplit(":", 1)[0])
     charts = [figures.chart(ws, domain.ledger, config, window, now) for window in figures.WINDOWS]
@@ -179,12 +171,7 @@ def _console_link(ws, access) -> str | None:
 @signed_in
 def screenshot(workstation_id: str):
     """The display, for the page's thumbnail: the API's screenshot, within the same per-account limits."""
-    try:
-        png = services().guest_actions.screenshot(g.principal, workstation_id)
-    except NotFound:
-        abort(404)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
+    png = services().guest_actions.screenshot(g.principal, workstation_id)
     return Response(png, content_type="image/png", headers={"Cache-Control": "no-store"})
 
 
