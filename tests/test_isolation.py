@@ -12,10 +12,11 @@ from tests.helpers import create_stopped
 BODIES = {
     ("patch", "/v1/workstations/{workstation_id}"): {"name": "mine-now"},
     ("put", "/v1/accounts/{name}/credits"): {"balanceUSD": 1000},
+    ("patch", "/v1/accounts/{name}/limits"): {"maxWorkstations": 1000},
     ("post", "/v1/workstations/{workstation_id}/exec"): {"command": ["true"]},
     ("post", "/v1/workstations/{workstation_id}/input"): {"actions": [{"type": "text", "text": "x"}]},
 }
-ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("get", "/metrics")}
+ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("patch", "/v1/accounts/{name}/limits"), ("get", "/metrics")}
 # The same for every account: health, and the catalogue of types.
 UNSCOPED = {("get", "/healthz"), ("get", "/v1/workstation-types")}
 LISTS = {("get", "/v1/workstations"), ("get", "/v1/workspaces"), ("get", "/v1/account/ssh-keys")}

@@ -151,6 +151,9 @@ class Accounts:
             tx.table("accounts").update(row["id"], {"credits_usd": balance_usd + self.spent_usd(row["id"])})
         return self.view(row["id"])
 
+    def set_limits(self, name: str, changes: dict[str, int | None]) -> AccountView:
+        return self.view(self._limits.set(name, changes))
+
     # -- checks ------------------------------------------------------------------
 
     def require_credit(self, account_id: str) -> None:

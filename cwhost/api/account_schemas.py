@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from cwhost.accounts.credit import MAX_BALANCE_USD
+from cwhost.accounts.limits import MAX_LIMIT
 from cwhost.api.fields import JsonNumber, StrictSchema, UnixTime
 
 
@@ -72,3 +73,28 @@ class CreditsSchema(StrictSchema):
         validate=validate.Range(min=-MAX_BALANCE_USD, max=MAX_BALANCE_USD),
         metadata={"description": "The balance the account should have from now."},
     )
+
+
+def _limit_setting(name: str) -> fields.Integer:
+    return fields.Integer(
+        data_key=name,
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(min=0, max=MAX_LIMIT),
+        metadata={"description": "The account's new limit; null gives it back to the configuration's value."},
+    )
+
+
+class LimitsPatchSchema(StrictSchema):
+    """The limits to change; those left out stay as they are."""
+
+    max_workstations = _limit_setting("maxWorkstations")
+    max_running_cpu_cores = _limit_setting("maxRunningCpuCores")
+    max_running_memory_gb = _limit_setting("maxRunningMemoryGB")
+    max_running_gpus = _limit_setting("maxRunningGpus")
+    max_storage_gb = _limit_setting("maxStorageGB")
+
+    @ma.validates_schema
+    def _names_one(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Name at least one limit to set.", "_schema")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g
 
-from cwhost.api.account_schemas import AccountSchema, CreditsSchema
+from cwhost.api.account_schemas import AccountSchema, CreditsSchema, LimitsPatchSchema
 from cwhost.api.common import ApiBlueprint, error_responses
 from cwhost.api.components import components, services
 from cwhost.api.query_args import AccountUsageArgsSchema
@@ -38,6 +38,18 @@ def set_credits(body, name):
     if not g.principal.admin:
         raise Forbidden("Setting credits needs an admin token.")
     return _accounts().set_balance(name, body["balance_usd"])
+
+
+@blp.route("/v1/accounts/<string:name>/limits", methods=["PATCH"])
+@blp.arguments(LimitsPatchSchema)
+@blp.response(200, AccountSchema)
+@error_responses(blp, 403, 404, 415)
+@blp.doc(operationId="setAccountLimits")
+def set_limits(body, name):
+    """Set some of an account's limits (admin tokens only); null gives one back to the configuration."""
+    if not g.principal.admin:
+        raise Forbidden("Setting limits needs an admin token.")
+    return _accounts().set_limits(name, body)
 
 
 @blp.route("/v1/account/usage")

@@ -295,3 +295,14 @@ def _workstation_host_key_and_readiness(db: sqlite_utils.Database) -> None:
     # data directory), and when its guest last reported ready in the current run.
     db.table("workstations").add_column("ssh_host_key", str)
     db.table("workstations").add_column("ready_at", str)
+
+
+@migrations(name="0015_account_limits")
+def _account_limits(db: sqlite_utils.Database) -> None:
+    # Limits an operator set for an account at run time, over the configuration's.
+    db.table("account_limits").create(
+        {"account_id": str, "name": str, "value": int},
+        pk=("account_id", "name"),
+        not_null={"value"},
+        foreign_keys=[("account_id", "accounts", "id")],
+    )

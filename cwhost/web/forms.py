@@ -23,3 +23,11 @@ def field_errors(messages) -> dict[str, str]:
 def service_errors(error: ServiceError) -> dict[str, str]:
     """A refusal of the domain's as the form shows it: its message, and its fields' as the API names them."""
     return {"": error.message, **field_errors(client_names(error.details or {}))}
+
+
+def form_number(text: str):
+    """A form's whole number as the JSON body would carry it; anything else as typed, for the schema to refuse."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return text

@@ -13,7 +13,7 @@ from cwhost.api.schemas import WorkstationCreateSchema, WorkstationPatchSchema, 
 from cwhost.errors import NotFound, ServiceError
 from cwhost.ids import unix_to_rfc3339
 from cwhost.web import figures
-from cwhost.web.forms import field_errors, service_errors
+from cwhost.web.forms import field_errors, form_number, service_errors
 from cwhost.web.guard import signed_in
 from cwhost.workstations.access import reach
 
@@ -46,7 +46,7 @@ def _form_body(form) -> dict:
     if form.get("mode", "type") == "type":
         body["type"] = form.get("type", "")
     else:
-        configuration = {key: _number(form[key]) for key in ("cpuCores", "memoryGB", "storageGB") if form.get(key)}
+        configuration = {key: form_number(form[key]) for key in ("cpuCores", "memoryGB", "storageGB") if form.get(key)}
         if form.get("gpu"):
             configuration["gpu"] = form["gpu"]
         body["configuration"] = configuration
@@ -56,14 +56,6 @@ def _form_body(form) -> dict:
     if keys:
         body["sshPublicKeys"] = keys
     return body
-
-
-def _number(text: str):
-    """A form's number as the JSON body would carry it; anything else as typed, for the schema to refuse."""
-    try:
-        return int(text.strip())
-    except ValueError:
-        return text
 
 
 def _form(errors=None, message=None, status=200):
@@ -118,7 +110,7 @@ def act(workstation_id: str, action: str):
 def reconfigure(workstation_id: str):
     """A stopped workstation's name and configuration, changed as PATCH changes them."""
     form = request.form
-    configuration = {key: _number(form[key]) for key in ("cpuCores", "memoryGB", "storageGB") if form.get(key)}
+    configuration = {key: form_number(form[key]) for key in ("cpuCores", "memoryGB", "storageGB") if form.get(key)}
     configuration["gpu"] = form.get("gpu") or None
     body = {"name": form.get("name", ""), "configuration": configuration}
     try:
