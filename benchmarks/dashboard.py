@@ -1,8 +1,8 @@
 """The dashboard's list of 200 running workstations against the API's list of the same 200.
 
 Prints the median time of ``GET /ui/`` (the whole page, with each row's
-uptime and cost this month) and of ``GET /v1/workstations?limit=200``, side
-by side in one run through the WSGI app in-process on the fake driver, and
+uptime and cost this month) and of ``GET /v1/workstations?limit=200``, taking
+turns in one run through the WSGI app in-process on the fake driver, and
 their ratio (target: under 3x).
 
     python benchmarks/dashboard.py [--workstations 200] [--rounds 30]
@@ -15,7 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from medians import median_ms
+from medians import medians_side_by_side
 
 from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
@@ -26,7 +26,7 @@ from cwhost.db.database import Database
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workstations", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cwhost-bench-dashboard-", dir="/var/tmp"))
     many = args.workstations * 2
@@ -57,10 +57,10 @@ def main() -> None:
             assert client.post(f"/v1/workstations/{workstation_id}/launch", headers=headers).status_code == 200
         assert client.post("/ui/login", data={"token": token}).status_code == 302
         listed = f"/v1/workstations?limit={args.workstations}"
-        api = median_ms(lambda: client.get(listed, headers=headers), 3)
-        page = median_ms(lambda: client.get("/ui/"), 3)
-        api = median_ms(lambda: client.get(listed, headers=headers), args.rounds)
-        page = median_ms(lambda: client.get("/ui/"), args.rounds)
+        both = {"api": lambda: client.get(listed, headers=headers), "page": lambda: client.get("/ui/")}
+        medians_side_by_side(both, 3)  # warm: templates compiled, rows rendered once
+        medians = medians_side_by_side(both, args.rounds)
+        api, page = medians["api"], medians["page"]
         rows = len(re.findall(r"<tr data-id=", client.get("/ui/").get_data(as_text=True)))
         print(f"API list of {args.workstations} running: median {api:.2f} ms")
         print(f"dashboard list page ({rows} rows, uptime and cost this month): median {page:.2f} ms")

@@ -30,6 +30,7 @@ from cwhost.remote.door_tokens import DoorTokens, NotReady
 from cwhost.usage.account_report import AccountUsageReports
 from cwhost.usage.ledger import UsageLedger
 from cwhost.usage.metrics import build_registry
+from cwhost.usage.month_to_date import MonthToDateCosts
 from cwhost.usage.sampler import GpuReader, ProcessReader, Sampler
 from cwhost.web import init_web
 from cwhost.workspaces.files import WorkspaceFiles
@@ -90,7 +91,8 @@ def build_services(
         locks=locks, live=live, background=background, host_keys=host_keys, clock=clock,
     )  # fmt: skip
     return Services(
-        store, ledger, AccountUsageReports(db, ledger, clock), limits, accounts, ssh_keys,
+        store, ledger, MonthToDateCosts(ledger, config.pricing, clock), AccountUsageReports(db, ledger, clock),
+        limits, accounts, ssh_keys,
         workspaces, storage, WorkspaceFiles(workspaces, storage, config.workspaces.max_upload_bytes),
         locks, live, images, background, host_keys, sampler, sampler_metrics, metrics_registry,
         allocation, WorkspaceRetirement(db, workspaces, store, allocation, clock), lifecycle,

@@ -26,7 +26,8 @@ def unix_to_rfc3339(seconds: float) -> str:
 
 
 def rfc3339_to_unix(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    """A time ``rfc3339`` wrote; fromisoformat takes other ISO forms too, but is ten times faster than strptime."""
+    return datetime.fromisoformat(text).timestamp()
 
 
 def utc_now() -> str:

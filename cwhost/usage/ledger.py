@@ -27,7 +27,7 @@ from cwhost import inventory
 from cwhost.db.database import Database
 from cwhost.usage.figures import BUCKET_SECONDS, HOUR, Figures
 from cwhost.usage.pricing import Pricing
-from cwhost.usage.sums import LedgerSums
+from cwhost.usage.sums import IN_SET, LedgerSums
 
 
 @dataclass
@@ -172,6 +172,19 @@ class UsageLedger:
         else:
             sums.add_metered()
         return sums
+
+    def segments(self, ids) -> list[dict]:
+        """Every billing segment of the workstations ``ids``, an open one with no ``ended_at``."""
+        return self._db.query(
+            f"SELECT workstation_id, started_at, ended_at, running, storage_gb, gpu FROM usage_segments WHERE {IN_SET}",
+            {"ids": json.dumps(list(ids))},
+        )
+
+    def metered_to_now(self, ids) -> dict[str, Figures]:
+        """All that the meter has read of each of the workstations ``ids``: its running totals."""
+        sums = LedgerSums(self._db, self._pricing, ids, None, self._clock(), self._clock(), None)
+        sums.add_running_totals()
+        return sums.per_workstation
 
     def totals_by_workstation(self) -> list[dict]:
         """Running metered totals and GPU seconds of every workstation, for /metrics."""

@@ -7,14 +7,16 @@ the same window agree to the last digit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from markupsafe import Markup
 
 from cwhost.config.server import Config
 from cwhost.ids import rfc3339_to_unix, unix_to_rfc3339
 from cwhost.model import Workstation
-from cwhost.usage.account_report import month_of
 from cwhost.usage.figures import DAY, HOUR
 from cwhost.usage.ledger import Priced, PricedReport, UsageLedger
+from cwhost.usage.month_to_date import MonthToDateCosts
 
 # The two charts of a workstation's page: by hour over the last day, by day over the last month.
 WINDOWS = {"day": ("hour", DAY), "month": ("day", 30 * DAY)}
@@ -22,11 +24,19 @@ WINDOWS = {"day": ("hour", DAY), "month": ("day", 30 * DAY)}
 SERIES = {"cpuHours": "cpu_hours", "memoryGBHours": "memory_gb_hours", "gpuHours": "gpu_hours", "costUSD": "cost_usd"}
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):  # not a frozen dataclass, whose fields are set one call each: 200 a list
     ws: Workstation
     uptime: str
-    month_cost_usd: float
+    month_cost: str  # USD, to the hundredth of a cent
+    # The row's HTML before the uptime and after the cost (RowParts).
+    head: Markup
+    tail: Markup
+
+
+class RowParts(Protocol):
+    """A list row's HTML that depends on the workstation's record alone (and the session's CSRF token)."""
+
+    def __call__(self, ws: Workstation) -> tuple[Markup, Markup]: ...
 
 
 def uptime(ws: Workstation, now: float) -> str:
@@ -37,10 +47,10 @@ def uptime(ws: Workstation, now: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-def rows(workstations: list[Workstation], ledger: UsageLedger, config: Config, now: float) -> list[Row]:
-    """Each workstation with its uptime and its cost since the month began, in one read of the ledger."""
-    sums = ledger.sums([ws.id for ws in workstations], month_of(now), now)
-    return [Row(ws, uptime(ws, now), sums.per_workstation[ws.id].cost_usd(config.pricing)) for ws in workstations]
+def rows(workstations: list[Workstation], parts: RowParts, month_costs: MonthToDateCosts, now: float) -> list[Row]:
+    """Each workstation with its uptime and its cost since the month began."""
+    costs = month_costs.costs(workstations)
+    return [Row(ws, uptime(ws, now), f"{costs[ws.id]:.4f}", *parts(ws)) for ws in workstations]
 
 
 def chart(ws: Workstation, ledger: UsageLedger, config: Config, window: str, now: float) -> dict:

@@ -12,6 +12,7 @@ from cwhost.accounts.ssh_keys import SshKeys
 from cwhost.usage.account_report import AccountUsageReports
 from cwhost.usage.ledger import UsageLedger
 from cwhost.usage.metrics import SamplerMetrics
+from cwhost.usage.month_to_date import MonthToDateCosts
 from cwhost.usage.sampler import Sampler
 from cwhost.workspaces.files import WorkspaceFiles
 from cwhost.workspaces.registry import Workspaces
@@ -36,6 +37,7 @@ class Services:
     # The records and what is derived from them.
     store: WorkstationStore
     ledger: UsageLedger
+    month_costs: MonthToDateCosts
     account_usage: AccountUsageReports
     limits: AccountLimitsBook
     accounts: Accounts
