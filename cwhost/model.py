@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from drivers.base import BootSource, ConsoleAccess, DomainSpec
+from drivers.base import DEFAULT_DISPLAY, BootSource, ConsoleAccess, Display, DomainSpec
 
 PROVISIONING, STOPPED, RUNNING, ERROR = "provisioning", "stopped", "running", "error"
 STATUSES = (PROVISIONING, STOPPED, RUNNING, ERROR)
 DOMAIN_PREFIX = "cwhost-"
-CONFIGURATION_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "gpu", "region")
+# What a type gives a workstation it makes; the display is every workstation's own (by default XGA).
+TYPE_CONFIGURATION_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "gpu", "region")
+CONFIGURATION_FIELDS = (*TYPE_CONFIGURATION_FIELDS, "display_width", "display_height")
 # What a running workstation holds of the host, and what is true of its run only, as its row's
 # columns: given back, or forgotten, when it stops.
 HELD_WHILE_RUNNING = ("gpu_address", "ssh_port", "ready_at")
@@ -32,6 +34,12 @@ class Configuration:
     storage_gb: int
     gpu: str | None
     region: str
+    display_width: int = DEFAULT_DISPLAY.width
+    display_height: int = DEFAULT_DISPLAY.height
+
+    @property
+    def display(self) -> Display:
+        return Display(self.display_width, self.display_height)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class Workstation:
             memory_gb=c.memory_gb,
             storage_gb=c.storage_gb,
             boot=self.boot,
+            display=c.display,
         )
 
 

@@ -28,7 +28,7 @@ import abc
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from drivers.input_events import InputAction
 
@@ -199,6 +199,17 @@ class ExecResult:
     timed_out: bool
 
 
+class Display(NamedTuple):
+    """A domain's screen, in pixels: what screenshots show and input coordinates address."""
+
+    width: int
+    height: int
+
+
+# XGA: what Anthropic's computer-use guidance recommends for agents that look at the screen.
+DEFAULT_DISPLAY = Display(1024, 768)
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     """Everything a driver needs to define a domain.
@@ -213,6 +224,7 @@ class DomainSpec:
     memory_gb: int
     storage_gb: int
     boot: BootSource = BootSource()
+    display: Display = DEFAULT_DISPLAY
 
 
 class Inspectable(Protocol):

@@ -9,7 +9,9 @@ import psutil
 import pytest
 
 from drivers.base import (
+    DEFAULT_DISPLAY,
     BootSource,
+    Display,
     DomainNotFound,
     DomainSpec,
     DomainState,
@@ -80,6 +82,7 @@ def spec(name="cwhost-ws-test0001", title="My-Workstation", storage_gb=10, **kwa
         cpu_cores=kwargs.get("cpu_cores", 2),
         memory_gb=kwargs.get("memory_gb", 1),
         storage_gb=storage_gb,
+        display=kwargs.get("display", DEFAULT_DISPLAY),
     )
 
 
@@ -196,6 +199,22 @@ def test_a_boot_source_is_kept_with_the_domain(driver, tmp_path):
     assert driver.describe("cwhost-ws-boot0001").boot == boot
     with pytest.raises(ProvisioningError):
         driver.define(DomainSpec("cwhost-ws-boot0001", "b", 1, 1, 1))
+
+
+def test_the_display_is_kept_changed_while_stopped_and_shown_at_its_size(driver):
+    import io
+
+    from PIL import Image
+
+    driver.define(spec(display=Display(1280, 800)))
+    assert driver.describe("cwhost-ws-test0001").display == (1280, 800)
+    driver.update(spec(display=Display(800, 600)))
+    assert driver.describe("cwhost-ws-test0001") == spec(display=Display(800, 600))
+    driver.start("cwhost-ws-test0001")
+    if isinstance(driver, FakeDriver):
+        # A real guest's screen has the size its guest sets (the firmware's first, then the one offered):
+        # the real-VM image test checks it.
+        assert Image.open(io.BytesIO(driver.screenshot("cwhost-ws-test0001"))).size == (800, 600)
 
 
 def test_update_grows_but_never_shrinks_and_only_when_stopped(driver):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import PortForward
+from drivers.base import Display, PortForward
 from drivers.libvirt.domain_xml import (
     DomainXml,
     Graphics,
@@ -47,7 +47,7 @@ KINDS = {
     ),
     # A second NIC, on QEMU's user-mode network restricted to SSH forwarded from a host port, and the seed.
     "forwards-seed": DomainXml(
-        **{**BASE, "graphics": Graphics("vnc", "127.0.0.1", "s3cretpw")},
+        **{**BASE, "graphics": Graphics("vnc", "127.0.0.1", "s3cretpw"), "display": Display(1280, 800)},
         seed_iso="/var/lib/cwhost/disks/cwhost-ws-8f3k2m9q.seed.iso",
         forwards=(PortForward(22014, 22, "0.0.0.0"),),
         kernel_boot=KernelBoot(

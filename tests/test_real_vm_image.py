@@ -446,9 +446,11 @@ def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):
         _, public, keys[name] = _new_key()
         assert http.post(server.url + "/v1/account/ssh-keys", json={"name": name, "publicKey": public}).ok
     # One core each: this host has two, and each type asks for both.
-    url = _launched(bob, server, {"name": "web", "type": "chromium", "configuration": {"cpuCores": 1}})
+    # A display other than XGA: the guest's X takes the one mode its video device offers, Chromium fills it.
+    wide = {"cpuCores": 1, "display": {"width": 1280, "height": 800}}
+    url = _launched(bob, server, {"name": "web", "type": "chromium", "configuration": wide})
     alice_url = _launched(alice, server, {"name": "py", "type": "python", "configuration": {"cpuCores": 1}})
-    _the_browser_full_screen(bob, url)
+    _the_browser_full_screen(bob, url, (1280, 800))
     _walled_off(server, alice, alice_url, keys, bob, url)
     for http, each in ((bob, url), (alice, alice_url)):
         assert http.post(each + "/stop", params={"force": "true"}).status_code == 200
@@ -461,14 +463,15 @@ def test_a_browser_is_driven_over_cdp_through_the_proxy_to_a_page_on_the_hosts_b
     server, _data_dir = server
     bob = _account(server, "bob")
     url = _launched(bob, server, {"name": "web", "type": "chromium"})
-    _the_browser_full_screen(bob, url)
+    _the_browser_full_screen(bob, url, (1024, 768))
     _an_agents_loop(bob, url)
     assert bob.post(url + "/stop", params={"force": "true"}).status_code == 200
     assert bob.delete(url).status_code == 204
 
 
-def _the_browser_full_screen(http: requests.Session, url: str) -> None:
-    """The chromium image: its X session shows Chromium full-screen, its DevTools on the guest's loopback only."""
+def _the_browser_full_screen(http: requests.Session, url: str, size: tuple[int, int]) -> None:
+    """The chromium image: its X session shows Chromium full-screen at the configured size, its DevTools on
+    the guest's loopback only."""
     from PIL import Image
 
     # Ready: Chromium runs and its DevTools answer.
@@ -486,7 +489,7 @@ def _the_browser_full_screen(http: requests.Session, url: str) -> None:
         # Full screen: the page's white reaches every corner (within the window's 1-pixel edge);
         # the heading puts dark pixels on it.
         corners = [image.getpixel((x, y)) for x in (2, image.width - 3) for y in (2, image.height - 3)]
-        return all(c > 200 for c in corners) and image.getextrema()[0] < 60
+        return image.size == size and all(c > 200 for c in corners) and image.getextrema()[0] < 60
 
     wait_until(page_shown, 180, "the start page full-screen")
 

@@ -10,6 +10,9 @@ from tests.helpers import bearer, cli, make_config, wait_for_status
 
 SEED_TYPES = {"python", "nodejs", "golang", "chromium", "zoom-chromium", "meet-chromium", "voip", "voip-chromium", "max"}
 
+# The display every workstation has unless its configuration names another.
+XGA = {"width": 1024, "height": 768}
+
 
 def test_the_seeds_types_are_offered_by_default(client, alice):
     listed = client.get("/v1/workstation-types", headers=alice).get_json()
@@ -32,7 +35,9 @@ def test_a_type_fills_what_the_request_leaves_out(client, alice):
     assert created.status_code == 201, created.get_json()
     body = created.get_json()
     assert body["type"] == "python"
-    assert body["configuration"] == {"cpuCores": 4, "memoryGB": 8, "storageGB": 64, "gpu": None, "region": "us-west-2"}
+    assert body["configuration"] == {
+        "cpuCores": 4, "memoryGB": 8, "storageGB": 64, "gpu": None, "region": "us-west-2", "display": XGA
+    }
     assert body["idleTimeoutMinutes"] == 120
 
 
@@ -81,7 +86,9 @@ def test_a_type_whose_image_is_missing_is_422_naming_the_file(tmp_path):
         {
             "id": "lab",
             "description": "",
-            "configuration": {"cpuCores": 1, "memoryGB": 1, "storageGB": 5, "gpu": None, "region": "us-west-2"},
+            "configuration": {
+                "cpuCores": 1, "memoryGB": 1, "storageGB": 5, "gpu": None, "region": "us-west-2", "display": XGA
+            },
             "idleTimeoutMinutes": 0,
             "runningTimeoutMinutes": 0,
             "packages": [],

@@ -322,10 +322,14 @@ def test_a_stopped_workstation_is_reconfigured_with_the_api_s_rules(signed_in, a
     typo = signed_in.post(f"/ui/workstations/{ws['id']}/reconfigure", data={**form, "cpuCores": "two"})
     assert typo.status_code == 422 and 'id="re-cpuCores-error"' in typo.get_data(as_text=True)
     assert signed_in.get(f"/v1/workstations/{ws['id']}", headers=headers).get_json()["name"] == "ws1"
+    tiny = signed_in.post(f"/ui/workstations/{ws['id']}/reconfigure", data={**form, "width": "10", "height": "768"})
+    assert tiny.status_code == 422 and 'id="re-width-error"' in tiny.get_data(as_text=True)
+    form = {**form, "width": "1280", "height": "800"}
     assert signed_in.post(f"/ui/workstations/{ws['id']}/reconfigure", data=form).status_code == 302
     after = signed_in.get(f"/v1/workstations/{ws['id']}", headers=headers).get_json()
     assert after["name"] == "renamed" and after["configuration"]["cpuCores"] == 2
     assert after["configuration"]["memoryGB"] == 2
+    assert after["configuration"]["display"] == {"width": 1280, "height": 800}
 
 
 def test_a_workspace_and_keys_are_attached_at_create(signed_in, alice_token, components):

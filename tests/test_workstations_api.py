@@ -44,7 +44,8 @@ def test_full_life_cycle(client, alice, components):
     body = created.get_json()
     assert body["status"] == "provisioning"
     assert created.headers["Location"] == f"/v1/workstations/{body['id']}"
-    assert body["configuration"] == {**GOOD_CONFIGURATION, "gpu": "NVIDIA L40S"}
+    xga = {"width": 1024, "height": 768}
+    assert body["configuration"] == {**GOOD_CONFIGURATION, "gpu": "NVIDIA L40S", "display": xga}
     assert body["startedAt"] is None and body["access"] is None
     ws_id = body["id"]
     wait_for_status(client, alice, ws_id, "stopped")
@@ -73,7 +74,10 @@ def test_full_life_cycle(client, alice, components):
 
     patched = client.patch(
         f"/v1/workstations/{ws_id}",
-        json={"name": "Renamed", "configuration": {"cpuCores": 8, "storageGB": 40, "gpu": None}},
+        json={
+            "name": "Renamed",
+            "configuration": {"cpuCores": 8, "storageGB": 40, "gpu": None, "display": {"width": 1280, "height": 800}},
+        },
         headers=alice,
     )
     assert patched.status_code == 200
@@ -84,9 +88,11 @@ def test_full_life_cycle(client, alice, components):
         "storageGB": 40,
         "gpu": None,
         "region": "us-west-2",
+        "display": {"width": 1280, "height": 800},
     }
     described = components.driver.describe(domain_name(ws_id))
     assert (described.title, described.cpu_cores, described.storage_gb) == ("Renamed", 8, 40)
+    assert described.display == (1280, 800)
 
     usage = client.get(f"/v1/workstations/{ws_id}/usage", headers=alice)
     assert usage.status_code == 200

@@ -9,6 +9,7 @@ from flask import url_for
 from marshmallow import fields, validate
 
 from cwhost.ids import unix_to_rfc3339
+from drivers.base import Display
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
 TYPE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -18,6 +19,9 @@ MAX_CPU_CORES = 4096
 MAX_MEMORY_GB = 1024 * 1024
 MAX_STORAGE_GB = 1024 * 1024
 MAX_TIMEOUT_MINUTES = 60 * 24 * 366
+# VGA to 4K UHD: what QEMU's virtio-vga draws and noVNC shows.
+MIN_DISPLAY = Display(640, 480)
+MAX_DISPLAY = Display(3840, 2160)
 
 
 class WholeNumber(fields.Integer):

@@ -7,12 +7,15 @@ from marshmallow import fields, validate
 
 from cwhost.api.fields import (
     MAX_CPU_CORES,
+    MAX_DISPLAY,
     MAX_MEMORY_GB,
     MAX_STORAGE_GB,
+    MIN_DISPLAY,
     NAME_PATTERN,
     StrictSchema,
     Timestamp,
     UnixTime,
+    WholeNumber,
     list_schema,
     size_field,
     timeout_field,
@@ -22,6 +25,19 @@ from cwhost.model import STATUSES
 from cwhost.patterns import SSH_PUBLIC_KEY_PATTERN, FullMatch
 
 # -- requests -----------------------------------------------------------------
+
+
+class DisplayInSchema(StrictSchema):
+    width = WholeNumber(
+        required=True,
+        validate=validate.Range(min=MIN_DISPLAY.width, max=MAX_DISPLAY.width),
+        metadata={"description": "Pixels across."},
+    )
+    height = WholeNumber(
+        required=True,
+        validate=validate.Range(min=MIN_DISPLAY.height, max=MAX_DISPLAY.height),
+        metadata={"description": "Pixels down."},
+    )
 
 
 class ConfigurationInSchema(StrictSchema):
@@ -41,6 +57,19 @@ class ConfigurationInSchema(StrictSchema):
         validate=validate.Length(1, 63),
         metadata={"description": "A region this server serves; defaults to its first."},
     )
+    display = fields.Nested(
+        DisplayInSchema,
+        metadata={
+            "description": "Its screen, which screenshots show and input coordinates address; 1024x768 by default."
+        },
+    )
+
+    @ma.post_load
+    def _display_as_columns(self, data, **kwargs):
+        display = data.pop("display", None)
+        if display is not None:
+            data["display_width"], data["display_height"] = display["width"], display["height"]
+        return data
 
 
 def name_field(description: str | None = None, **kwargs) -> fields.String:
@@ -140,12 +169,18 @@ class ErrorSchema(ma.Schema):
     balance_usd = fields.Float(data_key="balanceUSD", metadata={"description": "With 402: the account's balance."})
 
 
+class DisplaySchema(ma.Schema):
+    width = fields.Integer(required=True)
+    height = fields.Integer(required=True)
+
+
 class ConfigurationSchema(ma.Schema):
     cpu_cores = fields.Integer(data_key="cpuCores", required=True)
     memory_gb = fields.Integer(data_key="memoryGB", required=True)
     gpu = fields.String(allow_none=True, required=True)
     storage_gb = fields.Integer(data_key="storageGB", required=True)
     region = fields.String(required=True)
+    display = fields.Nested(DisplaySchema, required=True)
 
 
 class WorkspaceRefSchema(ma.Schema):

@@ -306,3 +306,10 @@ def _account_limits(db: sqlite_utils.Database) -> None:
         not_null={"value"},
         foreign_keys=[("account_id", "accounts", "id")],
     )
+
+
+@migrations(name="0016_workstation_display")
+def _workstation_display(db: sqlite_utils.Database) -> None:
+    # Its screen, in pixels; those made before it was configurable had XGA.
+    db.table("workstations").add_column("display_width", int, not_null_default=1024)
+    db.table("workstations").add_column("display_height", int, not_null_default=768)

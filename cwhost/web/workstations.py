@@ -135,6 +135,8 @@ def reconfigure(workstation_id: str):
     form = request.form
     configuration = {key: form_number(form[key]) for key in ("cpuCores", "memoryGB", "storageGB") if form.get(key)}
     configuration["gpu"] = form.get("gpu") or None
+    if form.get("width") or form.get("height"):
+        configuration["display"] = {side: form_number(form.get(side, "")) for side in ("width", "height")}
     body = {"name": form.get("name", ""), "configuration": configuration}
     try:
         loaded = WorkstationPatchSchema().load(body)

@@ -9,8 +9,8 @@ from cwhost.errors import InvalidRequest, UnknownAsset
 from cwhost.ids import new_id, unix_to_rfc3339
 from cwhost.images.catalog import ImageCatalog
 from cwhost.images.types import WorkstationType
-from cwhost.model import CONFIGURATION_FIELDS, PROVISIONING, Configuration, Workstation
-from drivers.base import BootSource, HostInfo
+from cwhost.model import PROVISIONING, TYPE_CONFIGURATION_FIELDS, Configuration, Workstation
+from drivers.base import DEFAULT_DISPLAY, BootSource, HostInfo
 
 _SIZES = ("cpu_cores", "memory_gb", "storage_gb")
 
@@ -87,7 +87,7 @@ def resolve(
     wtype, boot = usable_type(config, type_id, images) if type_id is not None else (None, BootSource())
     settings = dict(configuration or {})
     if wtype is not None:
-        for key in CONFIGURATION_FIELDS:
+        for key in TYPE_CONFIGURATION_FIELDS:
             settings.setdefault(key, getattr(wtype, key))
     absent = [key for key in _SIZES if key not in settings]
     if absent:
@@ -102,6 +102,8 @@ def resolve(
             storage_gb=settings["storage_gb"],
             gpu=settings.get("gpu"),
             region=settings.get("region") or config.regions[0],
+            display_width=settings.get("display_width", DEFAULT_DISPLAY.width),
+            display_height=settings.get("display_height", DEFAULT_DISPLAY.height),
         ),
         idle_timeout_minutes=(
             idle_timeout_minutes if idle_timeout_minutes is not None else (wtype.idle_timeout_minutes if wtype else 0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from drivers.base import DomainState
+from drivers.base import DEFAULT_DISPLAY, DomainState
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class FakeDomain:
     seed: dict | None = None
     # This run's PortForwards, as lists of their fields: recorded, never opened on the host.
     forwards: list | None = None
+    # Its screen, [width, height] (the state file is JSON).
+    display: list = field(default_factory=lambda: list(DEFAULT_DISPLAY))
 
 
 def stopped(domain: FakeDomain) -> FakeDomain:

@@ -21,6 +21,7 @@ from drivers.base import (
     Access,
     BootSource,
     ConsoleAccess,
+    Display,
     DomainSpec,
     DomainState,
     ExecRequest,
@@ -39,7 +40,7 @@ from drivers.base import (
 )
 from drivers.fake.domain import FakeDomain, stopped
 from drivers.fake.domains import DomainBook
-from drivers.fake.guest_agent import SCREEN_SIZE, simulate_exec, simulated_readiness, simulated_screen
+from drivers.fake.guest_agent import simulate_exec, simulated_readiness, simulated_screen
 from drivers.fake.processes import launch_guest, stop_domain_guest, stop_unrecorded_guests
 from drivers.input_events import InputAction, all_batches
 
@@ -226,6 +227,7 @@ class FakeDriver(HypervisorDriver):
             memory_gb=d.memory_gb,
             storage_gb=d.storage_gb,
             boot=BootSource(**(d.boot or {})),
+            display=Display(*d.display),
         )
 
     def list_domains(self) -> dict[str, DomainState]:
@@ -291,16 +293,17 @@ class FakeDriver(HypervisorDriver):
         return simulate_exec(request)
 
     def send_input(self, name: str, actions: tuple[InputAction, ...]) -> None:
-        if self._live(name) is None:
+        domain = self._live(name)
+        if domain is None:
             raise InvalidDomainState(f"domain {name} is not running")
         # Checked as a real display would take them; a simulated screen has nothing to move.
-        all_batches(actions, SCREEN_SIZE)
+        all_batches(actions, Display(*domain.display))
 
     def screenshot(self, name: str) -> bytes:
         domain = self._live(name)
         if domain is None:
             raise InvalidDomainState(f"domain {name} is not running")
-        return simulated_screen(domain.title)
+        return simulated_screen(domain.title, Display(*domain.display))
 
 
 def _defined_by(spec: DomainSpec) -> dict:
@@ -311,4 +314,5 @@ def _defined_by(spec: DomainSpec) -> dict:
         "memory_gb": spec.memory_gb,
         "storage_gb": spec.storage_gb,
         "boot": asdict(spec.boot),
+        "display": list(spec.display),
     }

@@ -14,9 +14,7 @@ import time
 
 from PIL import Image, ImageDraw
 
-from drivers.base import KILLED_AT_TIMEOUT, ExecRequest, ExecResult, ReadinessReport
-
-SCREEN_SIZE = (1024, 768)
+from drivers.base import KILLED_AT_TIMEOUT, Display, ExecRequest, ExecResult, ReadinessReport
 
 
 def _interval(text: str) -> float | None:
@@ -62,10 +60,10 @@ def simulate_exec(request: ExecRequest) -> ExecResult:
     )
 
 
-def simulated_screen(title: str) -> bytes:
-    image = Image.new("RGB", SCREEN_SIZE, (32, 48, 64))
+def simulated_screen(title: str, size: Display) -> bytes:
+    image = Image.new("RGB", size, (32, 48, 64))
     draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, SCREEN_SIZE[0], 32), fill=(200, 200, 200))
+    draw.rectangle((0, 0, size.width, 32), fill=(200, 200, 200))
     draw.text((12, 10), title, fill=(0, 0, 0))
     out = io.BytesIO()
     image.save(out, format="PNG")

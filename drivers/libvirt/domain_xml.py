@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from drivers.base import SHARE_TAG, PortForward
+from drivers.base import DEFAULT_DISPLAY, SHARE_TAG, Display, PortForward
 from drivers.libvirt.xml_fields import required_attribute, required_child, required_text
 
 METADATA_NAMESPACE = "https://cwhost.invalid/xmlns/workstation/1"
@@ -81,6 +81,8 @@ class DomainXml:
     seed_iso: str | None = None
     # Host ports forwarded to the guest through a second NIC, on a user-mode network restricted to them.
     forwards: tuple[PortForward, ...] = ()
+    # The screen its video device offers the guest as its preferred mode (EDID), which Xorg takes.
+    display: Display = DEFAULT_DISPLAY
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes) -> ET.Element:
@@ -108,6 +110,7 @@ def to_xml(domain: DomainXml) -> str:
         _write_forwarding_nic(root, domain.forwards)
     _write_serial_console(devices, domain.console_log)
     _write_guest_agent_channel(devices)
+    _write_video(devices, domain.display)
     if domain.graphics:
         # An absolute pointer: input is sent at screen coordinates, and noVNC's pointer lands where it shows.
         _sub(devices, "input", type="tablet", bus="usb")
@@ -227,6 +230,12 @@ def _write_graphics(devices: ET.Element, graphics: Graphics) -> None:
     _sub(element, "listen", type="address", address=graphics.listen)
 
 
+def _write_video(devices: ET.Element, display: Display) -> None:
+    # virtio-vga: its EDID offers exactly this mode, where a VGA's would offer a list for Xorg to choose from.
+    model = _sub(_sub(devices, "video"), "model", type="virtio", heads="1", primary="yes")
+    _sub(model, "resolution", x=display.width, y=display.height)
+
+
 def _write_filesystem(devices: ET.Element, share: str, tag: str) -> None:
     filesystem = _sub(devices, "filesystem", type="mount", accessmode="passthrough")
     _sub(filesystem, "driver", type="virtiofs")
@@ -280,7 +289,14 @@ def from_xml(text: str) -> DomainXml:
         base_image=workstation.get("baseImage") if workstation is not None else None,
         seed_iso=_read_cdrom(devices.find("disk[@device='cdrom']")),
         forwards=_read_forwards(workstation),
+        display=_read_display(devices.find("video/model/resolution")),
     )
+
+
+def _read_display(resolution: ET.Element | None) -> Display:
+    if resolution is None:
+        return DEFAULT_DISPLAY
+    return Display(int(required_attribute(resolution, "x")), int(required_attribute(resolution, "y")))
 
 
 def _read_forwards(workstation: ET.Element | None) -> tuple[PortForward, ...]:

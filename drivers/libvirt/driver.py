@@ -157,6 +157,7 @@ class LibvirtDriver(HypervisorDriver):
                 base_image=spec.boot.image,
                 seed_iso=str(seed_iso) if seed_iso else None,
                 forwards=forwards,
+                display=spec.display,
             )
         )
 
@@ -181,6 +182,7 @@ class LibvirtDriver(HypervisorDriver):
                 initrd=own_kernel.initrd if own_kernel else None,
                 cmdline=own_kernel.cmdline if own_kernel else None,
             ),
+            display=parsed.display,
         )
 
     # -- HypervisorDriver ------------------------------------------------------
