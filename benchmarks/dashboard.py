@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def main() -> None:
         for workstation_id in ids:
             client.post(f"/v1/workstations/{workstation_id}/stop", headers=headers, query_string={"force": "true"})
         app.extensions["cwhost"].services.background.wait_idle()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

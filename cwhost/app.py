@@ -27,6 +27,7 @@ from cwhost.db.database import Database
 from cwhost.images.catalog import ImageCatalog
 from cwhost.images.guest_files import CDP_GUEST_PORT
 from cwhost.remote.door_tokens import DoorTokens, NotReady
+from cwhost.remote.live_views import LiveViews
 from cwhost.usage.account_report import AccountUsageReports
 from cwhost.usage.ledger import UsageLedger
 from cwhost.usage.metrics import build_registry
@@ -201,6 +202,7 @@ def create_app(config: Config, driver: HypervisorDriver | None = None) -> Flask:
         console=DoorTokens(_vnc_address(services.store, driver), config.console.link_seconds)
         if config.console.port
         else None,
+        live_views=LiveViews(_vnc_address(services.store, driver), config.console.live_views_per_workstation),
         browser=DoorTokens(_cdp_address(services.store, driver), config.console.link_seconds)
         if config.browser.port
         else None,

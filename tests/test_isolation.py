@@ -14,6 +14,7 @@ BODIES = {
     ("put", "/v1/accounts/{name}/credits"): {"balanceUSD": 1000},
     ("patch", "/v1/accounts/{name}/limits"): {"maxWorkstations": 1000},
     ("post", "/v1/workstations/{workstation_id}/exec"): {"command": ["true"]},
+    ("post", "/v1/workstations/{workstation_id}/live-views"): {},
     ("post", "/v1/workstations/{workstation_id}/input"): {"actions": [{"type": "text", "text": "x"}]},
 }
 ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("patch", "/v1/accounts/{name}/limits"), ("get", "/metrics")}
@@ -25,7 +26,7 @@ OWN_USAGE = {("get", "/v1/account/usage")}
 SHARED_HOST = {("get", "/v1/host")}
 CREATES = {("post", "/v1/workstations"), ("post", "/v1/workspaces"), ("post", "/v1/account/ssh-keys")}
 # Reached by a secret link only, which B never sees: any other token is 404.
-SECRET_LINKS = {("get", "/console/{token}")}
+SECRET_LINKS = {("get", "/console/{token}"), ("get", "/live/{token}")}
 
 
 def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components):
@@ -45,6 +46,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
         "file_id": file_id("a.txt"),
         "file_path": "a.txt",
         "token": "a-guessed-console-token",
+        "view_id": "lv-000000000000",
     }
 
     checked = set()

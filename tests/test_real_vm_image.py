@@ -293,21 +293,26 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     assert _refused(ssh["port"])
 
 
+def _headless_chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(argument)
+    options.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
 def _console_in_a_browser(http: requests.Session, url: str) -> None:
     """The one-time console link, opened by headless Chromium: noVNC connects and shows the VM's screen."""
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     console = http.get(url).json()["access"]["console"]
     assert console["host"] == "127.0.0.1" and console["websocketUrl"].startswith("ws://127.0.0.1:")
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(argument)
-    options.binary_location = "/usr/bin/chromium"
-    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    browser = _headless_chromium()
     try:
         browser.get(console["url"])
         status = browser.find_element(By.ID, "status")
@@ -631,6 +636,38 @@ class _Cdp:
         self._socket.close()
 
 
+def _live_views(http: requests.Session, url: str, field_value) -> None:
+    """Live views in Chromium: each connects; a key typed in a view-only one changes nothing, in an
+    interactive one it reaches the focused field; revoking one disconnects it."""
+    browser = _headless_chromium()
+    try:
+        _key_in_a_live_view(browser, http, url, interactive=False)
+        time.sleep(5)  # time for the key to arrive, were it sent
+        assert field_value() == "typed by an agent"
+        _key_in_a_live_view(browser, http, url, interactive=True)
+        wait_until(lambda: field_value() == "typed by an agentz", 30, "the key typed in the interactive view")
+    finally:
+        browser.quit()
+
+
+def _key_in_a_live_view(browser, http: requests.Session, url: str, interactive: bool) -> None:
+    """Open a new live view, see it connect, type "z" in it, then revoke it and see it disconnected."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    view = http.post(url + "/live-views", json={"interactive": interactive}).json()
+    browser.get(view["url"])
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 60).until(lambda _: status.text in ("Connected", "Connection failed"))
+    assert status.text == "Connected"
+    browser.execute_script("arguments[0].focus()", browser.find_element(By.CSS_SELECTOR, "#screen canvas"))
+    ActionChains(browser).send_keys("z").perform()
+    time.sleep(1)  # the key leaves noVNC before the view is revoked
+    assert http.delete(url + "/live-views/" + view["id"]).status_code == 204
+    WebDriverWait(browser, 30).until(lambda _: status.text in ("Disconnected", "Connection failed"))
+
+
 def _an_agents_loop(http: requests.Session, url: str) -> None:
     """A CDP client drives the browser through the proxy; the click and the typing go through the input API."""
     import websocket
@@ -665,6 +702,7 @@ def _an_agents_loop(http: requests.Session, url: str) -> None:
             30,
             "the typed text in the field",
         )
+        _live_views(http, url, lambda: cdp.evaluate("document.getElementById('field').value"))
     finally:
         cdp.close()
         form.shutdown()

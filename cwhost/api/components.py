@@ -17,6 +17,7 @@ from cwhost.api.ratelimit import RateLimiter
 from cwhost.config.server import Config
 from cwhost.db.database import Database
 from cwhost.remote.door_tokens import DoorTokens
+from cwhost.remote.live_views import LiveViews
 from cwhost.workstations.services import Services
 from drivers.base import HypervisorDriver
 
@@ -35,6 +36,8 @@ class Components:
     tokens: TokenVerifier
     # The browser console's links and WebSocket tokens; None when [console] port is 0.
     console: DoorTokens | None
+    # The live views the console's bridge carries (none are made while it is off).
+    live_views: LiveViews
     # The tokens of access.browser.cdpUrl; None when [browser] port is 0.
     browser: DoorTokens | None
 

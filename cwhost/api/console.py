@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import posixpath
 import secrets
+from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlencode
 
-from flask import Flask, Response, abort, render_template_string, send_from_directory
+from flask import Flask, Response, abort, g, render_template_string, request, send_from_directory
 
-from cwhost.api.common import ApiBlueprint
+from cwhost.api.common import ApiBlueprint, error_responses
 from cwhost.api.components import components
-from cwhost.errors import InvalidState, NotFound, Unavailable
+from cwhost.api.live_view_schemas import LiveViewCreateSchema, LiveViewListSchema, NewLiveViewSchema
+from cwhost.api.workstation_json import server_names
+from cwhost.errors import InvalidRequest, InvalidState, NotFound, Unavailable
 from cwhost.model import RUNNING
 
-blp = ApiBlueprint("console", __name__, description="The browser console of a running workstation.")
+blp = ApiBlueprint("console", __name__, description="The browser console and the live views of a running workstation.")
 
 # noVNC's directories the page loads modules from; nothing else of the package is served.
 NOVNC_PARTS = ("core", "vendor")
@@ -43,10 +47,11 @@ html, body { margin: 0; height: 100%; background: #1b1b1b; color: #ddd; font: 14
 import RFB from "/console/novnc/core/rfb.js";
 const settings = {{ settings|tojson }};
 const scheme = location.protocol === "https:" ? "wss" : "ws";
-const url = `${scheme}://${location.hostname}:${settings.port}/?token=${settings.token}`;
+const url = `${scheme}://${location.hostname}:${settings.port}/?${settings.query}`;
 const status = document.getElementById("status");
 const rfb = new RFB(document.getElementById("screen"), url, {credentials: {password: settings.password}});
 rfb.scaleViewport = true;
+rfb.viewOnly = settings.viewOnly;
 rfb.addEventListener("connect", () => { status.textContent = "Connected"; });
 rfb.addEventListener("disconnect", (e) => {
   status.textContent = e.detail.clean ? "Disconnected" : "Connection failed";
@@ -89,13 +94,20 @@ def console_page(token: str):
     live = parts.services.live.get(ws.id)
     if live is None or live.console is None:
         raise Unavailable("The workstation's display cannot be reached right now; try again shortly.")
+    socket_query = urlencode({"token": tokens.websocket_token(grant.workstation_id)})
+    return _novnc_page(ws.name, socket_query, live.console.password, view_only=False, framed_by="'self'")
+
+
+def _novnc_page(name: str, socket_query: str, password: str | None, view_only: bool, framed_by: str) -> Response:
+    """noVNC's page for a display, connecting to the console bridge with ``socket_query``."""
     nonce = secrets.token_urlsafe(16)
     settings = {
-        "port": parts.config.console.port,
-        "token": tokens.websocket_token(grant.workstation_id),
-        "password": live.console.password,
+        "port": components().config.console.port,
+        "query": socket_query,
+        "password": password,
+        "viewOnly": view_only,
     }
-    page = render_template_string(PAGE, name=ws.name, settings=settings, nonce=nonce)
+    page = render_template_string(PAGE, name=name, settings=settings, nonce=nonce)
     return Response(
         page,
         content_type="text/html; charset=utf-8",
@@ -103,9 +115,95 @@ def console_page(token: str):
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
             "Content-Security-Policy": f"default-src 'self'; script-src 'nonce-{nonce}' 'self';"
-            f" style-src 'nonce-{nonce}'; connect-src 'self' ws: wss:; img-src 'self' data:",
+            f" style-src 'nonce-{nonce}'; connect-src 'self' ws: wss:; img-src 'self' data:;"
+            f" frame-ancestors {framed_by}",
         },
     )
+
+
+def _console_on():
+    parts = components()
+    if parts.console is None:
+        raise Unavailable("This server's console bridge is off ([console] port), and live views ride on it.")
+    return parts
+
+
+def _running_one(workstation_id: str):
+    ws = components().services.store.load(g.principal, workstation_id)
+    if ws.status != RUNNING:
+        raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation has a screen to view.")
+    return ws
+
+
+@blp.route("/v1/workstations/<string:workstation_id>/live-views", methods=["POST"])
+@blp.arguments(LiveViewCreateSchema)
+@blp.response(201, NewLiveViewSchema)
+@error_responses(blp, 400, 403, 404, 415, 503)
+@blp.doc(operationId="createLiveView")
+def create_live_view(body, workstation_id):
+    """A link to the running workstation's screen, to embed in any page: view-only unless `interactive`,
+    for `minutes`, until revoked. Its input is dropped on the server when view-only."""
+    ws = _running_one(workstation_id)
+    parts = _console_on()
+    settings = parts.config.console
+    minutes = body.get("minutes", settings.live_view_default_minutes)
+    if minutes > settings.live_view_max_minutes:
+        raise InvalidRequest(
+            f"A live view lasts at most {settings.live_view_max_minutes} minutes on this server.",
+            details={"minutes": [f"Must be at most {settings.live_view_max_minutes}."]},
+        )
+    view, token = parts.live_views.create(ws.id, body["interactive"], minutes * 60)
+    # Named as the workstation's other links are (access.public_host, else the name the request was sent to).
+    _, netloc = server_names(parts.config.access.public_host)
+    return {**asdict(view), "url": f"{request.scheme}://{netloc}/live/{token}"}
+
+
+@blp.route("/v1/workstations/<string:workstation_id>/live-views")
+@blp.response(200, LiveViewListSchema)
+@error_responses(blp, 404)
+@blp.doc(operationId="listLiveViews")
+def list_live_views(workstation_id):
+    """The workstation's live views that have not expired nor been revoked (their links are not shown again)."""
+    ws = components().services.store.load(g.principal, workstation_id)
+    views = components().live_views.of(ws.id)
+    return {"object": "list", "data": views, "has_more": False, "next_cursor": None}
+
+
+@blp.route("/v1/workstations/<string:workstation_id>/live-views/<string:view_id>", methods=["DELETE"])
+@blp.response(204)
+@error_responses(blp, 404)
+@blp.doc(operationId="revokeLiveView")
+def revoke_live_view(workstation_id, view_id):
+    """Revoke a live view: its link opens nothing from now, and its open connections are cut."""
+    ws = components().services.store.load(g.principal, workstation_id)
+    components().live_views.revoke(ws.id, view_id)
+
+
+@blp.route("/live/<string:token>")
+@blp.doc(
+    security=[],
+    operationId="openLiveView",
+    responses={
+        200: {"description": "The live view (HTML).", "content": {"text/html": {"schema": {"type": "string"}}}},
+        400: "BAD_REQUEST",
+        404: "NOT_FOUND",
+        503: "SERVICE_UNAVAILABLE",
+    },
+)
+def live_view_page(token: str):
+    """A live view's page, from its `url`: as often as wanted while it lasts, in any page's iframe."""
+    parts = components()
+    view = parts.live_views.grant(token)
+    ws = parts.services.store.find(view.workstation_id) if view is not None else None
+    if view is None or ws is None:
+        raise NotFound("This live view is unknown, revoked or expired.")
+    if ws.status != RUNNING:
+        raise InvalidState(f"Workstation {ws.id} is {ws.status}; its screen shows while it runs.")
+    live = parts.services.live.get(ws.id)
+    if live is None or live.console is None:
+        raise Unavailable("The workstation's display cannot be reached right now; try again shortly.")
+    socket_query = urlencode({"live": token})
+    return _novnc_page(ws.name, socket_query, live.console.password, view_only=not view.interactive, framed_by="*")
 
 
 def register_novnc_assets(app: Flask) -> None:

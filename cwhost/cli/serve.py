@@ -13,7 +13,9 @@ import signal
 import socketserver
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from cwhost.accounts import tokens
 from cwhost.api.components import Components
@@ -23,10 +25,11 @@ from cwhost.app import create_app
 from cwhost.cli.data_dir import open_database
 from cwhost.cli.http_server import make_server
 from cwhost.cli.serverlock import AlreadyServing, hold_data_dir
-from cwhost.config.server import Config, ConfigError
+from cwhost.config.server import Config, ConfigError, SideListenerConfig
 from cwhost.db.database import Database
 from cwhost.remote.cdp import CdpProxy
 from cwhost.remote.console import console_bridge
+from cwhost.remote.door_tokens import DoorTokens
 from cwhost.remote.listener_guard import ConnectionCaps
 from cwhost.workstations.services import Services
 from drivers.base import HypervisorUnavailable
@@ -156,8 +159,8 @@ def serve(config, args) -> int:
 
 def _side_listeners(components: Components, config: Config) -> list[socketserver.BaseServer]:
     """The console's WebSocket bridge and the CDP proxy, each serving on a thread when configured."""
-    wanted = [
-        ("the console", components.console, console_bridge, config.console),
+    wanted: list[tuple[str, DoorTokens | None, Callable[..., socketserver.BaseServer], SideListenerConfig]] = [
+        ("the console", components.console, partial(console_bridge, live_views=components.live_views), config.console),
         ("CDP", components.browser, CdpProxy, config.browser),
     ]
     listeners: list[socketserver.BaseServer] = []

@@ -167,6 +167,11 @@ class ConsoleConfig(SideListenerConfig):
     novnc_dir: str = setting("/usr/share/novnc")
     # How long a console link, and the WebSocket token it leads to, may wait to be used.
     link_seconds: float = setting(300.0, validate=Range(5, 3600))
+    # Live views (POST /v1/workstations/{id}/live-views), which this bridge carries: how long one lasts
+    # unless it says, the longest it may ask for, and how many a workstation may have at once.
+    live_view_default_minutes: int = setting(60, validate=Range(1, 10080))
+    live_view_max_minutes: int = setting(1440, validate=Range(1, 10080))
+    live_views_per_workstation: int = setting(20, validate=Range(1, 1000))
 
 
 @dataclass(frozen=True)

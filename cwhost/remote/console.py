@@ -1,13 +1,16 @@
 """The browser console's WebSocket bridge (websockify) to each VM's VNC.
 
 websockify (PyPI, as a library) runs on its own listener and asks
-``DoorTokens.lookup`` (cwhost.remote.door_tokens) where a token leads: the
-VNC port of that workstation's current run, which listens on the host's
-loopback only.
+``DoorTokens.lookup`` (cwhost.remote.door_tokens) where a console token leads,
+or ``LiveViews.lookup`` (cwhost.remote.live_views) where a live view's does:
+the VNC port of that workstation's current run, which listens on the host's
+loopback only. A view-only live view's input is dropped here, on its way to
+the VNC server (cwhost.remote.rfb_filter).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -15,6 +18,8 @@ from websockify.websocketproxy import LibProxyServer, ProxyRequestHandler
 
 from cwhost.remote.door_tokens import DoorTokens
 from cwhost.remote.listener_guard import HANDSHAKE_SECONDS, ConnectionCaps, GuardedServer, close_at_deadline
+from cwhost.remote.live_views import LiveViews
+from cwhost.remote.rfb_filter import UnreadableStream, ViewOnlyFilter
 
 
 class _OneConnection:
@@ -39,18 +44,25 @@ class _ConsoleHandler(ProxyRequestHandler):
 
     def setup(self):
         self._disarm = close_at_deadline(self.request)
+        self._detach_view: Callable[[], None] | None = None
+        self._view_only: ViewOnlyFilter | None = None
         super().setup()
 
     def finish(self):
         self._disarm()
+        if self._detach_view is not None:
+            self._detach_view()
         super().finish()
 
     def handle_upgrade(self):
         # websockify's own token check, in its library server, fails on any
         # unknown token with an AttributeError: the look-up is done here.
         shared: Any = self.server  # type: ignore[has-type]  # websockify has no type hints
-        tokens = parse_qs(urlparse(self.path).query).get("token") or [""]
-        target = shared.tokens.lookup(tokens[0])
+        query = parse_qs(urlparse(self.path).query)
+        if "live" in query:
+            target = self._live_view_target(shared, query["live"][0])
+        else:
+            target = shared.tokens.lookup((query.get("token") or [""])[0])
         if target is None:
             self.send_error(404, "Unknown or expired console token")
             return
@@ -59,6 +71,26 @@ class _ConsoleHandler(ProxyRequestHandler):
         self._disarm()
         self.request.settimeout(None)
         super().handle_upgrade()
+
+    def _live_view_target(self, shared, token: str) -> tuple[str, int] | None:
+        found = shared.live_views.lookup(token)
+        if found is None:
+            return None
+        view, target = found
+        self._detach_view = shared.live_views.attach(view.id, self.request)
+        if self._detach_view is None:
+            return None
+        self._view_only = None if view.interactive else ViewOnlyFilter()
+        return target
+
+    def recv_frames(self):
+        frames, closed = super().recv_frames()
+        if self._view_only is not None:
+            try:
+                frames = [passed for passed in map(self._view_only.feed, frames) if passed]
+            except UnreadableStream as exc:
+                raise self.CClose(1008, f"view-only: {exc}") from None
+        return frames, closed
 
     def validate_connection(self):
         """Done by ``handle_upgrade``."""
@@ -72,11 +104,14 @@ class _ConsoleBridge(GuardedServer, LibProxyServer):
     pass
 
 
-def console_bridge(tokens: DoorTokens, host: str, port: int, caps: ConnectionCaps) -> LibProxyServer:
+def console_bridge(
+    tokens: DoorTokens, host: str, port: int, caps: ConnectionCaps, live_views: LiveViews
+) -> LibProxyServer:
     """The WebSocket-to-VNC listener; ``serve_forever()`` it on a thread."""
     server = _ConsoleBridge(RequestHandlerClass=_ConsoleHandler, listen_host=host, listen_port=port)
     server.caps = caps
     server.tokens = tokens
+    server.live_views = live_views
     server.daemon_threads = True
     # Nor does it set what its handler reads of a server listening on TCP.
     server.unix_listen = None
