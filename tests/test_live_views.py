@@ -185,3 +185,33 @@ def test_live_views_through_the_api(console_app):  # noqa: F811
         refused = client.post(url, json=bad, headers=alice)
         assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_request"), bad
     client.post(f"/v1/workstations/{ws['id']}/stop", headers=alice, query_string={"force": "true"})
+
+
+def test_the_dashboard_shares_the_screen_and_revokes_it(console_app):  # noqa: F811
+    from cwhost.accounts import tokens as auth
+    from tests.test_web import csrf, sign_in
+
+    app, alice, _ = console_app
+    client = app.test_client()
+    token = auth.create_key(app.extensions["cwhost"].db, "alice").token
+    assert sign_in(client, token).status_code == 302
+    ws = create_stopped(client, alice, cpuCores=1, memoryGB=1)
+    page_url = f"/ui/workstations/{ws['id']}"
+    assert "Share the screen" not in client.get(page_url).get_data(as_text=True)  # only while it runs
+    client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+    form = {"csrf_token": csrf(client), "minutes": "99999"}
+    too_long = client.post(page_url + "/live-views", data=form)
+    assert too_long.status_code == 422 and "Must be" in too_long.get_data(as_text=True)
+    made = client.post(page_url + "/live-views", data={**form, "minutes": "30"})
+    html = made.get_data(as_text=True)
+    assert made.status_code == 200 and 'id="live-view-url">http://localhost/live/' in html
+    link = html.split('id="live-view-url">', 1)[1].split("<", 1)[0]
+    assert '"viewOnly": true' in client.get(link.removeprefix("http://localhost")).get_data(as_text=True)
+    views = client.get(f"/v1/workstations/{ws['id']}/live-views", headers=alice).get_json()["data"]
+    assert len(views) == 1 and views[0]["interactive"] is False
+    assert link not in client.get(page_url).get_data(as_text=True)  # the link is shown once
+    revoked = client.post(f"{page_url}/live-views/{views[0]['id']}/revoke", data={"csrf_token": form["csrf_token"]})
+    assert revoked.status_code == 302
+    assert client.get(link.removeprefix("http://localhost")).status_code == 404
+    assert client.post(page_url + "/live-views", data={"minutes": "30"}).status_code == 403  # no CSRF token
+    client.post(f"/v1/workstations/{ws['id']}/stop", headers=alice, query_string={"force": "true"})

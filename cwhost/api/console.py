@@ -15,13 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlencode
 
-from flask import Flask, Response, abort, g, render_template_string, request, send_from_directory
+from flask import Flask, Response, abort, g, render_template_string, send_from_directory
 
 from cwhost.api.common import ApiBlueprint, error_responses
 from cwhost.api.components import components
 from cwhost.api.live_view_schemas import LiveViewCreateSchema, LiveViewListSchema, NewLiveViewSchema
-from cwhost.api.workstation_json import server_names
-from cwhost.errors import InvalidRequest, InvalidState, NotFound, Unavailable
+from cwhost.api.workstation_json import live_view_url
+from cwhost.errors import InvalidState, NotFound, Unavailable
 from cwhost.model import RUNNING
 
 blp = ApiBlueprint("console", __name__, description="The browser console and the live views of a running workstation.")
@@ -128,13 +128,6 @@ def _console_on():
     return parts
 
 
-def _running_one(workstation_id: str):
-    ws = components().services.store.load(g.principal, workstation_id)
-    if ws.status != RUNNING:
-        raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation has a screen to view.")
-    return ws
-
-
 @blp.route("/v1/workstations/<string:workstation_id>/live-views", methods=["POST"])
 @blp.arguments(LiveViewCreateSchema)
 @blp.response(201, NewLiveViewSchema)
@@ -143,19 +136,10 @@ def _running_one(workstation_id: str):
 def create_live_view(body, workstation_id):
     """A link to the running workstation's screen, to embed in any page: view-only unless `interactive`,
     for `minutes`, until revoked. Its input is dropped on the server when view-only."""
-    ws = _running_one(workstation_id)
+    ws = components().services.store.load(g.principal, workstation_id)
     parts = _console_on()
-    settings = parts.config.console
-    minutes = body.get("minutes", settings.live_view_default_minutes)
-    if minutes > settings.live_view_max_minutes:
-        raise InvalidRequest(
-            f"A live view lasts at most {settings.live_view_max_minutes} minutes on this server.",
-            details={"minutes": [f"Must be at most {settings.live_view_max_minutes}."]},
-        )
-    view, token = parts.live_views.create(ws.id, body["interactive"], minutes * 60)
-    # Named as the workstation's other links are (access.public_host, else the name the request was sent to).
-    _, netloc = server_names(parts.config.access.public_host)
-    return {**asdict(view), "url": f"{request.scheme}://{netloc}/live/{token}"}
+    view, token = parts.live_views.open(ws, body["interactive"], body.get("minutes"), parts.config.console)
+    return {**asdict(view), "url": live_view_url(token)}
 
 
 @blp.route("/v1/workstations/<string:workstation_id>/live-views")

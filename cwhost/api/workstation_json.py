@@ -84,6 +84,13 @@ def server_names(public_host: str) -> tuple[str, str]:
     return host, host + (f":{port}" if port else "")
 
 
+def live_view_url(token: str) -> str:
+    """A live view's page, named as the workstations' other links are (access.public_host, else the
+    name the request was sent to)."""
+    _, netloc = server_names(components().config.access.public_host)
+    return f"{request.scheme}://{netloc}/live/{token}"
+
+
 class Presenter:
     """Workstations' JSON for one request: one rule names the server in SSH, console and CDP alike
     (``server_names``), and its tokens share one expiry."""

@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cwhost.errors import NotFound, QuotaExceeded
+from cwhost.config.server import ConsoleConfig
+from cwhost.errors import InvalidRequest, InvalidState, NotFound, QuotaExceeded
+from cwhost.model import RUNNING, Workstation
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,20 @@ class LiveViews:
         self._lock = threading.Lock()
         self._views: dict[str, _Held] = {}
         self._by_digest: dict[bytes, str] = {}
+
+    def open(
+        self, ws: Workstation, interactive: bool, minutes: int | None, settings: ConsoleConfig
+    ) -> tuple[LiveView, str]:
+        """A view of a running workstation, for ``minutes`` (the configured default if None), and its token."""
+        if ws.status != RUNNING:
+            raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation has a screen to view.")
+        minutes = settings.live_view_default_minutes if minutes is None else minutes
+        if minutes > settings.live_view_max_minutes:
+            raise InvalidRequest(
+                f"A live view lasts at most {settings.live_view_max_minutes} minutes on this server.",
+                details={"minutes": [f"Must be at most {settings.live_view_max_minutes}."]},
+            )
+        return self.create(ws.id, interactive, minutes * 60)
 
     def create(self, workstation_id: str, interactive: bool, seconds: float) -> tuple[LiveView, str]:
         """A new view and its token (given once, never kept)."""

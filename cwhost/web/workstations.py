@@ -11,8 +11,10 @@ from markupsafe import Markup
 from marshmallow import ValidationError
 
 from cwhost.api.components import components, services
+from cwhost.api.live_view_schemas import LiveViewCreateSchema
 from cwhost.api.schemas import WorkstationCreateSchema, WorkstationPatchSchema, create_arguments, patch_arguments
-from cwhost.errors import NotFound, ServiceError
+from cwhost.api.workstation_json import live_view_url
+from cwhost.errors import NotFound, ServiceError, Unavailable
 from cwhost.ids import unix_to_rfc3339
 from cwhost.web import figures
 from cwhost.web.forms import field_errors, form_number, service_errors
@@ -155,9 +157,10 @@ def workstation(workstation_id: str):
     return _workstation_page(workstation_id)
 
 
-def _workstation_page(workstation_id: str, errors=None, status=200):
+def _workstation_page(workstation_id: str, errors=None, status=200, new_live_view_url=None):
     domain = services()
     ws = domain.store.load(g.principal, workstation_id)
+    sharing = components().console is not None and ws.status == "running"
     config, now = components().config, time.time()
     access = reach(ws, domain.live.get(ws.id), config, request.host.rsplit(":", 1)[0])
     charts = [figures.chart(ws, domain.ledger, config, window, now) for window in figures.WINDOWS]
@@ -172,6 +175,8 @@ def _workstation_page(workstation_id: str, errors=None, status=200):
         console_tail=_console_tail(domain.lifecycle.console_log(ws)),
         errors=errors or {},
         form=request.form if errors else {},
+        live_views=components().live_views.of(ws.id) if sharing else None,
+        new_live_view_url=new_live_view_url,
     ), status
 
 
@@ -183,6 +188,33 @@ def _console_link(ws, access) -> str | None:
     prefix = url_for("console.console_page", token="_").removesuffix("_")
     link, _ = console.minter(prefix, "")(ws.id)
     return link
+
+
+@signed_in
+def share_screen(workstation_id: str):
+    """A live view, as POST .../live-views makes it; its link is shown on this page, once."""
+    ws = services().store.load(g.principal, workstation_id)
+    parts = components()
+    body = {"interactive": request.form.get("interactive") == "on"}
+    if request.form.get("minutes"):
+        body["minutes"] = form_number(request.form["minutes"])
+    try:
+        loaded = LiveViewCreateSchema().load(body)
+        if parts.console is None:
+            raise Unavailable("This server's console bridge is off ([console] port), and live views ride on it.")
+        _, token = parts.live_views.open(ws, loaded["interactive"], loaded.get("minutes"), parts.config.console)
+    except ValidationError as exc:
+        return _workstation_page(workstation_id, field_errors(exc.messages), 422)
+    except ServiceError as exc:
+        return _workstation_page(workstation_id, service_errors(exc), exc.status)
+    return _workstation_page(workstation_id, new_live_view_url=live_view_url(token))
+
+
+@signed_in
+def revoke_live_view(workstation_id: str, view_id: str):
+    ws = services().store.load(g.principal, workstation_id)
+    components().live_views.revoke(ws.id, view_id)
+    return redirect(url_for("web.workstation", workstation_id=workstation_id))
 
 
 @signed_in
@@ -212,5 +244,12 @@ def register(blp: Blueprint) -> None:
     blp.add_url_rule("/workstations", "create_workstation", create_workstation, methods=["POST"])
     blp.add_url_rule("/workstations/<workstation_id>", "workstation", workstation)
     blp.add_url_rule("/workstations/<workstation_id>/screenshot.png", "screenshot", screenshot)
+    blp.add_url_rule("/workstations/<workstation_id>/live-views", "share_screen", share_screen, methods=["POST"])
+    blp.add_url_rule(
+        "/workstations/<workstation_id>/live-views/<view_id>/revoke",
+        "revoke_live_view",
+        revoke_live_view,
+        methods=["POST"],
+    )
     blp.add_url_rule("/workstations/<workstation_id>/reconfigure", "reconfigure", reconfigure, methods=["POST"])
     blp.add_url_rule("/workstations/<workstation_id>/<action>", "act", act, methods=["POST"])
