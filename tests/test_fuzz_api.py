@@ -31,9 +31,13 @@ CHECKS = {
 }
 
 
+# No readiness loop runs in these apps, so a wait for readiness lasts its whole timeout: a second at most.
+FUZZ_READINESS = {"max_wait_seconds": 1}
+
+
 def _app(tmp_path_factory):
     data = tmp_path_factory.mktemp("fuzz") / "data"
-    config = make_config(data)
+    config = make_config(data, readiness=FUZZ_READINESS)
     Database(config.database_path).migrate()
     return create_app(config), config
 
@@ -90,7 +94,7 @@ class FreshApp:
         data = self.root / f"scenario-{self.count}"
         data.mkdir()
         shutil.copy(self.pristine, data / "cwhost.db")
-        self.config = make_config(data)
+        self.config = make_config(data, readiness=FUZZ_READINESS)
         self.app = create_app(self.config)
 
     def close(self):
