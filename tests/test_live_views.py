@@ -147,7 +147,7 @@ def test_a_workstation_has_at_most_its_configured_live_views():
     views.create("ws-1", True, 60)
     from cwhost.errors import QuotaExceeded
 
-    with pytest.raises(QuotaExceeded, match="max_per_workstation"):
+    with pytest.raises(QuotaExceeded, match="live_views_per_workstation"):
         views.create("ws-1", False, 60)
     views.create("ws-2", False, 60)  # another workstation's are its own
 

@@ -22,7 +22,7 @@ from cwhost.api.components import components
 from cwhost.api.live_view_schemas import LiveViewCreateSchema, LiveViewListSchema, NewLiveViewSchema
 from cwhost.api.workstation_json import live_view_url
 from cwhost.errors import InvalidState, NotFound, Unavailable
-from cwhost.model import RUNNING
+from cwhost.model import RUNNING, Workstation
 
 blp = ApiBlueprint("console", __name__, description="The browser console and the live views of a running workstation.")
 
@@ -91,23 +91,24 @@ def console_page(token: str):
         raise Unavailable(f"Workstation {ws.id} is not ready yet; GET it with ?wait=ready, then open the link again.")
     if tokens.open_link(token) is None:
         raise NotFound("This console link is unknown, used or expired; read the workstation again for a fresh one.")
+    socket_query = urlencode({"token": tokens.websocket_token(grant.workstation_id)})
+    return _novnc_page(ws, socket_query, view_only=False, framed_by="'self'")
+
+
+def _novnc_page(ws: Workstation, socket_query: str, view_only: bool, framed_by: str) -> Response:
+    """noVNC's page for a running workstation's display, connecting to the console bridge with ``socket_query``."""
+    parts = components()
     live = parts.services.live.get(ws.id)
     if live is None or live.console is None:
         raise Unavailable("The workstation's display cannot be reached right now; try again shortly.")
-    socket_query = urlencode({"token": tokens.websocket_token(grant.workstation_id)})
-    return _novnc_page(ws.name, socket_query, live.console.password, view_only=False, framed_by="'self'")
-
-
-def _novnc_page(name: str, socket_query: str, password: str | None, view_only: bool, framed_by: str) -> Response:
-    """noVNC's page for a display, connecting to the console bridge with ``socket_query``."""
     nonce = secrets.token_urlsafe(16)
     settings = {
-        "port": components().config.console.port,
+        "port": parts.config.console.port,
         "query": socket_query,
-        "password": password,
+        "password": live.console.password,
         "viewOnly": view_only,
     }
-    page = render_template_string(PAGE, name=name, settings=settings, nonce=nonce)
+    page = render_template_string(PAGE, name=ws.name, settings=settings, nonce=nonce)
     return Response(
         page,
         content_type="text/html; charset=utf-8",
@@ -121,13 +122,6 @@ def _novnc_page(name: str, socket_query: str, password: str | None, view_only: b
     )
 
 
-def _console_on():
-    parts = components()
-    if parts.console is None:
-        raise Unavailable("This server's console bridge is off ([console] port), and live views ride on it.")
-    return parts
-
-
 @blp.route("/v1/workstations/<string:workstation_id>/live-views", methods=["POST"])
 @blp.arguments(LiveViewCreateSchema)
 @blp.response(201, NewLiveViewSchema)
@@ -136,8 +130,8 @@ def _console_on():
 def create_live_view(body, workstation_id):
     """A link to the running workstation's screen, to embed in any page: view-only unless `interactive`,
     for `minutes`, until revoked. Its input is dropped on the server when view-only."""
-    ws = components().services.store.load(g.principal, workstation_id)
-    parts = _console_on()
+    parts = components()
+    ws = parts.services.store.load(g.principal, workstation_id)
     view, token = parts.live_views.open(ws, body["interactive"], body.get("minutes"), parts.config.console)
     return {**asdict(view), "url": live_view_url(token)}
 
@@ -183,11 +177,7 @@ def live_view_page(token: str):
         raise NotFound("This live view is unknown, revoked or expired.")
     if ws.status != RUNNING:
         raise InvalidState(f"Workstation {ws.id} is {ws.status}; its screen shows while it runs.")
-    live = parts.services.live.get(ws.id)
-    if live is None or live.console is None:
-        raise Unavailable("The workstation's display cannot be reached right now; try again shortly.")
-    socket_query = urlencode({"live": token})
-    return _novnc_page(ws.name, socket_query, live.console.password, view_only=not view.interactive, framed_by="*")
+    return _novnc_page(ws, urlencode({"live": token}), view_only=not view.interactive, framed_by="*")
 
 
 def register_novnc_assets(app: Flask) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cwhost.config.server import ConsoleConfig
-from cwhost.errors import InvalidRequest, InvalidState, NotFound, QuotaExceeded
+from cwhost.errors import InvalidRequest, InvalidState, NotFound, QuotaExceeded, Unavailable
 from cwhost.model import RUNNING, Workstation
 
 
@@ -54,6 +54,8 @@ class LiveViews:
         self, ws: Workstation, interactive: bool, minutes: int | None, settings: ConsoleConfig
     ) -> tuple[LiveView, str]:
         """A view of a running workstation, for ``minutes`` (the configured default if None), and its token."""
+        if not settings.port:
+            raise Unavailable("This server's console bridge is off ([console] port), and live views ride on it.")
         if ws.status != RUNNING:
             raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation has a screen to view.")
         minutes = settings.live_view_default_minutes if minutes is None else minutes
@@ -75,7 +77,7 @@ class LiveViews:
             if len(self.of(workstation_id)) >= self._max_per_workstation:
                 raise QuotaExceeded(
                     f"Workstation {workstation_id} has {self._max_per_workstation} live views"
-                    " (live_view.max_per_workstation); revoke one first."
+                    " (console.live_views_per_workstation); revoke one first."
                 )
             self._views[view.id] = _Held(view, digest)
             self._by_digest[digest] = view.id

@@ -182,7 +182,8 @@ class UsageLedger:
 
     def metered_to_now(self, ids) -> dict[str, Figures]:
         """All that the meter has read of each of the workstations ``ids``: its running totals."""
-        sums = LedgerSums(self._db, self._pricing, ids, None, self._clock(), self._clock(), None)
+        now = self._clock()
+        sums = LedgerSums(self._db, self._pricing, ids, None, now, now, None)
         sums.add_running_totals()
         return sums.per_workstation
 

@@ -20,6 +20,7 @@ from cwhost.usage.account_report import month_of
 from cwhost.usage.figures import HOUR, Figures
 from cwhost.usage.ledger import UsageLedger
 from cwhost.usage.pricing import Pricing
+from cwhost.usage.sums import held_by
 
 # How long after a month begins the cost before it is taken as settled.
 SETTLED_AFTER_SECONDS = HOUR
@@ -40,8 +41,8 @@ class MonthToDateCosts:
         month = month_of(now)
         ids = [ws.id for ws in workstations]
         if now - month < SETTLED_AFTER_SECONDS:
-            sums = self._ledger.sums(ids, month, now)
-            return {ws_id: figures.cost_usd(self._pricing) for ws_id, figures in sums.per_workstation.items()}
+            sums = self._ledger.sums(ids, month, now).per_workstation
+            return {ws_id: sums[ws_id].cost_usd(self._pricing) for ws_id in ids}
         month_began = unix_to_rfc3339(month)  # the records' times are of this one form, which sorts as text
         before = self._before(month, [ws for ws in workstations if ws.created_at < month_began])
         metered = self._ledger.metered_to_now(ids)
@@ -86,14 +87,12 @@ class _HeldCost:
         self._open: list[tuple[float, float]] = []  # (since, USD per second)
 
     def add(self, segment: dict) -> None:
-        gpus = 1 if segment["running"] and segment["gpu"] else 0
-        gpu_usd_per_hour = self._pricing.gpu_rate(segment["gpu"]) if gpus else 0.0
+        storage_gb, gpus, gpu_usd_per_hour = held = held_by(segment, self._pricing)
         if segment["ended_at"] is None:
-            per_hour = segment["storage_gb"] * self._pricing.storage_gb_hour_usd + gpu_usd_per_hour
+            per_hour = storage_gb * self._pricing.storage_gb_hour_usd + gpus * gpu_usd_per_hour
             self._open.append((segment["started_at"], per_hour / HOUR))
         else:
-            seconds = segment["ended_at"] - segment["started_at"]
-            self._closed.add_held(seconds, segment["storage_gb"], gpus, gpu_usd_per_hour)
+            self._closed.add_held(segment["ended_at"] - segment["started_at"], *held)
 
     def cost_at(self, now: float) -> float:
         return self._closed.cost_usd(self._pricing) + sum(

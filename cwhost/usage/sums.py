@@ -60,6 +60,12 @@ SAMPLE_SHARES = sample_shares("start", "end")
 RECENT_SLOTS_SECONDS = DAY - HOUR
 
 
+def held_by(segment: dict, pricing: Pricing) -> tuple[float, float, float]:
+    """What a segment holds, as Figures.add_held takes it: its storage GB, its GPUs, their USD per hour."""
+    gpus = 1 if segment["running"] and segment["gpu"] else 0
+    return segment["storage_gb"], gpus, pricing.gpu_rate(segment["gpu"]) if gpus else 0.0
+
+
 def _summed(factor: str = "") -> str:
     return ", ".join(f"SUM({name}{factor}) AS {name}" for name in METERED)
 
@@ -95,8 +101,7 @@ class LedgerSums:
             held_to = min(row["ended_at"] if row["ended_at"] is not None else self._now, self.end)
             if held_to <= held_from:
                 continue
-            gpus = 1 if row["running"] and row["gpu"] else 0
-            held = (row["storage_gb"], gpus, self._pricing.gpu_rate(row["gpu"]) if gpus else 0.0)
+            held = held_by(row, self._pricing)
             self.per_workstation[row["workstation_id"]].add_held(held_to - held_from, *held)
             held_by_slot.add(self.buckets, held_from, held_to, held)
         held_by_slot.spread(self.buckets)

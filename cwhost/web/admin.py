@@ -24,20 +24,21 @@ def _require_admin() -> None:
 # The limits form's fields, as the API names them.
 LIMIT_FIELDS = tuple(LimitsPatchSchema().fields[name].data_key or name for name in LIMIT_NAMES)
 LIMIT_LABELS = ("Workstations", "Running cores", "Running memory (GB)", "Running GPUs", "Storage (GB)")
+# Each limit's form field, label and attribute of AccountLimits, as the page lists them.
+LIMIT_FORM = tuple(zip(LIMIT_FIELDS, LIMIT_LABELS, LIMIT_NAMES, strict=True))
 
 
 def _page(errors=None, status=200, limits_refused=None):
     domain, config = services(), components().config
     host = domain.allocation.host_view(g.principal)
     types = [(wtype, domain.images.catalog.status(wtype)[0]) for wtype in config.types]
-    limit_fields = zip(LIMIT_FIELDS, LIMIT_LABELS, LIMIT_NAMES, strict=True)
     page = render_template(
         "admin.html",
         host=host,
         storage_used_gb=domain.storage.used_bytes(None) / GIB,
         accounts=domain.accounts.views(),
         types=types,
-        limit_fields=list(limit_fields),
+        limit_fields=LIMIT_FORM,
         errors=errors or {},
         limits_refused=limits_refused,
     )

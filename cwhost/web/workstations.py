@@ -14,7 +14,7 @@ from cwhost.api.components import components, services
 from cwhost.api.live_view_schemas import LiveViewCreateSchema
 from cwhost.api.schemas import WorkstationCreateSchema, WorkstationPatchSchema, create_arguments, patch_arguments
 from cwhost.api.workstation_json import live_view_url
-from cwhost.errors import NotFound, ServiceError, Unavailable
+from cwhost.errors import NotFound, ServiceError
 from cwhost.ids import unix_to_rfc3339
 from cwhost.web import figures
 from cwhost.web.forms import field_errors, form_number, service_errors
@@ -200,8 +200,6 @@ def share_screen(workstation_id: str):
         body["minutes"] = form_number(request.form["minutes"])
     try:
         loaded = LiveViewCreateSchema().load(body)
-        if parts.console is None:
-            raise Unavailable("This server's console bridge is off ([console] port), and live views ride on it.")
         _, token = parts.live_views.open(ws, loaded["interactive"], loaded.get("minutes"), parts.config.console)
     except ValidationError as exc:
         return _workstation_page(workstation_id, field_errors(exc.messages), 422)
