@@ -38,13 +38,17 @@ from cwhost.workspaces.files import WorkspaceFiles
 from cwhost.workspaces.registry import Workspaces
 from cwhost.workspaces.storage_budget import StorageBudget
 from cwhost.workstations.access import LiveAccess
+from cwhost.workstations.account_slots import AccountSlots
 from cwhost.workstations.allocation import Allocation
 from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.enforcer import Enforcer
 from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.guest_actions import GuestActions
+from cwhost.workstations.guest_fs import GuestFs
+from cwhost.workstations.guest_service import GuestServices
 from cwhost.workstations.host_keys import HostKeys
 from cwhost.workstations.lifecycle import Lifecycle
+from cwhost.workstations.processes import Processes
 from cwhost.workstations.readiness import Readiness
 from cwhost.workstations.reconciler import Reconciler
 from cwhost.workstations.services import Services
@@ -83,6 +87,7 @@ def build_services(
     locks, live, background = WorkstationLocks(), LiveAccess(driver), BackgroundWork()
     images = Images(ImageCatalog(config.images_dir), required=driver.boots_images)
     host_keys = HostKeys(config.data_dir / "host-keys")
+    guests = GuestServices(store, driver, config)
     lifecycle = Lifecycle(
         store, allocation, accounts, workspaces, storage, ssh_keys, driver, config, locks=locks, live=live,
         images=images, background=background, host_keys=host_keys, final_reading=sampler, clock=clock,
@@ -99,6 +104,10 @@ def build_services(
         allocation, WorkspaceRetirement(db, workspaces, store, allocation, clock), lifecycle,
         GuestActions(store, driver, config), Readiness(store, driver, locks, config.readiness, clock),
         reconciler, Enforcer(store, accounts, ledger, lifecycle, background, config, clock),
+        Processes(guests, config, clock), GuestFs(guests, config),
+        AccountSlots(
+            config.streams.max_per_account, "streams and waits", "streams.max_per_account", config.streams.max_open
+        ),
     )  # fmt: skip
 
 

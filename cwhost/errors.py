@@ -56,6 +56,13 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class Conflict(ServiceError):
+    """The resource's state refuses it (a file that exists already, a directory that is not empty)."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from drivers.guest_service.client import GuestService
 from drivers.input_events import InputAction
 
 # Sizes in the contract (memory_gb, storage_gb) are in GiB, as libvirt and QEMU count them.
@@ -313,6 +314,12 @@ class HypervisorDriver(abc.ABC):
         still booting), or the driver gives none (an operator's network, where
         the LAN could reach the same port).
         """
+
+    @abc.abstractmethod
+    def guest_service(self, name: str, user: str) -> GuestService:
+        """The running guest's service (drivers.guest_service), acting as ``user``: processes that
+        stream, and files. InvalidDomainState when the domain is stopped; its calls raise
+        GuestServiceUnavailable while the guest cannot be reached (it is still booting)."""
 
     @abc.abstractmethod
     def readiness(self, name: str) -> ReadinessReport | None:

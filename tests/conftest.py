@@ -9,7 +9,7 @@ import pytest
 from cwhost.accounts import tokens as auth
 from cwhost.app import create_app
 from cwhost.db.database import Database
-from tests.helpers import bearer, make_config, power_off_fake_guests, start_server, started_server_logs
+from tests.helpers import bearer, create_stopped, make_config, power_off_fake_guests, start_server, started_server_logs
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -64,6 +64,15 @@ def alice(components):
 @pytest.fixture
 def bob(components):
     return bearer(auth.create_key(components.db, "bob").token)
+
+
+@pytest.fixture
+def running_url(client, alice):
+    """The URL of a running workstation of alice's (fake driver), stopped after the test."""
+    workstation = create_stopped(client, alice, cpuCores=1, memoryGB=1)
+    client.post(f"/v1/workstations/{workstation['id']}/launch", headers=alice)
+    yield f"/v1/workstations/{workstation['id']}"
+    client.post(f"/v1/workstations/{workstation['id']}/stop", headers=alice, query_string={"force": "true"})
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def power_off_fake_guests(data_dir: Path) -> None:
     for name, state in driver.list_domains().items():
         if state == DomainState.RUNNING:
             driver.destroy(name)
+
+
+@contextmanager
+def app_with(data_dir: Path, **overrides):
+    """An application on the fake driver with these settings changed, its guests powered off after."""
+    from cwhost.app import create_app
+    from cwhost.db.database import Database
+
+    config = make_config(data_dir, **overrides)
+    Database(config.database_path).migrate()
+    app = create_app(config)
+    yield app
+    app.extensions["cwhost"].services.background.wait_idle()
+    power_off_fake_guests(config.data_dir)
 
 
 def bearer(token: str) -> dict:

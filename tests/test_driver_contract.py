@@ -360,3 +360,37 @@ def test_port_forwards_are_given_for_one_run_only(driver):
     assert driver.access("cwhost-ws-test0001") is None
     driver.start("cwhost-ws-test0001")
     assert driver.access("cwhost-ws-test0001").forwards == ()
+
+
+def test_the_guest_service_is_reached_only_in_a_running_guest(driver):
+    from drivers.guest_service import frames
+    from drivers.guest_service.client import GuestServiceUnavailable
+
+    with pytest.raises(DomainNotFound):
+        driver.guest_service("cwhost-ws-nothere1", "dev")
+    driver.define(spec())
+    with pytest.raises(InvalidDomainState):
+        driver.guest_service("cwhost-ws-test0001", "dev")
+    driver.start("cwhost-ws-test0001")
+    service = driver.guest_service("cwhost-ws-test0001", "dev")
+    try:
+        written = service.write("note.txt", [b"kept"], max_bytes=100, timeout=10)
+    except GuestServiceUnavailable:
+        # libvirt's test driver runs no guest to answer; the real VM's service is in test_real_vm_image.
+        assert not isinstance(driver, FakeDriver)
+        return
+    assert written["path"] == "/home/dev/note.txt"
+    entry, chunks = service.read("/home/dev/note.txt", timeout=10)
+    assert entry["size"] == 4 and b"".join(chunks) == b"kept"
+    pid, connection = service.spawn({"command": ["echo", "hi"]})
+    assert isinstance(pid, int)
+    assert connection.frame() == (frames.STDOUT, b"hi\n")
+    assert connection.answer()["exit"] == 0
+    connection.close()
+    driver.destroy("cwhost-ws-test0001")
+    with pytest.raises(InvalidDomainState):
+        driver.guest_service("cwhost-ws-test0001", "dev")
+    # The guest's files outlive a run, as a disk does, and go with the domain.
+    driver.start("cwhost-ws-test0001")
+    entry, chunks = driver.guest_service("cwhost-ws-test0001", "dev").read("note.txt", timeout=10)
+    assert b"".join(chunks) == b"kept"

@@ -143,11 +143,11 @@ def test_a_domain_that_is_slow_to_start_holds_up_no_other_domain(tmp_path, monke
     release, launching = threading.Event(), threading.Event()
     real_launch = drivers.fake.driver.launch_guest
 
-    def launch(load, owner):
+    def launch(load, owner, service_dir):
         if threading.current_thread().name == "slow-start":
             launching.set()
             release.wait(10)
-        return real_launch(load, owner)
+        return real_launch(load, owner, service_dir)
 
     monkeypatch.setattr(drivers.fake.driver, "launch_guest", launch)
     starter = threading.Thread(target=driver.start, args=(slow.name,), name="slow-start")
@@ -188,7 +188,7 @@ def test_a_guest_reads_its_options_and_refuses_one_it_does_not_know():
     from drivers.fake.guest import options
 
     assert options(["--cpu-share", "0.5", "--detach", "--owner", "/x"]) == (
-        {"--cpu-share": "0.5", "--memory-mb": "16", "--owner": "/x"},
+        {"--cpu-share": "0.5", "--memory-mb": "16", "--owner": "/x", "--service": ""},
         True,
     )
     for bad in (["--cpu"], ["--memory-mb"]):

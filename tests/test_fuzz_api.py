@@ -33,11 +33,13 @@ CHECKS = {
 
 # No readiness loop runs in these apps, so a wait for readiness lasts its whole timeout: a second at most.
 FUZZ_READINESS = {"max_wait_seconds": 1}
+# Streams (a process's output, a watch) and waits for a process last as long as they may: here, briefly.
+FUZZ_STREAMS = {"max_seconds": 5, "keepalive_seconds": 1, "max_wait_seconds": 1}
 
 
 def _app(tmp_path_factory):
     data = tmp_path_factory.mktemp("fuzz") / "data"
-    config = make_config(data, readiness=FUZZ_READINESS)
+    config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS)
     Database(config.database_path).migrate()
     return create_app(config), config
 
@@ -94,7 +96,7 @@ class FreshApp:
         data = self.root / f"scenario-{self.count}"
         data.mkdir()
         shutil.copy(self.pristine, data / "cwhost.db")
-        self.config = make_config(data, readiness=FUZZ_READINESS)
+        self.config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS)
         self.app = create_app(self.config)
 
     def close(self):

@@ -16,7 +16,13 @@ BODIES = {
     ("post", "/v1/workstations/{workstation_id}/exec"): {"command": ["true"]},
     ("post", "/v1/workstations/{workstation_id}/live-views"): {},
     ("post", "/v1/workstations/{workstation_id}/input"): {"actions": [{"type": "text", "text": "x"}]},
+    ("post", "/v1/workstations/{workstation_id}/processes"): {"command": ["true"]},
+    ("post", "/v1/workstations/{workstation_id}/processes/{process_id}/stdin"): {"data": "x", "eof": True},
+    ("post", "/v1/workstations/{workstation_id}/processes/{process_id}/signal"): {"signal": "KILL"},
+    ("post", "/v1/workstations/{workstation_id}/fs/directories"): {"path": "made-by-b"},
 }
+# The guest's files are named by a query argument: B names A's.
+GUEST_PATH = {"path": "/home/dev/a.txt"}
 ADMIN_ONLY = {("put", "/v1/accounts/{name}/credits"), ("patch", "/v1/accounts/{name}/limits"), ("get", "/metrics")}
 # The same for every account: health, and the catalogue of types.
 UNSCOPED = {("get", "/healthz"), ("get", "/v1/workstation-types")}
@@ -35,6 +41,9 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     client.put(f"/v1/workspaces/{workspace['id']}/files/a.txt", data=b"alice's", headers=alice)
     ws = create_stopped(client, alice, gpu="NVIDIA L40S")
     client.post(f"/v1/workstations/{ws['id']}/launch", headers=alice)
+    guest = f"/v1/workstations/{ws['id']}"
+    process = client.post(guest + "/processes", json={"command": ["sleep", "300"]}, headers=alice).get_json()
+    client.put(guest + "/fs/content", query_string=GUEST_PATH, data=b"alice's guest file", headers=alice)
     public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM"
     key = client.post("/v1/account/ssh-keys", json={"name": "a", "publicKey": public_key}, headers=alice).get_json()
     values = {
@@ -47,6 +56,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
         "file_path": "a.txt",
         "token": "a-guessed-console-token",
         "view_id": "lv-000000000000",
+        "process_id": process["id"],
     }
 
     checked = set()
@@ -56,7 +66,8 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
                 continue
             operation = (method, path)
             url = path.format(**values)
-            response = getattr(client, method)(url, json=BODIES.get(operation), headers=bob)
+            query = GUEST_PATH if "/fs" in path and not path.endswith("/directories") else None
+            response = getattr(client, method)(url, json=BODIES.get(operation), query_string=query, headers=bob)
             if operation in ADMIN_ONLY:
                 assert response.status_code == 403, operation
             elif "{workstation_id}" in path or "{workspace_id}" in path or "{key_id}" in path or operation in SECRET_LINKS:
@@ -91,3 +102,9 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     with client.get(f"/v1/workspaces/{workspace['id']}/files/{file_id('a.txt')}/content", headers=alice) as kept:
         assert kept.get_data() == b"alice's"
     assert {("put", "/v1/workspaces/{workspace_id}/files/{file_path}")} <= checked
+    # Nor A's process and guest file.
+    assert client.get(f"{guest}/processes/{process['id']}", headers=alice).get_json()["status"] == "running"
+    kept = client.get(guest + "/fs/content", query_string=GUEST_PATH, headers=alice)
+    assert kept.data == b"alice's guest file"
+    assert client.get(guest + "/fs", query_string={"path": "made-by-b"}, headers=alice).status_code == 404
+    assert {("put", "/v1/workstations/{workstation_id}/fs/content")} <= checked

@@ -9,11 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from cwhost.app import create_app
-from cwhost.db.database import Database
 from cwhost.model import domain_name
 from cwhost.workstations.readiness import Readiness
-from tests.helpers import bearer, create_stopped, make_config, power_off_fake_guests
+from tests.helpers import app_with, bearer, create_stopped
 
 
 def _launched(client, alice) -> tuple[str, str]:
@@ -27,9 +25,7 @@ def _messages(components, workstation_id: str) -> list[str]:
     return [entry.message for entry in components.services.store.events(workstation_id, 1000, None)[0]]
 
 
-def test_a_launched_workstation_is_not_ready_until_its_guest_says_so_then_is_with_its_phases(
-    client, alice, components
-):
+def test_a_launched_workstation_is_not_ready_until_its_guest_says_so_then_is_with_its_phases(client, alice, components):
     workstation_id, url = _launched(client, alice)
     shown = client.get(url, headers=alice).get_json()
     assert shown["status"] == "running" and shown["ready"] is False and shown["readyAt"] is None
@@ -107,16 +103,12 @@ def test_a_wait_ends_at_its_timeout_and_a_stopped_workstation_answers_at_once(cl
 @pytest.fixture
 def narrow(tmp_path):
     """One request slot in all, and one wait per account."""
-    config = make_config(
+    with app_with(
         tmp_path / "data",
         server={"threads": 8, "max_in_flight": 1},
         readiness={"max_waits_per_account": 1, "max_waits": 2},
-    )
-    Database(config.database_path).migrate()
-    app = create_app(config)
-    yield app
-    app.extensions["cwhost"].services.background.wait_idle()
-    power_off_fake_guests(config.data_dir)
+    ) as app:
+        yield app
 
 
 def test_waits_hold_no_request_slot_and_are_bounded_per_account_and_in_all(narrow):
@@ -134,7 +126,9 @@ def test_waits_hold_no_request_slot_and_are_bounded_per_account_and_in_all(narro
     answers: dict[str, int] = {}
 
     def wait(name, headers):
-        answers[name] = narrow.test_client().get(urls[name] + "?wait=ready&timeoutSeconds=3", headers=headers).status_code
+        answers[name] = (
+            narrow.test_client().get(urls[name] + "?wait=ready&timeoutSeconds=3", headers=headers).status_code
+        )
 
     waits = [threading.Thread(target=wait, args=args) for args in (("alice", alice), ("bob", bob))]
     for thread in waits:

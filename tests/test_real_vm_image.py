@@ -30,6 +30,7 @@ import requests
 from cwhost.images import guest_files
 from cwhost.images.packages import SEED_PACKAGES
 from drivers.libvirt.network import GuestNetwork
+from tests import real_vm_agents
 from tests.helpers import cli, free_port, start_server, wait_until
 from tests.test_deployment_files import unit_service_section
 
@@ -69,6 +70,8 @@ def _types_toml() -> str:
 def _cached_image(type_id: str) -> Path:
     """A directory of images holding ``type_id``'s, built once for everything that goes into it."""
     sources = {path.name: path.read_text() for path in sorted(IMAGES_SOURCE.glob("*.py"))}
+    # The guest service goes into every image.
+    sources.update(sorted(guest_files.GUEST_SERVICE_FILES.items()))
     inputs = {"type": TYPES[type_id], "sources": sources}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     images = Path(f"/var/tmp/cwhost-ci-images-{type_id}-{key}")
@@ -258,6 +261,8 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     addresses = wait_until(lambda: http.get(url).json()["access"]["ipAddresses"], 120, "the agent's addresses")
     assert any("." in address for address in addresses)
     _commands_and_screen_through_the_agent(http, url)
+    real_vm_agents.processes_stream_take_stdin_and_die(http, url)
+    real_vm_agents.files_both_ways_and_a_watch(http, url)
     _console_in_a_browser(http, url)
 
     # A graceful stop is the guest powering itself off (ACPI), not the plug pulled.

@@ -9,7 +9,20 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
-from cwhost.api import accounts, console, guest, hooks, logs, ssh_keys, system, types, workspaces, workstations
+from cwhost.api import (
+    accounts,
+    console,
+    guest,
+    guest_fs,
+    hooks,
+    logs,
+    processes,
+    ssh_keys,
+    system,
+    types,
+    workspaces,
+    workstations,
+)
 from cwhost.api.common import (
     AnyPathConverter,
     CwhostApi,
@@ -67,6 +80,8 @@ def init_api(app: Flask) -> Api:
     api.register_blueprint(ssh_keys.blp)
     api.register_blueprint(console.blp)
     api.register_blueprint(guest.blp)
+    api.register_blueprint(processes.blp)
+    api.register_blueprint(guest_fs.blp)
     system.register_swagger_assets(app)
     console.register_novnc_assets(app)
     return api

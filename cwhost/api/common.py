@@ -41,6 +41,7 @@ _CODES = {
     403: "quota_exceeded",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unknown_asset",

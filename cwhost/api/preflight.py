@@ -22,6 +22,7 @@ from cwhost.errors import ServiceError
 from cwhost.workspaces.paths import too_large
 
 _UPLOAD_ENDPOINT = "workspaces.upload_file"
+_GUEST_WRITE_ENDPOINT = "guest_fs.write_content"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def make_preflight(app: Flask):
             endpoint, arguments = routes.match(path, method)
         except HTTPException:
             return None  # the application answers 404 or 405, with no body to read
+        if endpoint == _GUEST_WRITE_ENDPOINT:
+            return _guest_write(parts.services, principal, arguments["workstation_id"], declared)
         if endpoint != _UPLOAD_ENDPOINT:
             return None
         try:
@@ -60,3 +63,16 @@ def make_preflight(app: Flask):
         return None
 
     return preflight
+
+
+def _guest_write(services, principal, workstation_id: str, declared: int | None) -> Refusal | None:
+    """A write to a guest's file: refused before its body if the workstation is not the caller's, or
+    the body is declared over guest_files.max_write_bytes."""
+    try:
+        services.store.load(principal, workstation_id)
+    except ServiceError as error:
+        return Refusal(error.status, error.message)
+    limit = services.guest_fs.max_write_bytes
+    if declared is not None and declared > limit:
+        return Refusal(413, f"The file is larger than this server writes at once ({limit} bytes).")
+    return None

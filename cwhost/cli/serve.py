@@ -71,13 +71,14 @@ def _listen(app, config):
         connection_limit=server.connection_limit,
         host=server.host,
         port=server.port,
-        # Waits for readiness have threads of their own, beyond those of the request slots.
-        threads=server.threads + config.readiness.max_waits,
+        # Waits and streams have threads of their own, beyond those of the request slots.
+        threads=server.threads + config.readiness.max_waits + config.streams.max_open,
         channel_timeout=server.idle_connection_seconds,
         # Above cwhost's own limits, so that cwhost answers an oversized
         # body with its JSON 413; a body declared beyond them is refused
         # from its headers alone (see cwhost.api.preflight).
-        max_request_body_size=2 * max(server.max_body_bytes, config.workspaces.max_upload_bytes),
+        max_request_body_size=2
+        * max(server.max_body_bytes, config.workspaces.max_upload_bytes, config.guest_files.max_write_bytes),
         ident="cwhost",
     )
 

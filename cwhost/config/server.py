@@ -19,6 +19,7 @@ import marshmallow as ma
 from marshmallow import fields
 from marshmallow.validate import Length, OneOf, Range
 
+from cwhost.config.agents import GuestFilesConfig, ProcessesConfig, StreamsConfig
 from cwhost.config.driver import DriverConfig
 from cwhost.images.types import TypeSettings, WorkstationType, declared_types, seed_types
 from cwhost.patterns import MIRROR_PATTERN, FullMatch
@@ -241,6 +242,9 @@ class Config:
     browser: BrowserConfig = setting(BrowserConfig)
     readiness: ReadinessConfig = setting(ReadinessConfig)
     web: WebConfig = setting(WebConfig)
+    processes: ProcessesConfig = setting(ProcessesConfig)
+    guest_files: GuestFilesConfig = setting(GuestFilesConfig)
+    streams: StreamsConfig = setting(StreamsConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         seed_types,

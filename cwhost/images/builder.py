@@ -160,7 +160,7 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     (root / "etc/machine-id").write_text("")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    _in_root(root, "systemctl", "enable", "cwhost-seed.service", "cwhost-ready.service")
+    _in_root(root, "systemctl", "enable", "cwhost-seed.service", "cwhost-ready.service", "cwhost-guest.service")
     _in_root(root, "systemctl", "mask", *guest_files.MASKED_UNITS)
     if desktop:
         # A system user: uid 1000 stays free for the seed's user (GUEST_UID).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import drivers.guest_service
 from cwhost.images import seed_applier
 from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE, READINESS_FILE
 from drivers.libvirt.domain_xml import FORWARDING_MAC
@@ -65,6 +66,7 @@ while [ -n "$pending" ]; do
         first-boot) units="$units cwhost-seed.service" ;;
         sshd) units="$units ssh.service" ;;
         workspace) units="$units $workspace" ;;
+        service) units="$units cwhost-guest.service" ;;
         esac
     done
     # When each became active, in microseconds since boot (0: not yet), in the order asked.
@@ -88,6 +90,7 @@ while [ -n "$pending" ]; do
             workspace=$(cd /etc/systemd/system && ls home-*-workspace.mount 2>/dev/null | head -n 1)
             [ -n "$workspace" ] && left="$left workspace"
             [ -f {HOST_ADDRESS_FILE} ] && [ -f /etc/systemd/system/cwhost-cdp-relay.service ] && left="$left devtools"
+            [ -f {HOST_ADDRESS_FILE} ] && [ -f /etc/systemd/system/cwhost-guest.service ] && left="$left service"
         fi
     done
     pending=$left
@@ -156,6 +159,33 @@ WantedBy=multi-user.target
     "usr/local/lib/cwhost/apply-seed": "#!/usr/bin/python3\n" + Path(seed_applier.__file__).read_text(),
     "etc/systemd/system/cwhost-seed.service": SEED_UNIT,
 }
+
+# The guest service, copied as a package (its host-side client stays on the host).
+GUEST_SERVICE_SOURCE = Path(drivers.guest_service.__file__).parent
+GUEST_SERVICE_MODULES = ("__init__", "__main__", "frames", "server", "spawn", "files")
+GUEST_SERVICE_FILES = {
+    f"usr/local/lib/cwhost/guest_service/{module}.py": (GUEST_SERVICE_SOURCE / f"{module}.py").read_text()
+    for module in GUEST_SERVICE_MODULES
+}
+# On cwhost's network only (the host's address, which the seed gives, is the one peer it answers);
+# elsewhere it does not run. Ready (notify) once it listens, which the readiness report awaits.
+GUEST_SERVICE_UNIT = f"""[Unit]
+Description=cwhost's guest service: processes that stream, and files, for the host alone
+After=cwhost-seed.service
+ConditionPathExists={HOST_ADDRESS_FILE}
+
+[Service]
+Type=notify
+Environment=PYTHONPATH=/usr/local/lib/cwhost
+ExecStart=/usr/bin/python3 -m guest_service --peer-file {HOST_ADDRESS_FILE}
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+BASE_FILES.update(GUEST_SERVICE_FILES)
+BASE_FILES["etc/systemd/system/cwhost-guest.service"] = GUEST_SERVICE_UNIT
 
 # Xorg started by a service, not from a console: Xwrapper must allow that.
 DESKTOP_FILES = {

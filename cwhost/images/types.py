@@ -109,12 +109,14 @@ class WorkstationType:
 
     @property
     def capabilities(self) -> list[str]:
-        """What a program can do in it through cwhost: exec needs the agent of cwhost's images, cdp Chromium."""
+        """What a program can do in it through cwhost: exec, processes and files need the agents of
+        cwhost's images (QEMU's and cwhost's guest service), cdp Chromium."""
         display = ["screenshot", "input"]
         if not self.boots_built_image:
             # Files of the operator's own: cwhost vouches only for what the hypervisor does.
             return display
-        return ["exec", *display, *(["cdp"] if "chromium" in self.packages else [])]
+        agent = ["exec", "processes", "files"]
+        return [*agent, *display, *(["cdp"] if "chromium" in self.packages else [])]
 
     @property
     def configuration(self) -> Configuration:

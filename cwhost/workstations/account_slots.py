@@ -9,7 +9,7 @@ all too, past it is 503 with Retry-After.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from cwhost.errors import TooManyRequests, Unavailable
@@ -29,6 +29,15 @@ class AccountSlots:
 
     @contextmanager
     def held(self, account_id: str) -> Iterator[None]:
+        release = self.take(account_id)
+        try:
+            yield
+        finally:
+            release()
+
+    def take(self, account_id: str) -> Callable[[], None]:
+        """A slot of ``account_id``'s, and the call that gives it back (once, however often called):
+        for what outlives the call that took it, such as a streamed answer."""
         with self._lock:
             held = self._held.get(account_id, 0)
             if held >= self._per_account:
@@ -40,12 +49,17 @@ class AccountSlots:
             if self._in_all is not None and sum(self._held.values()) >= self._in_all:
                 raise Unavailable(f"The server has as many {self._what} under way as it takes.", retry_after=5)
             self._held[account_id] = held + 1
-        try:
-            yield
-        finally:
+        given_back = threading.Event()
+
+        def release() -> None:
             with self._lock:
+                if given_back.is_set():
+                    return
+                given_back.set()
                 left = self._held[account_id] - 1
                 if left:
                     self._held[account_id] = left
                 else:
                     del self._held[account_id]
+
+        return release

@@ -38,6 +38,23 @@ def loggable_command(command: list[str]) -> str:
     return text if len(text) <= LOGGED_COMMAND_CHARS else text[: LOGGED_COMMAND_CHARS - 1] + "…"
 
 
+def running_workstation(
+    store: WorkstationStore, config: Config, principal: Principal, workstation_id: str, capability: str
+) -> Workstation:
+    """The caller's workstation, if it runs and its type offers ``capability``; else why not."""
+    ws = store.load(principal, workstation_id)
+    wtype = config.workstation_type(ws.type) if ws.type else None
+    if wtype is not None and capability not in wtype.capabilities:
+        raise UnknownAsset(
+            f"Workstation type {wtype.id!r} does not offer {capability!r}; it offers: "
+            + ", ".join(wtype.capabilities)
+            + "."
+        )
+    if ws.status != RUNNING:
+        raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation can do this.")
+    return ws
+
+
 class GuestActions:
     def __init__(self, store: WorkstationStore, driver: HypervisorDriver, config: Config):
         self._store = store
@@ -46,17 +63,7 @@ class GuestActions:
         self._slots = AccountSlots(config.exec.max_per_account, "guest operations", "exec.max_per_account")
 
     def _running(self, principal: Principal, workstation_id: str, capability: str) -> Workstation:
-        ws = self._store.load(principal, workstation_id)
-        wtype = self._config.workstation_type(ws.type) if ws.type else None
-        if wtype is not None and capability not in wtype.capabilities:
-            raise UnknownAsset(
-                f"Workstation type {wtype.id!r} does not offer {capability!r}; it offers: "
-                + ", ".join(wtype.capabilities)
-                + "."
-            )
-        if ws.status != RUNNING:
-            raise InvalidState(f"Workstation {ws.id} is {ws.status}; only a running workstation can do this.")
-        return ws
+        return running_workstation(self._store, self._config, principal, workstation_id, capability)
 
     def run(
         self,

@@ -18,13 +18,16 @@ from cwhost.workspaces.files import WorkspaceFiles
 from cwhost.workspaces.registry import Workspaces
 from cwhost.workspaces.storage_budget import StorageBudget
 from cwhost.workstations.access import LiveAccess
+from cwhost.workstations.account_slots import AccountSlots
 from cwhost.workstations.allocation import Allocation
 from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.enforcer import Enforcer
 from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.guest_actions import GuestActions
+from cwhost.workstations.guest_fs import GuestFs
 from cwhost.workstations.host_keys import HostKeys
 from cwhost.workstations.lifecycle import Lifecycle
+from cwhost.workstations.processes import Processes
 from cwhost.workstations.readiness import Readiness
 from cwhost.workstations.reconciler import Reconciler
 from cwhost.workstations.sizing import Images
@@ -62,3 +65,7 @@ class Services:
     readiness: Readiness
     reconciler: Reconciler
     enforcer: Enforcer
+    # Inside a running guest, through its guest service; streams and waits on them hold these slots.
+    processes: Processes
+    guest_fs: GuestFs
+    streams: AccountSlots

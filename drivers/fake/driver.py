@@ -12,6 +12,8 @@ real process. It raises the same exceptions as a real driver, including
 from __future__ import annotations
 
 import secrets
+import shutil
+import socket
 import time
 from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
@@ -42,7 +44,12 @@ from drivers.fake.domain import FakeDomain, stopped
 from drivers.fake.domains import DomainBook
 from drivers.fake.guest_agent import simulate_exec, simulated_readiness, simulated_screen
 from drivers.fake.processes import launch_guest, stop_domain_guest, stop_unrecorded_guests
+from drivers.guest_service.client import GuestService
+from drivers.guest_service.server import local_socket_path
 from drivers.input_events import InputAction, all_batches
+
+# Connecting to a guest's service: a local socket answers at once, or is not there.
+CONNECT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,10 @@ class FakeDriver(HypervisorDriver):
 
     def disk_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.img"
+
+    def _service_dir(self, name: str) -> Path:
+        """The simulated guest service's socket and the guest's file system, kept as a disk is."""
+        return self._state_dir / "guests" / name
 
     # -- test controls -------------------------------------------------------
 
@@ -155,7 +166,9 @@ class FakeDriver(HypervisorDriver):
             if gpu is not None and gpu not in self._host.gpus:
                 raise ProvisioningError(f"no GPU at {gpu.pci_address} on this host")
             require_shared_directory(share)
-            pid, pid_started = launch_guest(self._guest, str(self._state_dir.resolve()))
+            service_dir = self._service_dir(name)
+            service_dir.mkdir(parents=True, exist_ok=True)
+            pid, pid_started = launch_guest(self._guest, str(self._state_dir.resolve()), service_dir)
             running = self._domains.show_with_console_port(
                 name,
                 replace(
@@ -213,6 +226,7 @@ class FakeDriver(HypervisorDriver):
             if domain.state != DomainState.STOPPED.value:
                 raise InvalidDomainState(f"domain {name} is running")
             self.disk_path(name).unlink(missing_ok=True)
+            shutil.rmtree(self._service_dir(name), ignore_errors=True)
             self._domains.commit(name, domain, None)
 
     def state(self, name: str) -> DomainState:
@@ -275,6 +289,24 @@ class FakeDriver(HypervisorDriver):
     def pid(self, name: str) -> int | None:
         domain = self._live(name)
         return domain.pid if domain else None
+
+    def guest_service(self, name: str, user: str) -> GuestService:
+        if self._live(name) is None:
+            raise InvalidDomainState(f"domain {name} is not running")
+        directory = str(self._service_dir(name))
+
+        def connect() -> socket.socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(CONNECT_SECONDS)
+                with local_socket_path(directory) as path:
+                    sock.connect(path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        return GuestService(connect, user)
 
     def readiness(self, name: str) -> ReadinessReport | None:
         domain = self._live(name)

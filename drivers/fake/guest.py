@@ -16,7 +16,7 @@ import sys
 import time
 
 PERIOD_SECONDS = 0.02
-DEFAULTS = {"--cpu-share": "0.05", "--memory-mb": "16", "--owner": ""}
+DEFAULTS = {"--cpu-share": "0.05", "--memory-mb": "16", "--owner": "", "--service": ""}
 
 
 def options(argv: list[str]) -> tuple[dict[str, str], bool]:
@@ -42,8 +42,13 @@ def options(argv: list[str]) -> tuple[dict[str, str], bool]:
 def main(argv=None) -> int:
     values, detach = options(sys.argv[1:] if argv is None else argv)
     cpu_share, memory_mb = float(values["--cpu-share"]), int(values["--memory-mb"])
+    # Bound before the launcher learns the pid: a connection made as soon as it has returned waits
+    # in the socket's backlog rather than failing.
+    service = _bind_service(values["--service"]) if values["--service"] else None
     if detach:
         _detach()
+    if service is not None:
+        _serve(service)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Touch every page so the memory is resident, not merely reserved; the
     # name keeps it alive for the life of the process.
@@ -65,6 +70,30 @@ def _detach() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+
+
+def _bind_service(directory: str):
+    """The simulated guest service of this fake guest, listening: its socket in ``directory``, its
+    file system under ``directory``/root."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from guest_service.server import SimulatedServer, local_socket_path
+
+    root = os.path.join(directory, "root")
+    os.makedirs(root, exist_ok=True)
+    with local_socket_path(directory) as path:
+        if os.path.exists(path):
+            os.unlink(path)  # the last run's
+        return SimulatedServer(path, root)
+
+
+def _serve(service) -> None:
+    """Serve in a child that ends with this guest."""
+    service.parent_pid = os.getpid()
+    if os.fork():
+        service.socket.close()
+        return
+    service.serve_forever(poll_interval=0.5)
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def live_guest(pid: int | None, started: float | None) -> psutil.Process | None:
         return None
 
 
-def launch_guest(load, owner: str) -> tuple[int, float]:
-    """Start a detached guest burning ``load``; its pid and start time."""
+def launch_guest(load, owner: str, service_dir: Path) -> tuple[int, float]:
+    """Start a detached guest burning ``load``, its simulated guest service in ``service_dir``; its
+    pid and start time."""
     try:
         launcher = subprocess.run(
             [
@@ -80,6 +81,8 @@ def launch_guest(load, owner: str) -> tuple[int, float]:
                 "--detach",
                 "--owner",
                 owner,
+                "--service",
+                str(service_dir),
             ],
             stdin=subprocess.DEVNULL,
             capture_output=True,

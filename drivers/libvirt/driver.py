@@ -13,6 +13,7 @@ and the next one reconnects.
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 import uuid
 from dataclasses import replace
@@ -39,6 +40,8 @@ from drivers.base import (
     ReadinessReport,
     require_shared_directory,
 )
+from drivers.guest_service.client import GuestService, GuestServiceUnavailable
+from drivers.guest_service.server import SERVICE_PORT
 from drivers.input_events import InputAction
 from drivers.libvirt import qcow2
 from drivers.libvirt.cloud_init import read_seed_iso, seed_of, write_seed_iso
@@ -63,6 +66,10 @@ OWN_NETWORK = GuestNetwork()
 
 # Keep libvirt from printing every error to stderr; each is raised as an exception.
 libvirt.registerErrorHandler(lambda context, error: None, None)
+
+
+# The guest service answers on the guest's private network, at once or not at all.
+SERVICE_CONNECT_SECONDS = 5.0
 
 
 class LibvirtDriver(HypervisorDriver):
@@ -323,6 +330,19 @@ class LibvirtDriver(HypervisorDriver):
                 return None
             address = leased_address(self._libvirt.get(), self._own_network, network_mac(domain.XMLDesc(0)))
         return (address, guest_port) if address else None
+
+    def guest_service(self, name: str, user: str) -> GuestService:
+        if self._live(name) is None:
+            raise InvalidDomainState(f"domain {name} is not running")
+
+        def connect() -> socket.socket:
+            # Asked at each connection: the guest's address may come (DHCP) after the service is made.
+            endpoint = self.guest_endpoint(name, SERVICE_PORT)
+            if endpoint is None:
+                raise GuestServiceUnavailable("the guest has no address on cwhost's network (yet)")
+            return socket.create_connection(endpoint, timeout=SERVICE_CONNECT_SECONDS)
+
+        return GuestService(connect, user)
 
     def seed_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.seed.iso"

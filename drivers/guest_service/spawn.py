@@ -1,0 +1,163 @@
+"""One background process per connection: its output streamed as written, its stdin and signals
+taken as they come, its exit told last.
+
+After the request the service answers ``{"pid": n}`` (or ``{"error": ...}``),
+then sends STDOUT and STDERR frames as the process writes, and ``{"exit": code,
+"signal": name or null, "timedOut": bool}`` once it has exited and its output
+is drained. The host sends STDIN frames, END (stdin closed) and
+``{"signal": "TERM"}``. When the host's side closes, the process's whole
+session is killed: nothing outlives the host's interest in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from . import frames
+
+SIGNALS = frozenset(("HUP", "INT", "QUIT", "KILL", "TERM", "USR1", "USR2", "STOP", "CONT"))
+# A process that has exited but whose descendants still hold its output open
+# is reported exited this long after, rather than never.
+DRAIN_SECONDS = 1.0
+ROUND_SECONDS = 0.25
+# Beside a fake guest: programs that read nothing of the host, each with the arguments it may take.
+SIMULATED = {
+    "echo": lambda args: True,
+    "cat": lambda args: not args,
+    "sleep": lambda args: len(args) == 1,
+    "true": lambda args: not args,
+    "false": lambda args: not args,
+}
+PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+
+def _popen(request: dict, place) -> subprocess.Popen:
+    command = request["command"]
+    if place.simulated:
+        program = os.path.basename(command[0])
+        if program not in SIMULATED or not SIMULATED[program](command[1:]):
+            raise FileNotFoundError(f"{command[0]}: a fake guest runs only {', '.join(SIMULATED)}")
+        command = [program, *command[1:]]
+    cwd = place.local(request.get("workingDirectory") or place.home)
+    # A fake guest's service has the host's environment, which is not the guest's to see.
+    own = {} if place.simulated else os.environ
+    env = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": place.home, **own, **dict(request.get("env") or {})}
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def run(sock: socket.socket, reader: frames.Reader, request: dict, place) -> None:
+    try:
+        process = _popen(request, place)
+    except OSError as exc:
+        frames.send_json(sock, {"error": {"code": "not_started", "message": str(exc)}})
+        return
+    frames.send_json(sock, {"pid": process.pid})
+    try:
+        timed_out = _pump(sock, process, float(request.get("timeoutSeconds") or 0))
+    except (OSError, frames.ProtocolError):
+        _kill(process, signal.SIGKILL)
+        raise
+    code = process.wait()
+    frames.send_json(
+        sock,
+        {
+            "exit": code if code >= 0 else None,
+            "signal": signal.Signals(-code).name[3:] if code < 0 else None,
+            "timedOut": timed_out,
+        },
+    )
+
+
+def _kill(process: subprocess.Popen, number: int) -> None:
+    try:
+        os.killpg(process.pid, number)
+    except ProcessLookupError:
+        pass
+
+
+def _pump(sock: socket.socket, process: subprocess.Popen, timeout: float) -> bool:
+    """Carry output out and input in until the process has exited and its output is drained;
+    whether it was killed at its timeout."""
+    selector = selectors.DefaultSelector()
+    assert process.stdout is not None and process.stderr is not None  # both are pipes
+    selector.register(process.stdout, selectors.EVENT_READ, frames.STDOUT)
+    selector.register(process.stderr, selectors.EVENT_READ, frames.STDERR)
+    selector.register(sock, selectors.EVENT_READ, None)
+    parser, stdin = frames.Parser(), StdinFeed(process)
+    deadline, exited_at, timed_out = time.monotonic() + timeout, None, False
+    while len(selector.get_map()) > 1 and (exited_at is None or time.monotonic() - exited_at < DRAIN_SECONDS):
+        for key, _ in selector.select(ROUND_SECONDS):
+            if key.data is None:
+                data = sock.recv(256 * 1024)
+                if not data:
+                    raise ConnectionAbortedError("the host closed the connection")
+                for kind, payload in parser.feed(data):
+                    _take(process, stdin, kind, payload)
+                continue
+            chunk = os.read(key.fd, 64 * 1024)
+            if chunk:
+                frames.send(sock, key.data, chunk)
+            else:
+                selector.unregister(key.fileobj)
+        if exited_at is None and process.poll() is not None:
+            exited_at = time.monotonic()
+        if timeout and not timed_out and time.monotonic() > deadline and process.poll() is None:
+            _kill(process, signal.SIGKILL)
+            timed_out = True
+    return timed_out
+
+
+class StdinFeed:
+    """Writes the host's stdin to the process on a thread of its own: a process that does not read
+    its stdin blocks only this thread, never its output."""
+
+    def __init__(self, process: subprocess.Popen):
+        assert process.stdin is not None  # a pipe
+        self._pipe = process.stdin
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        threading.Thread(target=self._write, daemon=True).start()
+
+    def put(self, data: bytes | None) -> None:
+        self._queue.put(data)
+
+    def _write(self) -> None:
+        try:
+            while (data := self._queue.get()) is not None:
+                self._pipe.write(data)
+                self._pipe.flush()
+        except OSError:
+            pass  # the process closed its stdin: what is left is dropped, as a pipe would
+        finally:
+            try:
+                self._pipe.close()
+            except OSError:
+                pass
+
+
+def _take(process: subprocess.Popen, stdin: StdinFeed, kind: bytes, payload: bytes) -> None:
+    """What the host sends a running process: stdin, its end, or a signal."""
+    if kind == frames.STDIN:
+        stdin.put(payload)
+    elif kind == frames.END:
+        stdin.put(None)
+    elif kind == frames.JSON:
+        name = json.loads(payload).get("signal")
+        if name not in SIGNALS:
+            raise frames.ProtocolError(f"no such signal: {name!r}")
+        _kill(process, signal.Signals["SIG" + name])

@@ -1,0 +1,114 @@
+"""What an agent does in a real guest through cwhost's guest service: background processes that
+stream, and the guest's files, as the guest user. Called from tests/test_real_vm_image.py once the
+python workstation is ready."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import requests
+
+UPPERCASE_ECHO = (
+    "import sys\nprint('first', flush=True)\nfor line in sys.stdin:\n    print(line.strip().upper(), flush=True)\n"
+)
+
+
+def sse(response: requests.Response):
+    """(event, data) pairs as they arrive."""
+    event = None
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            event = line[len("event: ") :]
+        elif line.startswith("data: ") and event:
+            yield event, json.loads(line[len("data: ") :])
+            event = None
+
+
+def _exec(http: requests.Session, url: str, *command: str) -> dict:
+    answer = http.post(url + "/exec", json={"command": list(command)}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _start(http: requests.Session, url: str, *command: str) -> str:
+    started = http.post(url + "/processes", json={"command": list(command)}, timeout=60)
+    assert started.status_code == 201, started.text
+    return f"{url}/processes/{started.json()['id']}"
+
+
+def _ended(http: requests.Session, process: str) -> dict:
+    return http.get(process, params={"wait": "exit", "timeoutSeconds": 60}, timeout=90).json()
+
+
+def processes_stream_take_stdin_and_die(http: requests.Session, url: str) -> None:
+    process = _start(http, url, "python3", "-u", "-c", UPPERCASE_ECHO)
+    with http.get(process + "/output", stream=True, timeout=120) as stream:
+        events = sse(stream)
+        # The first line arrives while the process runs on, waiting for stdin.
+        assert next(events) == ("stdout", {"data": "first\n", "encoding": "utf-8"})
+        assert http.get(process, timeout=30).json()["status"] == "running"
+        assert http.post(process + "/stdin", json={"data": "hello guest\n"}, timeout=30).status_code == 204
+        assert next(events) == ("stdout", {"data": "HELLO GUEST\n", "encoding": "utf-8"})
+        assert http.post(process + "/stdin", json={"eof": True}, timeout=30).status_code == 204
+        event, ending = next(events)
+        assert (event, ending["status"], ending["exitCode"]) == ("exit", "exited", 0)
+
+    # A late reader gets the output from its start.
+    counted = _start(http, url, "seq", "1", "2000")
+    assert _ended(http, counted)["exitCode"] == 0
+    with http.get(counted + "/output", stream=True, timeout=60) as stream:
+        text = "".join(data["data"] for event, data in sse(stream) if event == "stdout")
+    assert text == "".join(f"{n}\n" for n in range(1, 2001))
+
+    # Signals reach it, and forgetting a running process kills it and what it started, in the guest.
+    signalled = _start(http, url, "sleep", "600")
+    assert http.post(signalled + "/signal", json={"signal": "TERM"}, timeout=30).status_code == 200
+    ending = _ended(http, signalled)
+    assert (ending["status"], ending["signal"]) == ("killed", "TERM")
+    killed = _start(http, url, "sh", "-c", "sleep 700 & sleep 701")
+    time.sleep(1)  # the shell has started both sleeps (the guest runs under TCG)
+    # (A pattern that does not match its own command line, which exec's wrapper also shows.)
+    assert _exec(http, url, "pgrep", "-u", "dev", "-f", "sleep 70[01]")["exitCode"] == 0
+    assert http.delete(killed, timeout=30).status_code == 204
+    deadline = time.monotonic() + 30
+    while _exec(http, url, "pgrep", "-u", "dev", "-f", "sleep 70[01]")["exitCode"] == 0:
+        assert time.monotonic() < deadline, "the forgotten process still runs in the guest"
+        time.sleep(1)
+    # They ran as the guest user.
+    whoami = _start(http, url, "id", "-un")
+    _ended(http, whoami)
+    with http.get(whoami + "/output", stream=True, timeout=60) as stream:
+        assert next(sse(stream)) == ("stdout", {"data": "dev\n", "encoding": "utf-8"})
+
+
+def files_both_ways_and_a_watch(http: requests.Session, url: str) -> None:
+    fs = url + "/fs"
+    assert (
+        http.post(fs + "/directories", json={"path": "from-api/deep", "parents": True}, timeout=30).status_code == 201
+    )
+    payload = bytes(range(256)) * 8192  # 2 MiB, not text
+    written = http.put(fs + "/content", params={"path": "from-api/deep/blob.bin"}, data=payload, timeout=120)
+    assert written.status_code == 200, written.text
+    assert written.json()["path"] == "/home/dev/from-api/deep/blob.bin"
+    checked = _exec(
+        http, url, "sh", "-c", "stat -c '%U %s' ~/from-api/deep/blob.bin && sha256sum < ~/from-api/deep/blob.bin"
+    )
+    assert checked["stdout"].split()[:3] == ["dev", str(len(payload)), hashlib.sha256(payload).hexdigest()]
+    _exec(http, url, "sh", "-c", "printf 'written in the guest' > ~/from-guest.txt")
+    read = http.get(fs + "/content", params={"path": "/home/dev/from-guest.txt"}, timeout=60)
+    assert read.status_code == 200 and read.content == b"written in the guest"
+    # As the guest user: root's files are not the API's to write.
+    refused = http.put(fs + "/content", params={"path": "/etc/cwhost-was-here"}, data=b"x", timeout=60)
+    assert (refused.status_code, refused.json()["error"]) == (403, "forbidden"), refused.text
+    listed = http.get(fs, params={"path": "from-api"}, timeout=30).json()
+    assert [(e["name"], e["type"]) for e in listed["entries"]] == [("deep", "directory")]
+
+    http.post(fs + "/directories", json={"path": "watched"}, timeout=30)
+    with http.get(fs + "/watch", params={"path": "watched"}, stream=True, timeout=120) as stream:
+        events = sse(stream)
+        _exec(http, url, "touch", "/home/dev/watched/new.txt")
+        assert next(events) == ("created", {"path": "/home/dev/watched/new.txt", "type": "file"})
+    assert http.delete(fs, params={"path": "from-api", "recursive": "true"}, timeout=60).status_code == 204
+    assert _exec(http, url, "test", "-e", "/home/dev/from-api")["exitCode"] == 1
