@@ -51,9 +51,11 @@ from cwhost.workstations.lifecycle import Lifecycle
 from cwhost.workstations.processes import Processes
 from cwhost.workstations.readiness import Readiness
 from cwhost.workstations.reconciler import Reconciler
+from cwhost.workstations.recordings import Recordings
 from cwhost.workstations.services import Services
 from cwhost.workstations.sizing import Images
 from cwhost.workstations.store import WorkstationStore
+from cwhost.workstations.terminals import Terminals
 from cwhost.workstations.workspace_retirement import WorkspaceRetirement
 from drivers.base import DriverError, HostInfo, HypervisorDriver
 from drivers.fake.driver import FakeDriver, GuestLoad
@@ -86,11 +88,12 @@ def build_services(
     allocation = Allocation(store, accounts, limits, workspaces, driver, config)
     locks, live, background = WorkstationLocks(), LiveAccess(driver), BackgroundWork()
     images = Images(ImageCatalog(config.images_dir), required=driver.boots_images)
-    host_keys = HostKeys(config.data_dir / "host-keys")
-    guests = GuestServices(store, driver, config)
+    host_keys, guests = HostKeys(config.data_dir / "host-keys"), GuestServices(store, driver, config)
+    recordings = Recordings(db, store, driver, storage, config, clock)
     lifecycle = Lifecycle(
         store, allocation, accounts, workspaces, storage, ssh_keys, driver, config, locks=locks, live=live,
-        images=images, background=background, host_keys=host_keys, final_reading=sampler, clock=clock,
+        images=images, background=background, host_keys=host_keys, final_reading=sampler, recordings=recordings,
+        clock=clock,
     )  # fmt: skip
     reconciler = Reconciler(
         store, lifecycle, workspaces, ledger, driver,
@@ -104,11 +107,14 @@ def build_services(
         allocation, WorkspaceRetirement(db, workspaces, store, allocation, clock), lifecycle,
         GuestActions(store, driver, config), Readiness(store, driver, locks, config.readiness, clock),
         reconciler, Enforcer(store, accounts, ledger, lifecycle, background, config, clock),
-        Processes(guests, config, clock), GuestFs(guests, config),
-        AccountSlots(
-            config.streams.max_per_account, "streams and waits", "streams.max_per_account", config.streams.max_open
-        ),
+        Processes(guests, config, clock), GuestFs(guests, config), Terminals(guests, config, clock), recordings,
+        _stream_slots(config),
     )  # fmt: skip
+
+
+def _stream_slots(config: Config) -> AccountSlots:
+    streams = config.streams
+    return AccountSlots(streams.max_per_account, "streams and waits", "streams.max_per_account", streams.max_open)
 
 
 def _vnc_address(store: WorkstationStore, driver: HypervisorDriver):

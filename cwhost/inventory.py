@@ -91,3 +91,12 @@ def owners(db) -> list[dict]:
         "SELECT w.id AS workstation_id, a.name AS account FROM workstations w"
         " JOIN accounts a ON a.id = w.account_id ORDER BY w.rowid"
     )
+
+
+def recording_bytes(db, account_id: str | None) -> int:
+    """What an account's screen recordings (everyone's, for None) hold on disk, as last measured."""
+    row = db.query_row(
+        "SELECT COALESCE(SUM(size_bytes), 0) AS held FROM recordings WHERE account_id = ? OR ? IS NULL",
+        [account_id, account_id],
+    )
+    return row["held"]

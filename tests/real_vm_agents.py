@@ -112,3 +112,72 @@ def files_both_ways_and_a_watch(http: requests.Session, url: str) -> None:
         assert next(events) == ("created", {"path": "/home/dev/watched/new.txt", "type": "file"})
     assert http.delete(fs, params={"path": "from-api", "recursive": "true"}, timeout=60).status_code == 204
     assert _exec(http, url, "test", "-e", "/home/dev/from-api")["exitCode"] == 1
+
+
+def _screen_until(ws, wanted: bytes, seconds: float = 120) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while wanted not in seen:
+        assert time.monotonic() < deadline, seen[-2000:]
+        seen += ws.recv()
+    return seen
+
+
+def a_terminal_runs_a_program_and_survives_a_reconnect(http: requests.Session, url: str) -> None:
+    import websocket
+
+    opened = http.post(url + "/terminals", json={"cols": 80, "rows": 24}, timeout=60)
+    assert opened.status_code == 201, opened.text
+    terminal = opened.json()
+    screen = websocket.create_connection(terminal["websocketUrl"], timeout=120)
+    screen.send_binary(b'\x00{"resize": {"cols": 120, "rows": 40}}')
+    # The login shell, as the guest user, on a terminal of the size asked.
+    screen.send_binary(b"echo size=$(stty size) user=$(id -un)\r")
+    _screen_until(screen, b"size=40 120 user=dev")
+    # An interactive program: Python's prompt.
+    screen.send_binary(b"python3 -q\r")
+    _screen_until(screen, b">>> ")
+    screen.send_binary(b"6 * 7\r")
+    _screen_until(screen, b"42")
+    screen.close()
+    # A new connection finds the same program, the recent screen first.
+    again = websocket.create_connection(terminal["websocketUrl"], timeout=120)
+    assert b"42" in _screen_until(again, b"42")
+    again.send_binary(b"print('still', 'here')\r")
+    _screen_until(again, b"still here")
+    again.send_binary(b"exit()\r")
+    again.close()
+    assert http.delete(f"{url}/terminals/{terminal['id']}", timeout=30).status_code == 204
+
+
+def a_recording_of_the_screen_while_typing(http: requests.Session, url: str, scratch) -> None:
+    import subprocess
+
+    from PIL import Image, ImageChops
+
+    started = http.post(url + "/recordings", json={"framesPerSecond": 4}, timeout=60)
+    assert started.status_code == 201, started.text
+    recording = f"{url}/recordings/{started.json()['id']}"
+    time.sleep(2)
+    for word in ("typed ", "while ", "recording"):
+        sent = http.post(url + "/input", json={"actions": [{"type": "text", "text": word}]}, timeout=60)
+        assert sent.status_code == 200, sent.text
+        time.sleep(2)
+    stopped = http.post(recording + "/stop", timeout=200).json()
+    assert stopped["status"] == "ready" and stopped["sizeBytes"] > 0, stopped
+    video = scratch / "screen.webm"
+    video.write_bytes(http.get(recording + "/content", timeout=60).content)
+    shown = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(video)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout  # fmt: skip
+    )["streams"][0]
+    assert shown["codec_name"] == "vp8" and int(shown["nb_read_frames"]) >= 8, shown
+    first, last = scratch / "first.png", scratch / "last.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-frames:v", "1", str(first)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(video), "-update", "1", str(last)], check=True)
+    assert ImageChops.difference(Image.open(first).convert("RGB"), Image.open(last).convert("RGB")).getbbox()
+    assert http.delete(recording, timeout=60).status_code == 204

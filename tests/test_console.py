@@ -189,7 +189,7 @@ def test_the_bridge_leads_each_token_to_its_own_vnc_and_nothing_else():
     first, second = StandInVnc(b"first"), StandInVnc(b"second")
     running = {"ws-1": ("127.0.0.1", first.port), "ws-2": ("127.0.0.1", second.port)}
     tokens = ConsoleTokens(running.get, link_seconds=60)
-    bridge = console_bridge(tokens, "127.0.0.1", 0, ConnectionCaps(256, 16), LiveViews(running.get, 5))
+    bridge = console_bridge(tokens, "127.0.0.1", 0, ConnectionCaps(256, 16), LiveViews(running.get, 5), None)
     port = bridge.server_address[1]
     threading.Thread(target=bridge.serve_forever, daemon=True).start()
     try:

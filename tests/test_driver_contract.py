@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -394,3 +395,29 @@ def test_the_guest_service_is_reached_only_in_a_running_guest(driver):
     driver.start("cwhost-ws-test0001")
     entry, chunks = driver.guest_service("cwhost-ws-test0001", "dev").read("note.txt", timeout=10)
     assert b"".join(chunks) == b"kept"
+
+
+def test_a_terminal_in_the_guest_echoes_keys_and_ends_with_its_program(driver):
+    from drivers.guest_service import frames
+    from drivers.guest_service.client import GuestServiceUnavailable
+
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    service = driver.guest_service("cwhost-ws-test0001", "dev")
+    try:
+        pid, connection = service.terminal({"command": ["cat"], "cols": 80, "rows": 24})
+    except GuestServiceUnavailable:
+        assert not isinstance(driver, FakeDriver)  # libvirt's test driver runs no guest
+        return
+    assert isinstance(pid, int)
+    connection.send(frames.STDIN, b"typed\r")
+    screen = b""
+    while screen.count(b"typed") < 2:  # the terminal's echo, then cat's copy
+        kind, payload = connection.frame()
+        assert kind == frames.STDOUT
+        screen += payload
+    connection.send(frames.STDIN, b"\x04")  # ^D: cat reads its end
+    while (frame := connection.frame())[0] == frames.STDOUT:
+        pass
+    assert json.loads(frame[1])["exit"] == 0
+    connection.close()

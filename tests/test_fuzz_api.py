@@ -35,11 +35,12 @@ CHECKS = {
 FUZZ_READINESS = {"max_wait_seconds": 1}
 # Streams (a process's output, a watch) and waits for a process last as long as they may: here, briefly.
 FUZZ_STREAMS = {"max_seconds": 5, "keepalive_seconds": 1, "max_wait_seconds": 1}
+FUZZ_RECORDINGS = {"max_seconds": 10}
 
 
 def _app(tmp_path_factory):
     data = tmp_path_factory.mktemp("fuzz") / "data"
-    config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS)
+    config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS, recordings=FUZZ_RECORDINGS)
     Database(config.database_path).migrate()
     return create_app(config), config
 
@@ -96,7 +97,7 @@ class FreshApp:
         data = self.root / f"scenario-{self.count}"
         data.mkdir()
         shutil.copy(self.pristine, data / "cwhost.db")
-        self.config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS)
+        self.config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS, recordings=FUZZ_RECORDINGS)
         self.app = create_app(self.config)
 
     def close(self):

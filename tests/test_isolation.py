@@ -20,6 +20,8 @@ BODIES = {
     ("post", "/v1/workstations/{workstation_id}/processes/{process_id}/stdin"): {"data": "x", "eof": True},
     ("post", "/v1/workstations/{workstation_id}/processes/{process_id}/signal"): {"signal": "KILL"},
     ("post", "/v1/workstations/{workstation_id}/fs/directories"): {"path": "made-by-b"},
+    ("post", "/v1/workstations/{workstation_id}/terminals"): {},
+    ("post", "/v1/workstations/{workstation_id}/recordings"): {},
 }
 # The guest's files are named by a query argument: B names A's.
 GUEST_PATH = {"path": "/home/dev/a.txt"}
@@ -44,6 +46,7 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     guest = f"/v1/workstations/{ws['id']}"
     process = client.post(guest + "/processes", json={"command": ["sleep", "300"]}, headers=alice).get_json()
     client.put(guest + "/fs/content", query_string=GUEST_PATH, data=b"alice's guest file", headers=alice)
+    recording = client.post(guest + "/recordings", json={}, headers=alice).get_json()
     public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM"
     key = client.post("/v1/account/ssh-keys", json={"name": "a", "publicKey": public_key}, headers=alice).get_json()
     values = {
@@ -57,6 +60,8 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
         "token": "a-guessed-console-token",
         "view_id": "lv-000000000000",
         "process_id": process["id"],
+        "terminal_id": "t-000000000000",
+        "recording_id": recording["id"],
     }
 
     checked = set()
@@ -108,3 +113,4 @@ def test_account_b_can_reach_nothing_of_account_a(client, alice, bob, components
     assert kept.data == b"alice's guest file"
     assert client.get(guest + "/fs", query_string={"path": "made-by-b"}, headers=alice).status_code == 404
     assert {("put", "/v1/workstations/{workstation_id}/fs/content")} <= checked
+    assert client.get(f"{guest}/recordings/{recording['id']}", headers=alice).get_json()["status"] == "recording"

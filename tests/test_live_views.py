@@ -48,7 +48,7 @@ class Clock:
 def bridge():
     vnc = RecordingVnc()
     views = LiveViews({"ws-1": ("127.0.0.1", vnc.port)}.get, max_per_workstation=3)
-    server = console_bridge(DoorTokens({}.get, 60), "127.0.0.1", 0, ConnectionCaps(256, 16), views)
+    server = console_bridge(DoorTokens({}.get, 60), "127.0.0.1", 0, ConnectionCaps(256, 16), views, None)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield views, vnc, server.server_address[1]
     server.shutdown()

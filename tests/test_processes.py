@@ -163,3 +163,11 @@ def test_processes_are_the_owners_alone_and_need_a_running_workstation(client, a
     assert bad_stdin.status_code == 400
     bad_id = client.get(process + "/output", headers={**alice, "Last-Event-ID": "x"})
     assert bad_id.status_code == 400
+
+
+def test_a_stop_ends_the_workstations_processes(client, alice, running_url):
+    process, _ = start(client, alice, running_url, ["sleep", "300"])
+    pid = client.get(process, headers=alice).get_json()
+    client.post(running_url + "/stop", headers=alice, query_string={"force": "true"})
+    ended = client.get(process, query_string={"wait": "exit", "timeoutSeconds": 10}, headers=alice).get_json()
+    assert ended["status"] == "killed" and pid["status"] == "running"

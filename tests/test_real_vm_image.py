@@ -204,7 +204,7 @@ def _refused(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_a_python_workstation_from_create_to_ssh_and_back(server):
+def test_a_python_workstation_from_create_to_ssh_and_back(server, tmp_path):
     server, data_dir = server
     http = requests.Session()
     http.headers["Authorization"] = "Bearer " + cli(server.env, "keys", "create", "--account", "ci").stdout.split()[-1]
@@ -263,6 +263,8 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server):
     _commands_and_screen_through_the_agent(http, url)
     real_vm_agents.processes_stream_take_stdin_and_die(http, url)
     real_vm_agents.files_both_ways_and_a_watch(http, url)
+    real_vm_agents.a_terminal_runs_a_program_and_survives_a_reconnect(http, url)
+    real_vm_agents.a_recording_of_the_screen_while_typing(http, url, tmp_path)
     _console_in_a_browser(http, url)
 
     # A graceful stop is the guest powering itself off (ACPI), not the plug pulled.

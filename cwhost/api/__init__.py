@@ -17,8 +17,10 @@ from cwhost.api import (
     hooks,
     logs,
     processes,
+    recordings,
     ssh_keys,
     system,
+    terminals,
     types,
     workspaces,
     workstations,
@@ -33,6 +35,12 @@ from cwhost.api.common import (
 )
 from cwhost.errors import ServiceError
 from cwhost.workspaces.paths import FILE_ID_PATTERN
+
+# In the order the OpenAPI document lists them.
+VIEWS = (
+    workstations, system, accounts, types, logs, workspaces, ssh_keys, console, guest, processes, guest_fs,
+    terminals, recordings,
+)  # fmt: skip
 
 
 def init_api(app: Flask) -> Api:
@@ -71,17 +79,8 @@ def init_api(app: Flask) -> Api:
     app.register_error_handler(ServiceError, handle_service_error)
     app.register_error_handler(Exception, handle_unexpected)
     hooks.install(app)
-    api.register_blueprint(workstations.blp)
-    api.register_blueprint(system.blp)
-    api.register_blueprint(accounts.blp)
-    api.register_blueprint(types.blp)
-    api.register_blueprint(logs.blp)
-    api.register_blueprint(workspaces.blp)
-    api.register_blueprint(ssh_keys.blp)
-    api.register_blueprint(console.blp)
-    api.register_blueprint(guest.blp)
-    api.register_blueprint(processes.blp)
-    api.register_blueprint(guest_fs.blp)
+    for views in VIEWS:
+        api.register_blueprint(views.blp)
     system.register_swagger_assets(app)
     console.register_novnc_assets(app)
     return api

@@ -12,21 +12,21 @@ MAX_ARGUMENTS = 4096
 MAX_TEXT = 1024 * 1024
 
 
-def _no_nul(text: str) -> None:
+def no_nul(text: str) -> None:
     if "\x00" in text:
         raise ma.ValidationError("Must not contain NUL: it cannot be passed to a program.")
 
 
-def _program_named(argv: list[str]) -> None:
+def program_named(argv: list[str]) -> None:
     if argv and not argv[0]:
         raise ma.ValidationError("The program's name must not be empty.")
 
 
 class ExecRequestSchema(StrictSchema):
     command = fields.List(
-        fields.String(validate=[validate.Length(max=MAX_TEXT), _no_nul]),
+        fields.String(validate=[validate.Length(max=MAX_TEXT), no_nul]),
         required=True,
-        validate=[validate.Length(1, MAX_ARGUMENTS), _program_named],
+        validate=[validate.Length(1, MAX_ARGUMENTS), program_named],
         metadata={
             "description": "The program and its arguments, as a list: no shell parses them.",
             "example": ["python3", "-c", "print(6*7)"],
@@ -36,15 +36,15 @@ class ExecRequestSchema(StrictSchema):
         load_default="", validate=validate.Length(max=MAX_TEXT), metadata={"description": "Text given on stdin."}
     )
     env = fields.Dict(
-        keys=fields.String(validate=[validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$"), _no_nul]),
-        values=fields.String(validate=[validate.Length(max=MAX_TEXT), _no_nul]),
+        keys=fields.String(validate=[validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$"), no_nul]),
+        values=fields.String(validate=[validate.Length(max=MAX_TEXT), no_nul]),
         load_default=dict,
         validate=validate.Length(max=256),
         metadata={"description": "Variables added to PATH, HOME, USER and LANG."},
     )
     working_directory = fields.String(
         data_key="workingDirectory",
-        validate=[validate.Length(1, 4096), _no_nul],
+        validate=[validate.Length(1, 4096), no_nul],
         metadata={"description": "Default: the guest user's home."},
     )
     timeout_seconds = fields.Float(

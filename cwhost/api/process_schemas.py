@@ -6,7 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from cwhost.api.fields import StrictSchema, UnixTime, WholeNumber, list_schema
-from cwhost.api.guest_schemas import MAX_TEXT, ExecRequestSchema
+from cwhost.api.guest_schemas import MAX_TEXT, ExecRequestSchema, no_nul, program_named
 from drivers.guest_service.spawn import SIGNALS
 
 # The longest any server lets a process run: 30 days. Its own processes.max_seconds may say less.
@@ -115,3 +115,36 @@ class GuestPathSchema(GuestEntrySchema):
         fields.Nested(GuestEntrySchema), metadata={"description": "A directory's entries, by name (directories only)."}
     )
     truncated = fields.Boolean(metadata={"description": "Whether entries stop at guest_files.max_list_entries."})
+
+
+class TerminalCreateSchema(StrictSchema):
+    command = fields.List(
+        fields.String(validate=[validate.Length(max=MAX_TEXT), no_nul]),
+        validate=[validate.Length(1, 4096), program_named],
+        metadata={"description": "The program on the terminal; the guest user's login shell if absent."},
+    )
+    cols = WholeNumber(load_default=80, validate=validate.Range(1, 1000))
+    rows = WholeNumber(load_default=24, validate=validate.Range(1, 1000))
+
+
+class TerminalSchema(ma.Schema):
+    id = fields.String(required=True)
+    command = fields.List(fields.String(), required=True, metadata={"description": "Empty: the login shell."})
+    created_at = UnixTime(data_key="createdAt", required=True)
+    connected = fields.Boolean(required=True, metadata={"description": "Whether a client is connected now."})
+
+
+class NewTerminalSchema(TerminalSchema):
+    websocket_url = fields.String(
+        data_key="websocketUrl",
+        required=True,
+        metadata={
+            "description": "The terminal's token-bound WebSocket, shown only here: binary messages carry keys"
+            ' in and the screen out; a message of a NUL byte then JSON, `\\u0000{"resize": {"cols": 120,'
+            ' "rows": 40}}`, resizes it. Connecting again takes the terminal over and replays its recent'
+            " screen first."
+        },
+    )
+
+
+TerminalListSchema = list_schema(TerminalSchema, "TerminalList")

@@ -86,6 +86,7 @@ def _listen(app, config):
 def _start_background(services: Services, config: Config) -> tuple[threading.Event, list[threading.Thread]]:
     """The sampler, with the credit check after each tick; the readiness rounds; and the reconciler,
     with the timeouts after each pass; after recovery has reconciled the database once."""
+    services.recordings.recover()
     try:
         services.reconciler.recover()
     except HypervisorUnavailable as exc:
@@ -161,7 +162,12 @@ def serve(config, args) -> int:
 def _side_listeners(components: Components, config: Config) -> list[socketserver.BaseServer]:
     """The console's WebSocket bridge and the CDP proxy, each serving on a thread when configured."""
     wanted: list[tuple[str, DoorTokens | None, Callable[..., socketserver.BaseServer], SideListenerConfig]] = [
-        ("the console", components.console, partial(console_bridge, live_views=components.live_views), config.console),
+        (
+            "the console",
+            components.console,
+            partial(console_bridge, live_views=components.live_views, terminals=components.services.terminals),
+            config.console,
+        ),
         ("CDP", components.browser, CdpProxy, config.browser),
     ]
     listeners: list[socketserver.BaseServer] = []

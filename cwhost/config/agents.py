@@ -28,6 +28,10 @@ class ProcessesConfig:
     max_finished_per_account: int = setting(16, validate=Range(0, 4096))
     # The longest a process may run; a start's timeoutSeconds may ask for less.
     max_seconds: int = setting(86400, validate=Range(1, 30 * 86400))
+    # Terminals (POST .../terminals) open at once per account; one nobody is connected to this long
+    # is closed (its program gets SIGHUP).
+    max_terminals_per_account: int = setting(4, validate=Range(1, 1024))
+    terminal_detached_minutes: int = setting(30, validate=Range(1, 7 * 1440))
 
 
 @dataclass(frozen=True)
@@ -51,3 +55,14 @@ class StreamsConfig:
     keepalive_seconds: int = setting(15, validate=Range(1, 300))
     # GET .../processes/{pid}?wait=exit: the longest one request waits.
     max_wait_seconds: int = setting(60, validate=Range(1, 600))
+
+
+@dataclass(frozen=True)
+class RecordingsConfig:
+    # Screen recordings (POST .../recordings) under way at once per account (more: 429); one per
+    # workstation at a time. Each ends by itself after max_seconds.
+    max_per_account: int = setting(2, validate=Range(1, 64))
+    max_seconds: int = setting(3600, validate=Range(10, 86400))
+    # Pictures a second, unless a start asks for another (1 to max_frames_per_second).
+    frames_per_second: int = setting(2, validate=Range(1, 30))
+    max_frames_per_second: int = setting(10, validate=Range(1, 30))

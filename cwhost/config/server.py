@@ -19,7 +19,7 @@ import marshmallow as ma
 from marshmallow import fields
 from marshmallow.validate import Length, OneOf, Range
 
-from cwhost.config.agents import GuestFilesConfig, ProcessesConfig, StreamsConfig
+from cwhost.config.agents import GuestFilesConfig, ProcessesConfig, RecordingsConfig, StreamsConfig
 from cwhost.config.driver import DriverConfig
 from cwhost.images.types import TypeSettings, WorkstationType, declared_types, seed_types
 from cwhost.patterns import MIRROR_PATTERN, FullMatch
@@ -85,7 +85,7 @@ class AccountLimits:
     max_running_cpu_cores: int
     max_running_memory_gb: int
     max_running_gpus: int
-    # Workstations' disks and workspaces' files together, in GiB.
+    # Workstations' disks, workspaces' files and screen recordings together, in GiB.
     max_storage_gb: int
 
 
@@ -245,6 +245,7 @@ class Config:
     processes: ProcessesConfig = setting(ProcessesConfig)
     guest_files: GuestFilesConfig = setting(GuestFilesConfig)
     streams: StreamsConfig = setting(StreamsConfig)
+    recordings: RecordingsConfig = setting(RecordingsConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         seed_types,
@@ -280,6 +281,10 @@ class Config:
     @property
     def images_dir(self) -> Path:
         return Path(self.images.dir) if self.images.dir else self.data_dir / "images"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
 
     @property
     def workspaces_dir(self) -> Path:

@@ -313,3 +313,19 @@ def _workstation_display(db: sqlite_utils.Database) -> None:
     # Its screen, in pixels; those made before it was configurable had XGA.
     db.table("workstations").add_column("display_width", int, not_null_default=1024)
     db.table("workstations").add_column("display_height", int, not_null_default=768)
+
+
+@migrations(name="0017_recordings")
+def _recordings(db: sqlite_utils.Database) -> None:
+    # Screen recordings: what each is and how big its file is now (it counts against its account's
+    # storage while it exists); the files are in the data directory's recordings/.
+    db.table("recordings").create(
+        {
+            "id": str, "account_id": str, "workstation_id": str, "status": str, "frames_per_second": int,
+            "started_at": float, "ended_at": float, "size_bytes": int, "message": str,
+        },
+        pk="id",
+        not_null={"account_id", "workstation_id", "status", "frames_per_second", "started_at", "size_bytes"},
+        foreign_keys=[("account_id", "accounts", "id"), ("workstation_id", "workstations", "id")],
+    )  # fmt: skip
+    db.table("recordings").create_index(["workstation_id"])

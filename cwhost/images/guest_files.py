@@ -162,7 +162,7 @@ WantedBy=multi-user.target
 
 # The guest service, copied as a package (its host-side client stays on the host).
 GUEST_SERVICE_SOURCE = Path(drivers.guest_service.__file__).parent
-GUEST_SERVICE_MODULES = ("__init__", "__main__", "frames", "server", "spawn", "files")
+GUEST_SERVICE_MODULES = ("__init__", "__main__", "frames", "server", "spawn", "files", "terminal")
 GUEST_SERVICE_FILES = {
     f"usr/local/lib/cwhost/guest_service/{module}.py": (GUEST_SERVICE_SOURCE / f"{module}.py").read_text()
     for module in GUEST_SERVICE_MODULES

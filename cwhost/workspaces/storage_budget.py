@@ -1,4 +1,5 @@
-"""Storage promised to accounts: workstations' disks and workspaces' files, per account and on the host.
+"""Storage promised to accounts: workstations' disks, workspaces' files and screen recordings, per
+account and on the host.
 
 A workstation's disk counts at its full ``storageGB`` from its creation (the
 disk may grow to it at any time); a workspace counts what its files hold now.
@@ -64,7 +65,8 @@ class StorageBudget:
         skipped = [p.workstation_id for p in promises] + ([excluding] if excluding else [])
         promised = sum(p.disk_bytes for p in promises if p.workstation_id != excluding)
         disks = inventory.disks_gb(self._db, account_id, skipped) * GIB
-        return disks + promised + self._workspaces.bytes_used(account_id)
+        recordings = inventory.recording_bytes(self._db, account_id)
+        return disks + promised + self._workspaces.bytes_used(account_id) + recordings
 
     def used_bytes(self, account_id: str | None) -> int:
         """What an account (everyone, for None) has been promised, in bytes."""

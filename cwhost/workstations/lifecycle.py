@@ -48,6 +48,7 @@ from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.changes import changed, checked_configuration
 from cwhost.workstations.guards import WorkstationLocks
 from cwhost.workstations.host_keys import HostKeys
+from cwhost.workstations.recordings import Recordings
 from cwhost.workstations.store import WorkstationStore
 from drivers.base import (
     GIB,
@@ -86,8 +87,10 @@ class Lifecycle:
         background: BackgroundWork,
         host_keys: HostKeys,
         final_reading: Sampler,
+        recordings: Recordings,
         clock=time.time,
     ):
+        self._recordings = recordings
         self._store = store
         self._allocation = allocation
         self._accounts = accounts
@@ -367,6 +370,7 @@ class Lifecycle:
             self._store.transition(ws, self._clock(), None, ("info", "Deleted, with its disk."))
             self._store.close_log(ws.id)
             self._host_keys.forget(ws.id)
+            self._recordings.remove_of(ws.id)
         self._locks.forget(ws.id)
         self._live.forget(ws.id)
         log.info("workstation %s deleted", ws.id)

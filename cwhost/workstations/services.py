@@ -30,8 +30,10 @@ from cwhost.workstations.lifecycle import Lifecycle
 from cwhost.workstations.processes import Processes
 from cwhost.workstations.readiness import Readiness
 from cwhost.workstations.reconciler import Reconciler
+from cwhost.workstations.recordings import Recordings
 from cwhost.workstations.sizing import Images
 from cwhost.workstations.store import WorkstationStore
+from cwhost.workstations.terminals import Terminals
 from cwhost.workstations.workspace_retirement import WorkspaceRetirement
 
 
@@ -68,4 +70,6 @@ class Services:
     # Inside a running guest, through its guest service; streams and waits on them hold these slots.
     processes: Processes
     guest_fs: GuestFs
+    terminals: Terminals
+    recordings: Recordings
     streams: AccountSlots

@@ -48,6 +48,8 @@ from drivers.guest_service.client import GuestService
 from drivers.guest_service.server import local_socket_path
 from drivers.input_events import InputAction, all_batches
 
+# The newest characters typed that a simulated screen shows.
+TYPED_KEPT = 200
 # Connecting to a guest's service: a local socket answers at once, or is not there.
 CONNECT_SECONDS = 5.0
 
@@ -80,6 +82,8 @@ class FakeDriver(HypervisorDriver):
         self._console_host = console_host
         self._disk_dir.mkdir(parents=True, exist_ok=True)
         self._domains = DomainBook(self._state_dir)
+        # What was typed on each domain's screen (text actions), shown on its simulated screen.
+        self._typed: dict[str, str] = {}
         stop_unrecorded_guests(self._domains.running_pids(), str(self._state_dir.resolve()))
 
     @staticmethod
@@ -215,6 +219,7 @@ class FakeDriver(HypervisorDriver):
         slow guest does not hold up every other domain.
         """
         self._domains.commit(name, domain, stopped(domain))
+        self._typed.pop(name, None)  # a new boot's screen starts blank
         stop_domain_guest(domain.pid, domain.pid_started)
 
     def delete(self, name: str) -> None:
@@ -328,14 +333,18 @@ class FakeDriver(HypervisorDriver):
         domain = self._live(name)
         if domain is None:
             raise InvalidDomainState(f"domain {name} is not running")
-        # Checked as a real display would take them; a simulated screen has nothing to move.
+        # Checked as a real display would take them; text typed shows on the simulated screen.
         all_batches(actions, Display(*domain.display))
+        typed = "".join(action.text for action in actions if action.type == "text")
+        if typed:
+            with self._domains.changing(name):
+                self._typed[name] = (self._typed.get(name, "") + typed)[-TYPED_KEPT:]
 
     def screenshot(self, name: str) -> bytes:
         domain = self._live(name)
         if domain is None:
             raise InvalidDomainState(f"domain {name} is not running")
-        return simulated_screen(domain.title, Display(*domain.display))
+        return simulated_screen(domain.title, Display(*domain.display), self._typed.get(name, ""))
 
 
 def _defined_by(spec: DomainSpec) -> dict:

@@ -139,6 +139,13 @@ class GuestService:
         connection.sock.settimeout(None)
         return pid, connection
 
+    def terminal(self, request: dict) -> tuple[object, Connection]:
+        """A program started on a new terminal: its pid in the guest, and the connection its screen
+        comes on."""
+        pid, connection = self._opened("terminal", "pid", CALL_SECONDS, **request)
+        connection.sock.settimeout(None)
+        return pid, connection
+
 
 def _data(connection: Connection) -> Iterator[bytes]:
     try:

@@ -19,16 +19,21 @@ import posixpath
 import pwd
 import socket
 import socketserver
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import files, frames, spawn
+from . import files, frames, spawn, terminal
 
 # The port it listens on in a guest, on the routed NIC.
 SERVICE_PORT = 9224
+# How often a simulated service's connection looks whether its fake guest is still there.
+WATCH_SECONDS = 0.5
 OPERATIONS = {
     "spawn": spawn.run,
+    "terminal": terminal.run,
     "stat": files.stat,
     "list": files.listing,
     "read": files.read,
@@ -96,12 +101,30 @@ class Handler(socketserver.BaseRequestHandler):
             if not isinstance(user, str) or operation is None:
                 raise frames.ProtocolError("a request names a user and a known operation")
             root = self.server.simulated_root  # type: ignore[attr-defined]
+            if root is not None:
+                _end_with_the_service(sock)
             place = become(user) if root is None else simulated_place(root, user)
             operation(sock, reader, request, place)
         except (frames.ProtocolError, KeyError, PermissionError) as exc:
             _refuse(sock, "invalid", str(exc))
         except OSError:
             pass  # the host went away; nothing is left to tell
+
+
+def _end_with_the_service(sock: socket.socket) -> None:
+    """Beside a fake guest: when the guest is gone (its service ends with it), end this connection
+    too, as a VM's power-off ends everything in it; its operation then ends what it started."""
+    service = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == service:
+            time.sleep(WATCH_SECONDS)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _refuse(sock: socket.socket, code: str, message: str) -> None:

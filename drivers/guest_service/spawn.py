@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+import typing
 
 from . import frames
 
@@ -99,7 +100,8 @@ def _pump(sock: socket.socket, process: subprocess.Popen, timeout: float) -> boo
     selector.register(process.stdout, selectors.EVENT_READ, frames.STDOUT)
     selector.register(process.stderr, selectors.EVENT_READ, frames.STDERR)
     selector.register(sock, selectors.EVENT_READ, None)
-    parser, stdin = frames.Parser(), StdinFeed(process)
+    assert process.stdin is not None  # a pipe
+    parser, stdin = frames.Parser(), StdinFeed(process.stdin)
     deadline, exited_at, timed_out = time.monotonic() + timeout, None, False
     while len(selector.get_map()) > 1 and (exited_at is None or time.monotonic() - exited_at < DRAIN_SECONDS):
         for key, _ in selector.select(ROUND_SECONDS):
@@ -127,9 +129,8 @@ class StdinFeed:
     """Writes the host's stdin to the process on a thread of its own: a process that does not read
     its stdin blocks only this thread, never its output."""
 
-    def __init__(self, process: subprocess.Popen):
-        assert process.stdin is not None  # a pipe
-        self._pipe = process.stdin
+    def __init__(self, pipe: typing.IO[bytes]):
+        self._pipe = pipe
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         threading.Thread(target=self._write, daemon=True).start()
 
@@ -157,7 +158,15 @@ def _take(process: subprocess.Popen, stdin: StdinFeed, kind: bytes, payload: byt
     elif kind == frames.END:
         stdin.put(None)
     elif kind == frames.JSON:
-        name = json.loads(payload).get("signal")
-        if name not in SIGNALS:
-            raise frames.ProtocolError(f"no such signal: {name!r}")
-        _kill(process, signal.Signals["SIG" + name])
+        signal_named(process.pid, json.loads(payload))
+
+
+def signal_named(group: int, message: dict) -> None:
+    """The signal a host's ``{"signal": "TERM"}`` names, to the whole process group ``group``."""
+    name = message.get("signal")
+    if name not in SIGNALS:
+        raise frames.ProtocolError(f"no such signal: {name!r}")
+    try:
+        os.killpg(group, signal.Signals["SIG" + name])
+    except ProcessLookupError:
+        pass
