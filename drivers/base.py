@@ -339,6 +339,12 @@ class HypervisorDriver(abc.ABC):
         """The running domain's display as PNG, taken by the hypervisor (nothing runs in the guest)."""
 
     @abc.abstractmethod
+    def screen_frame(self, name: str) -> bytes:
+        """The running domain's display as the hypervisor gives it (PPM or PNG, the same for every
+        picture of a domain), with no work of the driver's: what a recording takes several times a
+        second."""
+
+    @abc.abstractmethod
     def send_input(self, name: str, actions: tuple[InputAction, ...]) -> None:
         """Type and point on the running domain's display, in screenshot coordinates.
 

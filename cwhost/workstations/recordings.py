@@ -71,7 +71,7 @@ class Recordings:
             with self._db.write() as tx:
                 tx.table("recordings").insert(row)
             recorder = Recorder(
-                lambda: self._driver.screenshot(ws.domain_name), self.path(row["id"]), fps,
+                lambda: self._driver.screen_frame(ws.domain_name), self.path(row["id"]), fps,
                 self._settings.max_seconds, lambda size: self._measured(row["id"], principal.account_id, size),
                 lambda outcome, message, size: self._finish(row["id"], outcome, message, size),
             )  # fmt: skip

@@ -346,6 +346,12 @@ class FakeDriver(HypervisorDriver):
             raise InvalidDomainState(f"domain {name} is not running")
         return simulated_screen(domain.title, Display(*domain.display), self._typed.get(name, ""))
 
+    def screen_frame(self, name: str) -> bytes:
+        domain = self._live(name)
+        if domain is None:
+            raise InvalidDomainState(f"domain {name} is not running")
+        return simulated_screen(domain.title, Display(*domain.display), self._typed.get(name, ""), "PPM")
+
 
 def _defined_by(spec: DomainSpec) -> dict:
     """The fields of a domain's record that its spec sets."""

@@ -60,14 +60,14 @@ def simulate_exec(request: ExecRequest) -> ExecResult:
     )
 
 
-def simulated_screen(title: str, size: Display, typed: str = "") -> bytes:
+def simulated_screen(title: str, size: Display, typed: str = "", kind: str = "PNG") -> bytes:
     image = Image.new("RGB", size, (32, 48, 64))
     draw = ImageDraw.Draw(image)
     draw.rectangle((0, 0, size.width, 32), fill=(200, 200, 200))
     draw.text((12, 10), title, fill=(0, 0, 0))
     draw.text((12, 48), typed, fill=(255, 255, 255))
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format=kind)
     return out.getvalue()
 
 

@@ -54,7 +54,14 @@ from drivers.libvirt.domain_xml import (
     from_xml,
     to_xml,
 )
-from drivers.libvirt.guest_agent import guest_addresses, readiness_report, run_command, screenshot_png, send_input
+from drivers.libvirt.guest_agent import (
+    guest_addresses,
+    readiness_report,
+    run_command,
+    screen_picture,
+    screenshot_png,
+    send_input,
+)
 from drivers.libvirt.host import host_info
 from drivers.libvirt.network import GuestNetwork, NetworkMismatch, ensure_running, leased_address
 from drivers.libvirt.reported_xml import live_console, network_mac
@@ -383,6 +390,10 @@ class LibvirtDriver(HypervisorDriver):
     def screenshot(self, name: str) -> bytes:
         with self._libvirt.translated(name):
             return screenshot_png(self._libvirt.get(), self._running(name))
+
+    def screen_frame(self, name: str) -> bytes:
+        with self._libvirt.translated(name):
+            return screen_picture(self._libvirt.get(), self._running(name))
 
     def pid(self, name: str) -> int | None:
         if self.state(name) != DomainState.RUNNING:

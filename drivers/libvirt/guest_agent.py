@@ -196,15 +196,20 @@ def run_command(domain: libvirt.virDomain, request: ExecRequest) -> ExecResult:
     )
 
 
-def _capture(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Image.Image:
-    """The display as QEMU captures it (PPM), opened lazily: its size is known before its pixels are decoded."""
+def screen_picture(connection: libvirt.virConnect, domain: libvirt.virDomain) -> bytes:
+    """The display as QEMU captures it: PPM, or PNG where libvirt asks QEMU for that."""
     stream = connection.newStream(0)
     domain.screenshot(stream, 0, 0)
     received = bytearray()
     while chunk := stream.recv(256 * 1024):
         received += chunk
     stream.finish()
-    return Image.open(io.BytesIO(bytes(received)))
+    return bytes(received)
+
+
+def _capture(connection: libvirt.virConnect, domain: libvirt.virDomain) -> Image.Image:
+    """The display, opened lazily: its size is known before its pixels are decoded."""
+    return Image.open(io.BytesIO(screen_picture(connection, domain)))
 
 
 def send_input(connection: libvirt.virConnect, domain: libvirt.virDomain, actions: tuple[InputAction, ...]) -> None:
