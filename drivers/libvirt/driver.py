@@ -46,14 +46,7 @@ from drivers.input_events import InputAction
 from drivers.libvirt import qcow2
 from drivers.libvirt.cloud_init import read_seed_iso, seed_of, write_seed_iso
 from drivers.libvirt.connection import LibvirtConnection
-from drivers.libvirt.domain_xml import (
-    DomainXml,
-    Graphics,
-    KernelBoot,
-    PciAddress,
-    from_xml,
-    to_xml,
-)
+from drivers.libvirt.domain_xml import DomainXml, Graphics, KernelBoot, PciAddress, from_xml, to_xml
 from drivers.libvirt.guest_agent import (
     guest_addresses,
     readiness_report,
