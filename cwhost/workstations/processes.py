@@ -12,6 +12,7 @@ only then in all.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from drivers.guest_service import frames
 from drivers.guest_service.client import Connection, GuestServiceUnavailable, signal_frame
 
 RUNNING, EXITED, KILLED = "running", "exited", "killed"
+_SIGNAL_NAME = re.compile(r"[A-Z][A-Z0-9+-]{0,15}")
 
 
 @dataclass(eq=False)
@@ -133,10 +135,11 @@ class Processes:
             self._finish(process, ending)
 
     def _finish(self, process: BackgroundProcess, ending: dict) -> None:
-        exit_code = ending.get("exit")
+        # What the guest says is the guest's to choose: only an exit code and a signal's name are taken.
+        exit_code, signal = ending.get("exit"), ending.get("signal")
         with self._lock:
-            process.exit_code = exit_code if isinstance(exit_code, int) else None
-            process.signal = ending.get("signal") if isinstance(ending.get("signal"), str) else None
+            process.exit_code = exit_code if type(exit_code) is int and 0 <= exit_code <= 255 else None
+            process.signal = signal if isinstance(signal, str) and _SIGNAL_NAME.fullmatch(signal) else None
             process.timed_out = ending.get("timedOut") is True
             process.status = EXITED if process.exit_code is not None else KILLED
             process.ended_at = self._clock()
