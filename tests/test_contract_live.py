@@ -79,10 +79,11 @@ def generated(live, client_token, tmp_path_factory):
     out = tmp_path_factory.mktemp("client")
     (out / "openapi.json").write_bytes(requests.get(server.url + "/openapi.json").content)
     # No formatting hooks: the generated code is used as it comes.
-    # The screenshot is PNG: openapi-python-client reads a body it does not know as bytes only when told.
+    # The screenshot is PNG, a recording WebM, a stream text/event-stream: openapi-python-client reads
+    # a body it does not know as bytes only when told.
+    overrides = "".join(f"  {kind}: application/octet-stream\n" for kind in ("image/png", "video/webm", "text/event-stream"))
     (out / "config.yaml").write_text(
-        "post_hooks: []\npackage_name_override: cwhost_client\n"
-        "content_type_overrides:\n  image/png: application/octet-stream\n"
+        "post_hooks: []\npackage_name_override: cwhost_client\n" + "content_type_overrides:\n" + overrides
     )
     result = subprocess.run(
         [str(BIN / "openapi-python-client"), "generate", "--path", "openapi.json", "--config", "config.yaml", "--meta", "none"],
