@@ -81,12 +81,22 @@ def generated(live, client_token, tmp_path_factory):
     # No formatting hooks: the generated code is used as it comes.
     # The screenshot is PNG, a recording WebM, a stream text/event-stream: openapi-python-client reads
     # a body it does not know as bytes only when told.
-    overrides = "".join(f"  {kind}: application/octet-stream\n" for kind in ("image/png", "video/webm", "text/event-stream"))
+    as_bytes = ("image/png", "video/webm", "text/event-stream")
+    overrides = "".join(f"  {kind}: application/octet-stream\n" for kind in as_bytes)
     (out / "config.yaml").write_text(
         "post_hooks: []\npackage_name_override: cwhost_client\n" + "content_type_overrides:\n" + overrides
     )
     result = subprocess.run(
-        [str(BIN / "openapi-python-client"), "generate", "--path", "openapi.json", "--config", "config.yaml", "--meta", "none"],
+        [
+            str(BIN / "openapi-python-client"),
+            "generate",
+            "--path",
+            "openapi.json",
+            "--config",
+            "config.yaml",
+            "--meta",
+            "none",
+        ],
         cwd=out,
         capture_output=True,
         text=True,
@@ -145,9 +155,7 @@ def test_a_generated_client_drives_a_whole_life(generated):
     )
     assert patched.configuration.cpu_cores == 3
 
-    stored = upload.sync(
-        workspace.id, "notes/day1.txt", client=client, body=types.File(payload=io.BytesIO(b"day one"))
-    )
+    stored = upload.sync(workspace.id, "notes/day1.txt", client=client, body=types.File(payload=io.BytesIO(b"day one")))
     assert isinstance(stored, models.WorkspaceFile) and stored.name == "notes/day1.txt", stored
     fetched = download.sync_detailed(workspace.id, stored.id, client=client)
     assert fetched.status_code == 200 and fetched.content == b"day one"

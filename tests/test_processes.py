@@ -159,8 +159,9 @@ def test_processes_are_the_owners_alone_and_need_a_running_workstation(client, a
     for bad in ({"command": []}, {"command": ["true"], "timeoutSeconds": 0}, {"command": ["true"], "stdin": "x"}):
         assert client.post(running_url + "/processes", json=bad, headers=alice).status_code == 400
     assert client.post(process + "/signal", json={"signal": "NOPE"}, headers=alice).status_code == 400
-    bad_stdin = client.post(process + "/stdin", json={"data": "%%", "encoding": "base64"}, headers=alice)
-    assert bad_stdin.status_code == 400
+    for not_base64 in ("%%", "\u00d9\u00ed=="):
+        bad_stdin = client.post(process + "/stdin", json={"data": not_base64, "encoding": "base64"}, headers=alice)
+        assert bad_stdin.status_code == 400 and bad_stdin.get_json()["details"] == {"data": ["Not valid base64."]}
     bad_id = client.get(process + "/output", headers={**alice, "Last-Event-ID": "x"})
     assert bad_id.status_code == 400
 

@@ -118,7 +118,7 @@ def write_stdin(body, workstation_id, process_id):
     if body["encoding"] == "base64":
         try:
             data = base64.b64decode(body["data"], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
             raise InvalidRequest("data is not base64.", details={"data": ["Not valid base64."]}) from None
     services().processes.write_stdin(g.principal, workstation_id, process_id, data, body["eof"])
 
