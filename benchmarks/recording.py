@@ -41,6 +41,18 @@ def recorded(server: Server, one: str, fps: int) -> float:
         assert stopped["status"] == "ready" and stopped["sizeBytes"] > 0, stopped
 
 
+def _rounds(server: Server, one: str, rounds: int, fps: int) -> tuple[list[float], list[float]]:
+    launched = server.http.post(one + "/launch")
+    assert launched.status_code == 200, launched.text
+    server.ready(one)
+    guest_seconds(server, one)  # warm: the interpreter's files in the guest's cache
+    plain, with_recording = [], []
+    for _ in range(rounds):
+        plain.append(guest_seconds(server, one))
+        with_recording.append(recorded(server, one, fps))
+    return plain, with_recording
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, required=True, help="a directory holding python/")
@@ -54,15 +66,11 @@ def main() -> int:
         with Server(Path(scratch), [("python", args.images)], kernel, initrd) as server:
             body = {"name": "bench", "type": "python", "configuration": {"cpuCores": 2, "memoryGB": 2, "storageGB": 8}}
             one = server.created(body)
-            launched = server.http.post(one + "/launch")
-            assert launched.status_code == 200, launched.text
-            server.ready(one)
-            guest_seconds(server, one)  # warm: the interpreter's files in the guest's cache
-            plain, with_recording = [], []
-            for _ in range(args.rounds):
-                plain.append(guest_seconds(server, one))
-                with_recording.append(recorded(server, one, args.fps))
-            server.http.delete(one, params={"force": "true"})
+            try:
+                plain, with_recording = _rounds(server, one, args.rounds, args.fps)
+            finally:
+                # Whatever happened, no VM is left running on the machine.
+                server.http.delete(one, params={"force": "true"})
     ratio = statistics.median(with_recording) / statistics.median(plain)
     print(f"guest work, median of {args.rounds}: {statistics.median(plain):.3f} s plain,")
     print(f"  {statistics.median(with_recording):.3f} s while recording at {args.fps} pictures a second")
