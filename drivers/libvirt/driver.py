@@ -13,7 +13,6 @@ and the next one reconnects.
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 import uuid
 from dataclasses import replace
@@ -28,8 +27,6 @@ from drivers.base import (
     DomainNotFound,
     DomainSpec,
     DomainState,
-    ExecRequest,
-    ExecResult,
     GpuDevice,
     GuestSeed,
     HostInfo,
@@ -37,27 +34,17 @@ from drivers.base import (
     InvalidDomainState,
     PortForward,
     ProvisioningError,
-    ReadinessReport,
     require_shared_directory,
 )
-from drivers.guest_service.client import GuestService, GuestServiceUnavailable
-from drivers.guest_service.server import SERVICE_PORT
-from drivers.input_events import InputAction
 from drivers.libvirt import qcow2
 from drivers.libvirt.cloud_init import read_seed_iso, seed_of, write_seed_iso
 from drivers.libvirt.connection import LibvirtConnection
 from drivers.libvirt.domain_xml import DomainXml, Graphics, KernelBoot, PciAddress, from_xml, to_xml
-from drivers.libvirt.guest_agent import (
-    guest_addresses,
-    readiness_report,
-    run_command,
-    screen_picture,
-    screenshot_png,
-    send_input,
-)
+from drivers.libvirt.guest_agent import guest_addresses
+from drivers.libvirt.guest_doors import GuestDoors
 from drivers.libvirt.host import host_info
-from drivers.libvirt.network import GuestNetwork, NetworkMismatch, ensure_running, leased_address
-from drivers.libvirt.reported_xml import live_console, network_mac
+from drivers.libvirt.network import GuestNetwork, NetworkMismatch, ensure_running
+from drivers.libvirt.reported_xml import live_console
 
 NVIDIA = 0x10DE
 SHUTDOWN_POLL_SECONDS = 0.2
@@ -68,11 +55,7 @@ OWN_NETWORK = GuestNetwork()
 libvirt.registerErrorHandler(lambda context, error: None, None)
 
 
-# The guest service answers on the guest's private network, at once or not at all.
-SERVICE_CONNECT_SECONDS = 5.0
-
-
-class LibvirtDriver(HypervisorDriver):
+class LibvirtDriver(GuestDoors, HypervisorDriver):
     def __init__(
         self,
         uri: str,
@@ -321,37 +304,8 @@ class LibvirtDriver(HypervisorDriver):
             forwards=from_xml(description).forwards,
         )
 
-    def guest_endpoint(self, name: str, guest_port: int) -> tuple[str, int] | None:
-        if self._own_network is None:
-            return None
-        domain = self._domain(name)
-        with self._libvirt.translated(name):
-            if not domain.isActive():
-                return None
-            address = leased_address(self._libvirt.get(), self._own_network, network_mac(domain.XMLDesc(0)))
-        return (address, guest_port) if address else None
-
-    def guest_service(self, name: str, user: str) -> GuestService:
-        if self._live(name) is None:
-            raise InvalidDomainState(f"domain {name} is not running")
-
-        def connect() -> socket.socket:
-            # Asked at each connection: the guest's address may come (DHCP) after the service is made.
-            endpoint = self.guest_endpoint(name, SERVICE_PORT)
-            if endpoint is None:
-                raise GuestServiceUnavailable("the guest has no address on cwhost's network (yet)")
-            return socket.create_connection(endpoint, timeout=SERVICE_CONNECT_SECONDS)
-
-        return GuestService(connect, user)
-
     def seed_path(self, name: str) -> Path:
         return self._disk_dir / f"{name}.seed.iso"
-
-    def _live(self, name: str) -> DomainXml | None:
-        """The running domain's definition; None when it is stopped."""
-        domain = self._domain(name)
-        with self._libvirt.translated(name):
-            return from_xml(domain.XMLDesc(0)) if domain.isActive() else None
 
     def guest_seed(self, name: str) -> GuestSeed | None:
         live = self._live(name)
@@ -360,33 +314,6 @@ class LibvirtDriver(HypervisorDriver):
     def shared_directory(self, name: str) -> Path | None:
         live = self._live(name)
         return Path(live.share) if live and live.share else None
-
-    def _running(self, name: str) -> libvirt.virDomain:
-        domain = self._domain(name)
-        if not domain.isActive():
-            raise InvalidDomainState(f"domain {name} is not running")
-        return domain
-
-    def readiness(self, name: str) -> ReadinessReport | None:
-        with self._libvirt.translated(name):
-            domain = self._domain(name)
-            return readiness_report(domain) if domain.isActive() else None
-
-    def exec(self, name: str, request: ExecRequest) -> ExecResult:
-        with self._libvirt.translated(name):
-            return run_command(self._running(name), request)
-
-    def send_input(self, name: str, actions: tuple[InputAction, ...]) -> None:
-        with self._libvirt.translated(name):
-            send_input(self._libvirt.get(), self._running(name), actions)
-
-    def screenshot(self, name: str) -> bytes:
-        with self._libvirt.translated(name):
-            return screenshot_png(self._libvirt.get(), self._running(name))
-
-    def screen_frame(self, name: str) -> bytes:
-        with self._libvirt.translated(name):
-            return screen_picture(self._libvirt.get(), self._running(name))
 
     def pid(self, name: str) -> int | None:
         if self.state(name) != DomainState.RUNNING:
