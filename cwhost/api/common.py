@@ -6,9 +6,11 @@ has the body ``{"error", "message", "requestId"[, "details"]}``.
 
 from __future__ import annotations
 
+import base64
 import http
 import logging
 import re
+import sys
 import uuid
 
 import flask
@@ -26,7 +28,7 @@ from cwhost.api.account_schemas import CreditsSchema
 from cwhost.api.idempotency import IdempotencyHeaderPlugin
 from cwhost.api.schemas import ConfigurationInSchema, ErrorSchema, WorkstationCreateSchema
 from cwhost.api.ssh_key_schemas import SshKeyCreateSchema
-from cwhost.errors import ServiceError
+from cwhost.errors import InvalidRequest, ServiceError
 from cwhost.workspaces.paths import FILE_ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -352,3 +354,22 @@ CLIENT_FIELD_NAMES = {
     for name, field in schema().fields.items()
     if field.data_key
 }
+
+
+def take_file_body() -> None:
+    """Let this request's body be a file: the JSON body limit does not apply (the view counts the
+    bytes against its own limit as they stream, and says what it is), and a chunked body the server
+    cannot see the end of is refused, since werkzeug would read it as empty and an empty file would
+    be stored."""
+    request.max_content_length = sys.maxsize  # None would mean the app's JSON limit
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if chunked and not request.environ.get("wsgi.input_terminated"):
+        raise InvalidRequest("This server cannot take a chunked upload; send a Content-Length.")
+
+
+def text_or_base64(data: bytes) -> tuple[str, str]:
+    """Bytes for JSON: as text when they are UTF-8, else base64; and which ("utf-8" or "base64")."""
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-
 from flask import Response, g
 
-from cwhost.api.common import ApiBlueprint, error_responses
+from cwhost.api.common import ApiBlueprint, error_responses, text_or_base64
 from cwhost.api.components import services
 from cwhost.api.guest_schemas import ExecRequestSchema, ExecResultSchema, InputResultSchema, InputSchema
 from drivers.base import ExecResult
@@ -20,16 +18,9 @@ def _actions():
     return services().guest_actions
 
 
-def _text_or_base64(data: bytes) -> tuple[str, str]:
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(data).decode(), "base64"
-
-
 def _answer(result: ExecResult) -> dict:
-    stdout, stdout_encoding = _text_or_base64(result.stdout)
-    stderr, stderr_encoding = _text_or_base64(result.stderr)
+    stdout, stdout_encoding = text_or_base64(result.stdout)
+    stderr, stderr_encoding = text_or_base64(result.stderr)
     return {
         "exit_code": result.exit_code,
         "stdout": stdout,

@@ -3,12 +3,11 @@ directories, delete, and watch a directory as Server-Sent Events."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 from flask import g, request
 
-from cwhost.api.common import ApiBlueprint, error_responses, raw_body
+from cwhost.api.common import ApiBlueprint, error_responses, raw_body, take_file_body
 from cwhost.api.components import components, services
 from cwhost.api.process_schemas import (
     DirectoryCreateSchema,
@@ -18,7 +17,7 @@ from cwhost.api.process_schemas import (
     GuestPathSchema,
 )
 from cwhost.api.streams import KEEPALIVE, OPENING, sse_event, streamed, take_stream_slot
-from cwhost.errors import InvalidRequest, PayloadTooLarge
+from cwhost.errors import PayloadTooLarge
 from drivers.guest_service.client import Connection, GuestServiceRefused, GuestServiceUnavailable
 
 blp = ApiBlueprint(
@@ -98,11 +97,7 @@ def _guarded(chunks):
 def write_content(args, workstation_id):
     """Write a file, created or replaced whole once every byte is there: a write cut short changes nothing."""
     fs = services().guest_fs
-    request.max_content_length = sys.maxsize  # counted against guest_files.max_write_bytes instead
-    if "chunked" in request.headers.get("Transfer-Encoding", "").lower() and not request.environ.get(
-        "wsgi.input_terminated"
-    ):
-        raise InvalidRequest("This server cannot take a chunked upload; send a Content-Length.")
+    take_file_body()  # counted against guest_files.max_write_bytes
     if request.content_length is not None and request.content_length > fs.max_write_bytes:
         raise PayloadTooLarge(f"The file is larger than this server writes at once ({fs.max_write_bytes} bytes).")
     return fs.write(g.principal, workstation_id, args["path"], _body_chunks())

@@ -10,7 +10,7 @@ import time
 from flask import g, request
 from flask.views import MethodView
 
-from cwhost.api.common import ApiBlueprint, error_responses, list_body
+from cwhost.api.common import ApiBlueprint, error_responses, list_body, text_or_base64
 from cwhost.api.components import components, services
 from cwhost.api.process_schemas import (
     ProcessGetArgsSchema,
@@ -162,7 +162,8 @@ def _events(process: BackgroundProcess, seen: int, max_seconds: float, keepalive
     while time.monotonic() < deadline:
         chunks, ended = output.after(seen, min(keepalive, max(deadline - time.monotonic(), 0)))
         for chunk in chunks:
-            yield sse_event(chunk.stream, _data(chunk.data), chunk.end)
+            text, encoding = text_or_base64(chunk.data)
+            yield sse_event(chunk.stream, {"data": text, "encoding": encoding}, chunk.end)
             seen = chunk.end
         if ended:
             ending = {"status": process.status, "exitCode": process.exit_code, "signal": process.signal}
@@ -170,10 +171,3 @@ def _events(process: BackgroundProcess, seen: int, max_seconds: float, keepalive
             return
         if not chunks:
             yield KEEPALIVE
-
-
-def _data(data: bytes) -> dict:
-    try:
-        return {"data": data.decode("utf-8"), "encoding": "utf-8"}
-    except UnicodeDecodeError:
-        return {"data": base64.b64encode(data).decode("ascii"), "encoding": "base64"}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import flask
 from flask import g, request, url_for
 from flask.views import MethodView
 
-from cwhost.api.common import ApiBlueprint, error_responses, links, list_body, raw_body
+from cwhost.api.common import ApiBlueprint, error_responses, links, list_body, raw_body, take_file_body
 from cwhost.api.components import services
 from cwhost.api.idempotency import document as document_idempotency
 from cwhost.api.idempotency import idempotent
@@ -145,14 +143,7 @@ def upload_file(workspace_id, file_path):
     are refused with 400 and touch nothing.
     """
     _require_utf8_path()
-    # The JSON body limit does not apply to files: WorkspaceFiles.upload counts the
-    # bytes against the upload limit as they stream, chunked or not, and says
-    # what the limit is. (None here would mean the app's JSON limit.)
-    request.max_content_length = sys.maxsize
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if chunked and not request.environ.get("wsgi.input_terminated"):
-        # werkzeug would read such a body as empty, and an empty file would be stored.
-        raise InvalidRequest("This server cannot take a chunked upload; send a Content-Length.")
+    take_file_body()  # WorkspaceFiles.upload counts it against the upload limit
     info, created = services().workspace_files.upload(
         g.principal, workspace_id, file_path, request.stream, request.content_length
     )
