@@ -96,3 +96,10 @@ def test_a_bad_control_message_ends_the_connection_and_terminals_are_the_owners(
     assert refused.status_code == 400 and "fake guest runs only" in refused.get_json()["message"]
     with pytest.raises(websocket.WebSocketBadStatusException):
         _connect(terminal["websocketUrl"].split("?terminal=")[0] + "?terminal=" + "x" * 43)
+
+
+def test_a_fake_guests_terminal_takes_its_programs_argument_rules(terminal_bridge):
+    client, alice, _, url = terminal_bridge
+    # cat reads no file of the host's: beside a fake guest it runs with no arguments only.
+    refused = client.post(url + "/terminals", json={"command": ["cat", "/etc/passwd"]}, headers=alice)
+    assert refused.status_code == 400 and "fake guest runs only" in refused.get_json()["message"]

@@ -40,17 +40,26 @@ SIMULATED = {
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
 
-def _popen(request: dict, place) -> subprocess.Popen:
-    command = request["command"]
-    if place.simulated:
-        program = os.path.basename(command[0])
-        if program not in SIMULATED or not SIMULATED[program](command[1:]):
-            raise FileNotFoundError(f"{command[0]}: a fake guest runs only {', '.join(SIMULATED)}")
-        command = [program, *command[1:]]
-    cwd = place.local(request.get("workingDirectory") or place.home)
+def simulated(command: list[str]) -> list[str]:
+    """Beside a fake guest: one of its harmless programs with arguments it may take, by its name
+    (never a path of the host's); FileNotFoundError for anything else."""
+    program = os.path.basename(command[0])
+    if program not in SIMULATED or not SIMULATED[program](command[1:]):
+        raise FileNotFoundError(f"{command[0]}: a fake guest runs only {', '.join(SIMULATED)}")
+    return [program, *command[1:]]
+
+
+def environment(place, request: dict, **extra: str) -> dict[str, str]:
+    """A program's environment: the basics, the guest user's own, ``extra``, then what the request adds."""
     # A fake guest's service has the host's environment, which is not the guest's to see.
     own = {} if place.simulated else os.environ
-    env = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": place.home, **own, **dict(request.get("env") or {})}
+    return {"PATH": PATH, "LANG": "C.UTF-8", "HOME": place.home, **own, **extra, **dict(request.get("env") or {})}
+
+
+def _popen(request: dict, place) -> subprocess.Popen:
+    command = simulated(request["command"]) if place.simulated else request["command"]
+    cwd = place.local(request.get("workingDirectory") or place.home)
+    env = environment(place, request)
     return subprocess.Popen(
         command,
         stdin=subprocess.PIPE,

@@ -23,7 +23,7 @@ import termios
 import time
 
 from . import frames
-from .spawn import PATH, SIMULATED, StdinFeed, signal_named
+from .spawn import StdinFeed, environment, signal_named, simulated
 
 HANGUP_GRACE_SECONDS = 1.0
 
@@ -32,10 +32,7 @@ def _command(request: dict, place) -> list[str]:
     command = request.get("command") or []
     if place.simulated:
         # Beside a fake guest: its harmless programs only, and no shell of the host's.
-        command = command or ["cat"]
-        if os.path.basename(command[0]) not in SIMULATED:
-            raise FileNotFoundError(f"{command[0]}: a fake guest runs only {', '.join(SIMULATED)}")
-        return [os.path.basename(command[0]), *command[1:]]
+        return simulated(command or ["cat"])
     return command or [pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh", "-l"]
 
 
@@ -71,9 +68,7 @@ def _child(command: list[str], request: dict, place) -> None:
     """In the child, on the new terminal: run the program, or say why not and end."""
     try:
         os.chdir(place.local(place.home))
-        own = {} if place.simulated else os.environ
-        env = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": place.home, **own, "TERM": "xterm-256color"}
-        os.execvpe(command[0], command, {**env, **dict(request.get("env") or {})})
+        os.execvpe(command[0], command, environment(place, request, TERM="xterm-256color"))
     except OSError as exc:
         os.write(2, f"cwhost: cannot start {command[0]}: {exc.strerror}\r\n".encode())
     os._exit(127)
