@@ -40,6 +40,7 @@ from cwhost.workspaces.storage_budget import StorageBudget
 from cwhost.workstations.access import LiveAccess
 from cwhost.workstations.account_slots import AccountSlots
 from cwhost.workstations.allocation import Allocation
+from cwhost.workstations.audio import Audio
 from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.enforcer import Enforcer
 from cwhost.workstations.guards import WorkstationLocks
@@ -108,7 +109,7 @@ def build_services(
         GuestActions(store, driver, config), Readiness(store, driver, locks, config.readiness, clock),
         reconciler, Enforcer(store, accounts, ledger, lifecycle, background, config, clock),
         Processes(guests, config, clock), GuestFs(guests, config), Terminals(guests, config, clock), recordings,
-        _stream_slots(config),
+        Audio(guests, config), _stream_slots(config),
     )  # fmt: skip
 
 

@@ -79,9 +79,9 @@ def generated(live, client_token, tmp_path_factory):
     out = tmp_path_factory.mktemp("client")
     (out / "openapi.json").write_bytes(requests.get(server.url + "/openapi.json").content)
     # No formatting hooks: the generated code is used as it comes.
-    # The screenshot is PNG, a recording WebM, a stream text/event-stream: openapi-python-client reads
-    # a body it does not know as bytes only when told.
-    as_bytes = ("image/png", "video/webm", "text/event-stream")
+    # The screenshot is PNG, a recording WebM, the speaker WAV, a stream text/event-stream:
+    # openapi-python-client reads a body it does not know as bytes only when told.
+    as_bytes = ("image/png", "video/webm", "audio/wav", "text/event-stream")
     overrides = "".join(f"  {kind}: application/octet-stream\n" for kind in as_bytes)
     (out / "config.yaml").write_text(
         "post_hooks: []\npackage_name_override: cwhost_client\n" + "content_type_overrides:\n" + overrides

@@ -421,3 +421,31 @@ def test_a_terminal_in_the_guest_echoes_keys_and_ends_with_its_program(driver):
         pass
     assert json.loads(frame[1])["exit"] == 0
     connection.close()
+
+
+def test_the_guests_speaker_is_recorded_while_it_runs_and_goes_quiet_with_it(driver):
+    from drivers.guest_service import frames
+    from drivers.guest_service.client import GuestServiceUnavailable
+
+    driver.define(spec())
+    driver.start("cwhost-ws-test0001")
+    service = driver.guest_service("cwhost-ws-test0001", "dev")
+    try:
+        _, connection = service.record_speaker(16000, 1, silence_seconds=10)
+    except GuestServiceUnavailable:
+        assert not isinstance(driver, FakeDriver)  # libvirt's test driver runs no guest
+        return
+    heard = b""
+    while len(heard) < 3200:  # a tenth of a second
+        kind, payload = connection.frame()
+        assert kind == frames.STDOUT
+        heard += payload
+    driver.destroy("cwhost-ws-test0001")
+    # A powered-off guest's recording ends (the connection closes, or breaks off) rather than going
+    # silent: a silence of 10 s would be a TimeoutError here.
+    try:
+        while (frame := connection.frame()) is not None and frame[0] == frames.STDOUT:
+            pass
+    except GuestServiceUnavailable:
+        pass
+    connection.close()

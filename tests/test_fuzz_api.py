@@ -25,9 +25,7 @@ EXAMPLES = int(os.environ.get("CWHOST_FUZZ_EXAMPLES", "100"))
 # (400), a type, GPU or workspace it does not have (422), a quota (403), credit
 # (402) or capacity (503). Those are answers, not failures; 5xx never is.
 CHECKS = {
-    "positive_data_acceptance": {
-        "expected-statuses": ["2xx", "400", "401", "402", "403", "404", "422", "429", "503"]
-    }
+    "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "402", "403", "404", "422", "429", "503"]}
 }
 
 
@@ -36,11 +34,15 @@ FUZZ_READINESS = {"max_wait_seconds": 1}
 # Streams (a process's output, a watch) and waits for a process last as long as they may: here, briefly.
 FUZZ_STREAMS = {"max_seconds": 5, "keepalive_seconds": 1, "max_wait_seconds": 1}
 FUZZ_RECORDINGS = {"max_seconds": 10}
+# A listen records this long at most, then transcribes.
+FUZZ_AUDIO = {"listen_max_seconds": 2}
 
 
 def _app(tmp_path_factory):
     data = tmp_path_factory.mktemp("fuzz") / "data"
-    config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS, recordings=FUZZ_RECORDINGS)
+    config = make_config(
+        data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS, recordings=FUZZ_RECORDINGS, audio=FUZZ_AUDIO
+    )
     Database(config.database_path).migrate()
     return create_app(config), config
 
@@ -63,9 +65,7 @@ def api_schema(fuzz_target):
     # The token as configuration, not as call arguments: schemathesis then
     # knows it is real, and its auth check probes without it and with a bad one.
     token = headers["Authorization"].removeprefix("Bearer ")
-    config = schemathesis.Config.from_dict(
-        {"auth": {"openapi": {"bearerAuth": {"bearer": token}}}, "checks": CHECKS}
-    )
+    config = schemathesis.Config.from_dict({"auth": {"openapi": {"bearerAuth": {"bearer": token}}}, "checks": CHECKS})
     return schemathesis.openapi.from_wsgi("/openapi.json", app, config=config)
 
 
@@ -97,7 +97,9 @@ class FreshApp:
         data = self.root / f"scenario-{self.count}"
         data.mkdir()
         shutil.copy(self.pristine, data / "cwhost.db")
-        self.config = make_config(data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS, recordings=FUZZ_RECORDINGS)
+        self.config = make_config(
+            data, readiness=FUZZ_READINESS, streams=FUZZ_STREAMS, recordings=FUZZ_RECORDINGS, audio=FUZZ_AUDIO
+        )
         self.app = create_app(self.config)
 
     def close(self):

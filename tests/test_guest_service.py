@@ -84,6 +84,26 @@ def test_a_write_cut_short_leaves_nothing(simulated):
     assert refused.value.code == "not_found"
 
 
+def test_a_speaker_is_recorded_in_the_rates_asked_and_its_recorder_ends_with_the_connection(simulated):
+    service, _ = simulated
+    for rate, channels in ((True, 1), (16000, True), (44100, 1), (16000, 3), ("16000", 1)):
+        with pytest.raises(GuestServiceRefused) as refused:
+            service.record_speaker(rate, channels, 5)
+        assert refused.value.code == "invalid", (rate, channels)
+    recorder, connection = service.record_speaker(48000, 2, 5)
+    heard = b""
+    while len(heard) < 48000 * 2 * 2 // 5:  # a fifth of a second of stereo samples
+        kind, payload = connection.frame()
+        assert kind == frames.STDOUT
+        heard += payload
+    assert set(heard) == {0}  # nothing plays: silence, sent all the same
+    connection.close()
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(recorder) and psutil.Process(recorder).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the recorder outlived its connection"
+        time.sleep(0.05)
+
+
 def test_garbage_is_refused_and_the_service_goes_on(simulated):
     service, _ = simulated
     sock = service.connect()

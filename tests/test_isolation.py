@@ -22,6 +22,7 @@ BODIES = {
     ("post", "/v1/workstations/{workstation_id}/fs/directories"): {"path": "made-by-b"},
     ("post", "/v1/workstations/{workstation_id}/terminals"): {},
     ("post", "/v1/workstations/{workstation_id}/recordings"): {},
+    ("post", "/v1/workstations/{workstation_id}/audio/listen"): {"seconds": 1},
 }
 # The guest's files are named by a query argument: B names A's.
 GUEST_PATH = {"path": "/home/dev/a.txt"}

@@ -30,7 +30,7 @@ import requests
 from cwhost.images import guest_files
 from cwhost.images.packages import SEED_PACKAGES
 from drivers.libvirt.network import GuestNetwork
-from tests import real_vm_agents
+from tests import real_vm_agents, real_vm_audio
 from tests.helpers import cli, free_port, start_server, wait_until
 from tests.test_deployment_files import unit_service_section
 
@@ -52,11 +52,12 @@ START_PAGE = "data:text/html,<body style='background:white'><h1 style='font-size
 TYPES = {
     "python": {"packages": list(SEED_PACKAGES["python"]), "start_url": ""},
     "chromium": {"packages": list(SEED_PACKAGES["chromium"]), "start_url": START_PAGE},
+    "voip": {"packages": list(SEED_PACKAGES["voip"]), "start_url": ""},
 }
 
 
 def _types_toml() -> str:
-    """The two types as a server declares them: small enough for this machine, with their packages."""
+    """The types as a server declares them: small enough for this machine, with their packages."""
     tables = []
     for type_id, declared in TYPES.items():
         packages = ", ".join(json.dumps(p) for p in declared["packages"])
@@ -93,7 +94,7 @@ def _cached_image(type_id: str) -> Path:
 
 @pytest.fixture(scope="module")
 def images_dir(tmp_path_factory):
-    """Both types' images, each from its own cache, side by side as one server's images directory."""
+    """The types' images, each from its own cache, side by side as one server's images directory."""
     combined = tmp_path_factory.mktemp("images")
     for type_id in TYPES:
         (combined / type_id).symlink_to(_cached_image(type_id) / type_id)
@@ -445,6 +446,17 @@ def _launched(http: requests.Session, server, body: dict) -> str:
     assert http.post(url + "/launch").status_code == 200
     _ready(http, url)
     return url
+
+
+def test_a_voip_workstation_is_heard_saying_what_it_says(server):
+    """A voip workstation's speaker: what espeak-ng says in the guest is heard by cwhost, as WAV and
+    as words (tests/real_vm_audio.py)."""
+    server, _data_dir = server
+    http = _account(server, "carol")
+    url = _launched(http, server, {"name": "phone", "type": "voip", "configuration": {"cpuCores": 1}})
+    real_vm_audio.what_the_guest_says_is_heard(http, url)
+    assert http.post(url + "/stop", params={"force": "true"}).status_code == 200
+    assert http.delete(url).status_code == 204
 
 
 def test_two_tenants_browser_and_python_each_walled_off_from_the_other(server):

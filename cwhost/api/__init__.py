@@ -11,6 +11,7 @@ from flask_smorest import Api
 
 from cwhost.api import (
     accounts,
+    audio,
     console,
     guest,
     guest_fs,
@@ -39,7 +40,7 @@ from cwhost.workspaces.paths import FILE_ID_PATTERN
 # In the order the OpenAPI document lists them.
 VIEWS = (
     workstations, system, accounts, types, logs, workspaces, ssh_keys, console, guest, processes, guest_fs,
-    terminals, recordings,
+    terminals, recordings, audio,
 )  # fmt: skip
 
 

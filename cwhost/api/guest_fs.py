@@ -16,7 +16,7 @@ from cwhost.api.process_schemas import (
     GuestPathArgsSchema,
     GuestPathSchema,
 )
-from cwhost.api.streams import KEEPALIVE, OPENING, sse_event, streamed, take_stream_slot
+from cwhost.api.streams import KEEPALIVE, OPENING, sse_event, stream_answer, streamed, take_stream_slot
 from cwhost.errors import PayloadTooLarge
 from drivers.guest_service.client import Connection, GuestServiceRefused, GuestServiceUnavailable
 
@@ -113,14 +113,12 @@ def _body_chunks():
 @blp.arguments(GuestPathArgsSchema, location="query")
 @blp.doc(
     operationId="watchGuestDirectory",
-    responses={
-        200: {
-            "description": "text/event-stream: `created`, `modified` and `deleted` events ({path, type}) for the"
-            " directory's entries, as the guest sees them change (compared every half second); ends when the"
-            " directory is deleted, or after streams.max_seconds.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
-    },
+    responses=stream_answer(
+        "text/event-stream",
+        "text/event-stream: `created`, `modified` and `deleted` events ({path, type}) for the directory's"
+        " entries, as the guest sees them change (compared every half second); ends when the directory is"
+        " deleted, or after streams.max_seconds.",
+    ),
 )
 @error_responses(blp, 400, 403, 404, 422)
 def watch(args, workstation_id):

@@ -20,7 +20,7 @@ from cwhost.api.process_schemas import (
     ProcessStartSchema,
     ProcessStdinSchema,
 )
-from cwhost.api.streams import KEEPALIVE, OPENING, sse_event, streamed, take_stream_slot
+from cwhost.api.streams import KEEPALIVE, OPENING, sse_event, stream_answer, streamed, take_stream_slot
 from cwhost.errors import InvalidRequest
 from cwhost.workstations.process_output import ProcessOutput
 from cwhost.workstations.processes import BackgroundProcess
@@ -31,14 +31,12 @@ blp = ApiBlueprint(
     url_prefix="/v1/workstations",
     description="Background processes in a running workstation, their output streamed as it is written.",
 )
-_SSE_DOC = {
-    200: {
-        "description": "text/event-stream: `stdout` and `stderr` events ({data, encoding: utf-8 or base64}, id the"
-        " byte where the chunk ends: send it back as Last-Event-ID to resume), then one `exit` event"
-        " ({exitCode, signal, timedOut, status}). A stream also ends after streams.max_seconds; reconnect.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
-}
+_SSE_DOC = stream_answer(
+    "text/event-stream",
+    "text/event-stream: `stdout` and `stderr` events ({data, encoding: utf-8 or base64}, id the"
+    " byte where the chunk ends: send it back as Last-Event-ID to resume), then one `exit` event"
+    " ({exitCode, signal, timedOut, status}). A stream also ends after streams.max_seconds; reconnect.",
+)
 
 
 def _shown(process: BackgroundProcess) -> dict:

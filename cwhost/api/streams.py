@@ -60,5 +60,11 @@ def take_stream_slot() -> Callable[[], None]:
     return release
 
 
+def stream_answer(mimetype: str, description: str, binary: bool = False) -> dict:
+    """The OpenAPI document's 200 answer of a streamed body."""
+    schema = {"type": "string", "format": "binary"} if binary else {"type": "string"}
+    return {200: {"description": description, "content": {mimetype: {"schema": schema}}}}
+
+
 def streamed(chunks: Iterator[bytes], release, mimetype: str, end=lambda: None, headers=None) -> Response:
     return Response(HeldBody(chunks, release, end), mimetype=mimetype, headers={**SSE_HEADERS, **(headers or {})})

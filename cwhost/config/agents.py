@@ -66,3 +66,10 @@ class RecordingsConfig:
     # Pictures a second, unless a start asks for another (1 to max_frames_per_second).
     frames_per_second: int = setting(2, validate=Range(1, 30))
     max_frames_per_second: int = setting(10, validate=Range(1, 30))
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    # POST .../audio/listen: the longest stretch of the speaker one request records and transcribes
+    # (holding one of the account's stream slots meanwhile; the transcription runs at nice 19).
+    listen_max_seconds: int = setting(60, validate=Range(1, 600))

@@ -19,7 +19,7 @@ import marshmallow as ma
 from marshmallow import fields
 from marshmallow.validate import Length, OneOf, Range
 
-from cwhost.config.agents import GuestFilesConfig, ProcessesConfig, RecordingsConfig, StreamsConfig
+from cwhost.config.agents import AudioConfig, GuestFilesConfig, ProcessesConfig, RecordingsConfig, StreamsConfig
 from cwhost.config.driver import DriverConfig
 from cwhost.images.types import TypeSettings, WorkstationType, declared_types, seed_types
 from cwhost.patterns import MIRROR_PATTERN, FullMatch
@@ -246,6 +246,7 @@ class Config:
     guest_files: GuestFilesConfig = setting(GuestFilesConfig)
     streams: StreamsConfig = setting(StreamsConfig)
     recordings: RecordingsConfig = setting(RecordingsConfig)
+    audio: AudioConfig = setting(AudioConfig)
     # Defining any type replaces the seed's nine.
     types: tuple[WorkstationType, ...] = setting(
         seed_types,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cwhost.images import guest_files
 from cwhost.images.catalog import DISK, INITRD, KERNEL, MANIFEST, BuiltImage, ImageCatalog
-from cwhost.images.packages import SUITE, has_desktop, image_components, image_packages
+from cwhost.images.packages import SUITE, has_desktop, has_sound, image_components, image_packages
 from cwhost.images.types import WorkstationType
 
 MIB = 1024**2
@@ -150,6 +150,8 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     if "chromium" in wtype.packages:
         files.update(guest_files.CDP_FILES)
         files["etc/cwhost/start-url"] = (wtype.start_url or "about:blank") + "\n"
+    if has_sound(wtype.packages):
+        files.update(guest_files.AUDIO_FILES)
     for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +170,9 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
         _in_root(root, "systemctl", "enable", "cwhost-desktop.service")
     if "chromium" in wtype.packages:
         _in_root(root, "systemctl", "enable", "cwhost-cdp-relay.service")
+    if has_sound(wtype.packages):
+        _in_root(root, "systemctl", "enable", "cwhost-sound.service")
+        _in_root(root, "systemctl", "--global", "mask", *guest_files.USER_UNITS_MASKED)
 
 
 def _in_root(root: Path, *command: str) -> None:

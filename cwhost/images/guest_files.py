@@ -162,7 +162,7 @@ WantedBy=multi-user.target
 
 # The guest service, copied as a package (its host-side client stays on the host).
 GUEST_SERVICE_SOURCE = Path(drivers.guest_service.__file__).parent
-GUEST_SERVICE_MODULES = ("__init__", "__main__", "frames", "server", "spawn", "files", "terminal")
+GUEST_SERVICE_MODULES = tuple(sorted(path.stem for path in GUEST_SERVICE_SOURCE.glob("*.py") if path.stem != "client"))
 GUEST_SERVICE_FILES = {
     f"usr/local/lib/cwhost/guest_service/{module}.py": (GUEST_SERVICE_SOURCE / f"{module}.py").read_text()
     for module in GUEST_SERVICE_MODULES
@@ -208,7 +208,6 @@ WantedBy=multi-user.target
     # them through cwhost, never from the network.
     "usr/local/lib/cwhost/desktop-session": """#!/bin/sh
 xset s off -dpms s noblank
-command -v pulseaudio >/dev/null && pulseaudio --start
 # No window manager: the window is placed and sized to the whole screen by hand.
 # After "--" the page is never read as a switch, whatever the configuration says.
 size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
@@ -239,6 +238,41 @@ RestartSec=2
 WantedBy=multi-user.target
 """,
 }
+# Sound: one PulseAudio for the whole machine, so that every user's programs (the desktop's browser,
+# a softphone, the guest user's commands and the guest service's recorder) play to one speaker with
+# no login session. Every local user is the tenant's, so its socket takes them all. The speaker is a
+# null sink (nothing is heard; the guest service records its monitor); the microphone is what is
+# played to microphone_feed (paplay -d microphone_feed). Clients go to it alone, never to a
+# per-user daemon of their own.
+PULSE_SOCKET = "/run/pulse/native"
+PULSE_SCRIPT = f"""load-module module-native-protocol-unix auth-anonymous=1 socket={PULSE_SOCKET}
+load-module module-null-sink sink_name=speaker sink_properties=device.description=Speaker
+load-module module-null-sink sink_name=microphone_feed sink_properties=device.description=Microphone-feed
+load-module module-remap-source master=microphone_feed.monitor source_name=microphone
+load-module module-suspend-on-idle
+set-default-sink speaker
+set-default-source microphone
+"""
+AUDIO_FILES = {
+    "etc/cwhost/pulse.pa": PULSE_SCRIPT,
+    "etc/pulse/client.conf.d/50-cwhost.conf": f"default-server = unix:{PULSE_SOCKET}\nautospawn = no\n",
+    "etc/systemd/system/cwhost-sound.service": """[Unit]
+Description=The workstation's sound: one PulseAudio for every user, its speaker recorded by cwhost
+After=local-fs.target
+
+[Service]
+ExecStart=/usr/bin/pulseaudio --system --daemonize=no --disallow-exit --exit-idle-time=-1 \\
+    --disallow-module-loading --log-target=journal -n --file=/etc/cwhost/pulse.pa
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+""",
+}
+# The per-user daemon Debian starts with each login session: the system's one serves every user.
+USER_UNITS_MASKED = ("pulseaudio.service", "pulseaudio.socket")
+
 EXECUTABLES = (
     "usr/local/lib/cwhost/desktop-session",
     "usr/local/lib/cwhost/report-ready",

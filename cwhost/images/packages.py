@@ -40,7 +40,9 @@ DESKTOP_PACKAGES = (
 )
 # socat relays DevTools from the NIC to Chromium's loopback port (see guest_files).
 CHROMIUM = ("chromium", "fonts-dejavu-core", "socat")
-AUDIO = ("pulseaudio",)
+# Sound: one PulseAudio for the whole machine, whose speaker cwhost records (guest_files.AUDIO_FILES);
+# espeak-ng gives agents a voice to speak into a call with.
+AUDIO = ("pulseaudio", "espeak-ng")
 VOIP = ("baresip",) + AUDIO
 
 # The seed's types: each one's own packages, and the page its desktop opens
@@ -84,3 +86,7 @@ def image_components(with_gpu: bool) -> tuple[str, ...]:
 
 def has_desktop(packages: Sequence[str]) -> bool:
     return "xinit" in packages
+
+
+def has_sound(packages: Sequence[str]) -> bool:
+    return "pulseaudio" in packages

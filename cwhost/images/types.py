@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from marshmallow import fields
 from marshmallow.validate import Range
 
-from cwhost.images.packages import SEED_PACKAGES, SEED_START_URLS, has_desktop
+from cwhost.images.packages import SEED_PACKAGES, SEED_START_URLS, has_desktop, has_sound
 from cwhost.model import Configuration
 from cwhost.patterns import START_URL_PATTERN, FullMatch
 from cwhost.settings import setting
@@ -99,7 +99,7 @@ class WorkstationType:
     @property
     def hardware(self) -> list[str]:
         """What the type's machine offers, in the second seed's words."""
-        audio = ["speaker", "microphone"] if "pulseaudio" in self.packages else []
+        audio = ["speaker", "microphone"] if has_sound(self.packages) else []
         return ["keyboard", "mouse", "display", *audio]
 
     @property
@@ -110,13 +110,14 @@ class WorkstationType:
     @property
     def capabilities(self) -> list[str]:
         """What a program can do in it through cwhost: exec, processes and files need the agents of
-        cwhost's images (QEMU's and cwhost's guest service), cdp Chromium."""
+        cwhost's images (QEMU's and cwhost's guest service), cdp Chromium, audio PulseAudio."""
         display = ["screenshot", "input"]
         if not self.boots_built_image:
             # Files of the operator's own: cwhost vouches only for what the hypervisor does.
             return display
         agent = ["exec", "processes", "files"]
-        return [*agent, *display, *(["cdp"] if "chromium" in self.packages else [])]
+        audio = ["audio"] if has_sound(self.packages) else []
+        return [*agent, *display, *(["cdp"] if "chromium" in self.packages else []), *audio]
 
     @property
     def configuration(self) -> Configuration:

@@ -20,6 +20,7 @@ from cwhost.workspaces.storage_budget import StorageBudget
 from cwhost.workstations.access import LiveAccess
 from cwhost.workstations.account_slots import AccountSlots
 from cwhost.workstations.allocation import Allocation
+from cwhost.workstations.audio import Audio
 from cwhost.workstations.background import BackgroundWork
 from cwhost.workstations.enforcer import Enforcer
 from cwhost.workstations.guards import WorkstationLocks
@@ -72,4 +73,5 @@ class Services:
     guest_fs: GuestFs
     terminals: Terminals
     recordings: Recordings
+    audio: Audio
     streams: AccountSlots

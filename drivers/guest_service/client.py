@@ -139,6 +139,14 @@ class GuestService:
         connection.sock.settimeout(None)
         return pid, connection
 
+    def record_speaker(self, rate: int, channels: int, silence_seconds: float) -> tuple[object, Connection]:
+        """The guest's speaker, recorded: its recorder's pid, and the connection its 16-bit samples come
+        on as it plays, until closed (a guest silent for ``silence_seconds`` is TimeoutError: a speaker
+        sends samples, silent or not)."""
+        pid, connection = self._opened("audio", "pid", CALL_SECONDS, rate=rate, channels=channels)
+        connection.sock.settimeout(silence_seconds)
+        return pid, connection
+
     def terminal(self, request: dict) -> tuple[object, Connection]:
         """A program started on a new terminal: its pid in the guest, and the connection its screen
         comes on."""

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import files, frames, spawn, terminal
+from . import files, frames, spawn, speaker, terminal
 
 # The port it listens on in a guest, on the routed NIC.
 SERVICE_PORT = 9224
@@ -41,6 +41,7 @@ OPERATIONS = {
     "mkdir": files.mkdir,
     "delete": files.delete,
     "watch": files.watch,
+    "audio": speaker.run,
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import queue
 import selectors
 import signal
@@ -22,7 +23,7 @@ import threading
 import time
 import typing
 
-from . import frames
+from . import frames, simulated_speaker
 
 SIGNALS = frozenset(("HUP", "INT", "QUIT", "KILL", "TERM", "USR1", "USR2", "STOP", "CONT"))
 # A process that has exited but whose descendants still hold its output open
@@ -40,12 +41,14 @@ SIMULATED = {
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
 
-def simulated(command: list[str]) -> list[str]:
+def simulated(command: list[str], place, working_directory: str) -> list[str]:
     """Beside a fake guest: one of its harmless programs with arguments it may take, by its name
-    (never a path of the host's); FileNotFoundError for anything else."""
+    (never a path of the host's), or its speaker's player; FileNotFoundError for anything else."""
     program = os.path.basename(command[0])
+    if program == "paplay" and len(command) == 2:
+        return simulated_speaker.player(place, posixpath.join(working_directory, command[1]))
     if program not in SIMULATED or not SIMULATED[program](command[1:]):
-        raise FileNotFoundError(f"{command[0]}: a fake guest runs only {', '.join(SIMULATED)}")
+        raise FileNotFoundError(f"{command[0]}: a fake guest runs only {', '.join(SIMULATED)} and paplay FILE")
     return [program, *command[1:]]
 
 
@@ -57,9 +60,14 @@ def environment(place, request: dict, **extra: str) -> dict[str, str]:
 
 
 def _popen(request: dict, place) -> subprocess.Popen:
-    command = simulated(request["command"]) if place.simulated else request["command"]
-    cwd = place.local(request.get("workingDirectory") or place.home)
-    env = environment(place, request)
+    working_directory = request.get("workingDirectory") or place.home
+    command = simulated(request["command"], place, working_directory) if place.simulated else request["command"]
+    return popen(command, place.local(working_directory), environment(place, request))
+
+
+def popen(command: list[str], cwd: str, env: dict[str, str]) -> subprocess.Popen:
+    """A program in a session of its own (a signal or a kill reaches all it starts), its three
+    streams piped."""
     return subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
@@ -77,9 +85,15 @@ def run(sock: socket.socket, reader: frames.Reader, request: dict, place) -> Non
     except OSError as exc:
         frames.send_json(sock, {"error": {"code": "not_started", "message": str(exc)}})
         return
+    carry(sock, process, float(request.get("timeoutSeconds") or 0))
+
+
+def carry(sock: socket.socket, process: subprocess.Popen, timeout: float) -> None:
+    """Tell the host a started process's pid, carry its output and input until it has exited, then
+    tell how it ended."""
     frames.send_json(sock, {"pid": process.pid})
     try:
-        timed_out = _pump(sock, process, float(request.get("timeoutSeconds") or 0))
+        timed_out = _pump(sock, process, timeout)
     except (OSError, frames.ProtocolError):
         _kill(process, signal.SIGKILL)
         raise

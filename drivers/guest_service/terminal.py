@@ -32,7 +32,7 @@ def _command(request: dict, place) -> list[str]:
     command = request.get("command") or []
     if place.simulated:
         # Beside a fake guest: its harmless programs only, and no shell of the host's.
-        return simulated(command or ["cat"])
+        return simulated(command or ["cat"], place, place.home)
     return command or [pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh", "-l"]
 
 
