@@ -109,7 +109,7 @@ def build_services(
         GuestActions(store, driver, config), Readiness(store, driver, locks, config.readiness, clock),
         reconciler, Enforcer(store, accounts, ledger, lifecycle, background, config, clock),
         Processes(guests, config, clock), GuestFs(guests, config), Terminals(guests, config, clock), recordings,
-        Audio(guests, config), _stream_slots(config),
+        Audio(guests), _stream_slots(config),
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import wave
 
 import requests
 
+from tests.real_vm_agents import _exec
 from tests.test_audio import HEARD, SAID
 
 # Long enough here: under TCG a recorder takes seconds to start, and so does the player.
@@ -53,7 +54,3 @@ def what_the_guest_says_is_heard(http: requests.Session, url: str) -> None:
     assert answers["listen"].status_code == 200, answers["listen"].text
     transcript = answers["listen"].json()["transcript"]
     assert HEARD <= set(transcript.split()), transcript
-
-
-def _exec(http: requests.Session, url: str, *command: str) -> dict:
-    return http.post(url + "/exec", json={"command": list(command)}, timeout=120).json()

@@ -258,8 +258,9 @@ class Config:
     def credits_when_exhausted(self) -> str:
         return self.credits.when_exhausted
 
-    def workstation_type(self, type_id: str) -> WorkstationType | None:
-        return next((t for t in self.types if t.id == type_id), None)
+    def workstation_type(self, type_id: str | None) -> WorkstationType | None:
+        """The type ``type_id`` names; None for no type (a workstation made from a configuration alone)."""
+        return next((t for t in self.types if t.id == type_id), None) if type_id else None
 
     @property
     def database_path(self) -> Path:

@@ -55,7 +55,7 @@ def offers_browser(ws: Workstation, config: Config) -> bool:
     Only on cwhost's own network, where the host alone reaches the guest's
     DevTools relay: on an operator's LAN bridge, every LAN peer would too.
     """
-    wtype = config.workstation_type(ws.type) if ws.type else None
+    wtype = config.workstation_type(ws.type)
     return wtype is not None and "chromium" in wtype.software and config.guests_on_own_network
 
 

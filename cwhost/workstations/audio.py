@@ -17,8 +17,7 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 
 from cwhost.accounts.tokens import Principal
-from cwhost.config.server import Config
-from cwhost.errors import Unavailable, UnknownAsset
+from cwhost.errors import Unavailable
 from cwhost.workstations.guest_service import GuestServices
 from drivers.guest_service import frames
 from drivers.guest_service.client import Connection, GuestServiceRefused, GuestServiceUnavailable
@@ -52,15 +51,10 @@ def wav_header(rate: int, channels: int, frame_count: int) -> bytes:
 
 
 class Audio:
-    def __init__(self, guests: GuestServices, config: Config):
+    def __init__(self, guests: GuestServices):
         self._guests = guests
-        self._config = config
 
     def _recording(self, principal: Principal, workstation_id: str, rate: int, channels: int) -> Connection:
-        ws = self._guests.owned(principal, workstation_id)
-        wtype = self._config.workstation_type(ws.type) if ws.type else None
-        if wtype is None or CAPABILITY not in wtype.capabilities:
-            raise UnknownAsset(f"Workstation {ws.id}'s machine has no speaker (only types with sound have one).")
         ws, service = self._guests.service(principal, workstation_id, CAPABILITY)
         _, connection = self._guests.calling(ws, lambda: service.record_speaker(rate, channels, SILENT_GUEST_SECONDS))
         return connection
@@ -91,8 +85,7 @@ class Audio:
         wanted = seconds * LISTEN_RATE * SAMPLE_BYTES
         samples = _samples(connection, wanted)
         with _speaker_broken_off(workstation_id, samples):
-            heard = b"".join(samples)
-        samples.close()
+            heard = b"".join(samples)  # all of them: the recording ends with the last
         if len(heard) < wanted:
             got = len(heard) / (LISTEN_RATE * SAMPLE_BYTES)
             raise Unavailable(f"Workstation {workstation_id}'s speaker stopped after {got:.1f} s of {seconds} s.")

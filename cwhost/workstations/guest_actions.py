@@ -38,12 +38,19 @@ def loggable_command(command: list[str]) -> str:
     return text if len(text) <= LOGGED_COMMAND_CHARS else text[: LOGGED_COMMAND_CHARS - 1] + "…"
 
 
+# What only a type's packages give (cwhost.images.types): a workstation with no type has none of them.
+PACKAGE_CAPABILITIES = frozenset(("cdp", "audio"))
+
+
 def running_workstation(
     store: WorkstationStore, config: Config, principal: Principal, workstation_id: str, capability: str
 ) -> Workstation:
-    """The caller's workstation, if it runs and its type offers ``capability``; else why not."""
+    """The caller's workstation, if it runs and its type offers ``capability``; else why not. A
+    workstation with no type may try anything but what only a type's packages give."""
     ws = store.load(principal, workstation_id)
-    wtype = config.workstation_type(ws.type) if ws.type else None
+    wtype = config.workstation_type(ws.type)
+    if wtype is None and capability in PACKAGE_CAPABILITIES:
+        raise UnknownAsset(f"Workstation {ws.id} has no type, so no {capability!r}: only a type's packages give it.")
     if wtype is not None and capability not in wtype.capabilities:
         raise UnknownAsset(
             f"Workstation type {wtype.id!r} does not offer {capability!r}; it offers: "
