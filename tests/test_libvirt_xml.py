@@ -74,6 +74,19 @@ def test_domain_xml_matches_its_golden_file_and_parses_back(kind):
     assert from_xml(produced) == KINDS[kind]
 
 
+def test_the_seed_is_a_read_only_virtio_disk_and_a_domain_with_the_old_cd_rom_seed_still_reads():
+    domain = KINDS["workspace-seed"]
+    root = ET.fromstring(to_xml(domain))
+    seed = root.find("devices/disk[serial='cidata']")
+    assert seed.get("device") == "disk" and seed.find("target").get("bus") == "virtio"
+    assert seed.find("readonly") is not None and seed.find("source").get("file") == domain.seed_iso
+    # A domain started before the seed moved to virtio keeps its CD-ROM until its next launch.
+    seed.set("device", "cdrom")
+    seed.remove(seed.find("serial"))
+    seed.find("target").attrib.update(dev="sda", bus="sata")
+    assert from_xml(ET.tostring(root, encoding="unicode")) == domain
+
+
 HOSTILE_TITLES = [
     "<b>bold</b>",
     "a & b",

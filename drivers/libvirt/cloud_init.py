@@ -4,8 +4,8 @@ The seed carries the hostname, ``locale: C.UTF-8`` (without the ``locales``
 package cloud-init ends in ``error`` otherwise), one user with the SSH keys
 and sudo, the workspace share mounted at ``~/workspace`` over virtiofs (a
 systemd mount unit), and the SSH host key. The guest agent is started by the
-image's udev rule. Network configuration is left to the image (ifupdown does
-DHCP; cloud-init's would fight it). cwhost's images apply the seed with their
+image's udev rule. Network configuration is left to the image (systemd-networkd
+does DHCP; cloud-init's would fight it). cwhost's images apply the seed with their
 own reader (cwhost.images.seed_applier); an image with cloud-init applies the
 same files. Everything is written with a JSON dumper (YAML reads JSON) and
 ``pycdlib``, never by formatting text, and read back the same way.
@@ -25,6 +25,8 @@ import pycdlib
 from drivers.base import GUEST_UID, SHARE_TAG, GuestSeed, HostKey
 
 VOLUME_LABEL = "cidata"
+# The seed disk's serial (domain_xml): the images' applier finds the disk by it in sysfs, without udev.
+SEED_SERIAL = VOLUME_LABEL
 # Where the guest finds GuestSeed.host_address (the images' DevTools relay reads it).
 HOST_ADDRESS_FILE = "/etc/cwhost/host-address"
 # Where the image's readiness unit writes what it has seen of the boot, for the guest agent to read.

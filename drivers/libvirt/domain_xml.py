@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from drivers.base import DEFAULT_DISPLAY, SHARE_TAG, Display, PortForward
+from drivers.libvirt.cloud_init import SEED_SERIAL
 from drivers.libvirt.xml_fields import required_attribute, required_child, required_text
 
 METADATA_NAMESPACE = "https://cwhost.invalid/xmlns/workstation/1"
@@ -77,7 +78,7 @@ class DomainXml:
     share_tag: str = SHARE_TAG
     # The image the disk was made from, kept in cwhost's metadata.
     base_image: str | None = None
-    # A cloud-init NoCloud seed image, as a CD-ROM on the SATA bus (where cloud-init looks on q35).
+    # A cloud-init NoCloud seed image, as a read-only virtio disk whose serial names it (SEED_SERIAL).
     seed_iso: str | None = None
     # Host ports forwarded to the guest through a second NIC, on a user-mode network restricted to them.
     forwards: tuple[PortForward, ...] = ()
@@ -110,6 +111,7 @@ def to_xml(domain: DomainXml) -> str:
         _write_forwarding_nic(root, domain.forwards)
     _write_serial_console(devices, domain.console_log)
     _write_guest_agent_channel(devices)
+    _write_entropy_source(devices)
     _write_video(devices, domain.display)
     if domain.graphics:
         # An absolute pointer: input is sent at screen coordinates, and noVNC's pointer lands where it shows.
@@ -118,7 +120,7 @@ def to_xml(domain: DomainXml) -> str:
     if domain.share:
         _write_filesystem(devices, domain.share, domain.share_tag)
     if domain.seed_iso:
-        _write_cdrom(devices, domain.seed_iso)
+        _write_seed_disk(devices, domain.seed_iso)
     if domain.gpu:
         _write_hostdev(devices, domain.gpu)
     ET.indent(root)
@@ -173,12 +175,23 @@ def _write_disk(devices: ET.Element, path: str) -> None:
     _sub(disk, "target", dev="vda", bus="virtio")
 
 
-def _write_cdrom(devices: ET.Element, path: str) -> None:
-    cdrom = _sub(devices, "disk", type="file", device="cdrom")
-    _sub(cdrom, "driver", name="qemu", type="raw")
-    _sub(cdrom, "source", file=path)
-    _sub(cdrom, "target", dev="sda", bus="sata")
-    _sub(cdrom, "readonly")
+def _write_seed_disk(devices: ET.Element, path: str) -> None:
+    """The seed on virtio, as the root disk is: its node exists as soon as the initramfs has loaded
+    virtio_blk, and the guest finds it by its serial in sysfs, waiting neither for a SATA
+    controller's probe nor for udev. cloud-init finds it too, by its label."""
+    seed = _sub(devices, "disk", type="file", device="disk")
+    _sub(seed, "driver", name="qemu", type="raw")
+    _sub(seed, "source", file=path)
+    _sub(seed, "target", dev="vdb", bus="virtio")
+    _sub(seed, "serial", SEED_SERIAL)
+    _sub(seed, "readonly")
+
+
+def _write_entropy_source(devices: ET.Element) -> None:
+    """The host's randomness for the guest's kernel: without it, a fresh guest waits for entropy
+    at boot (the random seed, sshd)."""
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "backend", "/dev/urandom", model="random")
 
 
 def _write_interface(devices: ET.Element, network: str) -> None:
@@ -275,7 +288,7 @@ def from_xml(text: str) -> DomainXml:
         domain_type=required_attribute(root, "type"),
         vcpus=int(required_text(root, "vcpu")),
         memory_mib=_memory_mib(required_child(root, "memory")),
-        disk_path=required_attribute(required_child(devices, "disk[@device='disk']/source"), "file"),
+        disk_path=_read_root_disk(devices),
         storage_gb=int(required_attribute(workstation, "storageGB")) if workstation is not None else 0,
         console_log=required_attribute(required_child(devices, "serial/log"), "file"),
         network=_read_network(required_child(devices, "interface[@type='network']")),
@@ -287,7 +300,7 @@ def from_xml(text: str) -> DomainXml:
         if filesystem is not None
         else SHARE_TAG,
         base_image=workstation.get("baseImage") if workstation is not None else None,
-        seed_iso=_read_cdrom(devices.find("disk[@device='cdrom']")),
+        seed_iso=_read_seed_disk(devices),
         forwards=_read_forwards(workstation),
         display=_read_display(devices.find("video/model/resolution")),
     )
@@ -312,8 +325,17 @@ def _read_forwards(workstation: ET.Element | None) -> tuple[PortForward, ...]:
     )
 
 
-def _read_cdrom(cdrom: ET.Element | None) -> str | None:
-    return required_attribute(required_child(cdrom, "source"), "file") if cdrom is not None else None
+def _read_root_disk(devices: ET.Element) -> str:
+    disks = [disk for disk in devices.findall("disk[@device='disk']") if disk.findtext("serial") != SEED_SERIAL]
+    return required_attribute(required_child(disks[0] if disks else devices, "source"), "file")
+
+
+def _read_seed_disk(devices: ET.Element) -> str | None:
+    # A domain started before the seed moved to virtio still has it as a CD-ROM until its next launch.
+    seed = devices.find(f"disk[serial='{SEED_SERIAL}']")
+    if seed is None:
+        seed = devices.find("disk[@device='cdrom']")
+    return required_attribute(required_child(seed, "source"), "file") if seed is not None else None
 
 
 def _read_network(interface: ET.Element) -> str:
