@@ -3,25 +3,24 @@ report cwhost's reader takes, phase by phase, and a boot that stalls says how fa
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 from cwhost.images.guest_files import REPORT_READY
 from drivers.libvirt.guest_agent import parse_readiness
 
-# A systemctl that answers `show -p PROPERTY --value [UNIT...]` from files named after each unit, as
-# systemd does: one value a unit, in the order asked, separated by blank lines; 0 for one not active.
+# A systemctl as the reporter uses it: `start UNIT` returns once the unit is up (a file named after it
+# appears, holding when it became active, in microseconds since boot), as a start job of the boot's
+# does; `show -p PROPERTY --value [UNIT]` answers that time, or the kernel's.
 STAND_IN_SYSTEMCTL = """#!/bin/sh
-property=$3
-shift 4
-if [ "$property" = UserspaceTimestampMonotonic ]; then echo 2500000; exit 0; fi
-first=yes
-for unit in "$@"; do
-    [ -n "$first" ] || echo
-    first=
-    if [ -f "$UNITS/$unit" ]; then cat "$UNITS/$unit"; else echo 0; fi
-done
+echo "$*" >> "$UNITS/calls"
+case $1 in
+start) until [ -f "$UNITS/$2" ]; do sleep 0.1; done ;;
+show) if [ $# -eq 4 ]; then echo 2500000; else cat "$UNITS/$5"; fi ;;
+esac
 """
 
 
@@ -37,10 +36,16 @@ def _run(tmp_path: Path, active: dict[str, int], seconds: float) -> bytes:
     script.write_text(REPORT_READY)
     report = tmp_path / "run" / "ready.json"
     env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "UNITS": str(units), "CWHOST_READY_FILE": str(report)}
+    # A session of its own: the phases' processes, left waiting when it stalls, end with it.
+    reporter = subprocess.Popen(["/bin/sh", str(script)], env=env, start_new_session=True)
     try:
-        subprocess.run(["/bin/sh", str(script)], env=env, timeout=seconds, check=True)
+        assert reporter.wait(timeout=seconds) == 0
     except subprocess.TimeoutExpired:
         pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(reporter.pid, signal.SIGKILL)
+        reporter.wait()
     return report.read_bytes()
 
 
@@ -48,9 +53,16 @@ def test_a_boot_that_passes_every_phase_is_reported_ready_with_each_phase_in_ord
     written = _run(tmp_path, {"cwhost-seed.service": 31_250_000, "ssh.service": 12_000_000}, seconds=20)
     report = parse_readiness(written)
     assert report is not None and report.ready
-    names = [name for name, _ in report.phases]
-    assert names[:3] == ["kernel", "first-boot", "sshd"] and names[-1] == "ready"
+    assert [name for name, _ in report.phases] == ["kernel", "sshd", "first-boot", "ready"]
     assert dict(report.phases)["kernel"] == 2.5 and dict(report.phases)["first-boot"] == 31.25
+    assert dict(report.phases)["sshd"] == 12.0
+    # It waited on each unit's start job once, and asked when each became active once: no polling.
+    calls = (tmp_path / "units/calls").read_text().splitlines()
+    assert sorted(call for call in calls if call.startswith("start")) == [
+        "start cwhost-seed.service",
+        "start ssh.service",
+    ]
+    assert len(calls) == 5
 
 
 def test_a_boot_that_stalls_says_how_far_it_got_and_is_not_ready(tmp_path):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cwhost.images.seed_applier import APPLIED_KEYS, HOST_KEY_FILE, SeedError, apply, read_seed
+from cwhost.images.seed_applier import APPLIED_KEYS, HOST_KEY_FILE, SeedError, apply, read_seed, seed_device
 from drivers.base import GUEST_UID, GuestSeed, HostKey
-from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE, seed_files
+from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE, SEED_SERIAL, seed_files
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE+oWZ5C4NzdHUnsH/I6CyJpex+Gh3+oYR2m+HorZHGM alice@laptop"
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu6xZ0BUIsQQX8+sQJmTEsDUmZwhN1hC9UO7DVMJqPh bob@desk"
@@ -132,3 +132,23 @@ def read_seed_from(seed: GuestSeed, directory: Path) -> tuple[dict, dict]:
     for file_name, data in seed_files(seed, "cwhost-ws-1").items():
         (directory / file_name).write_bytes(data)
     return read_seed(directory)
+
+
+def _sys_block(tmp_path: Path, serials: dict[str, str]) -> Path:
+    sys_block = tmp_path / "sys/block"
+    for disk, serial in serials.items():
+        (sys_block / disk).mkdir(parents=True)
+        if serial:
+            (sys_block / disk / "serial").write_text(serial + "\n")
+    return sys_block
+
+
+def test_the_seed_disk_is_found_by_the_serial_the_host_gives_it_whatever_its_name(tmp_path):
+    sys_block = _sys_block(tmp_path, {"sr0": "", "vda": "", "vdc": "data", "vdd": SEED_SERIAL})
+    assert seed_device(sys_block, wait_seconds=0) == "/dev/vdd"
+
+
+def test_without_a_seed_disk_the_applier_fails_saying_so(tmp_path):
+    sys_block = _sys_block(tmp_path, {"vda": ""})
+    with pytest.raises(SeedError, match="no disk with the serial 'cidata'"):
+        seed_device(sys_block, wait_seconds=0.2)

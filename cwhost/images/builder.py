@@ -2,9 +2,10 @@
 
 mmdebstrap installs the packages into a directory; ``mkfs.ext4 -d`` turns
 that directory into a file system image and ``qemu-img convert`` into
-qcow2. The kernel and initrd the packages installed are copied beside it and
-booted directly (``guest_files.KERNEL_CMDLINE``): no boot loader to install
-and nothing to mount. Each step says what it does as it goes.
+qcow2. The kernel the packages installed is copied beside it with an
+initramfs made from the image's own files (cwhost.images.initramfs), and both
+are booted directly (``guest_files.KERNEL_CMDLINE``): no boot loader to
+install and nothing to mount. Each step says what it does as it goes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cwhost.images import guest_files
+from cwhost.images import guest_files, initramfs
 from cwhost.images.catalog import DISK, INITRD, KERNEL, MANIFEST, BuiltImage, ImageCatalog
 from cwhost.images.packages import SUITE, has_desktop, has_sound, image_components, image_packages
 from cwhost.images.types import WorkstationType
@@ -162,6 +163,10 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     (root / "etc/machine-id").write_text("")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    # DNS from DHCP, through systemd-resolved's stub, whatever the build left in resolv.conf.
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    _in_root(root, "systemctl", "enable", "systemd-networkd.service", "systemd-resolved.service")
     _in_root(root, "systemctl", "enable", "cwhost-seed.service", "cwhost-ready.service", "cwhost-guest.service")
     _in_root(root, "systemctl", "mask", *guest_files.MASKED_UNITS)
     if desktop:
@@ -192,16 +197,16 @@ def installed_packages(root: Path) -> dict[str, str]:
 
 
 def copy_boot_files(root: Path, out: Path) -> None:
-    """The installed kernel and its initrd, readable by the hypervisor (Debian installs them 0600)."""
+    """The installed kernel, readable by the hypervisor (Debian installs it 0600), and cwhost's initramfs for it."""
     kernels = sorted((root / "boot").glob("vmlinuz-*"))
     if not kernels:
         raise BuildError("the image has no kernel in /boot (is linux-image-amd64 installed?)")
     version = kernels[-1].name.removeprefix("vmlinuz-")
-    initrd = root / "boot" / f"initrd.img-{version}"
-    if not initrd.is_file():
-        raise BuildError(f"the image has no initrd for kernel {version}")
     shutil.copyfile(kernels[-1], out / KERNEL)
-    shutil.copyfile(initrd, out / INITRD)
+    try:
+        initramfs.build(root, version, out / INITRD)
+    except (initramfs.InitramfsError, OSError, subprocess.CalledProcessError) as exc:
+        raise BuildError(f"the initramfs for kernel {version} could not be made: {exc}") from None
 
 
 def _filesystem_size(root: Path) -> int:

@@ -23,87 +23,94 @@ CDP_GUEST_PORT = 9223
 # connection arrives with its real peer's address (a LAN host, another
 # guest), which the main table would answer through eth0, where it is lost:
 # so what is sent from 10.0.2.15 (the answers to forwarded connections) takes
-# a table of its own, back through QEMU. No IPv6: QEMU's router advertisement
-# would give a default route that goes nowhere.
-FORWARDS_INTERFACE = """allow-hotplug fwd0
-iface fwd0 inet static
-    address 10.0.2.15/24
-    pre-up echo 1 > /proc/sys/net/ipv6/conf/$IFACE/disable_ipv6
-    pre-up echo 2 > /proc/sys/net/ipv4/conf/$IFACE/rp_filter
-    post-up ip route replace default via 10.0.2.2 dev $IFACE table 15
-    post-up ip rule add from 10.0.2.15 table 15 priority 1500
-    pre-down ip rule del from 10.0.2.15 table 15 priority 1500
+# a table of its own, back through QEMU, and the reverse-path filter is loose
+# there. No IPv6: QEMU's router advertisement would give a default route that
+# goes nowhere. systemd-networkd sets it up as soon as the NIC is named, and
+# network.target never waits for a DHCP lease (sshd is ordered after it).
+FORWARDS_NETWORK = """[Match]
+Name=fwd0
+
+[Network]
+Address=10.0.2.15/24
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+
+[Route]
+Gateway=10.0.2.2
+Table=15
+
+[RoutingPolicyRule]
+From=10.0.2.15
+Table=15
+Priority=1500
 """
+# Applied by udev's call of systemd-sysctl when the NIC appears under its name.
+FORWARDS_SYSCTL = "net.ipv4.conf.fwd0.rp_filter = 2\nnet.ipv6.conf.fwd0.disable_ipv6 = 1\n"
+# The routed NIC, on libvirt's network: DHCP gives it its address, its route and DNS (systemd-resolved).
+ROUTED_NETWORK = "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n"
 
 # What this boot has passed, and when (seconds since the kernel started), for
 # cwhost to read through the guest agent (READINESS_FILE): each phase the
-# guest has, in the order passed, and ready once all are. It starts early and
-# polls, so that a boot that hangs still says how far it got. Each round is
-# one systemctl call for every unit still awaited, and shell arithmetic: under
-# TCG each process costs a tenth of a second, taken from the boot it watches.
+# guest has, in the order passed, and ready once all are. Nothing polls
+# systemd: each phase's process waits in `systemctl start` on the start job
+# the boot already queued for its unit, so a boot that hangs still says how
+# far it got, and the report costs a few processes, not a stream of them
+# taken from the boot it watches (under TCG each costs a tenth of a second).
 REPORT_READY = rf"""#!/bin/sh
+export LC_ALL=C
 report=${{CWHOST_READY_FILE:-{READINESS_FILE}}}
 mkdir -p "${{report%/*}}"
-ready=false
-phases=""
+passed_list="$report.passed"
+: > "$passed_list"
 seconds() {{ printf '%d.%03d' $(($1 / 1000000)) $(($1 / 1000 % 1000)); }}
-write() {{
-    printf '{{"ready":%s,"phases":[%s]}}\n' "$ready" "$phases" > "$report.tmp" && mv "$report.tmp" "$report"
+uptime() {{ read -r up _ < /proc/uptime && echo "$up"; }}
+# One phase passed at a time (the phases' processes run side by side), and the whole report rewritten.
+passed() {{
+    (
+        flock 9
+        echo "$1 $2" >> "$passed_list"
+        [ "$1" = ready ] && ready=true || ready=false
+        phases=$(sort -s -n -k 2 "$passed_list" | while read -r name at; do printf ',["%s",%s]' "$name" "$at"; done)
+        printf '{{"ready":%s,"phases":[%s]}}\n' "$ready" "${{phases#,}}" > "$report.tmp" && mv "$report.tmp" "$report"
+    ) 9>> "$report.lock"
 }}
-passed() {{ phases="$phases${{phases:+,}}[\"$1\",$2]"; write; }}
-# Chromium's DevTools answer, and the relay that takes them to the NIC runs.
+# The phase named $1 has passed once its unit $2 is up; one that fails is started again, now and then.
+await() {{
+    until systemctl start "$2" 2>/dev/null; do sleep 10; done
+    at=$(systemctl show -p ActiveEnterTimestampMonotonic --value "$2")
+    if [ "${{at:-0}}" != 0 ]; then passed "$1" "$(seconds "$at")"; else passed "$1" "$(uptime)"; fi
+}}
+# Chromium's DevTools answer behind the relay that takes them to the NIC: asked until they do.
 devtools() {{
+    until systemctl start cwhost-cdp-relay.service 2>/dev/null; do sleep 10; done
     request='GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:9222\r\nConnection: close\r\n\r\n'
-    systemctl is-active --quiet cwhost-cdp-relay.service &&
-        printf "$request" | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null | grep -q webSocketDebuggerUrl
+    until printf "$request" | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null | grep -q webSocketDebuggerUrl; do
+        sleep 0.5
+    done
+    passed devtools "$(uptime)"
 }}
 passed kernel "$(seconds "$(systemctl show -p UserspaceTimestampMonotonic --value)")"
-pending="first-boot sshd"
-while [ -n "$pending" ]; do
-    units=""
-    for phase in $pending; do
-        case $phase in
-        first-boot) units="$units cwhost-seed.service" ;;
-        sshd) units="$units ssh.service" ;;
-        workspace) units="$units $workspace" ;;
-        service) units="$units cwhost-guest.service" ;;
-        esac
-    done
-    # When each became active, in microseconds since boot (0: not yet), in the order asked.
-    set -- $(systemctl show -p ActiveEnterTimestampMonotonic --value $units 2>/dev/null)
-    left=""
-    for phase in $pending; do
-        at=""
-        if [ "$phase" = devtools ]; then
-            devtools && read -r up _ < /proc/uptime && at=$up
-        else
-            [ "${{1:-0}}" != 0 ] && at=$(seconds "$1")
-            [ $# -gt 0 ] && shift
-        fi
-        if [ -z "$at" ]; then
-            left="$left $phase"
-            continue
-        fi
-        passed "$phase" "$at"
-        if [ "$phase" = first-boot ]; then
-            # What else this guest has, its seed now applied: a workspace to mount, DevTools to relay.
-            workspace=$(cd /etc/systemd/system && ls home-*-workspace.mount 2>/dev/null | head -n 1)
-            [ -n "$workspace" ] && left="$left workspace"
-            [ -f {HOST_ADDRESS_FILE} ] && [ -f /etc/systemd/system/cwhost-cdp-relay.service ] && left="$left devtools"
-            [ -f {HOST_ADDRESS_FILE} ] && [ -f /etc/systemd/system/cwhost-guest.service ] && left="$left service"
-        fi
-    done
-    pending=$left
-    [ -n "$pending" ] && sleep 0.5
-done
-ready=true
-read -r up _ < /proc/uptime
-passed ready "$up"
+await sshd ssh.service &
+await first-boot cwhost-seed.service
+# What else this guest has, its seed now applied: a workspace to mount, DevTools to relay, the guest service.
+workspace=$(cd /etc/systemd/system && ls home-*-workspace.mount 2>/dev/null | head -n 1)
+[ -n "$workspace" ] && await workspace "$workspace" &
+if [ -f {HOST_ADDRESS_FILE} ]; then
+    [ -f /etc/systemd/system/cwhost-cdp-relay.service ] && devtools &
+    [ -f /etc/systemd/system/cwhost-guest.service ] && await service cwhost-guest.service &
+fi
+wait
+passed ready "$(uptime)"
 """
 
 # Units a workstation never needs, masked: timers that would run apt or scrub
-# the disk on a metered machine, and their boot-time parts.
+# the disk on a metered machine, and their boot-time parts; and ifupdown, which
+# Debian installs as an important package, whose boot would wait for udev to
+# settle and for DHCP before network.target (systemd-networkd does its work).
 MASKED_UNITS = (
+    "networking.service",
+    "ifupdown-pre.service",
+    "ifupdown-wait-online.service",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "dpkg-db-backup.timer",
@@ -113,34 +120,50 @@ MASKED_UNITS = (
 )
 
 # Early, beside the rest of sysinit (no default dependencies): the root file
-# system and the seed's device are all it needs. Before sshd, which needs the
-# host key and the user, and before the DevTools relay, which needs the host's
-# address. A seed that cannot be applied fails this unit, and the workstation
-# never says it is ready.
+# system is all it needs, and it finds the seed's disk itself
+# (seed_applier.seed_device). Before sshd, which needs the host key and the
+# user, and before the DevTools relay, which needs the host's address. A
+# seed that cannot be applied fails this unit, and the workstation never says
+# it is ready.
 SEED_UNIT = r"""[Unit]
 Description=Apply cwhost's seed: hostname, user, SSH keys, host key, files
 DefaultDependencies=no
-Wants=dev-disk-by\x2dlabel-cidata.device
-After=dev-disk-by\x2dlabel-cidata.device local-fs.target systemd-sysusers.service
+After=local-fs.target systemd-sysusers.service
 Before=ssh.service systemd-user-sessions.service cwhost-cdp-relay.service
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/lib/cwhost/apply-seed
+StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target
 """
 
+# While the machine boots, what readiness waits on (these, the seed, the guest
+# service and the reporter) has ten times the CPU share of the rest (udev's
+# coldplug, journald, logind): under TCG a boot is bound by the CPU, and this
+# is what a client waits for. sshd is ordered after network.target, which
+# waits for networkd and resolved. The weights lapse once the boot is over.
+BOOT_PRIORITY_UNITS = (
+    "ssh.service",
+    "systemd-networkd.service",
+    "systemd-resolved.service",
+    "qemu-guest-agent.service",
+)
+BOOT_PRIORITY = "[Service]\nStartupCPUWeight=1000\n"
+
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
-    # The routed NIC, on libvirt's network: DHCP gives it its address, its route and DNS.
-    "etc/network/interfaces.d/eth0": "allow-hotplug eth0\niface eth0 inet dhcp\n",
+    "etc/systemd/network/20-cwhost-eth0.network": ROUTED_NETWORK,
+    # The same name in /etc turns off ifupdown's rule, which runs a script for every NIC that appears.
+    "etc/udev/rules.d/80-ifupdown.rules": "# systemd-networkd configures the NICs (cwhost).\n",
     # The NIC that only carries forwarded ports in (QEMU's user-mode network,
     # restricted): named by its MAC, whatever order the NICs are found in.
     "etc/systemd/network/10-cwhost-forwards.link": f"[Match]\nMACAddress={FORWARDING_MAC}\n\n[Link]\nName=fwd0\n",
-    "etc/network/interfaces.d/fwd0": FORWARDS_INTERFACE,
+    "etc/systemd/network/10-cwhost-fwd0.network": FORWARDS_NETWORK,
+    "etc/sysctl.d/60-cwhost-fwd0.conf": FORWARDS_SYSCTL,
     "usr/local/lib/cwhost/report-ready": REPORT_READY,
     "etc/systemd/system/cwhost-ready.service": """[Unit]
 Description=Tell cwhost how this boot goes, and when the workstation is ready
@@ -150,13 +173,15 @@ After=local-fs.target
 [Service]
 Type=simple
 ExecStart=/usr/local/lib/cwhost/report-ready
+StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target
 """,
     # The seed, applied at every boot before sshd starts and before the
     # first-boot phase of the readiness report.
-    "usr/local/lib/cwhost/apply-seed": "#!/usr/bin/python3\n" + Path(seed_applier.__file__).read_text(),
+    # Standard library only: Python skips site-packages (-I -S), which is quicker to start.
+    "usr/local/lib/cwhost/apply-seed": "#!/usr/bin/python3 -IS\n" + Path(seed_applier.__file__).read_text(),
     "etc/systemd/system/cwhost-seed.service": SEED_UNIT,
 }
 
@@ -177,7 +202,8 @@ ConditionPathExists={HOST_ADDRESS_FILE}
 [Service]
 Type=notify
 Environment=PYTHONPATH=/usr/local/lib/cwhost
-ExecStart=/usr/bin/python3 -m guest_service --peer-file {HOST_ADDRESS_FILE}
+ExecStart=/usr/bin/python3 -S -m guest_service --peer-file {HOST_ADDRESS_FILE}
+StartupCPUWeight=1000
 Restart=always
 RestartSec=2
 
@@ -185,6 +211,9 @@ RestartSec=2
 WantedBy=multi-user.target
 """
 BASE_FILES.update(GUEST_SERVICE_FILES)
+BASE_FILES.update(
+    {f"etc/systemd/system/{unit}.d/cwhost-boot-priority.conf": BOOT_PRIORITY for unit in BOOT_PRIORITY_UNITS}
+)
 BASE_FILES["etc/systemd/system/cwhost-guest.service"] = GUEST_SERVICE_UNIT
 
 # Xorg started by a service, not from a console: Xwrapper must allow that.
@@ -192,6 +221,8 @@ DESKTOP_FILES = {
     "etc/X11/Xwrapper.config": "allowed_users=anybody\nneeds_root_rights=yes\n",
     "etc/systemd/system/cwhost-desktop.service": """[Unit]
 Description=The workstation's display: one full-screen browser
+# The start page may be on the network: the browser opens it once DHCP has answered.
+Wants=network-online.target
 After=systemd-user-sessions.service network-online.target
 
 [Service]
@@ -220,8 +251,8 @@ exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars \\
 CDP_FILES = {
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
-Wants=network-online.target
-After=network-online.target cwhost-seed.service
+# It listens on every address, so it needs none up yet: only the seed, which says the host's.
+After=cwhost-seed.service
 ConditionPathExists={HOST_ADDRESS_FILE}
 
 [Service]

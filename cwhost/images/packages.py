@@ -2,8 +2,8 @@
 
 Every image can be reached and managed: a kernel to boot directly, SSH,
 Python for the seed applier (cwhost.images.seed_applier: the user and keys),
-and the guest agent for addresses and commands. ifupdown and the DHCP client
-bring up the NICs. dbus lets
+and the guest agent for addresses and commands. systemd-networkd (in systemd)
+brings up the NICs and systemd-resolved takes the DNS servers DHCP gives. dbus lets
 systemd-logind run, which turns the ACPI power button (a graceful stop) into
 a shutdown; without it the guest ignores the button.
 """
@@ -16,6 +16,8 @@ SUITE = "bookworm"
 
 BASE_PACKAGES = (
     "linux-image-amd64",
+    # The initramfs's one program (cwhost.images.initramfs).
+    "busybox-static",
     "systemd-sysv",
     "openssh-server",
     "python3",
@@ -23,8 +25,7 @@ BASE_PACKAGES = (
     "sudo",
     "dbus",
     "libpam-systemd",
-    "ifupdown",
-    "isc-dhcp-client",
+    "systemd-resolved",
     "ca-certificates",
 )
 

@@ -21,10 +21,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-SEED_DEVICE = "/dev/disk/by-label/cidata"
+# The seed disk's serial (drivers.libvirt.cloud_init.SEED_SERIAL): the kernel names the disk in
+# sysfs and makes its node as it probes it, so the seed is read without waiting for udev.
+SEED_SERIAL = "cidata"
+SEED_WAIT_SECONDS = 30
 SEED_MOUNT = "/run/cwhost/seed"
 # The instance whose commands have run: they run again only for a new one.
 INSTANCE_FILE = "var/lib/cwhost/seed-instance"
@@ -187,6 +191,20 @@ def run_checked(command: Sequence[str]) -> None:
         raise SeedError(f"{' '.join(command)} failed (exit {result.returncode}): {result.stderr.strip()}")
 
 
+def seed_device(sys_block: Path = Path("/sys/block"), wait_seconds: float = SEED_WAIT_SECONDS) -> str:
+    """The seed disk's node. The initramfs loads virtio_blk, which probes every virtio disk at once;
+    the wait covers a kernel that loads it later."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for disk in sorted(sys_block.iterdir()):
+            serial = disk / "serial"
+            if serial.is_file() and serial.read_text().strip() == SEED_SERIAL:
+                return f"/dev/{disk.name}"
+        if time.monotonic() >= deadline:
+            raise SeedError(f"no disk with the serial {SEED_SERIAL!r} after {wait_seconds:.0f} s")
+        time.sleep(0.1)
+
+
 def root_device() -> str | None:
     with open("/proc/self/mounts") as mounts:
         for line in mounts:
@@ -200,7 +218,7 @@ def main() -> int:
     mount = Path(SEED_MOUNT)
     mount.mkdir(parents=True, exist_ok=True)
     try:
-        run_checked(["mount", "-o", "ro", SEED_DEVICE, str(mount)])
+        run_checked(["mount", "-t", "iso9660", "-o", "ro", seed_device(), str(mount)])
         try:
             meta, config = read_seed(mount)
         finally:
