@@ -26,6 +26,7 @@ kernel/drivers/virtio/virtio_ring.ko:
 kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
 kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/gpu/drm/bochs/bochs-drm.ko: kernel/drivers/gpu/drm/drm.ko
 kernel/drivers/gpu/drm/drm.ko:
 """.replace("\\\n", "")
@@ -50,6 +51,7 @@ def test_each_module_loads_after_what_it_needs_and_once(tmp_path):
     assert set(order) == {
         "virtio_ring.ko", "virtio.ko", "virtio_pci_legacy_dev.ko", "virtio_pci_modern_dev.ko", "virtio_pci.ko",
         "virtio_blk.ko", "crc32c_generic.ko", "crc16.ko", "mbcache.ko", "jbd2.ko", "ext4.ko", "virtio-rng.ko",
+        "virtio_console.ko",
     }  # fmt: skip
     assert len(order) == len(set(order))
     for module, needs in [("virtio_pci.ko", "virtio.ko"), ("virtio.ko", "virtio_ring.ko"), ("ext4.ko", "jbd2.ko")]:

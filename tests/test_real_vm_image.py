@@ -249,6 +249,9 @@ def test_a_python_workstation_from_create_to_ssh_and_back(server, tmp_path):
         assert _run(guest, "findmnt -n -o FSTYPE ~/workspace").strip() == "virtiofs"
         assert _run(guest, "python3 -c 'print(6*7)'").strip() == "42"
         assert _run(guest, "sudo -n true 2>&1") == "", "sudo cannot resolve the hostname"
+        # systemd-networkd took DHCP on the guest network, and resolved asks the DNS server it gave.
+        assert f"nameserver {GATEWAY}" in _run(guest, "cat /run/systemd/resolve/resolv.conf")
+        assert _run(guest, "readlink /etc/resolv.conf").strip() == "../run/systemd/resolve/stub-resolv.conf"
         # The workspace, both ways, in a home of the user's own.
         assert _run(guest, "stat -c %U ~ ~/workspace").split() == ["dev", "dev"]
         assert _run(guest, "cat ~/workspace/from-api.txt") == "uploaded through the API\n"

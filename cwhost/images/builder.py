@@ -151,6 +151,8 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     if "chromium" in wtype.packages:
         files.update(guest_files.CDP_FILES)
         files["etc/cwhost/start-url"] = (wtype.start_url or "about:blank") + "\n"
+        if (wtype.start_url or "").startswith(("http:", "https:")):
+            files.update([guest_files.DESKTOP_WAITS_FOR_NETWORK])
     if has_sound(wtype.packages):
         files.update(guest_files.AUDIO_FILES)
     for relative, text in files.items():
@@ -167,7 +169,8 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
     _in_root(root, "systemctl", "enable", "systemd-networkd.service", "systemd-resolved.service")
-    _in_root(root, "systemctl", "enable", "cwhost-seed.service", "cwhost-ready.service", "cwhost-guest.service")
+    ours = ("cwhost-seed.service", "cwhost-ready.service", "cwhost-guest.service", "cwhost-guest-agent.service")
+    _in_root(root, "systemctl", "enable", *ours)
     _in_root(root, "systemctl", "mask", *guest_files.MASKED_UNITS)
     if desktop:
         # A system user: uid 1000 stays free for the seed's user (GUEST_UID).

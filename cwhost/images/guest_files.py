@@ -7,7 +7,7 @@ from pathlib import Path
 import drivers.guest_service
 from cwhost.images import seed_applier
 from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE, READINESS_FILE
-from drivers.libvirt.domain_xml import FORWARDING_MAC
+from drivers.libvirt.domain_xml import FORWARDING_MAC, GUEST_AGENT_CHANNEL
 
 # The kernel boots the image's one file system directly: no partition table,
 # no boot loader. The seed applier grows the file system to the disk at each boot.
@@ -103,11 +103,14 @@ wait
 passed ready "$(uptime)"
 """
 
-# Units a workstation never needs, masked: timers that would run apt or scrub
-# the disk on a metered machine, and their boot-time parts; and ifupdown, which
-# Debian installs as an important package, whose boot would wait for udev to
-# settle and for DHCP before network.target (systemd-networkd does its work).
+# Units a workstation never needs, masked: Debian's guest agent unit
+# (cwhost-guest-agent.service starts it sooner); timers that would run apt or
+# scrub the disk on a metered machine, and their boot-time parts; and
+# ifupdown, which Debian installs as an important package, whose boot would
+# wait for udev to settle and for DHCP before network.target
+# (systemd-networkd does its work).
 MASKED_UNITS = (
+    "qemu-guest-agent.service",
     "networking.service",
     "ifupdown-pre.service",
     "ifupdown-wait-online.service",
@@ -150,9 +153,38 @@ BOOT_PRIORITY_UNITS = (
     "ssh.service",
     "systemd-networkd.service",
     "systemd-resolved.service",
-    "qemu-guest-agent.service",
 )
 BOOT_PRIORITY = "[Service]\nStartupCPUWeight=1000\n"
+
+# The guest agent, through which cwhost reads readiness, runs commands and
+# learns addresses, started early on its port, found by name in sysfs: the
+# initramfs loads virtio_console, so the port's node is there before systemd
+# starts. Debian's unit (masked) waits for udev's coldplug to name the port
+# under /dev/virtio-ports, which came 10 s after the guest was ready.
+GUEST_AGENT = f"""#!/bin/sh
+for port in /sys/class/virtio-ports/*; do
+    if [ "$(cat "$port/name" 2>/dev/null)" = {GUEST_AGENT_CHANNEL} ]; then
+        exec /usr/sbin/qemu-ga --method=virtio-serial --path="/dev/${{port##*/}}"
+    fi
+done
+echo "no virtio port named {GUEST_AGENT_CHANNEL} yet" >&2
+exit 1
+"""
+GUEST_AGENT_UNIT = """[Unit]
+Description=QEMU guest agent, on its port as soon as the kernel has it
+DefaultDependencies=no
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+ExecStart=/usr/local/lib/cwhost/guest-agent
+Restart=always
+RestartSec=1
+StartupCPUWeight=1000
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
@@ -165,6 +197,8 @@ BASE_FILES = {
     "etc/systemd/network/10-cwhost-fwd0.network": FORWARDS_NETWORK,
     "etc/sysctl.d/60-cwhost-fwd0.conf": FORWARDS_SYSCTL,
     "usr/local/lib/cwhost/report-ready": REPORT_READY,
+    "usr/local/lib/cwhost/guest-agent": GUEST_AGENT,
+    "etc/systemd/system/cwhost-guest-agent.service": GUEST_AGENT_UNIT,
     "etc/systemd/system/cwhost-ready.service": """[Unit]
 Description=Tell cwhost how this boot goes, and when the workstation is ready
 DefaultDependencies=no
@@ -221,33 +255,42 @@ DESKTOP_FILES = {
     "etc/X11/Xwrapper.config": "allowed_users=anybody\nneeds_root_rights=yes\n",
     "etc/systemd/system/cwhost-desktop.service": """[Unit]
 Description=The workstation's display: one full-screen browser
-# The start page may be on the network: the browser opens it once DHCP has answered.
-Wants=network-online.target
-After=systemd-user-sessions.service network-online.target
+# It needs nothing of the seed nor of the network, unless its start page is on the
+# network (DESKTOP_WAITS_FOR_NETWORK): under TCG the browser alone takes most of a boot.
 
 [Service]
 User=desktop
 WorkingDirectory=/home/desktop
+# Xorg drives the virtio display through DRM, whose module udev's coldplug loads.
+ExecStartPre=+/usr/bin/udevadm wait --timeout=120 /dev/dri/card0
 ExecStart=/usr/bin/xinit /usr/local/lib/cwhost/desktop-session -- :0 vt7 -nolisten tcp -keeptty
 Restart=always
 RestartSec=2
+# A browser type is ready once its DevTools answer: the display is on the readiness path.
+StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target
 """,
     # Chromium's DevTools listen on the guest's loopback only: an agent reaches
-    # them through cwhost, never from the network.
+    # them through cwhost, never from the network. There is no keyring to ask
+    # for saved passwords.
     "usr/local/lib/cwhost/desktop-session": """#!/bin/sh
 xset s off -dpms s noblank
 # No window manager: the window is placed and sized to the whole screen by hand.
 # After "--" the page is never read as a switch, whatever the configuration says.
 size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
-exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars \\
+exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars --password-store=basic \\
     --window-position=0,0 --window-size="${size%x*},${size#*x}" \\
     --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \\
     -- "$(cat /etc/cwhost/start-url)"
 """,
 }
+# A start page on the network opens once DHCP has answered, not as an error page.
+DESKTOP_WAITS_FOR_NETWORK = (
+    "etc/systemd/system/cwhost-desktop.service.d/network.conf",
+    "[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
+)
 CDP_FILES = {
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
@@ -307,5 +350,6 @@ USER_UNITS_MASKED = ("pulseaudio.service", "pulseaudio.socket")
 EXECUTABLES = (
     "usr/local/lib/cwhost/desktop-session",
     "usr/local/lib/cwhost/report-ready",
+    "usr/local/lib/cwhost/guest-agent",
     "usr/local/lib/cwhost/apply-seed",
 )

@@ -3,11 +3,12 @@
 Debian's initramfs-tools starts udev and runs its scripts before it mounts
 the root, seconds of a boot under TCG, even with only the modules it needs.
 This one is the image's own busybox-static and kernel modules: the root
-disk's (virtio_pci, virtio_blk, ext4, with what modules.dep says each needs)
-and virtio_rng, which seeds the kernel's randomness before anything waits
-for it. Its init loads them, mounts ``root=`` and hands over to systemd, as
-the launch floor's init (benchmarks/boot_floor.py) loads its own. The seed's
-disk is virtio too, so it is there when systemd starts.
+disk's (virtio_pci, virtio_blk, ext4, with what modules.dep says each needs),
+virtio_rng, which seeds the kernel's randomness before anything waits for
+it, and virtio_console, whose port the guest agent opens at once. Its init
+loads them, mounts ``root=`` and hands over to systemd, as the launch floor's
+init (benchmarks/boot_floor.py) loads its own. The seed's disk is virtio too,
+so it is there when systemd starts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_rng")
+MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_rng", "virtio_console")
 BUSYBOX = "bin/busybox"
 # A root that will not mount stops the boot there, saying why on the serial console (the host's
 # console log); the workstation then never says it is ready, and cwhost reports that.
