@@ -123,15 +123,17 @@ MASKED_UNITS = (
 )
 
 # Early, beside the rest of sysinit (no default dependencies): the root file
-# system is all it needs, and it finds the seed's disk itself
-# (seed_applier.seed_device). Before sshd, which needs the host key and the
+# system, remounted as fstab says, and /etc's users are all it needs, not
+# local-fs.target, which waits for the workspace's virtiofs mount on a
+# relaunch; it finds the seed's disk itself (seed_applier.seed_device). Before sshd, which needs the host key and the
 # user, and before the DevTools relay, which needs the host's address. A
 # seed that cannot be applied fails this unit, and the workstation never says
 # it is ready.
 SEED_UNIT = r"""[Unit]
 Description=Apply cwhost's seed: hostname, user, SSH keys, host key, files
 DefaultDependencies=no
-After=local-fs.target systemd-sysusers.service
+After=systemd-remount-fs.service systemd-sysusers.service
+RequiresMountsFor=/home /var/lib
 Before=ssh.service systemd-user-sessions.service cwhost-cdp-relay.service
 
 [Service]
@@ -155,6 +157,9 @@ BOOT_PRIORITY_UNITS = (
     "systemd-resolved.service",
 )
 BOOT_PRIORITY = "[Service]\nStartupCPUWeight=1000\n"
+# Debian's sshd runs once to test its configuration, then again to serve: the image's configuration
+# is cwhost's, and a broken one still fails sshd, with its reason in the journal.
+SSHD_AT_ONCE = "[Service]\nExecStartPre=\n"
 
 # The guest agent, through which cwhost reads readiness, runs commands and
 # learns addresses, started early on its port, found by name in sysfs: the
@@ -245,6 +250,7 @@ RestartSec=2
 WantedBy=multi-user.target
 """
 BASE_FILES.update(GUEST_SERVICE_FILES)
+BASE_FILES["etc/systemd/system/ssh.service.d/cwhost-no-config-test.conf"] = SSHD_AT_ONCE
 BASE_FILES.update(
     {f"etc/systemd/system/{unit}.d/cwhost-boot-priority.conf": BOOT_PRIORITY for unit in BOOT_PRIORITY_UNITS}
 )
