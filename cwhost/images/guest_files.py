@@ -235,7 +235,9 @@ GUEST_SERVICE_FILES = {
 # elsewhere it does not run. Ready (notify) once it listens, which the readiness report awaits.
 GUEST_SERVICE_UNIT = f"""[Unit]
 Description=cwhost's guest service: processes that stream, and files, for the host alone
-After=cwhost-seed.service
+# The host reaches it at the address DHCP gives on its network: up (and so ready) once that is there.
+Wants=network-online.target
+After=cwhost-seed.service network-online.target
 ConditionPathExists={HOST_ADDRESS_FILE}
 
 [Service]
@@ -300,8 +302,9 @@ DESKTOP_WAITS_FOR_NETWORK = (
 CDP_FILES = {
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
-# It listens on every address, so it needs none up yet: only the seed, which says the host's.
-After=cwhost-seed.service
+# The proxy reaches it at the address DHCP gives on cwhost's network, and the seed says the host's.
+Wants=network-online.target
+After=cwhost-seed.service network-online.target
 ConditionPathExists={HOST_ADDRESS_FILE}
 
 [Service]
