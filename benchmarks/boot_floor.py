@@ -8,11 +8,12 @@ makes the CI guest: nothing of the real image's userspace runs.
 
 from __future__ import annotations
 
-import gzip
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from cwhost.images.initramfs import write_archive
 
 # The forwarding NIC's MAC (drivers.libvirt.domain_xml.FORWARDING_MAC), found by the init below.
 FORWARDING_MAC = "52:54:00:cf:00:01"
@@ -71,9 +72,6 @@ def build_floor_initramfs(vmlinuz: Path, out: Path) -> Path:
             shutil.copy(found, root / "lib/modules" / found.name)
         (root / "init").write_text(INIT)
         (root / "init").chmod(0o755)
-        archive = subprocess.run(
-            "find . | cpio -o -H newc --quiet", shell=True, cwd=root, check=True, capture_output=True
-        ).stdout
-    out.write_bytes(gzip.compress(archive, compresslevel=1))
+        write_archive(root, out)
     out.chmod(0o644)
     return out

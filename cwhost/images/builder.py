@@ -152,7 +152,7 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
         files.update(guest_files.CDP_FILES)
         files["etc/cwhost/start-url"] = (wtype.start_url or "about:blank") + "\n"
         if (wtype.start_url or "").startswith(("http:", "https:")):
-            files.update([guest_files.DESKTOP_WAITS_FOR_NETWORK])
+            files.update(guest_files.DESKTOP_NETWORK_FILES)
     if has_sound(wtype.packages):
         files.update(guest_files.AUDIO_FILES)
     for relative, text in files.items():

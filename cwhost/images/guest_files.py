@@ -125,10 +125,10 @@ MASKED_UNITS = (
 # Early, beside the rest of sysinit (no default dependencies): the root file
 # system, remounted as fstab says, and /etc's users are all it needs, not
 # local-fs.target, which waits for the workspace's virtiofs mount on a
-# relaunch; it finds the seed's disk itself (seed_applier.seed_device). Before sshd, which needs the host key and the
-# user, and before the DevTools relay, which needs the host's address. A
-# seed that cannot be applied fails this unit, and the workstation never says
-# it is ready.
+# relaunch; it finds the seed's disk itself (seed_applier.seed_device).
+# Before sshd, which needs the host key and the user, and before the DevTools
+# relay, which needs the host's address. A seed that cannot be applied fails
+# this unit, and the workstation never says it is ready.
 SEED_UNIT = r"""[Unit]
 Description=Apply cwhost's seed: hostname, user, SSH keys, host key, files
 DefaultDependencies=no
@@ -140,23 +140,33 @@ Before=ssh.service systemd-user-sessions.service cwhost-cdp-relay.service
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/lib/cwhost/apply-seed
-StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target
 """
 
-# While the machine boots, what readiness waits on (these, the seed, the guest
-# service and the reporter) has ten times the CPU share of the rest (udev's
-# coldplug, journald, logind): under TCG a boot is bound by the CPU, and this
-# is what a client waits for. sshd is ordered after network.target, which
-# waits for networkd and resolved. The weights lapse once the boot is over.
+# While the machine boots, what readiness waits on has ten times the CPU share
+# of the rest (udev's coldplug, journald, logind): under TCG a boot is bound by
+# the CPU, and this is what a client waits for. sshd is ordered after
+# network.target, which waits for networkd and resolved; the guest agent carries
+# the report. A browser type's display is on the path too (DESKTOP_FILES). The
+# weights lapse once the boot is over.
 BOOT_PRIORITY_UNITS = (
+    "cwhost-seed.service",
+    "cwhost-ready.service",
+    "cwhost-guest-agent.service",
+    "cwhost-guest.service",
     "ssh.service",
     "systemd-networkd.service",
     "systemd-resolved.service",
 )
-BOOT_PRIORITY = "[Service]\nStartupCPUWeight=1000\n"
+
+
+def boot_priority(unit: str) -> tuple[str, str]:
+    """The drop-in that gives ``unit`` its boot-time CPU weight: (path in the image, text)."""
+    return f"etc/systemd/system/{unit}.d/cwhost-boot-priority.conf", "[Service]\nStartupCPUWeight=1000\n"
+
+
 # Debian's sshd runs once to test its configuration, then again to serve: the image's configuration
 # is cwhost's, and a broken one still fails sshd, with its reason in the journal.
 SSHD_AT_ONCE = "[Service]\nExecStartPre=\n"
@@ -185,7 +195,6 @@ Before=shutdown.target
 ExecStart=/usr/local/lib/cwhost/guest-agent
 Restart=always
 RestartSec=1
-StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target
@@ -212,7 +221,6 @@ After=local-fs.target
 [Service]
 Type=simple
 ExecStart=/usr/local/lib/cwhost/report-ready
-StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target
@@ -244,7 +252,6 @@ ConditionPathExists={HOST_ADDRESS_FILE}
 Type=notify
 Environment=PYTHONPATH=/usr/local/lib/cwhost
 ExecStart=/usr/bin/python3 -S -m guest_service --peer-file {HOST_ADDRESS_FILE}
-StartupCPUWeight=1000
 Restart=always
 RestartSec=2
 
@@ -253,9 +260,7 @@ WantedBy=multi-user.target
 """
 BASE_FILES.update(GUEST_SERVICE_FILES)
 BASE_FILES["etc/systemd/system/ssh.service.d/cwhost-no-config-test.conf"] = SSHD_AT_ONCE
-BASE_FILES.update(
-    {f"etc/systemd/system/{unit}.d/cwhost-boot-priority.conf": BOOT_PRIORITY for unit in BOOT_PRIORITY_UNITS}
-)
+BASE_FILES.update(boot_priority(unit) for unit in BOOT_PRIORITY_UNITS)
 BASE_FILES["etc/systemd/system/cwhost-guest.service"] = GUEST_SERVICE_UNIT
 
 # Xorg started by a service, not from a console: Xwrapper must allow that.
@@ -264,7 +269,7 @@ DESKTOP_FILES = {
     "etc/systemd/system/cwhost-desktop.service": """[Unit]
 Description=The workstation's display: one full-screen browser
 # It needs nothing of the seed nor of the network, unless its start page is on the
-# network (DESKTOP_WAITS_FOR_NETWORK): under TCG the browser alone takes most of a boot.
+# network (DESKTOP_NETWORK_FILES): under TCG the browser alone takes most of a boot.
 
 [Service]
 User=desktop
@@ -274,8 +279,6 @@ ExecStartPre=+/usr/bin/udevadm wait --timeout=120 /dev/dri/card0
 ExecStart=/usr/bin/xinit /usr/local/lib/cwhost/desktop-session -- :0 vt7 -nolisten tcp -keeptty
 Restart=always
 RestartSec=2
-# A browser type is ready once its DevTools answer: the display is on the readiness path.
-StartupCPUWeight=1000
 
 [Install]
 WantedBy=multi-user.target
@@ -294,11 +297,14 @@ exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars --passwor
     -- "$(cat /etc/cwhost/start-url)"
 """,
 }
+# A browser type is ready once its DevTools answer: the display is on the readiness path.
+DESKTOP_FILES.update([boot_priority("cwhost-desktop.service")])
 # A start page on the network opens once DHCP has answered, not as an error page.
-DESKTOP_WAITS_FOR_NETWORK = (
-    "etc/systemd/system/cwhost-desktop.service.d/network.conf",
-    "[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
-)
+DESKTOP_NETWORK_FILES = {
+    "etc/systemd/system/cwhost-desktop.service.d/network.conf": (
+        "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"
+    ),
+}
 CDP_FILES = {
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy

@@ -92,12 +92,17 @@ def build(root: Path, version: str, out: Path) -> None:
         (work / "lib/modules/load-order").write_text("".join(Path(m).name + "\n" for m in order))
         (work / "init").write_text(INIT)
         (work / "init").chmod(0o755)
-        names = sorted(str(path.relative_to(work)) for path in work.rglob("*"))
-        archive = subprocess.run(
-            ["cpio", "--create", "--format=newc", "--quiet", "--owner=0:0"],
-            input="\n".join(names).encode(),
-            cwd=work,
-            capture_output=True,
-            check=True,
-        ).stdout
+        write_archive(work, out)
+
+
+def write_archive(directory: Path, out: Path) -> None:
+    """``directory`` as the kernel unpacks an initramfs: a gzipped newc cpio archive, owned by root."""
+    names = sorted(str(path.relative_to(directory)) for path in directory.rglob("*"))
+    archive = subprocess.run(
+        ["cpio", "--create", "--format=newc", "--quiet", "--owner=0:0"],
+        input="\n".join(names).encode(),
+        cwd=directory,
+        capture_output=True,
+        check=True,
+    ).stdout
     out.write_bytes(gzip.compress(archive, compresslevel=6))

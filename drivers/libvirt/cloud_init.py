@@ -4,10 +4,11 @@ The seed carries the hostname, ``locale: C.UTF-8`` (without the ``locales``
 package cloud-init ends in ``error`` otherwise), one user with the SSH keys
 and sudo, the workspace share mounted at ``~/workspace`` over virtiofs (a
 systemd mount unit), and the SSH host key. The guest agent is started by the
-image's udev rule. Network configuration is left to the image (systemd-networkd
-does DHCP; cloud-init's would fight it). cwhost's images apply the seed with their
-own reader (cwhost.images.seed_applier); an image with cloud-init applies the
-same files. Everything is written with a JSON dumper (YAML reads JSON) and
+image (cwhost's start it as soon as its port exists). Network configuration is
+left to the image (systemd-networkd does DHCP; cloud-init's would fight it).
+cwhost's images apply the seed with their own reader
+(cwhost.images.seed_applier); an image with cloud-init applies the same
+files. Everything is written with a JSON dumper (YAML reads JSON) and
 ``pycdlib``, never by formatting text, and read back the same way.
 """
 
