@@ -18,9 +18,7 @@ kvm = pytest.importorskip("drivers.libvirt.driver", reason="libvirt-python is no
 def _driver(tmp_path, uri=None):
     node = tmp_path / "node.xml"
     node.write_text(NODE_XML.read_text())
-    return kvm.LibvirtDriver(
-        uri or f"test://{node}", disk_dir=tmp_path / "disks", console_dir=tmp_path / "consoles"
-    )
+    return kvm.LibvirtDriver(uri or f"test://{node}", disk_dir=tmp_path / "disks", console_dir=tmp_path / "consoles")
 
 
 @pytest.fixture
@@ -58,7 +56,9 @@ def test_two_concurrent_launches_for_the_only_gpu_of_a_model(libvirt_app, tmp_pa
     winner = next(ws_id for ws_id, r in answers.items() if r.status_code == 200)
     loser = next(r for r in answers.values() if r.status_code == 503)
     assert l40s["model"] in loser.get_json()["message"]
-    held = next(g for g in client.get("/v1/host", headers=admin).get_json()["gpus"] if g["pciAddress"] == l40s["pciAddress"])
+    held = next(
+        g for g in client.get("/v1/host", headers=admin).get_json()["gpus"] if g["pciAddress"] == l40s["pciAddress"]
+    )
     assert (held["state"], held["holder"]) == ("assigned", winner)
 
 
@@ -108,7 +108,9 @@ def _qemu_img_info(path):
     import json
     import subprocess
 
-    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, check=True).stdout)
+    return json.loads(
+        subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, check=True).stdout
+    )
 
 
 def test_disks_are_qcow2_sized_to_storage_and_grow_on_update(tmp_path):
@@ -143,7 +145,6 @@ def test_with_a_base_image_each_disk_is_a_copy_on_write_overlay(tmp_path):
     assert info["virtual-size"] == 8 * 1024**3
 
 
-
 def test_a_start_makes_cwhosts_guest_network_and_refuses_one_of_another_address_by_name(tmp_path):
     import ipaddress
 
@@ -164,3 +165,23 @@ def test_a_start_makes_cwhosts_guest_network_and_refuses_one_of_another_address_
     elsewhere.define(DomainSpec("cwhost-ws-net00002", "n", 1, 1, 1))
     with pytest.raises(ProvisioningError, match="net-undefine cwhost"):
         elsewhere.start("cwhost-ws-net00002")
+
+
+def test_a_start_on_a_host_without_libvirts_traffic_filter_says_what_to_install(tmp_path):
+    import libvirt
+
+    from drivers.base import DomainSpec, DomainState, ProvisioningError
+
+    driver = _driver(tmp_path)
+    driver.define(DomainSpec("cwhost-ws-nof00001", "n", 1, 1, 1))
+    connection = driver._libvirt.get()
+
+    def no_such_filter(name):
+        missing = libvirt.libvirtError(f"Network filter not found: no nwfilter with matching name '{name}'")
+        missing.err = (libvirt.VIR_ERR_NO_NWFILTER, 0, str(missing), 0, "", "", "", 0, 0)
+        raise missing
+
+    connection.nwfilterLookupByName = no_such_filter
+    with pytest.raises(ProvisioningError, match="apt-get install libvirt-daemon-config-nwfilter"):
+        driver.start("cwhost-ws-nof00001")
+    assert driver.state("cwhost-ws-nof00001") is DomainState.STOPPED

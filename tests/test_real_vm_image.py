@@ -587,6 +587,28 @@ def _walled_off(server, alice: requests.Session, alice_url: str, keys: dict, bob
     assert refused["exitCode"] == 255 and "Permission denied (publickey" in refused["stderr"], refused
     direct = _exec(bob, url, "bash", "-c", f"timeout 5 bash -c 'exec 3<>/dev/tcp/{alice_ip}/22'")
     assert direct["exitCode"] != 0, direct
+    _no_address_of_another(alice, alice_url, bob, url, bob_ip, alice_ip, first)
+
+
+CONNECT_FROM = (
+    "python3 -c 'import socket, sys; s = socket.socket(); s.settimeout(5); s.bind((sys.argv[1], 0));"
+    " s.connect((sys.argv[2], int(sys.argv[3])))' {} {} {}"
+)
+
+
+def _no_address_of_another(alice, alice_url: str, bob, url: str, bob_ip: str, alice_ip: str, port: int) -> None:
+    """Root in her guest, alice takes bob's address: nothing she sends from it (nor her ARP claiming it)
+    leaves her port, and the host still reaches bob's guest at his address, not hers."""
+    own = _exec(alice, alice_url, "sh", "-c", CONNECT_FROM.format(alice_ip, GATEWAY, port))
+    assert own["exitCode"] == 0, own
+    take = f"sudo ip address add {bob_ip}/32 dev eth0 && sudo ip neighbour flush dev eth0"
+    give_back = f"sudo ip address del {bob_ip}/32 dev eth0"
+    connect = CONNECT_FROM.format(bob_ip, GATEWAY, port)
+    taken = _exec(alice, alice_url, "sh", "-c", f"{take} && {connect}; status=$?; {give_back}; exit $status")
+    # Her ARP for the host, claiming his address, goes unanswered: no route (or, had it been
+    # answered before, a connection that times out), never a refusal, which would mean it arrived.
+    assert taken["exitCode"] != 0 and ("No route to host" in taken["stderr"] or "timed out" in taken["stderr"]), taken
+    assert _exec(bob, url, "hostname")["stdout"] == "web\n"
 
 
 SSH_TO_THE_HOST = (

@@ -86,6 +86,14 @@ class DomainXml:
     display: Display = DEFAULT_DISPLAY
 
 
+# libvirt's filter on every guest's NIC: it learns the guest's address from the
+# DHCP answer and drops whatever the guest sends from another address or MAC,
+# ARP that claims another address, IPv6 and other layer-2 protocols. The host
+# reaches a guest's services at its leased address, so no guest may take
+# another's. Its definitions are Debian's libvirt-daemon-config-nwfilter.
+TRAFFIC_FILTER = "clean-traffic"
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attributes) -> ET.Element:
     element = ET.SubElement(parent, tag, {k: str(v) for k, v in attributes.items()})
     if text is not None:
@@ -200,6 +208,9 @@ def _write_interface(devices: ET.Element, network: str) -> None:
     _sub(interface, "model", type="virtio")
     # The bridge carries nothing from this port to another isolated one: no guest reaches another.
     _sub(interface, "port", isolated="yes")
+    # Nor does a guest send from an address or MAC it was not given (TRAFFIC_FILTER).
+    filterref = _sub(interface, "filterref", filter=TRAFFIC_FILTER)
+    _sub(filterref, "parameter", name="CTRL_IP_LEARNING", value="dhcp")
 
 
 def _write_forwarding_nic(root: ET.Element, forwards: tuple[PortForward, ...]) -> None:

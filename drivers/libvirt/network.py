@@ -23,6 +23,17 @@ from dataclasses import dataclass
 
 import libvirt
 
+from drivers.libvirt.domain_xml import TRAFFIC_FILTER
+
+# What libvirt's network XML cannot say, passed to its dnsmasq as options.
+# dnsmasq pings every address before its first offer, and holds the offer the
+# 3 s it waits for an answer: under TCG that was a sixth of a guest's boot to
+# ready. No guest sends from an address it was not leased (TRAFFIC_FILTER),
+# so no guest could answer that ping.
+DNSMASQ_NAMESPACE = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+DNSMASQ_OPTIONS = ("no-ping",)
+ET.register_namespace("dnsmasq", DNSMASQ_NAMESPACE)
+
 
 @dataclass(frozen=True)
 class GuestNetwork:
@@ -43,11 +54,38 @@ class GuestNetwork:
         ip = ET.SubElement(root, "ip", address=str(self.gateway), netmask=str(self.subnet.netmask))
         hosts = list(self.subnet.hosts())
         ET.SubElement(ET.SubElement(ip, "dhcp"), "range", start=str(hosts[1]), end=str(hosts[-1]))
+        _add_dnsmasq_options(root)
         return ET.tostring(root, encoding="unicode")
 
 
+def _add_dnsmasq_options(root: ET.Element) -> None:
+    options = ET.SubElement(root, f"{{{DNSMASQ_NAMESPACE}}}options")
+    for value in DNSMASQ_OPTIONS:
+        ET.SubElement(options, f"{{{DNSMASQ_NAMESPACE}}}option", value=value)
+
+
+def _dnsmasq_options(root: ET.Element) -> tuple[str, ...]:
+    return tuple(option.get("value", "") for option in root.iter(f"{{{DNSMASQ_NAMESPACE}}}option"))
+
+
 class NetworkMismatch(Exception):
-    """A libvirt network of the configured name exists with another address than the configuration's."""
+    """The network cannot carry guests as cwhost means: another address than the configuration's, or no
+    traffic filter."""
+
+
+def _require_traffic_filter(conn: libvirt.virConnect) -> None:
+    try:
+        conn.nwfilterLookupByName(TRAFFIC_FILTER)
+    except libvirt.libvirtError as exc:
+        # libvirt's test driver has no filters, and no traffic to filter.
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_NWFILTER:
+            raise
+        raise NetworkMismatch(
+            f"libvirt has no network filter {TRAFFIC_FILTER!r}, which keeps each guest to its own address;"
+            " install it (apt-get install libvirt-daemon-config-nwfilter) and restart libvirtd"
+        ) from exc
 
 
 def ensure_running(conn: libvirt.virConnect, network: GuestNetwork) -> None:
@@ -55,7 +93,9 @@ def ensure_running(conn: libvirt.virConnect, network: GuestNetwork) -> None:
 
     One that exists must have the configured address: guests are told the
     host's address from the configuration, and would otherwise wait for it.
+    One defined by an older cwhost gets dnsmasq's options, from its next start.
     """
+    _require_traffic_filter(conn)
     try:
         found = conn.networkLookupByName(network.name)
     except libvirt.libvirtError as exc:
@@ -71,6 +111,12 @@ def ensure_running(conn: libvirt.virConnect, network: GuestNetwork) -> None:
             f" in {network.subnet} as the configuration says; change guest_subnet or guest_network,"
             f" or remove it (virsh net-destroy {network.name}; virsh net-undefine {network.name})"
         )
+    defined = ET.fromstring(found.XMLDesc(0))
+    if _dnsmasq_options(defined) != DNSMASQ_OPTIONS:
+        for options in defined.findall(f"{{{DNSMASQ_NAMESPACE}}}options"):
+            defined.remove(options)
+        _add_dnsmasq_options(defined)
+        found = conn.networkDefineXML(ET.tostring(defined, encoding="unicode"))
     if not found.isActive():
         found.create()
 
