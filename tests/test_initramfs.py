@@ -27,7 +27,17 @@ kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
 kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko \
+kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
 kernel/drivers/gpu/drm/bochs/bochs-drm.ko: kernel/drivers/gpu/drm/drm.ko
+kernel/drivers/gpu/drm/virtio/virtio-gpu.ko: kernel/drivers/virtio/virtio_dma_buf.ko \
+kernel/drivers/gpu/drm/drm_shmem_helper.ko kernel/drivers/gpu/drm/drm_kms_helper.ko kernel/drivers/gpu/drm/drm.ko \
+kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_dma_buf.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/gpu/drm/drm_shmem_helper.ko: kernel/drivers/gpu/drm/drm.ko
+kernel/drivers/gpu/drm/drm_kms_helper.ko: kernel/drivers/gpu/drm/drm.ko
 kernel/drivers/gpu/drm/drm.ko:
 """.replace("\\\n", "")
 
@@ -51,12 +61,22 @@ def test_each_module_loads_after_what_it_needs_and_once(tmp_path):
     assert set(order) == {
         "virtio_ring.ko", "virtio.ko", "virtio_pci_legacy_dev.ko", "virtio_pci_modern_dev.ko", "virtio_pci.ko",
         "virtio_blk.ko", "crc32c_generic.ko", "crc16.ko", "mbcache.ko", "jbd2.ko", "ext4.ko", "virtio-rng.ko",
-        "virtio_console.ko",
+        "virtio_console.ko", "virtio_net.ko", "net_failover.ko", "failover.ko",
     }  # fmt: skip
     assert len(order) == len(set(order))
-    for module, needs in [("virtio_pci.ko", "virtio.ko"), ("virtio.ko", "virtio_ring.ko"), ("ext4.ko", "jbd2.ko")]:
-        assert order.index(needs) < order.index(module)
+    for module, needs in [("virtio_pci.ko", "virtio.ko"), ("virtio.ko", "virtio_ring.ko"), ("ext4.ko", "jbd2.ko"),
+                          ("virtio_net.ko", "net_failover.ko"), ("net_failover.ko", "failover.ko")]:
+        assert order.index(needs) < order.index(module)  # fmt: skip
     assert "drm.ko" not in order
+
+
+def test_a_desktops_initramfs_loads_the_virtio_gpu_after_drm_and_its_helpers(tmp_path):
+    modules_dir = _image_root(tmp_path) / "lib/modules" / VERSION
+    order = [Path(m).name for m in initramfs.load_order(modules_dir, initramfs.MODULES + initramfs.DISPLAY_MODULES)]
+    for needs in ("drm.ko", "drm_kms_helper.ko", "drm_shmem_helper.ko", "virtio_dma_buf.ko", "virtio_pci.ko"):
+        assert order.index(needs) < order.index("virtio-gpu.ko")
+    assert order.index("drm.ko") < order.index("drm_kms_helper.ko")
+    assert "bochs-drm.ko" not in order
 
 
 def test_a_module_the_kernel_lacks_or_compresses_is_a_clear_error(tmp_path):

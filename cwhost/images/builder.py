@@ -86,7 +86,7 @@ class ImageBuilder:
         self._step(wtype, 2, "adding cwhost's guest files")
         add_guest_files(root, wtype)
         packages = installed_packages(root)
-        copy_boot_files(root, out)
+        copy_boot_files(root, out, has_desktop(wtype.packages))
         self._step(wtype, 3, "making the file system and the qcow2 image")
         raw = out / "disk.raw"
         size = _filesystem_size(root)
@@ -199,7 +199,7 @@ def installed_packages(root: Path) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in result.stdout.splitlines() if line)
 
 
-def copy_boot_files(root: Path, out: Path) -> None:
+def copy_boot_files(root: Path, out: Path, display: bool) -> None:
     """The installed kernel, readable by the hypervisor (Debian installs it 0600), and cwhost's initramfs for it."""
     kernels = sorted((root / "boot").glob("vmlinuz-*"))
     if not kernels:
@@ -207,7 +207,8 @@ def copy_boot_files(root: Path, out: Path) -> None:
     version = kernels[-1].name.removeprefix("vmlinuz-")
     shutil.copyfile(kernels[-1], out / KERNEL)
     try:
-        initramfs.build(root, version, out / INITRD)
+        modules = initramfs.MODULES + (initramfs.DISPLAY_MODULES if display else ())
+        initramfs.build(root, version, out / INITRD, modules)
     except (initramfs.InitramfsError, OSError, subprocess.CalledProcessError) as exc:
         raise BuildError(f"the initramfs for kernel {version} could not be made: {exc}") from None
 

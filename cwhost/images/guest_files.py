@@ -18,17 +18,20 @@ DESKTOP_USER = "desktop"
 # cwhost's network (HOST_ADDRESS_FILE), where no other guest can reach it.
 CDP_GUEST_PORT = 9223
 
-# The forwarding NIC: the address QEMU forwards to, and no route of the main
+# The forwarding NIC, known by its MAC (not renamed: a rename is a second
+# round of udev's work that networkd waits for, seconds under TCG): the
+# address QEMU forwards to, and no route of the main
 # table, so the guest's own traffic never goes out by it. A forwarded
 # connection arrives with its real peer's address (a LAN host, another
 # guest), which the main table would answer through eth0, where it is lost:
 # so what is sent from 10.0.2.15 (the answers to forwarded connections) takes
-# a table of its own, back through QEMU, and the reverse-path filter is loose
-# there. No IPv6: QEMU's router advertisement would give a default route that
-# goes nowhere. systemd-networkd sets it up as soon as the NIC is named, and
-# network.target never waits for a DHCP lease (sshd is ordered after it).
-FORWARDS_NETWORK = """[Match]
-Name=fwd0
+# a table of its own, back through QEMU (so even a strict reverse-path filter
+# passes them). No IPv6: QEMU's router advertisement would give a default
+# route that goes nowhere. systemd-networkd sets it up as soon as udev has
+# seen the NIC, and network.target never waits for a DHCP lease (sshd is
+# ordered after it).
+FORWARDS_NETWORK = f"""[Match]
+MACAddress={FORWARDING_MAC}
 
 [Network]
 Address=10.0.2.15/24
@@ -44,10 +47,19 @@ From=10.0.2.15
 Table=15
 Priority=1500
 """
-# Applied by udev's call of systemd-sysctl when the NIC appears under its name.
-FORWARDS_SYSCTL = "net.ipv4.conf.fwd0.rp_filter = 2\nnet.ipv6.conf.fwd0.disable_ipv6 = 1\n"
-# The routed NIC, on libvirt's network: DHCP gives it its address, its route and DNS (systemd-resolved).
-ROUTED_NETWORK = "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n"
+# The routed NIC, on libvirt's network (every Ethernet NIC but the one above, whose
+# file comes first): DHCP gives it its address, its route and DNS (systemd-resolved).
+# IPv4 only, as the network is (its traffic filter drops IPv6): a link-local address
+# and router solicitations would only hold the link in "configuring", which
+# network-online.target (the guest service's, so readiness's) waits out.
+ROUTED_NETWORK = """[Match]
+Type=ether
+
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+"""
 
 # What this boot has passed, and when (seconds since the kernel started), for
 # cwhost to read through the guest agent (READINESS_FILE): each phase the
@@ -80,11 +92,16 @@ await() {{
     at=$(systemctl show -p ActiveEnterTimestampMonotonic --value "$2")
     if [ "${{at:-0}}" != 0 ]; then passed "$1" "$(seconds "$at")"; else passed "$1" "$(uptime)"; fi
 }}
-# Chromium's DevTools answer behind the relay that takes them to the NIC: asked until they do.
+# Chromium's DevTools answer behind the relay that takes them to the NIC. One
+# socat tries to connect every half second until Chromium listens (no process
+# per try), then waits up to 2 s for the answer (ignoreeof: not socat's half
+# second past the request's end; under TCG a busy browser answers in more).
+# Chromium drops what is asked just after it starts to listen: asked again.
 devtools() {{
     until systemctl start cwhost-cdp-relay.service 2>/dev/null; do sleep 10; done
     request='GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:9222\r\nConnection: close\r\n\r\n'
-    until printf "$request" | socat -T2 - TCP:127.0.0.1:9222 2>/dev/null | grep -q webSocketDebuggerUrl; do
+    until printf "$request" | socat -T2 STDIO,ignoreeof TCP:127.0.0.1:9222,retry=1200,interval=0.5 2>/dev/null |
+        grep -q webSocketDebuggerUrl; do
         sleep 0.5
     done
     passed devtools "$(uptime)"
@@ -92,10 +109,12 @@ devtools() {{
 passed kernel "$(seconds "$(systemctl show -p UserspaceTimestampMonotonic --value)")"
 await sshd ssh.service &
 await first-boot cwhost-seed.service
-# What else this guest has, its seed now applied: a workspace to mount, DevTools to relay, the guest service.
+# What else this guest has, its seed now applied: a workspace to mount, and on cwhost's network the
+# address DHCP gives (where the host reaches the guest), DevTools to relay and the guest service.
 workspace=$(cd /etc/systemd/system && ls home-*-workspace.mount 2>/dev/null | head -n 1)
 [ -n "$workspace" ] && await workspace "$workspace" &
 if [ -f {HOST_ADDRESS_FILE} ]; then
+    await network network-online.target &
     [ -f /etc/systemd/system/cwhost-cdp-relay.service ] && devtools &
     [ -f /etc/systemd/system/cwhost-guest.service ] && await service cwhost-guest.service &
 fi
@@ -202,14 +221,11 @@ WantedBy=multi-user.target
 
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
-    "etc/systemd/network/20-cwhost-eth0.network": ROUTED_NETWORK,
+    "etc/systemd/network/20-cwhost-routed.network": ROUTED_NETWORK,
     # The same name in /etc turns off ifupdown's rule, which runs a script for every NIC that appears.
     "etc/udev/rules.d/80-ifupdown.rules": "# systemd-networkd configures the NICs (cwhost).\n",
-    # The NIC that only carries forwarded ports in (QEMU's user-mode network,
-    # restricted): named by its MAC, whatever order the NICs are found in.
-    "etc/systemd/network/10-cwhost-forwards.link": f"[Match]\nMACAddress={FORWARDING_MAC}\n\n[Link]\nName=fwd0\n",
-    "etc/systemd/network/10-cwhost-fwd0.network": FORWARDS_NETWORK,
-    "etc/sysctl.d/60-cwhost-fwd0.conf": FORWARDS_SYSCTL,
+    # The NIC that only carries forwarded ports in (QEMU's user-mode network, restricted).
+    "etc/systemd/network/10-cwhost-forwards.network": FORWARDS_NETWORK,
     "usr/local/lib/cwhost/report-ready": REPORT_READY,
     "usr/local/lib/cwhost/guest-agent": GUEST_AGENT,
     "etc/systemd/system/cwhost-guest-agent.service": GUEST_AGENT_UNIT,
@@ -240,12 +256,12 @@ GUEST_SERVICE_FILES = {
     for module in GUEST_SERVICE_MODULES
 }
 # On cwhost's network only (the host's address, which the seed gives, is the one peer it answers);
-# elsewhere it does not run. Ready (notify) once it listens, which the readiness report awaits.
+# elsewhere it does not run. Ready (notify) once it listens, on every address, which the readiness
+# report awaits; it starts while DHCP is still under way, whose address (where the host reaches it)
+# the report awaits too (its network phase).
 GUEST_SERVICE_UNIT = f"""[Unit]
 Description=cwhost's guest service: processes that stream, and files, for the host alone
-# The host reaches it at the address DHCP gives on its network: up (and so ready) once that is there.
-Wants=network-online.target
-After=cwhost-seed.service network-online.target
+After=cwhost-seed.service
 ConditionPathExists={HOST_ADDRESS_FILE}
 
 [Service]
@@ -308,9 +324,9 @@ DESKTOP_NETWORK_FILES = {
 CDP_FILES = {
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
-# The proxy reaches it at the address DHCP gives on cwhost's network, and the seed says the host's.
-Wants=network-online.target
-After=cwhost-seed.service network-online.target
+# The seed says the host's address. It listens on every address, before DHCP has given the one the
+# proxy reaches it at, which the readiness report awaits (its network phase).
+After=cwhost-seed.service
 ConditionPathExists={HOST_ADDRESS_FILE}
 
 [Service]

@@ -5,7 +5,11 @@ the root, seconds of a boot under TCG, even with only the modules it needs.
 This one is the image's own busybox-static and kernel modules: the root
 disk's (virtio_pci, virtio_blk, ext4, with what modules.dep says each needs),
 virtio_rng, which seeds the kernel's randomness before anything waits for
-it, and virtio_console, whose port the guest agent opens at once. Its init
+it, virtio_console, whose port the guest agent opens at once, and virtio_net:
+a NIC whose driver udev's coldplug loads appears only after every device
+it was asked about, so networkd (and DHCP, and the guest service the host
+reaches over it) waited seconds for it. A desktop's adds virtio_gpu, whose
+DRM device its display waits for, for the same reason. Its init
 loads them, mounts ``root=`` and hands over to systemd, as the launch floor's
 init (benchmarks/boot_floor.py) loads its own. The seed's disk is virtio too,
 so it is there when systemd starts.
@@ -19,7 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_rng", "virtio_console")
+MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_rng", "virtio_console", "virtio_net")
+DISPLAY_MODULES = ("virtio_gpu",)
 BUSYBOX = "bin/busybox"
 # A root that will not mount stops the boot there, saying why on the serial console (the host's
 # console log); the workstation then never says it is ready, and cwhost reports that.
@@ -75,13 +80,14 @@ def load_order(modules_dir: Path, wanted: tuple[str, ...] = MODULES) -> list[str
     return order
 
 
-def build(root: Path, version: str, out: Path) -> None:
-    """The initramfs for the kernel ``version`` installed in the image at ``root``, written to ``out``."""
+def build(root: Path, version: str, out: Path, modules: tuple[str, ...] = MODULES) -> None:
+    """The initramfs for the kernel ``version`` installed in the image at ``root``, loading ``modules``,
+    written to ``out``."""
     busybox = root / BUSYBOX
     if not busybox.is_file():
         raise InitramfsError("the image has no /bin/busybox (is busybox-static installed?)")
     modules_dir = root / "lib/modules" / version
-    order = load_order(modules_dir)
+    order = load_order(modules_dir, modules)
     with tempfile.TemporaryDirectory(prefix="cwhost-initramfs-") as work_dir:
         work = Path(work_dir)
         for directory in ("bin", "dev", "proc", "sys", "root", "lib/modules"):
