@@ -25,7 +25,7 @@ from cwhost.api.ratelimit import RateLimiter
 from cwhost.config.server import Config, ConfigError
 from cwhost.db.database import Database
 from cwhost.images.catalog import ImageCatalog
-from cwhost.images.guest_files import CDP_GUEST_PORT
+from cwhost.images.desktop_files import CDP_GUEST_PORT
 from cwhost.remote.door_tokens import DoorTokens, NotReady
 from cwhost.remote.live_views import LiveViews
 from cwhost.usage.account_report import AccountUsageReports

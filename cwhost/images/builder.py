@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cwhost.images import guest_files, initramfs
+from cwhost.images import desktop_files, guest_files, initramfs
 from cwhost.images.catalog import DISK, INITRD, KERNEL, MANIFEST, BuiltImage, ImageCatalog
 from cwhost.images.packages import SUITE, has_desktop, has_sound, image_components, image_packages
 from cwhost.images.types import WorkstationType
@@ -147,19 +147,20 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     files = dict(guest_files.BASE_FILES)
     desktop = has_desktop(wtype.packages)
     if desktop:
-        files.update(guest_files.DESKTOP_FILES)
+        files.update(desktop_files.DESKTOP_FILES)
     if "chromium" in wtype.packages:
-        files.update(guest_files.CDP_FILES)
+        files.update(desktop_files.CDP_FILES)
         files["etc/cwhost/start-url"] = (wtype.start_url or "about:blank") + "\n"
         if (wtype.start_url or "").startswith(("http:", "https:")):
-            files.update(guest_files.DESKTOP_NETWORK_FILES)
+            files.update(desktop_files.DESKTOP_NETWORK_FILES)
     if has_sound(wtype.packages):
-        files.update(guest_files.AUDIO_FILES)
+        files.update(desktop_files.AUDIO_FILES)
     for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        path.chmod(0o755 if relative in guest_files.EXECUTABLES else 0o644)
+        executable = relative in guest_files.EXECUTABLES + desktop_files.EXECUTABLES
+        path.chmod(0o755 if executable else 0o644)
     # Each workstation is its own machine: its own machine id, made at its
     # first boot, and its own SSH host key, which cwhost gives in its seed.
     (root / "etc/machine-id").write_text("")
@@ -174,13 +175,13 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
     _in_root(root, "systemctl", "mask", *guest_files.MASKED_UNITS)
     if desktop:
         # A system user: uid 1000 stays free for the seed's user (GUEST_UID).
-        _in_root(root, "useradd", "--system", "--create-home", "--groups", "audio,video", guest_files.DESKTOP_USER)
+        _in_root(root, "useradd", "--system", "--create-home", "--groups", "audio,video", desktop_files.DESKTOP_USER)
         _in_root(root, "systemctl", "enable", "cwhost-desktop.service")
     if "chromium" in wtype.packages:
         _in_root(root, "systemctl", "enable", "cwhost-cdp-relay.service")
     if has_sound(wtype.packages):
         _in_root(root, "systemctl", "enable", "cwhost-sound.service")
-        _in_root(root, "systemctl", "--global", "mask", *guest_files.USER_UNITS_MASKED)
+        _in_root(root, "systemctl", "--global", "mask", *desktop_files.USER_UNITS_MASKED)
 
 
 def _in_root(root: Path, *command: str) -> None:

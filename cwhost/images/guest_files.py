@@ -1,4 +1,5 @@
-"""Files every image gets on top of its packages, and the desktop session of the types that have one."""
+"""Files every image gets on top of its packages: the boot, the network, the seed, readiness, the guest agent
+and the guest service (the desktop, browser and sound of the types that have them: desktop_files)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,6 @@ from drivers.libvirt.domain_xml import FORWARDING_MAC, GUEST_AGENT_CHANNEL
 # The kernel boots the image's one file system directly: no partition table,
 # no boot loader. The seed applier grows the file system to the disk at each boot.
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
-DESKTOP_USER = "desktop"
-# Chromium's DevTools listen on the guest's loopback (9222); this relay alone
-# reaches them from the routed NIC, and answers only the host's address on
-# cwhost's network (HOST_ADDRESS_FILE), where no other guest can reach it.
-CDP_GUEST_PORT = 9223
 
 # The forwarding NIC, known by its MAC (not renamed: a rename is a second
 # round of udev's work that networkd waits for, seconds under TCG): the
@@ -279,107 +275,7 @@ BASE_FILES["etc/systemd/system/ssh.service.d/cwhost-no-config-test.conf"] = SSHD
 BASE_FILES.update(boot_priority(unit) for unit in BOOT_PRIORITY_UNITS)
 BASE_FILES["etc/systemd/system/cwhost-guest.service"] = GUEST_SERVICE_UNIT
 
-# Xorg started by a service, not from a console: Xwrapper must allow that.
-DESKTOP_FILES = {
-    "etc/X11/Xwrapper.config": "allowed_users=anybody\nneeds_root_rights=yes\n",
-    "etc/systemd/system/cwhost-desktop.service": """[Unit]
-Description=The workstation's display: one full-screen browser
-# It needs nothing of the seed nor of the network, unless its start page is on the
-# network (DESKTOP_NETWORK_FILES): under TCG the browser alone takes most of a boot.
-
-[Service]
-User=desktop
-WorkingDirectory=/home/desktop
-# Xorg drives the virtio display through DRM, whose module udev's coldplug loads.
-ExecStartPre=+/usr/bin/udevadm wait --timeout=120 /dev/dri/card0
-ExecStart=/usr/bin/xinit /usr/local/lib/cwhost/desktop-session -- :0 vt7 -nolisten tcp -keeptty
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-""",
-    # Chromium's DevTools listen on the guest's loopback only: an agent reaches
-    # them through cwhost, never from the network. There is no keyring to ask
-    # for saved passwords.
-    "usr/local/lib/cwhost/desktop-session": """#!/bin/sh
-xset s off -dpms s noblank
-# No window manager: the window is placed and sized to the whole screen by hand.
-# After "--" the page is never read as a switch, whatever the configuration says.
-size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
-exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars --password-store=basic \\
-    --window-position=0,0 --window-size="${size%x*},${size#*x}" \\
-    --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \\
-    -- "$(cat /etc/cwhost/start-url)"
-""",
-}
-# A browser type is ready once its DevTools answer: the display is on the readiness path.
-DESKTOP_FILES.update([boot_priority("cwhost-desktop.service")])
-# A start page on the network opens once DHCP has answered, not as an error page.
-DESKTOP_NETWORK_FILES = {
-    "etc/systemd/system/cwhost-desktop.service.d/network.conf": (
-        "[Unit]\nWants=network-online.target\nAfter=network-online.target\n"
-    ),
-}
-CDP_FILES = {
-    "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
-Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
-# The seed says the host's address. It listens on every address, before DHCP has given the one the
-# proxy reaches it at, which the readiness report awaits (its network phase).
-After=cwhost-seed.service
-ConditionPathExists={HOST_ADDRESS_FILE}
-
-[Service]
-User=desktop
-# socat's range= refuses every peer but the host's address on cwhost's
-# network, which the seed gives; on any other network the seed gives none,
-# and the relay does not run.
-ExecStart=/bin/sh -c 'exec /usr/bin/socat \\
-    TCP-LISTEN:{CDP_GUEST_PORT},fork,reuseaddr,range=$$(cat {HOST_ADDRESS_FILE})/32 TCP:127.0.0.1:9222'
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-""",
-}
-# Sound: one PulseAudio for the whole machine, so that every user's programs (the desktop's browser,
-# a softphone, the guest user's commands and the guest service's recorder) play to one speaker with
-# no login session. Every local user is the tenant's, so its socket takes them all. The speaker is a
-# null sink (nothing is heard; the guest service records its monitor); the microphone is what is
-# played to microphone_feed (paplay -d microphone_feed). Clients go to it alone, never to a
-# per-user daemon of their own.
-PULSE_SOCKET = "/run/pulse/native"
-PULSE_SCRIPT = f"""load-module module-native-protocol-unix auth-anonymous=1 socket={PULSE_SOCKET}
-load-module module-null-sink sink_name=speaker sink_properties=device.description=Speaker
-load-module module-null-sink sink_name=microphone_feed sink_properties=device.description=Microphone-feed
-load-module module-remap-source master=microphone_feed.monitor source_name=microphone
-load-module module-suspend-on-idle
-set-default-sink speaker
-set-default-source microphone
-"""
-AUDIO_FILES = {
-    "etc/cwhost/pulse.pa": PULSE_SCRIPT,
-    "etc/pulse/client.conf.d/50-cwhost.conf": f"default-server = unix:{PULSE_SOCKET}\nautospawn = no\n",
-    "etc/systemd/system/cwhost-sound.service": """[Unit]
-Description=The workstation's sound: one PulseAudio for every user, its speaker recorded by cwhost
-After=local-fs.target
-
-[Service]
-ExecStart=/usr/bin/pulseaudio --system --daemonize=no --disallow-exit --exit-idle-time=-1 \\
-    --disallow-module-loading --log-target=journal -n --file=/etc/cwhost/pulse.pa
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-""",
-}
-# The per-user daemon Debian starts with each login session: the system's one serves every user.
-USER_UNITS_MASKED = ("pulseaudio.service", "pulseaudio.socket")
-
 EXECUTABLES = (
-    "usr/local/lib/cwhost/desktop-session",
     "usr/local/lib/cwhost/report-ready",
     "usr/local/lib/cwhost/guest-agent",
     "usr/local/lib/cwhost/apply-seed",

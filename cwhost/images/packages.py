@@ -39,9 +39,9 @@ DESKTOP_PACKAGES = (
     "xinit",
     "x11-xserver-utils",
 )
-# socat relays DevTools from the NIC to Chromium's loopback port (see guest_files).
+# socat relays DevTools from the NIC to Chromium's loopback port (see desktop_files).
 CHROMIUM = ("chromium", "fonts-dejavu-core", "socat")
-# Sound: one PulseAudio for the whole machine, whose speaker cwhost records (guest_files.AUDIO_FILES);
+# Sound: one PulseAudio for the whole machine, whose speaker cwhost records (desktop_files.AUDIO_FILES);
 # espeak-ng gives agents a voice to speak into a call with.
 AUDIO = ("pulseaudio", "espeak-ng")
 VOIP = ("baresip",) + AUDIO
