@@ -12,9 +12,17 @@ DESKTOP_USER = "desktop"
 # cwhost's network (HOST_ADDRESS_FILE), where no other guest can reach it.
 CDP_GUEST_PORT = 9223
 
-# Xorg started by a service, not from a console: Xwrapper must allow that.
+# Xorg started by a service, not from a console: Xwrapper must allow that. Xorg's GL acceleration
+# (glamor) is off: the virtio display has no 3D, and glamor refuses the software renderer, after
+# loading it to ask (LLVM, ~100 MB, 2.4 s of Xorg's start under TCG).
 DESKTOP_FILES = {
     "etc/X11/Xwrapper.config": "allowed_users=anybody\nneeds_root_rights=yes\n",
+    "etc/X11/xorg.conf.d/20-cwhost-display.conf": """Section "Device"
+    Identifier "display"
+    Driver "modesetting"
+    Option "AccelMethod" "none"
+EndSection
+""",
     "etc/systemd/system/cwhost-desktop.service": """[Unit]
 Description=The workstation's display: one full-screen browser
 # It needs nothing of the seed nor of the network, unless its start page is on the
@@ -40,7 +48,11 @@ xset s off -dpms s noblank
 # No window manager: the window is placed and sized to the whole screen by hand.
 # After "--" the page is never read as a switch, whatever the configuration says.
 size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
+# A kiosk has no address bar and no tab strip: the web pages Chromium keeps ready for its address
+# bar's suggestions and its tab search would cost a renderer (~15 s of CPU at boot under TCG) for
+# nothing anyone can open.
 exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars --password-store=basic \\
+    --disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,PreloadTopChromeWebUI \\
     --window-position=0,0 --window-size="${size%x*},${size#*x}" \\
     --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \\
     -- "$(cat /etc/cwhost/start-url)"
