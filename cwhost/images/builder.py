@@ -155,12 +155,12 @@ def add_guest_files(root: Path, wtype: WorkstationType) -> None:
             files.update(desktop_files.DESKTOP_NETWORK_FILES)
     if has_sound(wtype.packages):
         files.update(desktop_files.AUDIO_FILES)
+    executables = guest_files.EXECUTABLES + desktop_files.EXECUTABLES
     for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        executable = relative in guest_files.EXECUTABLES + desktop_files.EXECUTABLES
-        path.chmod(0o755 if executable else 0o644)
+        path.chmod(0o755 if relative in executables else 0o644)
     # Each workstation is its own machine: its own machine id, made at its
     # first boot, and its own SSH host key, which cwhost gives in its seed.
     (root / "etc/machine-id").write_text("")

@@ -31,7 +31,8 @@ Description=The workstation's display: one full-screen browser
 [Service]
 User=desktop
 WorkingDirectory=/home/desktop
-# Xorg drives the virtio display through DRM, whose module udev's coldplug loads.
+# Xorg finds the virtio display's DRM device through udev (its module loads in the initramfs):
+# it starts once udev's coldplug has seen the device.
 ExecStartPre=+/usr/bin/udevadm wait --timeout=120 /dev/dri/card0
 ExecStart=/usr/bin/xinit /usr/local/lib/cwhost/desktop-session -- :0 vt7 -nolisten tcp -keeptty
 Restart=always
