@@ -14,6 +14,8 @@ import pytest
 from PIL import Image, ImageChops
 
 from cwhost.accounts import tokens as auth
+from cwhost.workstations.recorder import Recorder
+from drivers.base import InvalidDomainState
 from tests.helpers import app_with, bearer
 
 
@@ -100,8 +102,8 @@ def test_recordings_count_in_the_accounts_storage_and_are_the_owners(tmp_path):
 
 def test_a_recording_of_a_stopped_workstation_is_refused_and_ends_with_it(client, alice, running_url):
     recording = client.post(running_url + "/recordings", json={}, headers=alice).get_json()
-    client.post(running_url + "/stop", headers=alice, query_string={"force": "true"})
     url = f"{running_url}/recordings/{recording['id']}"
+    client.post(running_url + "/stop", headers=alice, query_string={"force": "true"})
     deadline = time.monotonic() + 30
     while client.get(url, headers=alice).get_json()["status"] == "recording":
         assert time.monotonic() < deadline
@@ -128,3 +130,17 @@ def test_a_recording_a_restart_cut_short_is_failed_and_kept(client, alice, runni
     recordings.recover()
     after = client.get(f"{running_url}/recordings/{started['id']}", headers=alice).get_json()
     assert after["status"] == "failed" and "cwhost stopped" in after["message"]
+
+
+def test_a_recording_whose_workstation_stopped_before_its_first_picture_fails_with_no_file(tmp_path):
+    outcomes = []
+
+    def stopped_screen() -> bytes:
+        raise InvalidDomainState("domain is not running")
+
+    target = tmp_path / "rec.webm"
+    recorder = Recorder(stopped_screen, target, 5, 60, lambda size: None, lambda *outcome: outcomes.append(outcome))
+    recorder.thread.start()
+    assert recorder.done.wait(30)
+    assert outcomes == [("failed", "the workstation stopped before its first picture", 0)]
+    assert not target.exists()

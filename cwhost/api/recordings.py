@@ -36,7 +36,8 @@ class RecordingCollection(MethodView):
     @error_responses(blp, 400, 403, 404, 409, 415, 422)
     @blp.doc(operationId="startRecording")
     def post(self, body, workstation_id):
-        """Start recording the screen (pictures taken by the hypervisor: nothing runs in the guest).
+        """Start recording the screen (pictures taken by the hypervisor: nothing runs in the guest); it
+        answers once the first picture is taken, so what is done after the answer is in the video.
         403 when the account's storage has no room, 409 while this workstation is recorded already."""
         return _shown(services().recordings.start(g.principal, workstation_id, body.get("frames_per_second")))
 

@@ -29,6 +29,8 @@ RECORDING, READY, FAILED = "recording", "ready", "failed"
 # What a recording must have room for when it starts: a few minutes of a quiet screen.
 ROOM_TO_START_BYTES = 16 * 1024 * 1024
 STOP_WAIT_SECONDS = 150
+# A start answers once the screen as it was then is in the recording, or after this long at most.
+FIRST_PICTURE_SECONDS = 30
 
 
 class Recordings:
@@ -78,7 +80,9 @@ class Recordings:
             self._recorders[row["id"]] = recorder
         recorder.thread.start()
         self._store.record(ws.id, ("info", f"Recording {row['id']} of the screen started."))
-        return row
+        # So what a client does once it has the answer is in the video.
+        recorder.first_picture.wait(FIRST_PICTURE_SECONDS)
+        return self._db.query("SELECT * FROM recordings WHERE id = ?", [row["id"]])[0]
 
     def _check_room(self, account_id: str, workstation_id: str) -> None:
         rows = self._db.query(
