@@ -26,13 +26,7 @@ EndSection
     "etc/systemd/system/cwhost-desktop.service": """[Unit]
 Description=The workstation's display: one full-screen browser
 # It needs nothing of the seed nor of the network, unless its start page is on the
-# network (DESKTOP_NETWORK_FILES): under TCG the browser alone takes most of a boot. Nor does it wait
-# for basic.target (sockets, timers, D-Bus, which Chromium does without): the local file systems and
-# /tmp's setup (X's socket directory) are all it needs.
-DefaultDependencies=no
-After=local-fs.target systemd-tmpfiles-setup.service systemd-journald.socket
-Conflicts=shutdown.target
-Before=shutdown.target
+# network (DESKTOP_NETWORK_FILES): under TCG the browser alone takes most of a boot.
 
 [Service]
 User=desktop
