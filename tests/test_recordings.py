@@ -102,8 +102,8 @@ def test_recordings_count_in_the_accounts_storage_and_are_the_owners(tmp_path):
 
 def test_a_recording_of_a_stopped_workstation_is_refused_and_ends_with_it(client, alice, running_url):
     recording = client.post(running_url + "/recordings", json={}, headers=alice).get_json()
-    url = f"{running_url}/recordings/{recording['id']}"
     client.post(running_url + "/stop", headers=alice, query_string={"force": "true"})
+    url = f"{running_url}/recordings/{recording['id']}"
     deadline = time.monotonic() + 30
     while client.get(url, headers=alice).get_json()["status"] == "recording":
         assert time.monotonic() < deadline

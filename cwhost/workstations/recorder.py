@@ -56,7 +56,8 @@ class Recorder:
         self._frames: queue.SimpleQueue[tuple[bytes, bool] | None] = queue.SimpleQueue()
         self._room = threading.Semaphore(PENDING_PICTURES)
         self._encoder_failure: str | None = None
-        self.first_picture = threading.Event()  # also set when it ends without one, so no one waits on
+        # Set by its first picture, or by its end without one, so that no one waits on after it.
+        self.first_picture = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"recorder-{target.stem}", daemon=True)
 
@@ -70,7 +71,8 @@ class Recorder:
         )  # fmt: skip
         writer = threading.Thread(target=self._encode, args=(encoder,), name=f"{self.thread.name}-encode", daemon=True)
         writer.start()
-        reason, pictures_taken = self._take_pictures()
+        reason = self._take_pictures()
+        pictures_taken = self.first_picture.is_set()
         self.first_picture.set()
         self._frames.put(None)
         writer.join()
@@ -111,26 +113,25 @@ class Recorder:
                     if holds_room:
                         self._room.release()
 
-    def _take_pictures(self) -> tuple[str | None, bool]:
-        """A frame for each tick of the recording's clock until it should stop: why, if not asked to,
-        and whether it took any picture."""
+    def _take_pictures(self) -> str | None:
+        """A frame for each tick of the recording's clock until it should stop; why, if not asked to."""
         began = time.monotonic()
         measured, frames_queued, previous = began, 0, b""
         while not self._stopping.is_set() and self._encoder_failure is None:
             now = time.monotonic()
             if now - began > self._max_seconds:
-                return f"it reached its longest, {self._max_seconds:g} s", frames_queued > 0
+                return f"it reached its longest, {self._max_seconds:g} s"
             if now - measured > MEASURE_SECONDS:
                 measured = now
                 refusal = self._allowed(self._size())
                 if refusal:
-                    return refusal, frames_queued > 0
+                    return refusal
             frame = int((now - began) / self._interval)
             if frame >= frames_queued:
                 try:
                     picture, holds_room = self._next_picture(previous)
                 except DriverError:
-                    return "the workstation stopped", frames_queued > 0
+                    return "the workstation stopped"
                 # Frames a slow picture left empty show the one before, as the screen did until now.
                 for _ in range(frame - frames_queued):
                     self._frames.put((previous, False))
@@ -138,7 +139,7 @@ class Recorder:
                 frames_queued, previous = frame + 1, picture
                 self.first_picture.set()
             self._stopping.wait(max(0.0, began + (frame + 1) * self._interval - time.monotonic()))
-        return None, frames_queued > 0
+        return None
 
     def _next_picture(self, previous: bytes) -> tuple[bytes, bool]:
         """The screen now, holding a place in the queue if it changed; the one before if there is no room."""
