@@ -26,6 +26,17 @@ def sse(response: requests.Response):
             event = None
 
 
+def next_line(events) -> str:
+    """The next whole line of stdout: a chunk is what one read in the guest got, and
+    `python3 -u` writes print's text and its newline apart, so a line may come in pieces."""
+    text = ""
+    while not text.endswith("\n"):
+        event, data = next(events)
+        assert (event, data["encoding"]) == ("stdout", "utf-8"), (event, data)
+        text += data["data"]
+    return text
+
+
 def _exec(http: requests.Session, url: str, *command: str) -> dict:
     answer = http.post(url + "/exec", json={"command": list(command)}, timeout=120)
     assert answer.status_code == 200, answer.text
@@ -47,10 +58,10 @@ def processes_stream_take_stdin_and_die(http: requests.Session, url: str) -> Non
     with http.get(process + "/output", stream=True, timeout=120) as stream:
         events = sse(stream)
         # The first line arrives while the process runs on, waiting for stdin.
-        assert next(events) == ("stdout", {"data": "first\n", "encoding": "utf-8"})
+        assert next_line(events) == "first\n"
         assert http.get(process, timeout=30).json()["status"] == "running"
         assert http.post(process + "/stdin", json={"data": "hello guest\n"}, timeout=30).status_code == 204
-        assert next(events) == ("stdout", {"data": "HELLO GUEST\n", "encoding": "utf-8"})
+        assert next_line(events) == "HELLO GUEST\n"
         assert http.post(process + "/stdin", json={"eof": True}, timeout=30).status_code == 204
         event, ending = next(events)
         assert (event, ending["status"], ending["exitCode"]) == ("exit", "exited", 0)
@@ -80,7 +91,7 @@ def processes_stream_take_stdin_and_die(http: requests.Session, url: str) -> Non
     whoami = _start(http, url, "id", "-un")
     _ended(http, whoami)
     with http.get(whoami + "/output", stream=True, timeout=60) as stream:
-        assert next(sse(stream)) == ("stdout", {"data": "dev\n", "encoding": "utf-8"})
+        assert next_line(sse(stream)) == "dev\n"
 
 
 def files_both_ways_and_a_watch(http: requests.Session, url: str) -> None:
