@@ -12,15 +12,21 @@ DESKTOP_USER = "desktop"
 # cwhost's network (HOST_ADDRESS_FILE), where no other guest can reach it.
 CDP_GUEST_PORT = 9223
 
-# Xorg started by a service, not from a console: Xwrapper must allow that. Xorg's GL acceleration
-# (glamor) is off: the virtio display has no 3D, and glamor refuses the software renderer, after
-# loading it to ask (LLVM, ~100 MB, 2.4 s of Xorg's start under TCG).
+# Xorg started by a service, not from a console: Xwrapper must allow that. The virtio display has
+# no 3D, so Xorg has no GL at all: glamor (its GL acceleration) refuses the software renderer after
+# loading it to ask (LLVM, ~100 MB, 2.4 s of Xorg's start under TCG), and GLX for X clients loads
+# that renderer for good (6.6 s of a TCG boot, before the browser can start). Chromium draws in
+# software without either, as it would on this display anyway.
 DESKTOP_FILES = {
     "etc/X11/Xwrapper.config": "allowed_users=anybody\nneeds_root_rights=yes\n",
     "etc/X11/xorg.conf.d/20-cwhost-display.conf": """Section "Device"
     Identifier "display"
     Driver "modesetting"
     Option "AccelMethod" "none"
+EndSection
+
+Section "Module"
+    Disable "glx"
 EndSection
 """,
     "etc/systemd/system/cwhost-desktop.service": """[Unit]
@@ -48,14 +54,24 @@ xset s off -dpms s noblank
 # No window manager: the window is placed and sized to the whole screen by hand.
 # After "--" the page is never read as a switch, whatever the configuration says.
 size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
+# Chromium itself, not Debian's /usr/bin/chromium: that script runs a dozen processes before the
+# browser (0.6 s of a warm guest under TCG, more at boot). What it would add is here: its Google API
+# keys, and its flags as they apply to this display (shared memory in /tmp, as it chooses for a
+# /dev/shm under 3.8 GB; no Cast, no hyperlink pings, extensions from the web store allowed).
+. /etc/chromium.d/apikeys
+read -r start_url < /etc/cwhost/start-url
+export CHROME_WRAPPER=/usr/bin/chromium CHROME_DESKTOP=chromium.desktop
 # A kiosk has no address bar and no tab strip: the web pages Chromium keeps ready for its address
 # bar's suggestions and its tab search would cost a renderer (~15 s of CPU at boot under TCG) for
-# nothing anyone can open.
-exec chromium --kiosk --no-first-run --noerrdialogs --disable-infobars --password-store=basic \\
+# nothing anyone can open. The display has no GL (see 20-cwhost-display.conf): told so, Chromium
+# composites in software at once, instead of starting its GPU process four times to find out.
+exec /usr/lib/chromium/chromium --kiosk --no-first-run --noerrdialogs --disable-infobars --password-store=basic \\
+    --disable-gpu --disable-dev-shm-usage --media-router=0 --disable-pings --no-default-browser-check \\
+    --enable-remote-extensions \\
     --disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,PreloadTopChromeWebUI \\
     --window-position=0,0 --window-size="${size%x*},${size#*x}" \\
     --remote-debugging-address=127.0.0.1 --remote-debugging-port=9222 \\
-    -- "$(cat /etc/cwhost/start-url)"
+    -- "$start_url"
 """,
 }
 # A browser type is ready once its DevTools answer: the display is on the readiness path.
