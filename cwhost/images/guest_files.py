@@ -48,6 +48,8 @@ Priority=1500
 # IPv4 only, as the network is (its traffic filter drops IPv6): a link-local address
 # and router solicitations would only hold the link in "configuring", which
 # network-online.target (the guest service's, so readiness's) waits out.
+# The hostname is the seed's: networkd would otherwise start hostnamed over D-Bus
+# at each boot to set DHCP's, and be refused.
 ROUTED_NETWORK = """[Match]
 Type=ether
 
@@ -55,6 +57,9 @@ Type=ether
 DHCP=ipv4
 LinkLocalAddressing=no
 IPv6AcceptRA=no
+
+[DHCPv4]
+UseHostname=no
 """
 
 # What this boot has passed, and when (seconds since the kernel started), for
@@ -120,12 +125,16 @@ passed ready "$(uptime)"
 
 # Units a workstation never needs, masked: Debian's guest agent unit
 # (cwhost-guest-agent.service starts it sooner); timers that would run apt or
-# scrub the disk on a metered machine, and their boot-time parts; and
-# ifupdown, which Debian installs as an important package, whose boot would
-# wait for udev to settle and for DHCP before network.target
-# (systemd-networkd does its work).
+# scrub the disk on a metered machine, and their boot-time parts; ifupdown,
+# which Debian installs as an important package, whose boot would wait for
+# udev to settle and for DHCP before network.target (systemd-networkd does its
+# work); and systemd's partition grower (the image has no partitions) and EFI
+# crash-log saver (the guest boots without EFI), which each had their kernel
+# modules loaded again and again at boot (six processes of TCG's time).
 MASKED_UNITS = (
     "qemu-guest-agent.service",
+    "systemd-repart.service",
+    "systemd-pstore.service",
     "networking.service",
     "ifupdown-pre.service",
     "ifupdown-wait-online.service",
@@ -215,8 +224,16 @@ RestartSec=1
 WantedBy=multi-user.target
 """
 
+# Drivers udev's coldplug would load for the machine's devices that no workstation uses: the
+# floppy controller, the PC speaker, the SMBus, joysticks, raw serial-port access, and Wi-Fi's
+# configuration layer (which networkd's query for Wi-Fi loads). Each costs its load and its
+# probe, up to a second of a TCG boot; blacklisted, they still load when named (modprobe), never
+# by a device's alias.
+UNUSED_DRIVERS = ("floppy", "pcspkr", "i2c_piix4", "joydev", "serio_raw", "cfg80211")
+
 BASE_FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
+    "etc/modprobe.d/cwhost-unused-drivers.conf": "".join(f"blacklist {name}\n" for name in UNUSED_DRIVERS),
     "etc/systemd/network/20-cwhost-routed.network": ROUTED_NETWORK,
     # The same name in /etc turns off ifupdown's rule, which runs a script for every NIC that appears.
     "etc/udev/rules.d/80-ifupdown.rules": "# systemd-networkd configures the NICs (cwhost).\n",
