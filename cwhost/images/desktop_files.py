@@ -3,6 +3,9 @@ relay, and the sound; on top of guest_files' BASE_FILES."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from cwhost.images import devtools_answer
 from cwhost.images.guest_files import boot_priority
 from drivers.libvirt.cloud_init import HOST_ADDRESS_FILE
 
@@ -83,6 +86,8 @@ DESKTOP_NETWORK_FILES = {
     ),
 }
 CDP_FILES = {
+    # Standard library only, as the seed applier.
+    "usr/local/lib/cwhost/devtools-answer": "#!/usr/bin/python3 -IS\n" + Path(devtools_answer.__file__).read_text(),
     "etc/systemd/system/cwhost-cdp-relay.service": f"""[Unit]
 Description=Chromium's DevTools, relayed from the NIC for cwhost's token-bound proxy
 # The seed says the host's address. It listens on every address, before DHCP has given the one the
@@ -139,4 +144,4 @@ WantedBy=multi-user.target
 # The per-user daemon Debian starts with each login session: the system's one serves every user.
 USER_UNITS_MASKED = ("pulseaudio.service", "pulseaudio.socket")
 
-EXECUTABLES = ("usr/local/lib/cwhost/desktop-session",)
+EXECUTABLES = ("usr/local/lib/cwhost/desktop-session", "usr/local/lib/cwhost/devtools-answer")

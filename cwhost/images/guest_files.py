@@ -93,18 +93,11 @@ await() {{
     at=$(systemctl show -p ActiveEnterTimestampMonotonic --value "$2")
     if [ "${{at:-0}}" != 0 ]; then passed "$1" "$(seconds "$at")"; else passed "$1" "$(uptime)"; fi
 }}
-# Chromium's DevTools answer behind the relay that takes them to the NIC. One
-# socat tries to connect every half second until Chromium listens (no process
-# per try), then waits up to 2 s for the answer (ignoreeof: not socat's half
-# second past the request's end; under TCG a busy browser answers in more).
-# Chromium drops what is asked just after it starts to listen: asked again.
+# Chromium's DevTools answer (devtools-answer: at the first answer, however long the busy
+# browser takes), behind the relay that takes them to the NIC.
 devtools() {{
     until systemctl start cwhost-cdp-relay.service 2>/dev/null; do sleep 10; done
-    request='GET /json/version HTTP/1.1\r\nHost: 127.0.0.1:9222\r\nConnection: close\r\n\r\n'
-    until printf "$request" | socat -T2 STDIO,ignoreeof TCP:127.0.0.1:9222,retry=1200,interval=0.5 2>/dev/null |
-        grep -q webSocketDebuggerUrl; do
-        sleep 0.5
-    done
+    /usr/local/lib/cwhost/devtools-answer
     passed devtools "$(uptime)"
 }}
 passed kernel "$(seconds "$(systemctl show -p UserspaceTimestampMonotonic --value)")"
