@@ -42,7 +42,8 @@ User=desktop
 WorkingDirectory=/home/desktop
 # No wait for udev's coldplug (7 s into a TCG boot): the display's DRM device is there from the
 # initramfs and Xorg finds it in sysfs; the keyboard and the tablet join as udev reaches them.
-ExecStart=/usr/bin/xinit /usr/local/lib/cwhost/desktop-session -- :0 vt7 -nolisten tcp -keeptty
+# The screen never blanks nor powers down (-s 0 -dpms).
+ExecStart=/usr/bin/xinit /usr/local/lib/cwhost/desktop-session -- :0 vt7 -nolisten tcp -keeptty -s 0 -dpms
 Restart=always
 RestartSec=2
 
@@ -53,10 +54,13 @@ WantedBy=multi-user.target
     # them through cwhost, never from the network. There is no keyring to ask
     # for saved passwords.
     "usr/local/lib/cwhost/desktop-session": """#!/bin/sh
-xset s off -dpms s noblank
-# No window manager: the window is placed and sized to the whole screen by hand.
-# After "--" the page is never read as a switch, whatever the configuration says.
-size=$(xrandr --current | awk '/\\*/ {print $1; exit}')
+# No window manager: the window is placed and sized to the whole screen by hand, at the display's
+# preferred mode, which Xorg sets: the first its connector lists (read by the shell, where xrandr
+# was a process on the browser's way under TCG). After "--" the page is never read as a switch,
+# whatever the configuration says.
+for modes in /sys/class/drm/card*-*/modes; do
+    read -r size < "$modes" && break
+done
 # Chromium itself, not Debian's /usr/bin/chromium: that script runs a dozen processes before the
 # browser (0.6 s of a warm guest under TCG, more at boot). What it would add is here: its Google API
 # keys, and its flags as they apply to this display (shared memory in /tmp, as it chooses for a
