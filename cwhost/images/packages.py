@@ -37,7 +37,6 @@ DESKTOP_PACKAGES = (
     "xserver-xorg-legacy",
     "xserver-xorg-input-libinput",
     "xinit",
-    "x11-xserver-utils",
 )
 # socat relays DevTools from the NIC to Chromium's loopback port (see desktop_files).
 CHROMIUM = ("chromium", "fonts-dejavu-core", "socat")
