@@ -73,8 +73,9 @@ def test_a_browser_slow_to_answer_is_waited_for_without_giving_up_its_request():
             if closed_by_client(connection):
                 browser.client_gone_early.append(number)
             else:
-                connection.sendall(ANSWER)
+                # Set before the answer goes: the wait may end, and the test look, as soon as it does.
                 first_answered.set()
+                connection.sendall(ANSWER)
         else:
             first_answered.wait(10)
 
