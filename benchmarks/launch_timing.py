@@ -59,8 +59,8 @@ class Server:
             f'[driver]\nname = "libvirt"\n[driver.libvirt]\ndomain_type = "qemu"\nkernel = "{kernel}"\n'
             f'initrd = "{initrd}"\ncmdline = "console=ttyS0"\n[images]\ndir = "{combined}"\n'
             f'[access]\npublic_host = "127.0.0.1"\nforward_listen = "127.0.0.1"\n'
-            f"ssh_port_first = {first_ssh}\nssh_port_last = {first_ssh + 9}\n[readiness]\npoll_seconds = 0.5\n"
-        )
+            f"ssh_port_first = {first_ssh}\nssh_port_last = {first_ssh + 9}\n"
+        )  # readiness read as shipped: each read of a guest's report is work in that guest, timed too
         self.env = {**os.environ, "CWHOST_CONFIG": str(config), "CWHOST_DATA_DIR": str(data_dir / "data")}
         self.url = f"http://127.0.0.1:{port}"
         self._command = [sys.executable, "-m", "cwhost", "serve", "--port", str(port)]
