@@ -34,6 +34,7 @@ EndSection
 """,
     "etc/systemd/system/cwhost-desktop.service": """[Unit]
 Description=The workstation's display: one full-screen browser
+Wants=cwhost-browser-read.service
 # It needs nothing of the seed nor of the network, unless its start page is on the
 # network (DESKTOP_NETWORK_FILES): under TCG the browser alone takes most of a boot.
 
@@ -81,8 +82,20 @@ exec /usr/lib/chromium/chromium --kiosk --no-first-run --noerrdialogs --disable-
     -- "$start_url"
 """,
 }
+# At boot the browser's program (300 MB) is not in the page cache yet. Faulted in as the browser
+# runs (2,000 reads from the disk, one at a time), a browser's start under TCG took 4 s longer than
+# with the program read in one pass beside Xorg's start, and a boot's DevTools answered 3 s later.
+# This unit does that read, with no wait on either side.
+DESKTOP_FILES["etc/systemd/system/cwhost-browser-read.service"] = """[Unit]
+Description=Chromium's program read into memory while the display starts
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'exec cat /usr/lib/chromium/chromium /usr/lib/chromium/*.pak /usr/lib/chromium/*.dat \\
+    /usr/lib/chromium/*.bin > /dev/null'
+"""
 # A browser type is ready once its DevTools answer: the display is on the readiness path.
-DESKTOP_FILES.update([boot_priority("cwhost-desktop.service")])
+DESKTOP_FILES.update(boot_priority(unit) for unit in ("cwhost-desktop.service", "cwhost-browser-read.service"))
 # A start page on the network opens once DHCP has answered, not as an error page.
 DESKTOP_NETWORK_FILES = {
     "etc/systemd/system/cwhost-desktop.service.d/network.conf": (
